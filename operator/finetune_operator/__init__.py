@@ -1,0 +1,1 @@
+"""finetune-operator: the Kopf operator, manifest builders, queue and the `ftctl` CLI."""

@@ -1,0 +1,737 @@
+"""The FineTuneJob API: one manifest from data to a served, evaluated model (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from .common import (
+    API_VERSION,
+    ApiModel,
+    Condition,
+    StatusModel,
+    Toleration,
+    cel,
+    immutable,
+    quantity_field,
+)
+
+Phase = Literal[
+    "Pending",
+    "Validating",
+    "Queued",
+    "Training",
+    "Evaluating",
+    "Deploying",
+    "Serving",
+    "Succeeded",
+    "Failed",
+    "Rejected",
+]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Rejected"})
+
+URI_PATTERN = r"^((pvc|s3|hf|file)://.+|/.+|\./.+|[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*)$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+
+
+# --------------------------------------------------------------------------------------- model
+class ModelSpec(ApiModel):
+    """The base model to fine-tune."""
+
+    uri: str = Field(pattern=URI_PATTERN, max_length=1024)
+    """Where the base model is: `pvc://<claim>/<path>`, `s3://bucket/prefix`, `hf://org/name` (needs hub
+    access from the cluster), or a local directory for `ftctl run`."""
+    revision: str | None = Field(default=None, max_length=128)
+    """Hub revision (branch, tag or commit) for `hf://` models."""
+    name: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
+    """Short name of the base model; the serving pool and the served base model carry it. Defaults to
+    the last path element of the URI, lower-cased."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weights dtype for training and serving. `auto` picks bfloat16 on GPUs and float32 on CPU."""
+    chat_template: str | None = Field(default=None, max_length=16384)
+    """A Jinja chat template that replaces the tokenizer's own (it must mark the assistant turn with
+    `{% generation %}` for assistant-only loss)."""
+
+
+# --------------------------------------------------------------------------------------- data
+DatasetFormat = Literal["auto", "messages", "prompt_completion", "preference"]
+
+
+class DatasetRef(ApiModel):
+    """One dataset: a JSON Lines file (or a directory of them)."""
+
+    uri: str = Field(pattern=URI_PATTERN, max_length=1024)
+    """`pvc://<claim>/<path>`, `s3://…`, `hf://…` or a local path (for `ftctl run`)."""
+    format: DatasetFormat = "auto"
+    """Row format: chat `messages`, `prompt`/`completion`, or preference pairs (`chosen`/`rejected`).
+    `auto` detects it from the first row and then requires every row to match."""
+
+
+class DataSpec(ApiModel):
+    """The datasets and how they are checked before any GPU is requested."""
+
+    train: DatasetRef
+    """Training data."""
+    validation: DatasetRef | None = None
+    """Validation data for the loss curve during training."""
+    eval: DatasetRef | None = None
+    """The held-out set that gates promotion. Defaults to the validation set; rows that also appear in
+    the training data are removed and reported as leakage."""
+    max_length: int = Field(default=1024, ge=16, le=262144)
+    """Longest tokenized example, in tokens."""
+    over_length: Literal["drop", "truncate", "fail"] = "drop"
+    """What happens to longer examples: drop them, truncate them (keeping at least one trainable token),
+    or fail the Validating phase. Counts are reported either way."""
+    dedup: bool = True
+    """Remove exact duplicate rows from the training data."""
+    min_examples: int = Field(default=1, ge=1)
+    """Fewer usable training examples than this fails validation (under 50 always warns)."""
+    leakage: Literal["remove", "fail", "ignore"] = "remove"
+    """Rows shared between train and the validation / eval sets: removed from train and reported,
+    a failure, or ignored."""
+
+
+# --------------------------------------------------------------------------------------- graders
+GraderType = Literal["string_check", "text_similarity", "regex", "json_schema", "python", "multi"]
+
+
+class GraderComponent(ApiModel):
+    """One weighted part of a `multi` grader, referring to another grader by name."""
+
+    grader: str = Field(pattern=NAME_PATTERN, max_length=63)
+    weight: float = Field(default=1.0, ge=0)
+
+
+class Grader(ApiModel):
+    """A scoring function over one model output. The same definition serves as a GRPO reward and as an
+    evaluation metric. Scores are in [0, 1]."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    """Name of the grader; gates and `multi` graders refer to it."""
+    type: GraderType
+    """`string_check` (compare with the reference), `text_similarity` (fuzzy ratio or token F1), `regex`
+    (output matches a pattern), `json_schema` (output is JSON conforming to `schema`), `python` (a
+    `grade(output, item)` function run in a subprocess with a time limit and no network), `multi`
+    (weighted mean of other graders)."""
+    operation: Literal["eq", "ne", "like", "ilike"] = "eq"
+    """For `string_check`: equal, not equal, contains, contains ignoring case."""
+    reference: str = Field(default="{{ item.reference }}", max_length=4096)
+    """For `string_check` and `text_similarity`: the expected text, a template over the eval row
+    (`{{ item.<field> }}`); defaults to the row's reference answer."""
+    similarity: Literal["fuzzy_ratio", "token_f1"] = "token_f1"
+    """For `text_similarity`: the measure."""
+    pattern: str | None = Field(default=None, max_length=4096)
+    """For `regex`: the pattern the output must match (Python `re.search`)."""
+    json_schema: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    """For `json_schema`: the JSON Schema the output must satisfy."""
+    source: str | None = Field(default=None, max_length=65536)
+    """For `python`: source that defines `grade(output: str, item: dict) -> float`."""
+    timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    """For `python`: time limit per item; a timeout scores 0 and is reported for that item."""
+    components: list[GraderComponent] | None = Field(default=None, max_length=16)
+    """For `multi`: the graders to combine and their weights."""
+    pass_threshold: float = Field(default=0.5, ge=0, le=1)
+    """A score at or above this counts as a pass for the paired comparison."""
+
+    @model_validator(mode="after")
+    def _check_type_fields(self) -> "Grader":
+        required = {"regex": "pattern", "json_schema": "json_schema", "python": "source", "multi": "components"}
+        field = required.get(self.type)
+        if field and getattr(self, field) in (None, [], {}):
+            raise ValueError(f"a {self.type} grader needs `{_camel(field)}`")
+        return self
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("self.type != 'regex' || has(self.pattern)", "a regex grader needs `pattern`", ".pattern"),
+                cel("self.type != 'json_schema' || has(self.jsonSchema)", "a json_schema grader needs `jsonSchema`", ".jsonSchema"),
+                cel("self.type != 'python' || has(self.source)", "a python grader needs `source`", ".source"),
+                cel("self.type != 'multi' || (has(self.components) && size(self.components) > 0)", "a multi grader needs `components`", ".components"),
+            ]
+        }
+    }
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+# --------------------------------------------------------------------------------------- method
+class SftSpec(ApiModel):
+    """Supervised fine-tuning settings."""
+
+    loss_on: Literal["assistant", "completion", "all"] = "assistant"
+    """Which tokens carry the loss: assistant turns of chat data (the end-of-turn token included),
+    the completion of prompt/completion data, or every token."""
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Pack several examples into one sequence (isolated by position ids, padding-free). `auto` packs
+    when the model's attention supports it and the data is length-skewed."""
+
+
+class DpoSpec(ApiModel):
+    """Direct preference optimisation settings."""
+
+    beta: float = Field(default=0.1, gt=0, le=10)
+    """Strength of the KL constraint to the reference (base) model."""
+    loss_types: list[Literal["sigmoid", "ipo", "hinge", "robust", "sft"]] = Field(
+        default_factory=lambda: ["sigmoid", "sft"], min_length=1, max_length=4
+    )
+    """DPO loss terms; `sft` adds the chosen answer's NLL so the model keeps its accuracy."""
+    loss_weights: list[float] | None = Field(default=None, max_length=4)
+    """Weights of the loss terms, in the same order; equal when unset."""
+
+
+class GrpoSpec(ApiModel):
+    """Group relative policy optimisation settings."""
+
+    rewards: list[str] = Field(min_length=1, max_length=16)
+    """Names of graders (under `evaluation.graders`) that score each completion as the reward."""
+    num_generations: int = Field(default=4, ge=2, le=64)
+    """Completions sampled per prompt."""
+    max_completion_length: int = Field(default=64, ge=1, le=32768)
+    """Longest sampled completion, in tokens."""
+    beta: float = Field(default=0.04, ge=0, le=10)
+    """KL coefficient against the reference model (TRL's default is 0: we keep a KL term by default)."""
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "grpo"
+    """Loss normalisation (TRL's default is `dapo`)."""
+    temperature: float = Field(default=1.0, gt=0, le=2)
+    """Sampling temperature of the completions."""
+
+
+class MethodSpec(ApiModel):
+    """The training method."""
+
+    type: Literal["sft", "dpo", "grpo"] = "sft"
+    """`sft` (chat or prompt/completion data), `dpo` (preference pairs), `grpo` (prompts and graders)."""
+    sft: SftSpec = Field(default_factory=SftSpec)
+    dpo: DpoSpec = Field(default_factory=DpoSpec)
+    grpo: GrpoSpec | None = None
+    """Required when `type` is `grpo`."""
+
+
+# --------------------------------------------------------------------------------------- adapter
+class QuantizationSpec(ApiModel):
+    """Weight quantization of the frozen base (QLoRA)."""
+
+    bits: Literal[4, 8] = 4
+    """4-bit (QLoRA) or 8-bit base weights."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type (bitsandbytes defaults to fp4; nf4 is what QLoRA uses)."""
+    double_quant: bool = True
+    """Quantize the quantization constants too."""
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """Dtype of the matmuls (bitsandbytes defaults to float32)."""
+
+
+class AdapterSpec(ApiModel):
+    """What is trained: a LoRA adapter, a QLoRA adapter on a quantized base, or every weight."""
+
+    type: Literal["lora", "qlora", "full"] = "lora"
+    r: int = Field(default=16, ge=1, le=1024)
+    """LoRA rank."""
+    alpha: int = Field(default=32, ge=1, le=4096)
+    """LoRA alpha (scaling = alpha / r)."""
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    """LoRA dropout."""
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], min_length=1, max_length=64)
+    """Modules that get adapters; `all-linear` targets every linear layer but the output head."""
+    modules_to_save: list[str] | None = Field(default=None, max_length=16)
+    """Modules trained in full next to the adapter (e.g. `lm_head`, `embed_tokens` after adding tokens)."""
+    quantization: QuantizationSpec | None = None
+    """Quantization of the base for `qlora` (defaults to nf4 4-bit, double quant, bf16 compute)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("!has(self.quantization) || self.type == 'qlora'", "quantization applies only to a qlora adapter", ".quantization"),
+            ]
+        }
+    }
+
+
+# --------------------------------------------------------------------------------------- hyper
+class HyperparametersSpec(ApiModel):
+    """Optimisation settings. Omitted values are resolved from the method, adapter and data size."""
+
+    epochs: float = Field(default=3, gt=0, le=1000)
+    """Passes over the training data."""
+    max_steps: int | None = Field(default=None, ge=0)
+    """Stop after this many optimiser steps (overrides epochs). 0 trains nothing (a baseline)."""
+    learning_rate: float | None = Field(default=None, gt=0, le=1)
+    """Peak learning rate; auto: 2e-4 for LoRA/QLoRA, 2e-5 for full, 5e-6 for DPO/GRPO full, 5e-5 for DPO/GRPO LoRA."""
+    batch_size: int | None = Field(default=None, ge=1, le=65536)
+    """Global batch size in examples; auto: 16, or the data size if smaller. Gradient accumulation is
+    derived from it and the number of processes."""
+    micro_batch_size: int = Field(default=4, ge=1, le=1024)
+    """Examples per process per forward pass."""
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    """Share of the steps spent warming up."""
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    max_grad_norm: float = Field(default=1.0, ge=0)
+    seed: int = Field(default=42, ge=0)
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    save_steps: int | None = Field(default=None, ge=1)
+    """Checkpoint every N steps; auto: about every 10% of the run, at least every 500 steps."""
+    logging_steps: int = Field(default=1, ge=1)
+    """Progress line (and status update) every N steps."""
+    neftune_noise_alpha: float | None = Field(default=None, ge=0)
+
+
+# --------------------------------------------------------------------------------------- resources
+class DeepSpeedSpec(ApiModel):
+    """DeepSpeed ZeRO configuration generated for the run."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    """0 disables DeepSpeed (plain DDP). ZeRO-3 gathers 16-bit weights on save."""
+    offload_optimizer: bool = False
+    """Keep optimizer state in CPU memory."""
+    offload_params: bool = False
+    """Keep parameters in CPU memory (ZeRO-3 only)."""
+
+
+class ResourcesSpec(ApiModel):
+    """Compute for the training pods."""
+
+    nodes: int = Field(default=1, ge=1, le=512)
+    """Number of training pods (one per node)."""
+    gpus_per_node: int = Field(default=1, ge=0, le=16)
+    """Accelerators per pod; 0 trains on CPU."""
+    gpu_resource_name: str = Field(default="nvidia.com/gpu", max_length=253)
+    """Extended resource name of the accelerator."""
+    processes_per_node: int | None = Field(default=None, ge=1, le=256)
+    """Training processes per pod; defaults to the GPUs per node (or 1 on CPU)."""
+    cpu: str | None = quantity_field(None)
+    """CPU request per pod; defaults to 8 per GPU (2 on CPU)."""
+    memory: str | None = quantity_field(None)
+    """Memory request and limit per pod; defaults to 64Gi per GPU (8Gi on CPU)."""
+    shared_memory: str = quantity_field("8Gi")
+    """Size of the memory-backed /dev/shm."""
+    launcher: Literal["torchrun", "accelerate"] = "torchrun"
+    """How the processes are started in each pod."""
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Mixed precision; auto is bf16 on GPUs, fp32 on CPU."""
+    node_selector: dict[str, str] | None = None
+    """Node labels for the training pods."""
+    tolerations: list[Toleration] | None = Field(default=None, max_length=32)
+    """Tolerations for the training pods (e.g. of GPU node taints)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("self.nodes == 1 || self.gpusPerNode >= 1", "more than one node needs gpusPerNode >= 1", ".gpusPerNode"),
+                cel("!self.deepspeed.offloadParams || self.deepspeed.zeroStage == 3", "offloadParams needs zeroStage 3", ".deepspeed.offloadParams"),
+            ]
+        }
+    }
+
+
+# --------------------------------------------------------------------------------------- eval
+Metric = Literal[
+    "exact_match",
+    "normalized_match",
+    "token_f1",
+    "classification",
+    "json_valid",
+    "output_length",
+]
+
+
+class Gate(ApiModel):
+    """A condition the tuned model must meet to be served. Metrics are in [0, 1] except output_length."""
+
+    metric: str = Field(max_length=63)
+    """A metric name (`exact_match`, `normalized_match`, `token_f1`, `macro_f1`, `json_valid`, …) or a
+    grader's name."""
+    min: float | None = None
+    """The tuned model's score must be at least this."""
+    min_improvement_over_base: float | None = None
+    """Tuned minus base must be at least this (absolute)."""
+    max_regression: float | None = Field(default=None, ge=0)
+    """On the regression set: base minus tuned must be at most this."""
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
+    """Bootstrap probability that the tuned model beats the base must be at least this."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.min) || has(self.minImprovementOverBase) || has(self.maxRegression) || has(self.minConfidence)",
+                    "a gate needs at least one of min, minImprovementOverBase, maxRegression, minConfidence",
+                )
+            ]
+        }
+    }
+
+
+class EvaluationSpec(ApiModel):
+    """How the tuned model is compared with its base on the held-out set, and what it must reach."""
+
+    enabled: bool = True
+    """Without evaluation nothing is gated: serving then requires `gates` to be empty."""
+    metrics: list[Metric] = Field(default_factory=lambda: ["exact_match", "normalized_match", "token_f1"], max_length=8)
+    """Built-in metrics computed on every item."""
+    graders: list[Grader] = Field(default_factory=list, max_length=16)
+    """Graders scored on every item (also usable as GRPO rewards)."""
+    gates: list[Gate] = Field(default_factory=list, max_length=16)
+    """Promotion gates; all must pass for the model to be served."""
+    compare_to_base: bool = True
+    """Also evaluate the base model with identical prompts and settings."""
+    max_new_tokens: int = Field(default=64, ge=1, le=32768)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    """0 decodes greedily."""
+    max_items: int | None = Field(default=None, ge=1)
+    """Evaluate at most this many items of the eval set."""
+    bootstrap_samples: int = Field(default=2000, ge=100, le=100000)
+    confidence_level: float = Field(default=0.95, gt=0.5, lt=1)
+    regression: DatasetRef | None = None
+    """General-instruction set; the drop against the base is reported and `maxRegression` gates it."""
+    backend: Literal["auto", "vllm", "transformers"] = "auto"
+    """Generation backend; auto uses vLLM when it is installed."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.gates.all(g, g.metric in ['exact_match','normalized_match','token_f1','macro_f1','precision','recall','json_valid','output_length'] || self.graders.exists(x, x.name == g.metric))",
+                    "every gate's metric must be a built-in metric or the name of a grader",
+                    ".gates",
+                ),
+            ]
+        }
+    }
+
+
+# --------------------------------------------------------------------------------------- serving
+class CanarySpec(ApiModel):
+    """Send a share of the traffic of the stable Service to the tuned model, the rest to the base."""
+
+    weight: int = Field(default=10, ge=0, le=100)
+    """Percent of requests for the tuned model."""
+
+
+class ServingSpec(ApiModel):
+    """The vLLM OpenAI-compatible endpoint deployed after the gates pass."""
+
+    enabled: bool = True
+    """Deploy the model after its gates pass; otherwise the job ends `Succeeded`."""
+    mode: Literal["merged", "adapter"] = "adapter"
+    """`merged`: serve base and adapter merged into one model; `adapter`: load the LoRA adapter into the
+    shared pool of its base model."""
+    replicas: int = Field(default=1, ge=0, le=100)
+    image: str | None = Field(default=None, max_length=512)
+    """vLLM image; defaults to the operator's configured image."""
+    args: list[str] = Field(default_factory=list, max_length=64)
+    """Extra `vllm serve` arguments."""
+    gpus: int = Field(default=1, ge=0, le=16)
+    """Accelerators per replica (tensor parallel size)."""
+    cpu: str | None = quantity_field(None)
+    memory: str | None = quantity_field(None)
+    max_model_len: int | None = Field(default=None, ge=16)
+    """`--max-model-len`; defaults to the data's maxLength rounded up."""
+    canary: CanarySpec | None = None
+    """Split traffic between the tuned model and its base behind one Service."""
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = Field(default=None, max_length=32)
+
+
+# --------------------------------------------------------------------------------------- the rest
+class QueueRef(ApiModel):
+    """Where the job waits for GPUs."""
+
+    name: str = Field(default="default", pattern=NAME_PATTERN, max_length=63)
+    """The FineTuneQueue (embedded mode) or Kueue LocalQueue (Kueue mode)."""
+    priority_class: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
+    """A priority class named by the queue (or a Kueue WorkloadPriorityClass)."""
+
+
+class OutputSpec(ApiModel):
+    """Where the artifacts go (DESIGN.md §4 layout)."""
+
+    uri: str | None = Field(default=None, pattern=URI_PATTERN, max_length=1024)
+    """`pvc://<claim>/<path>` or a local directory for `ftctl run`; defaults to the operator's artifacts
+    claim under `<namespace>/<job>`."""
+
+
+class RetrySpec(ApiModel):
+    """How infrastructure failures are retried (user errors never are; preemption is free)."""
+
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    """Training attempts in all, the first included."""
+    backoff_seconds: int = Field(default=30, ge=0, le=3600)
+
+
+class FineTuneJobSpec(ApiModel):
+    """What to fine-tune, on what data, how, and what it must reach to be served."""
+
+    model: ModelSpec = Field(json_schema_extra={"x-kubernetes-validations": [immutable("spec.model")]})
+    datasets: DataSpec = Field(json_schema_extra={"x-kubernetes-validations": [immutable("spec.datasets")]})
+    method: MethodSpec = Field(
+        default_factory=MethodSpec, json_schema_extra={"x-kubernetes-validations": [immutable("spec.method")]}
+    )
+    adapter: AdapterSpec = Field(
+        default_factory=AdapterSpec, json_schema_extra={"x-kubernetes-validations": [immutable("spec.adapter")]}
+    )
+    hyperparameters: HyperparametersSpec = Field(
+        default_factory=HyperparametersSpec,
+        json_schema_extra={"x-kubernetes-validations": [immutable("spec.hyperparameters")]},
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, json_schema_extra={"x-kubernetes-validations": [immutable("spec.resources")]}
+    )
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    queue: QueueRef = Field(default_factory=QueueRef)
+    output: OutputSpec = Field(
+        default_factory=OutputSpec, json_schema_extra={"x-kubernetes-validations": [immutable("spec.output")]}
+    )
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    trainer_image: str | None = Field(default=None, max_length=512)
+    """Trainer image override; defaults to the operator's configured image."""
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "FineTuneJobSpec":
+        for rule in cross_field_rules(self):
+            raise ValueError(rule)
+        return self
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.method.type != 'dpo' || self.datasets.train.format == 'preference'",
+                    "method dpo needs a preference dataset: set datasets.train.format to preference",
+                    ".datasets.train.format",
+                ),
+                cel(
+                    "self.method.type == 'dpo' || self.datasets.train.format != 'preference'",
+                    "a preference dataset needs method dpo",
+                    ".method.type",
+                ),
+                cel(
+                    "self.method.type != 'grpo' || has(self.method.grpo)",
+                    "method grpo needs method.grpo with at least one reward grader",
+                    ".method.grpo",
+                ),
+                cel(
+                    "self.method.type != 'grpo' || !has(self.method.grpo) || self.method.grpo.rewards.all(r, self.evaluation.graders.exists(g, g.name == r))",
+                    "every method.grpo.rewards entry must name a grader in evaluation.graders",
+                    ".method.grpo.rewards",
+                ),
+                cel(
+                    "!self.serving.enabled || self.serving.mode != 'adapter' || self.adapter.type != 'full'",
+                    "serving.mode adapter needs an adapter: a full fine-tune is served merged",
+                    ".serving.mode",
+                ),
+                cel(
+                    "self.adapter.type != 'qlora' || self.resources.deepspeed.zeroStage != 3",
+                    "qlora does not shard with ZeRO-3: use zeroStage 0 or 2",
+                    ".resources.deepspeed.zeroStage",
+                ),
+                cel(
+                    "!self.serving.enabled || !has(self.serving.canary) || self.evaluation.compareToBase",
+                    "a canary splits traffic with the base: evaluation.compareToBase must be true",
+                    ".serving.canary",
+                ),
+            ]
+        }
+    }
+
+
+def cross_field_rules(spec: FineTuneJobSpec) -> list[str]:
+    """The CEL rules above, checked in Python so `ftctl validate` gives the API server's verdict offline.
+
+    Each message starts with the field path, as the API server's `fieldPath` does.
+    """
+    errors: list[str] = []
+    if spec.method.type == "dpo" and spec.datasets.train.format != "preference":
+        errors.append("spec.datasets.train.format: method dpo needs a preference dataset: set datasets.train.format to preference")
+    if spec.method.type != "dpo" and spec.datasets.train.format == "preference":
+        errors.append("spec.method.type: a preference dataset needs method dpo")
+    if spec.method.type == "grpo":
+        if spec.method.grpo is None:
+            errors.append("spec.method.grpo: method grpo needs method.grpo with at least one reward grader")
+        else:
+            names = {g.name for g in spec.evaluation.graders}
+            if any(r not in names for r in spec.method.grpo.rewards):
+                errors.append("spec.method.grpo.rewards: every method.grpo.rewards entry must name a grader in evaluation.graders")
+    if spec.serving.enabled and spec.serving.mode == "adapter" and spec.adapter.type == "full":
+        errors.append("spec.serving.mode: serving.mode adapter needs an adapter: a full fine-tune is served merged")
+    if spec.adapter.type == "qlora" and spec.resources.deepspeed.zero_stage == 3:
+        errors.append("spec.resources.deepspeed.zeroStage: qlora does not shard with ZeRO-3: use zeroStage 0 or 2")
+    if spec.serving.enabled and spec.serving.canary is not None and not spec.evaluation.compare_to_base:
+        errors.append("spec.serving.canary: a canary splits traffic with the base: evaluation.compareToBase must be true")
+    if spec.adapter.quantization is not None and spec.adapter.type != "qlora":
+        errors.append("spec.adapter.quantization: quantization applies only to a qlora adapter")
+    if spec.resources.nodes > 1 and spec.resources.gpus_per_node < 1:
+        errors.append("spec.resources.gpusPerNode: more than one node needs gpusPerNode >= 1")
+    if spec.resources.deepspeed.offload_params and spec.resources.deepspeed.zero_stage != 3:
+        errors.append("spec.resources.deepspeed.offloadParams: offloadParams needs zeroStage 3")
+    builtin = {"exact_match", "normalized_match", "token_f1", "macro_f1", "precision", "recall", "json_valid", "output_length"}
+    graders = {g.name for g in spec.evaluation.graders}
+    for i, gate in enumerate(spec.evaluation.gates):
+        if gate.metric not in builtin and gate.metric not in graders:
+            errors.append(f"spec.evaluation.gates[{i}].metric: every gate's metric must be a built-in metric or the name of a grader")
+    return errors
+
+
+# --------------------------------------------------------------------------------------- status
+class Progress(StatusModel):
+    """Training progress, refreshed from the trainer's progress lines."""
+
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0
+    loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    eta_seconds: int | None = None
+    percent: int = 0
+    summary: str = ""
+    """Short text for `kubectl get` (e.g. `40/100 loss 1.23`)."""
+    updated_at: str | None = None
+
+
+class DataReport(StatusModel):
+    """Summary of the Validating phase's data report."""
+
+    train_examples: int = 0
+    validation_examples: int = 0
+    eval_examples: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict)
+    """Rows removed, by rule id."""
+    warnings: int = 0
+    train_tokens: int = 0
+    report_path: str | None = None
+    message: str = ""
+
+
+class MetricResult(StatusModel):
+    """One metric on the held-out set."""
+
+    name: str
+    base: float | None = None
+    tuned: float
+    delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_better: float | None = None
+    """Bootstrap probability that the tuned model beats the base on this metric."""
+
+
+class GateResult(StatusModel):
+    """The verdict of one gate."""
+
+    metric: str
+    passed: bool
+    message: str = ""
+
+
+class EvaluationStatus(StatusModel):
+    """Base vs tuned on the held-out set, and the gates' verdicts."""
+
+    passed: bool | None = None
+    score: str = ""
+    """Headline figure for `kubectl get` (first gate's metric, tuned vs base)."""
+    items: int = 0
+    metrics: list[MetricResult] = Field(default_factory=list)
+    gates: list[GateResult] = Field(default_factory=list)
+    report_path: str | None = None
+    evaluated_generation: int | None = None
+
+
+class ServingStatus(StatusModel):
+    """The served endpoint."""
+
+    endpoint: str = ""
+    """OpenAI-compatible base URL inside the cluster."""
+    model_names: list[str] = Field(default_factory=list)
+    ready_replicas: int = 0
+    deployment: str = ""
+    served_generation: int | None = None
+
+
+class QueueStatus(StatusModel):
+    """Where the job stands in its queue."""
+
+    name: str = ""
+    position: int | None = None
+    wait_estimate_seconds: int | None = None
+    admitted: bool = False
+    admitted_at: str | None = None
+    flavor: str | None = None
+    """The flavor whose quota the job holds."""
+    resources: dict[str, str] = Field(default_factory=dict)
+    """Quota held while admitted."""
+    message: str = ""
+
+
+class Attempts(StatusModel):
+    """Training attempts and why they ended."""
+
+    count: int = 0
+    """Attempts started (the current one included)."""
+    infrastructure_failures: int = 0
+    preemptions: int = 0
+    last_failure: str = ""
+
+
+class Artifacts(StatusModel):
+    """Where the outputs are."""
+
+    root: str = ""
+    adapter: str | None = None
+    model: str | None = None
+    merged: str | None = None
+    eval_report: str | None = None
+    checkpoint: str | None = None
+
+
+class FineTuneJobStatus(StatusModel):
+    """Observed state, written only by the operator."""
+
+    phase: Phase = "Pending"
+    reason: str = ""
+    message: str = ""
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    progress: Progress | None = None
+    data: DataReport | None = None
+    evaluation: EvaluationStatus | None = None
+    serving: ServingStatus | None = None
+    queue: QueueStatus | None = None
+    attempts: Attempts = Field(default_factory=Attempts)
+    artifacts: Artifacts | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    phase_started_at: str | None = None
+    gpu_seconds: float = 0
+    """Accelerator-seconds held by training so far."""
+
+
+class ObjectMeta(ApiModel):
+    """The subset of metadata the CLI reads; the API server owns the rest."""
+
+    model_config = {"extra": "allow"}
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    """At most 40 characters, so child names (`<job>-train-a<N>-<index>`) fit 63."""
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    generation: int | None = None
+    uid: str | None = None
+
+
+class FineTuneJob(ApiModel):
+    """A fine-tuning run: data checks, queueing, training, evaluation against the base, and serving."""
+
+    api_version: Literal["finetune.dev/v1alpha1"] = API_VERSION
+    kind: Literal["FineTuneJob"] = "FineTuneJob"
+    metadata: ObjectMeta
+    spec: FineTuneJobSpec
+    status: FineTuneJobStatus | None = None

@@ -1,0 +1,126 @@
+"""The resolved job config: what the operator (or `ftctl run`) hands every trainer phase.
+
+It travels as JSON in the `<job>-config` ConfigMap (`config.json`) or as a local file, and is read by
+`python -m finetune_trainer <phase> --config FILE`. URIs are already mapped to paths inside the pod
+(`pvc://claim/path` → `/mnt/pvc/claim/path`); `s3://` and `hf://` stay URIs for the trainer to fetch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from .common import ApiModel
+from .job import FineTuneJob, FineTuneJobSpec
+
+PVC_MOUNT_ROOT = "/mnt/pvc"
+
+
+class ResolvedPaths(ApiModel):
+    """Locations as the trainer sees them."""
+
+    output: str
+    """Artifacts root (ArtifactLayout below)."""
+    model: str
+    """Base model directory or URI."""
+    train: str
+    validation: str | None = None
+    eval: str | None = None
+    regression: str | None = None
+
+
+class ResolvedConfig(ApiModel):
+    """Everything a trainer phase needs, and nothing it must look up in the cluster."""
+
+    job: str
+    namespace: str = "default"
+    generation: int = 1
+    attempt: int = 0
+    """Training attempt (0-based); each retry resumes from the latest checkpoint."""
+    runtime: Literal["kubernetes", "local"] = "kubernetes"
+    spec: FineTuneJobSpec
+    paths: ResolvedPaths
+    served_model_name: str = ""
+    """Name under which the tuned model is served and evaluated (`<job>`)."""
+    vllm_url: str | None = None
+    """An OpenAI-compatible server to evaluate through, when one is already running."""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+def uri_to_path(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> str:
+    """Map a spec URI to where the trainer reads it: PVCs are mounted under `pvc_root/<claim>`."""
+    if uri.startswith("pvc://"):
+        claim, _, rest = uri[len("pvc://") :].partition("/")
+        return str(Path(pvc_root) / claim / rest) if rest else str(Path(pvc_root) / claim)
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    return uri
+
+
+def pvc_claims(job: FineTuneJob, default_output: str | None = None) -> list[str]:
+    """Every PVC the job's pods must mount, in a stable order."""
+    spec = job.spec
+    uris = [spec.model.uri, spec.datasets.train.uri, spec.output.uri or default_output or ""]
+    for ref in (spec.datasets.validation, spec.datasets.eval, spec.evaluation.regression):
+        if ref is not None:
+            uris.append(ref.uri)
+    claims: list[str] = []
+    for uri in uris:
+        if uri.startswith("pvc://"):
+            claim = uri[len("pvc://") :].split("/", 1)[0]
+            if claim not in claims:
+                claims.append(claim)
+    return claims
+
+
+class ArtifactLayout:
+    """The artifacts layout under the output location (DESIGN.md §4). One place for every path."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def data_report(self) -> Path:
+        return self.data / "report.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "merged"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def eval_report(self) -> Path:
+        return self.eval_dir / "report.json"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def progress_log(self) -> Path:
+        return self.root / "progress.jsonl"
+
+    def tuned_weights(self, adapter_type: str) -> Path:
+        """Where `train` leaves the result: an adapter directory, or a full model for `full`."""
+        return self.model if adapter_type == "full" else self.adapter
