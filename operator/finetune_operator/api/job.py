@@ -669,6 +669,9 @@ class QueueStatus(StatusModel):
     resources: dict[str, str] = Field(default_factory=dict)
     """Quota held while admitted."""
     message: str = ""
+    eviction_requested: bool = False
+    """Set by the queue when a higher-priority job preempts this one; the operator then checkpoints
+    (SIGTERM) and evicts the training, and the job waits again without spending its retry budget."""
 
 
 class Attempts(StatusModel):

@@ -1,0 +1,60 @@
+"""Operator-wide settings: what the platform admin sets once through Helm values (as env vars).
+
+The Helm chart sets these `FT_*` environment variables on the operator Deployment; `ftctl render`
+and tests build an `OperatorSettings` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
+VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+
+
+class OperatorSettings(BaseModel):
+    """Defaults the operator applies to every FineTuneJob."""
+
+    trainer_image: str = TRAINER_IMAGE
+    """Image of the prepare/train/evaluate pods (CUDA torch + our trainer)."""
+    vllm_image: str = VLLM_IMAGE
+    """Image of the serving Deployments."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    artifacts_pvc: str = "finetune-artifacts"
+    """Claim that holds artifacts when a job names no `spec.output.uri` (`<namespace>/<job>` under it)."""
+    pvc_mount_root: str = "/mnt/pvc"
+    """Where claims are mounted in the pods (`pvc://claim/path` → `<root>/claim/path`)."""
+    queue_mode: Literal["embedded", "kueue", "none"] = "embedded"
+    """Who admits training: our FineTuneQueue, Kueue (children suspended and labelled), or nobody."""
+    watch_namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch; empty means the whole cluster."""
+    service_account: str = "finetune-trainer"
+    """ServiceAccount of the job's pods (it needs no API rights; tokens are not mounted)."""
+    cpu_runtime: bool = False
+    """Clusters without accelerators (tests, CPU clusters): CPU torch settings, vLLM CPU flags."""
+    progress_interval_seconds: int = 20
+    """How often the operator refreshes training progress from the trainer's log."""
+    gateway_api: bool = False
+    """Use HTTPRoute weights for canaries (set when Gateway API CRDs are present)."""
+    priority_class_name: str | None = None
+    """Kubernetes PriorityClass for training pods."""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
+        """Read `FT_<FIELD>` variables (upper-case field names); lists are comma-separated."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {}
+        for name, field in cls.model_fields.items():
+            raw = env.get(f"FT_{name.upper()}")
+            if raw is None:
+                continue
+            if field.annotation == list[str]:
+                values[name] = [part.strip() for part in raw.split(",") if part.strip()]
+            elif field.annotation is bool:
+                values[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+            else:
+                values[name] = raw
+        return cls.model_validate(values)

@@ -1,0 +1,207 @@
+"""A tiny chat model built offline: the quickstart's base model and the tests' model.
+
+No model hub is reachable, so we train a byte-level BPE tokenizer on generated text, build a small
+Llama, and pre-train it briefly on generic generated chat. A randomly initialised model cannot be
+taught by LoRA (its frozen random head caps the loss), so the brief pre-training matters. The task
+data (`keyword_task`) is disjoint from the pre-training text: the base model scores ~0 on it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+BUILD_VERSION = "tiny-chat-v1"
+
+LABELS: dict[str, list[str]] = {
+    "billing": ["refund", "invoice", "charge", "payment", "receipt", "price"],
+    "technical": ["error", "crash", "bug", "freeze", "timeout", "glitch"],
+    "shipping": ["delivery", "package", "tracking", "courier", "parcel", "shipment"],
+    "account": ["password", "username", "profile", "signin", "email", "settings"],
+}
+SUBJECTS = ["my", "the", "our", "this", "a", "your"]
+OPENERS = ["Hello,", "Hi,", "Hey there,", "Good morning,", "Excuse me,", "Help:"]
+CLOSERS = ["please help.", "what now?", "any idea?", "thanks.", "urgent!", "can you check?"]
+SYSTEM_PROMPT = "Classify the support message as billing, technical, shipping or account."
+
+_WORDS = (
+    "the a an and or but if then when while river mountain cloud green blue red yellow quick slow "
+    "small large happy quiet loud city forest garden window table chair book paper music river story "
+    "morning evening night summer winter spring autumn coffee tea bread apple orange water light "
+    "walk run read write sing draw build open close find keep bring carry think know see hear"
+).split()
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    words = [rng.choice(_WORDS) for _ in range(n)]
+    return " ".join(words).capitalize() + "."
+
+
+def pretraining_chats(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
+    """Generic chats (no task keywords): teach the base the template and when to stop."""
+    rng = random.Random(seed)
+    chats = []
+    for _ in range(n):
+        user = _sentence(rng, rng.randint(3, 9)) + " " + rng.choice(["Why?", "Tell me.", "Explain.", "Repeat it."])
+        reply = _sentence(rng, rng.randint(1, 6))
+        chats.append([{"role": "user", "content": user}, {"role": "assistant", "content": reply}])
+    return chats
+
+
+def keyword_example(rng: random.Random) -> dict[str, Any]:
+    """One row of the quickstart task: a support message whose keyword decides its class."""
+    label = rng.choice(sorted(LABELS))
+    keyword = rng.choice(LABELS[label])
+    noise = _sentence(rng, rng.randint(1, 4)).rstrip(".").lower()
+    text = f"{rng.choice(OPENERS)} {rng.choice(SUBJECTS)} {keyword} {noise}, {rng.choice(CLOSERS)}"
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": label},
+        ]
+    }
+
+
+def keyword_task(n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` distinct rows of the keyword task."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    while len(rows) < n:
+        row = keyword_example(rng)
+        key = row["messages"][1]["content"]
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return rows
+
+
+def write_keyword_task(directory: Path, train: int = 400, validation: int = 40, eval_items: int = 60) -> dict[str, Path]:
+    """Write train/validation/eval JSONL files of the keyword task (disjoint by construction)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = keyword_task(train + validation + eval_items, seed=1234)
+    splits = {
+        "train": rows[:train],
+        "validation": rows[train : train + validation],
+        "eval": rows[train + validation :],
+    }
+    paths = {}
+    for name, part in splits.items():
+        path = directory / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in part))
+        paths[name] = path
+    return paths
+
+
+def _train_tokenizer(texts: list[str], vocab_size: int) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        unk_token=None,
+        additional_special_tokens=["<|im_start|>", "</s>"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.model_max_length = 512
+    return fast
+
+
+def is_built(directory: Path) -> bool:
+    """True when `directory` holds a tiny model of the current build version."""
+    marker = directory / "tiny_model.json"
+    return marker.exists() and json.loads(marker.read_text()).get("version") == BUILD_VERSION
+
+
+def build_tiny_model(directory: str | Path, steps: int = 300, seed: int = 0, log: Any = None) -> Path:
+    """Build (or reuse) the pre-trained tiny chat model in `directory`; deterministic for a seed.
+
+    About a minute on 2 CPU cores. Safe to interrupt: files appear only when the build is complete.
+    """
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = Path(directory)
+    if is_built(directory):
+        return directory
+    torch.manual_seed(seed)
+    chats = pretraining_chats(4000, seed=seed)
+    # The tokenizer also sees the task's vocabulary so that keywords are few tokens; the model never
+    # sees the task itself during pre-training.
+    task_words = " ".join(w for ws in LABELS.values() for w in ws) + " " + " ".join(LABELS) + " " + SYSTEM_PROMPT
+    tokenizer = _train_tokenizer([m["content"] for c in chats for m in c] + [task_words] * 20, vocab_size=640)
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    rng = random.Random(seed)
+    model.train()
+    batch_size = 32
+    for step in range(steps):
+        batch = tokenizer(rng.sample(texts, batch_size), return_tensors="pt", padding=True, truncation=True, max_length=96)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        if log and (step % 50 == 0 or step == steps - 1):
+            log(step, steps, float(loss))
+    model.eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.do_sample = False
+
+    staging = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / "tiny_model.json").write_text(json.dumps({"version": BUILD_VERSION, "steps": steps, "seed": seed}))
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    return directory
