@@ -57,25 +57,35 @@ class Toleration(ApiModel):
     """A Kubernetes toleration (core/v1 Toleration)."""
 
     key: str | None = None
+    """Taint key to tolerate; empty with operator Exists tolerates everything."""
     operator: Literal["Exists", "Equal"] | None = None
+    """Exists or Equal (default Equal)."""
     value: str | None = None
+    """Taint value for operator Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to tolerate; empty tolerates all effects."""
     toleration_seconds: int | None = None
+    """For NoExecute: how long the pod stays bound after the taint appears."""
 
 
 class LabelSelectorRequirement(ApiModel):
     """One expression of a label selector."""
 
     key: str
+    """Label key."""
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """In, NotIn, Exists or DoesNotExist."""
     values: list[str] | None = None
+    """Values for In and NotIn."""
 
 
 class LabelSelector(ApiModel):
     """A Kubernetes label selector; an empty selector matches everything."""
 
     match_labels: dict[str, str] | None = None
+    """Labels that must all match."""
     match_expressions: list[LabelSelectorRequirement] | None = None
+    """Expressions that must all match."""
 
 
 class Condition(StatusModel):

@@ -100,7 +100,9 @@ class GraderComponent(ApiModel):
     """One weighted part of a `multi` grader, referring to another grader by name."""
 
     grader: str = Field(pattern=NAME_PATTERN, max_length=63)
+    """Name of a grader in evaluation.graders."""
     weight: float = Field(default=1.0, ge=0)
+    """Relative weight in the mean."""
 
 
 class Grader(ApiModel):
@@ -207,7 +209,9 @@ class MethodSpec(ApiModel):
     type: Literal["sft", "dpo", "grpo"] = "sft"
     """`sft` (chat or prompt/completion data), `dpo` (preference pairs), `grpo` (prompts and graders)."""
     sft: SftSpec = Field(default_factory=SftSpec)
+    """Settings used when type is sft."""
     dpo: DpoSpec = Field(default_factory=DpoSpec)
+    """Settings used when type is dpo."""
     grpo: GrpoSpec | None = None
     """Required when `type` is `grpo`."""
 
@@ -230,6 +234,7 @@ class AdapterSpec(ApiModel):
     """What is trained: a LoRA adapter, a QLoRA adapter on a quantized base, or every weight."""
 
     type: Literal["lora", "qlora", "full"] = "lora"
+    """`lora`: low-rank adapter on a frozen base; `qlora`: adapter on a 4/8-bit quantized base; `full`: every weight."""
     r: int = Field(default=16, ge=1, le=1024)
     """LoRA rank."""
     alpha: int = Field(default=32, ge=1, le=4096)
@@ -268,11 +273,15 @@ class HyperparametersSpec(ApiModel):
     micro_batch_size: int = Field(default=4, ge=1, le=1024)
     """Examples per process per forward pass."""
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after warm-up."""
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
     """Share of the steps spent warming up."""
     weight_decay: float = Field(default=0.0, ge=0, le=1)
+    """AdamW weight decay."""
     max_grad_norm: float = Field(default=1.0, ge=0)
+    """Gradient clipping norm (0 disables)."""
     seed: int = Field(default=42, ge=0)
+    """Seed for data order, initialisation and dropout."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     save_steps: int | None = Field(default=None, ge=1)
@@ -280,6 +289,7 @@ class HyperparametersSpec(ApiModel):
     logging_steps: int = Field(default=1, ge=1)
     """Progress line (and status update) every N steps."""
     neftune_noise_alpha: float | None = Field(default=None, ge=0)
+    """NEFTune embedding noise (SFT only); unset disables it."""
 
 
 # --------------------------------------------------------------------------------------- resources
@@ -314,6 +324,7 @@ class ResourcesSpec(ApiModel):
     launcher: Literal["torchrun", "accelerate"] = "torchrun"
     """How the processes are started in each pod."""
     deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec)
+    """DeepSpeed ZeRO settings (zeroStage 0 means plain data parallel)."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Mixed precision; auto is bf16 on GPUs, fp32 on CPU."""
     node_selector: dict[str, str] | None = None
@@ -383,12 +394,15 @@ class EvaluationSpec(ApiModel):
     compare_to_base: bool = True
     """Also evaluate the base model with identical prompts and settings."""
     max_new_tokens: int = Field(default=64, ge=1, le=32768)
+    """Longest generated answer, in tokens."""
     temperature: float = Field(default=0.0, ge=0, le=2)
     """0 decodes greedily."""
     max_items: int | None = Field(default=None, ge=1)
     """Evaluate at most this many items of the eval set."""
     bootstrap_samples: int = Field(default=2000, ge=100, le=100000)
+    """Bootstrap resamples for confidence intervals."""
     confidence_level: float = Field(default=0.95, gt=0.5, lt=1)
+    """Level of the reported confidence intervals."""
     regression: DatasetRef | None = None
     """General-instruction set; the drop against the base is reported and `maxRegression` gates it."""
     backend: Literal["auto", "vllm", "transformers"] = "auto"
@@ -424,6 +438,7 @@ class ServingSpec(ApiModel):
     """`merged`: serve base and adapter merged into one model; `adapter`: load the LoRA adapter into the
     shared pool of its base model."""
     replicas: int = Field(default=1, ge=0, le=100)
+    """vLLM replicas of the tuned model (with a canary: replicas of the model group in all)."""
     image: str | None = Field(default=None, max_length=512)
     """vLLM image; defaults to the operator's configured image."""
     args: list[str] = Field(default_factory=list, max_length=64)
@@ -431,13 +446,17 @@ class ServingSpec(ApiModel):
     gpus: int = Field(default=1, ge=0, le=16)
     """Accelerators per replica (tensor parallel size)."""
     cpu: str | None = quantity_field(None)
+    """CPU request per replica."""
     memory: str | None = quantity_field(None)
+    """Memory request and limit per replica."""
     max_model_len: int | None = Field(default=None, ge=16)
     """`--max-model-len`; defaults to the data's maxLength rounded up."""
     canary: CanarySpec | None = None
     """Split traffic between the tuned model and its base behind one Service."""
     node_selector: dict[str, str] | None = None
+    """Node labels for the serving pods."""
     tolerations: list[Toleration] | None = Field(default=None, max_length=32)
+    """Tolerations for the serving pods."""
 
 
 # --------------------------------------------------------------------------------------- the rest
@@ -464,33 +483,45 @@ class RetrySpec(ApiModel):
     max_attempts: int = Field(default=3, ge=1, le=100)
     """Training attempts in all, the first included."""
     backoff_seconds: int = Field(default=30, ge=0, le=3600)
+    """Wait before a retry."""
 
 
 class FineTuneJobSpec(ApiModel):
     """What to fine-tune, on what data, how, and what it must reach to be served."""
 
     model: ModelSpec = Field(json_schema_extra={"x-kubernetes-validations": [immutable("spec.model")]})
+    """The base model to fine-tune."""
     datasets: DataSpec = Field(json_schema_extra={"x-kubernetes-validations": [immutable("spec.datasets")]})
+    """Training, validation and held-out data, and how they are checked."""
     method: MethodSpec = Field(
         default_factory=MethodSpec, json_schema_extra={"x-kubernetes-validations": [immutable("spec.method")]}
     )
+    """Training method: sft, dpo or grpo."""
     adapter: AdapterSpec = Field(
         default_factory=AdapterSpec, json_schema_extra={"x-kubernetes-validations": [immutable("spec.adapter")]}
     )
+    """LoRA, QLoRA or full fine-tuning."""
     hyperparameters: HyperparametersSpec = Field(
         default_factory=HyperparametersSpec,
         json_schema_extra={"x-kubernetes-validations": [immutable("spec.hyperparameters")]},
     )
+    """Optimisation settings; omitted values are resolved automatically."""
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec, json_schema_extra={"x-kubernetes-validations": [immutable("spec.resources")]}
     )
+    """Nodes, GPUs, DeepSpeed, precision and placement of the training pods."""
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    """Held-out evaluation against the base, graders and promotion gates."""
     serving: ServingSpec = Field(default_factory=ServingSpec)
+    """The vLLM endpoint deployed when the gates pass."""
     queue: QueueRef = Field(default_factory=QueueRef)
+    """Queue and priority for GPU admission."""
     output: OutputSpec = Field(
         default_factory=OutputSpec, json_schema_extra={"x-kubernetes-validations": [immutable("spec.output")]}
     )
+    """Where artifacts are written."""
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    """Retry budget for infrastructure failures."""
     trainer_image: str | None = Field(default=None, max_length=512)
     """Trainer image override; defaults to the operator's configured image."""
 

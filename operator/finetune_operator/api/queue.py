@@ -23,24 +23,29 @@ class Flavor(ApiModel):
     """A kind of node with its own quota; admitted pods get its labels and tolerations."""
 
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    """Flavor name, shown in the admitted job's status."""
     node_labels: dict[str, str] | None = None
     """Injected into the node selector of admitted training pods."""
     tolerations: list[Toleration] | None = Field(default=None, max_length=32)
     """Added to admitted training pods."""
     resources: list[ResourceQuota] = Field(min_length=1, max_length=16)
+    """Quota per resource in this flavor."""
 
 
 class PriorityClass(ApiModel):
     """A named priority; higher values are admitted first and may preempt lower ones."""
 
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    """Name that jobs refer to."""
     value: int = Field(ge=-1000000, le=1000000)
+    """Higher is admitted first."""
 
 
 class PreemptionSpec(ApiModel):
     """Whether a waiting job may evict running training of lower priority."""
 
     within_queue: Literal["Never", "LowerPriority"] = "Never"
+    """LowerPriority lets a waiting job evict running training of strictly lower priority."""
     grace_period_seconds: int = Field(default=120, ge=0, le=3600)
     """Time the evicted trainer gets to checkpoint after SIGTERM."""
 
@@ -56,9 +61,11 @@ class FineTuneQueueSpec(ApiModel):
     """StrictFIFO: the head job blocks the ones behind it; BestEffortFIFO: smaller jobs behind it may be
     admitted when the head does not fit."""
     priority_classes: list[PriorityClass] = Field(default_factory=list, max_length=32)
+    """Named priorities that jobs choose with spec.queue.priorityClass."""
     default_priority: int = 0
     """Priority of jobs that name no priority class."""
     preemption: PreemptionSpec = Field(default_factory=PreemptionSpec)
+    """Whether waiting jobs may evict lower-priority training."""
 
     model_config = {
         "json_schema_extra": {

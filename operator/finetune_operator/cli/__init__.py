@@ -1,0 +1,1 @@
+"""`ftctl`: validate, render, run and serve FineTuneJobs from a terminal."""

@@ -1,0 +1,123 @@
+"""Load and validate FineTuneJob / FineTuneQueue manifests offline, with the API server's verdict.
+
+The checks are the pydantic models (the CRD schema is generated from them) plus
+`cross_field_rules` (the CEL rules, mirrored). Every message starts with the field path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..api import API_VERSION, FineTuneJob, FineTuneQueue
+
+KINDS: dict[str, type[BaseModel]] = {"FineTuneJob": FineTuneJob, "FineTuneQueue": FineTuneQueue}
+
+
+@dataclass
+class Verdict:
+    """The outcome of validating one document."""
+
+    source: str
+    kind: str = ""
+    name: str = ""
+    errors: list[str] = field(default_factory=list)
+    obj: BaseModel | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith("function-"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """Pydantic errors as `field.path: message`, the way the API server words them."""
+    messages = []
+    for err in exc.errors(include_url=False):
+        loc = _path(tuple(err["loc"]))
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+            # cross-field rules already carry their own field path
+            if ":" in msg.split(" ", 1)[0]:
+                messages.append(msg)
+                continue
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        if err["type"] == "literal_error":
+            msg = f"Unsupported value: {err['input']!r}: {msg}"
+        messages.append(f"{loc}: {msg}" if loc else msg)
+    return messages
+
+
+def validate_document(doc: Any, source: str) -> Verdict:
+    """Validate one parsed YAML document."""
+    if not isinstance(doc, dict):
+        return Verdict(source, errors=["document is not a mapping"])
+    kind = doc.get("kind", "")
+    verdict = Verdict(source, kind=str(kind), name=str((doc.get("metadata") or {}).get("name", "")))
+    if doc.get("apiVersion") != API_VERSION:
+        verdict.errors.append(f"apiVersion: must be {API_VERSION}, got {doc.get('apiVersion')!r}")
+        return verdict
+    model = KINDS.get(kind)
+    if model is None:
+        verdict.errors.append(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+        return verdict
+    try:
+        verdict.obj = model.model_validate(doc)
+    except ValidationError as exc:
+        verdict.errors.extend(format_validation_error(exc))
+    return verdict
+
+
+def load_documents(path: Path) -> list[tuple[Any, str]]:
+    """YAML documents of a file with a `file#index` label each; a YAML error is raised as ValueError."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    return [(doc, f"{path}#{i}" if len(docs) > 1 else str(path)) for i, doc in enumerate(docs)]
+
+
+def validate_files(paths: list[Path]) -> list[Verdict]:
+    """Validate every document of every file."""
+    verdicts: list[Verdict] = []
+    for path in paths:
+        try:
+            documents = load_documents(path)
+        except ValueError as exc:
+            verdicts.append(Verdict(str(path), errors=[str(exc)]))
+            continue
+        verdicts.extend(validate_document(doc, source) for doc, source in documents)
+    return verdicts
+
+
+def load_job(path: Path) -> FineTuneJob:
+    """The single FineTuneJob in a file, or ValueError with every problem."""
+    verdicts = [v for v in validate_files([path]) if v.kind == "FineTuneJob" or not v.ok]
+    bad = [f"{v.source}: {e}" for v in verdicts for e in v.errors]
+    if bad:
+        raise ValueError("\n".join(bad))
+    jobs = [v.obj for v in verdicts if isinstance(v.obj, FineTuneJob)]
+    if len(jobs) != 1:
+        raise ValueError(f"{path}: expected exactly one FineTuneJob, found {len(jobs)}")
+    return jobs[0]
