@@ -168,7 +168,7 @@ class SftSpec(ApiModel):
     loss_on: Literal["assistant", "completion", "all"] = "assistant"
     """Which tokens carry the loss: assistant turns of chat data (the end-of-turn token included),
     the completion of prompt/completion data, or every token."""
-    packing: Literal["auto", "on", "off"] = "auto"
+    packing: Literal["auto", "enabled", "disabled"] = "auto"
     """Pack several examples into one sequence (isolated by position ids, padding-free). `auto` packs
     when the model's attention supports it and the data is length-skewed."""
 
