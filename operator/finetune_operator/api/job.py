@@ -141,7 +141,7 @@ class Grader(ApiModel):
         required = {"regex": "pattern", "json_schema": "json_schema", "python": "source", "multi": "components"}
         field = required.get(self.type)
         if field and getattr(self, field) in (None, [], {}):
-            raise ValueError(f"a {self.type} grader needs `{_camel(field)}`")
+            raise ValueError(f".{_camel(field)}: a {self.type} grader needs `{_camel(field)}`")
         return self
 
     model_config = {
@@ -367,6 +367,12 @@ class Gate(ApiModel):
     """On the regression set: base minus tuned must be at most this."""
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     """Bootstrap probability that the tuned model beats the base must be at least this."""
+
+    @model_validator(mode="after")
+    def _needs_a_bound(self) -> "Gate":
+        if all(v is None for v in (self.min, self.min_improvement_over_base, self.max_regression, self.min_confidence)):
+            raise ValueError("a gate needs at least one of min, minImprovementOverBase, maxRegression, minConfidence")
+        return self
 
     model_config = {
         "json_schema_extra": {

@@ -53,8 +53,10 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-            # cross-field rules already carry their own field path
-            if ":" in msg.split(" ", 1)[0]:
+            head = msg.split(" ", 1)[0]
+            if head.startswith(".") and head.endswith(":"):  # a sub-field of this location
+                loc, msg = loc + head[:-1], msg[len(head) + 1 :]
+            elif head.endswith(":"):  # cross-field rules carry their full field path
                 messages.append(msg)
                 continue
         if err["type"] == "extra_forbidden":
@@ -79,7 +81,7 @@ def validate_document(doc: Any, source: str) -> Verdict:
         verdict.errors.append(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
         return verdict
     try:
-        verdict.obj = model.model_validate(doc)
+        verdict.obj = model.model_validate(doc, by_alias=True, by_name=False)
     except ValidationError as exc:
         verdict.errors.extend(format_validation_error(exc))
     return verdict

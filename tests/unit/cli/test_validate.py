@@ -1,0 +1,61 @@
+"""`ftctl validate`: the same verdict the API server gives, offline, naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from finetune_operator.cli.main import main
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[3]
+INVALID = sorted((ROOT / "tests/manifests/invalid").glob("*.yaml"))
+
+
+def expected_field(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("# expect: "):
+            return line[len("# expect: ") :]
+    raise AssertionError(f"{path} has no '# expect:' line")
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(INVALID) >= 25
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_manifest_is_refused_naming_the_field(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected_field(path) in err
+    assert "Traceback" not in err
+
+
+def test_examples_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", *map(str, sorted((ROOT / "examples").glob("*.yaml")))]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_yaml_errors_and_missing_files_are_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: [unclosed\n")
+    assert main(["validate", str(broken), str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "cannot read" in err
+
+
+def test_wrong_kind_and_api_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = tmp_path / "x.yaml"
+    doc.write_text("apiVersion: finetune.dev/v1alpha1\nkind: TrainJob\nmetadata: {name: x}\n---\napiVersion: v1\nkind: FineTuneJob\n")
+    assert main(["validate", str(doc)]) == 2
+    err = capsys.readouterr().err
+    assert "kind: must be one of" in err and "apiVersion: must be finetune.dev/v1alpha1" in err
+
+
+def test_console_script_exit_code_without_traceback(tmp_path: Path) -> None:
+    bad = INVALID[0]
+    proc = subprocess.run([sys.executable, "-m", "finetune_operator.cli.main", "validate", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.strip()
