@@ -1,0 +1,35 @@
+# People's entry points; CI runs `make test` through .ci/run.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: install quickstart test test-unit test-fast controlplane crds docs bench lint
+
+install:
+	scripts/install.sh
+
+quickstart: install
+	$(VENV)/bin/ftctl run examples/quickstart.yaml
+
+controlplane:
+	scripts/build-controlplane.sh
+
+# Every tier that can run here: unit (with the slow training tests), api, e2e. The cluster tier
+# runs only when KUBECONFIG names a real cluster (FT_USE_EXISTING_CLUSTER=1).
+test: install controlplane
+	$(PY) -m pytest -m "unit or api or e2e" --durations=25
+
+# The fast inner loop: pure unit tests, seconds.
+test-fast: install
+	$(PY) -m pytest -m "unit and not slow" -q
+
+test-unit: install
+	$(PY) -m pytest -m unit
+
+crds:
+	$(VENV)/bin/ftctl crds
+	$(VENV)/bin/ftctl api-docs --out /dev/null
+
+bench: install controlplane
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
