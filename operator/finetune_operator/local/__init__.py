@@ -1,0 +1,1 @@
+"""The local runtime behind `ftctl run` (DESIGN.md §7)."""

@@ -1,0 +1,294 @@
+"""`ftctl run`: the whole pipeline from one manifest on this machine (DESIGN.md §7).
+
+prepare → train (N processes) → evaluate base and tuned → gates → serve with a local vLLM and one
+chat request → report. Each phase is the same `python -m finetune_trainer <phase>` a pod runs.
+Exit codes: 0 passed, 3 rejected by a gate, 1 user error, 2 infrastructure (run again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..api import FineTuneJob
+from ..api.resolved import ArtifactLayout, ResolvedConfig
+from ..cli.manifests import load_job
+from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
+from .processes import PhaseResult, run_phase
+from .report import write_report
+
+EXIT_PASSED, EXIT_USER, EXIT_INFRA, EXIT_REJECTED = 0, 1, 2, 3
+
+
+@dataclass
+class RunState:
+    """What the run learned so far; the report and the final table read it."""
+
+    phases: list[tuple[str, float, str]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    endpoint: str | None = None
+    answer: str | None = None
+
+
+def trainer_argv(phase: str, config_path: Path) -> list[str]:
+    """A single-process trainer phase."""
+    return [sys.executable, "-m", "finetune_trainer", phase, "--config", str(config_path)]
+
+
+def train_argv(config: ResolvedConfig, config_path: Path, processes: int) -> list[str]:
+    """The training launch: the same launcher the pods use, on this machine."""
+    from finetune_trainer.train.launch import local_launch_argv
+
+    return local_launch_argv(config, str(config_path), processes)
+
+
+def gpus_available() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
+
+
+class Ui:
+    """Progress bars on a terminal, plain lines elsewhere (CI logs)."""
+
+    def __init__(self, console: Console, plain: bool) -> None:
+        self.console = console
+        self.plain = plain or not console.is_terminal
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=self.plain,
+        )
+        self._last_step = -1
+
+    def __enter__(self) -> "Ui":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def phase(self, name: str) -> Any:
+        self._last_step = -1
+        return self.progress.add_task(name, total=None, info="")
+
+    def event(self, task: Any, event: dict[str, Any]) -> None:
+        step, total = event.get("step"), event.get("total")
+        info_parts = []
+        if event.get("loss") is not None:
+            info_parts.append(f"loss {event['loss']:.3f}")
+        if event.get("tokensPerSecond"):
+            info_parts.append(f"{event['tokensPerSecond']:.0f} tok/s")
+        info = " ".join(info_parts)
+        if step is not None:
+            self.progress.update(task, completed=step, total=total or None, info=info)
+        if self.plain and step is not None and step != self._last_step:
+            self._last_step = step
+            self.console.print(f"  step {step}/{total} {info}")
+
+    def done(self, task: Any, ok: bool, text: str) -> None:
+        self.progress.update(task, total=1, completed=1, info=text)
+        self.progress.stop_task(task)
+        if self.plain:
+            self.console.print(f"{'ok' if ok else 'FAILED'}: {self.progress.tasks[task].description}: {text}")
+
+
+def _failure_text(result: PhaseResult) -> str:
+    error = result.summary.get("error") if result.summary else None
+    return error or "\n".join(result.tail[-15:])
+
+
+def _bootstrap_model(job: FineTuneJob, config: ResolvedConfig, console: Console) -> None:
+    annotations = job.metadata.annotations or {}
+    if annotations.get(BOOTSTRAP_ANNOTATION) != "tiny-chat":
+        return
+    from finetune_trainer.tiny_model import build_tiny_model, is_built
+
+    path = Path(config.paths.model)
+    if not is_built(path):
+        console.print(f"building the tiny chat model offline at {path} (about 30 s)")
+        build_tiny_model(path)
+
+
+def run_job(
+    manifest: Path,
+    workdir: Path | None = None,
+    fresh: bool = False,
+    serve: bool = True,
+    processes: int = 2,
+    plain: bool = False,
+    console: Console | None = None,
+) -> int:
+    """Run the pipeline; returns the exit code."""
+    console = console or Console()
+    try:
+        job = load_job(manifest)
+    except ValueError as exc:
+        console.print(f"[red]invalid manifest[/red]\n{exc}")
+        return EXIT_USER
+    workdir = (workdir or Path("runs") / job.metadata.name).resolve()
+    if fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    notes = inapplicable_fields(job, gpus_available())
+    for note in notes:
+        console.print(f"[yellow]not applied locally:[/yellow] {note}")
+    config = local_config(job, manifest, workdir)
+    config_path = workdir / "config.json"
+    config_path.write_text(config.model_dump_json(by_alias=True, exclude_none=True, indent=2))
+    layout = ArtifactLayout(config.paths.output)
+    state = RunState()
+    try:
+        _bootstrap_model(job, config, console)
+        with Ui(console, plain) as ui:
+            code = _pipeline(job, config, config_path, layout, workdir, processes, serve, ui, state)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: run the same command again to resume from the last checkpoint")
+        return 130
+    report = write_report(
+        workdir, job.metadata.name, state.data, state.evaluation, state.phases, state.endpoint, state.answer, notes,
+        layout.progress_log,
+    )
+    _final_table(console, state, report)
+    return code
+
+
+def _pipeline(
+    job: FineTuneJob,
+    config: ResolvedConfig,
+    config_path: Path,
+    layout: ArtifactLayout,
+    workdir: Path,
+    processes: int,
+    serve: bool,
+    ui: Ui,
+    state: RunState,
+) -> int:
+    def phase(name: str, argv: list[str]) -> PhaseResult:
+        task = ui.phase(name)
+        result = run_phase(name, argv, workdir, on_event=lambda e: ui.event(task, e))
+        ok = result.returncode == 0
+        text = "done" if ok else f"exit {result.returncode}"
+        state.phases.append((name, result.seconds, text))
+        ui.done(task, ok, text)
+        if not ok:
+            ui.console.print(f"[red]{name} failed (exit {result.returncode})[/red]\n{_failure_text(result)}")
+            ui.console.print(f"log: {result.log_path}")
+        return result
+
+    prepared = phase("prepare", trainer_argv("prepare", config_path))
+    state.data = prepared.summary.get("data", {})
+    if prepared.returncode != 0:
+        return EXIT_USER if prepared.returncode == 1 else EXIT_INFRA
+
+    trained = phase("train", train_argv(config, config_path, processes))
+    if trained.returncode != 0:
+        return EXIT_USER if trained.returncode == 1 else EXIT_INFRA
+
+    if config.spec.serving.enabled and config.spec.serving.mode == "merged":
+        merged = phase("merge", trainer_argv("merge", config_path))
+        if merged.returncode != 0:
+            return EXIT_USER if merged.returncode == 1 else EXIT_INFRA
+
+    evaluated = phase("evaluate", trainer_argv("evaluate", config_path))
+    if evaluated.returncode != 0:
+        return EXIT_USER if evaluated.returncode == 1 else EXIT_INFRA
+    state.evaluation = _full_eval_report(layout) or evaluated.summary
+    if not state.evaluation.get("passed"):
+        return EXIT_REJECTED
+
+    if serve and config.spec.serving.enabled:
+        return _serve_and_ask(config, layout, ui, state)
+    return EXIT_PASSED
+
+
+def _full_eval_report(layout: ArtifactLayout) -> dict[str, Any]:
+    """The aggregates of eval/report.json (the termination message may be truncated)."""
+    if not layout.eval_report.exists():
+        return {}
+    report = json.loads(layout.eval_report.read_text())
+    return {k: report[k] for k in ("passed", "score", "metrics", "gates", "items") if k in report}
+
+
+def _first_eval_prompt(config: ResolvedConfig) -> list[dict[str, str]]:
+    path = Path(config.paths.eval or config.paths.validation or config.paths.train)
+    with path.open() as handle:
+        row = json.loads(handle.readline())
+    if "messages" in row:
+        messages = row["messages"]
+        return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+    return [{"role": "user", "content": row.get("prompt", "")}]
+
+
+def _serve_and_ask(config: ResolvedConfig, layout: ArtifactLayout, ui: Ui, state: RunState) -> int:
+    from finetune_trainer.serving.local import serve_local_run
+
+    task = ui.phase("serve")
+    messages = _first_eval_prompt(config)
+    try:
+        endpoint, answer, seconds = serve_local_run(config, layout, messages)
+    except RuntimeError as exc:
+        ui.done(task, False, "failed")
+        ui.console.print(f"[red]serving failed[/red]: {exc}")
+        state.phases.append(("serve", 0.0, "failed"))
+        return EXIT_INFRA
+    state.endpoint, state.answer = endpoint, answer
+    state.phases.append(("serve", seconds, "answered"))
+    ui.done(task, True, f"{config.served_model_name} answered {answer!r}")
+    return EXIT_PASSED
+
+
+def _final_table(console: Console, state: RunState, report: Path) -> None:
+    table = Table(title="Base vs tuned on the held-out set")
+    for column in ("metric", "base", "tuned", "delta", "P(tuned > base)"):
+        table.add_column(column)
+    for m in state.evaluation.get("metrics", []):
+        table.add_row(
+            str(m.get("name")),
+            *[f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "–" for k in ("base", "tuned", "delta", "pBetter")],
+        )
+    console.print(table)
+    for g in state.evaluation.get("gates", []):
+        mark = "[green]PASS[/green]" if g.get("passed") else "[red]FAIL[/red]"
+        console.print(f"{mark} {g.get('metric')}: {g.get('message', '')}")
+    data = state.data
+    if data:
+        console.print(
+            f"data: {data.get('trainExamples', '?')} train / {data.get('evalExamples', '?')} eval examples, "
+            f"{data.get('trainTokens', '?')} train tokens, dropped {data.get('dropped') or {}}"
+        )
+    if state.endpoint:
+        console.print(f"served at {state.endpoint}; answer: {state.answer!r}")
+    verdict = state.evaluation.get("passed")
+    console.print(f"verdict: {'PASSED' if verdict else 'REJECTED' if verdict is False else 'incomplete'}")
+    console.print(f"report: {report}")
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    return run_job(
+        Path(args.file),
+        workdir=Path(args.workdir) if args.workdir else None,
+        fresh=args.fresh,
+        serve=not args.no_serve,
+        processes=args.processes,
+        plain=args.plain,
+    )
