@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..api import API_VERSION, FineTuneJob, FineTuneQueue
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster than the pure-Python parser
 KINDS: dict[str, type[BaseModel]] = {"FineTuneJob": FineTuneJob, "FineTuneQueue": FineTuneQueue}
 
 
@@ -94,7 +95,7 @@ def load_documents(path: Path) -> list[tuple[Any, str]]:
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror}") from exc
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from exc
     return [(doc, f"{path}#{i}" if len(docs) > 1 else str(path)) for i, doc in enumerate(docs)]

@@ -1,0 +1,42 @@
+"""The local runtime reads the same manifest as the cluster and says what it cannot apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune_operator.cli.manifests import load_job
+from finetune_operator.local.config import inapplicable_fields, local_config, local_path
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_relative_paths_resolve_against_the_manifest(tmp_path: Path) -> None:
+    manifest = ROOT / "examples/quickstart.yaml"
+    config = local_config(load_job(manifest), manifest, tmp_path / "run")
+    assert config.paths.train == str((ROOT / "examples/data/quickstart/train.jsonl").resolve())
+    assert config.paths.model == str((ROOT / ".cache/models/tiny-chat").resolve())
+    assert config.paths.output == str((tmp_path / "run/artifacts").resolve())
+    assert config.runtime == "local" and config.served_model_name == "quickstart"
+
+
+def test_remote_uris_are_kept_and_file_uris_unwrapped() -> None:
+    assert local_path("s3://bucket/x.jsonl", Path("/tmp")) == "s3://bucket/x.jsonl"
+    assert local_path("file:///data/x.jsonl", Path("/tmp")) == "/data/x.jsonl"
+    assert local_path("/abs/x", Path("/tmp")) == "/abs/x"
+
+
+def test_quickstart_applies_fully_on_a_cpu_machine() -> None:
+    assert inapplicable_fields(load_job(ROOT / "examples/quickstart.yaml"), gpus_available=0) == []
+
+
+def test_cluster_fields_are_reported_once_each() -> None:
+    notes = inapplicable_fields(load_job(ROOT / "examples/multinode-zero3.yaml"), gpus_available=0)
+    text = "\n".join(notes)
+    assert "spec.resources.nodes=4" in text
+    assert "gpusPerNode=8" in text and "CPU" in text
+    assert "nodeSelector/tolerations" in text
+    assert "spec.queue (gpu-h100)" in text
+    assert len(notes) == len(set(notes))

@@ -1,0 +1,7 @@
+"""Allow `python -m finetune_trainer <phase> --config FILE`."""
+
+import sys
+
+from finetune_trainer.cli import main
+
+sys.exit(main())
