@@ -12,8 +12,12 @@ install:
 quickstart: install
 	$(VENV)/bin/ftctl run examples/quickstart.yaml
 
+# Build the test control plane, kwok and helm into .cache/bin (idempotent, cached). With UP=1 also
+# start it (etcd, apiserver, controller-manager, scheduler, kwok GPU nodes, local pod runner) and
+# keep it running until Ctrl-C: `make controlplane UP=1`, then use the printed KUBECONFIG.
 controlplane:
 	scripts/build-controlplane.sh
+	@if [ "$(UP)" = "1" ]; then $(PY) -m tests.harness.cluster up --runner; fi
 
 # Every tier that can run here: unit (with the slow training tests), api, e2e. The cluster tier
 # runs only when KUBECONFIG names a real cluster (FT_USE_EXISTING_CLUSTER=1).

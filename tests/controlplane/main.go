@@ -119,7 +119,7 @@ func up(args []string) error {
 	dataDir := fs.String("data-dir", "", "directory for etcd data, certificates, kubeconfigs and logs (required)")
 	port := fs.Int("port", 0, "kube-apiserver secure port on 127.0.0.1 (0: pick a free port)")
 	kubeconfigOut := fs.String("kubeconfig", "", "where to write the admin kubeconfig (default DATA/admin.kubeconfig)")
-	verbosity := fs.Int("v", 1, "klog verbosity of the Kubernetes components")
+	verbosity := fs.Int("v", 0, "klog verbosity of the Kubernetes components")
 	_ = fs.Parse(args)
 	if *dataDir == "" {
 		return errors.New("--data-dir is required")
@@ -231,7 +231,7 @@ func up(args []string) error {
 		"--service-cluster-ip-range=" + serviceCIDR,
 		"--allow-privileged=true",
 		"--profiling=false",
-		"--endpoint-reconciler-type=lease",
+		"--endpoint-reconciler-type=none", // 127.0.0.1 is not a valid Endpoints address
 		v,
 	})
 	if err != nil {
@@ -338,7 +338,7 @@ func startEtcd(dataDir, logFile string, clientPort, peerPort int) (*embed.Etcd, 
 	cfg.AdvertisePeerUrls = []url.URL{*pu}
 	cfg.InitialCluster = "default=" + pu.String()
 	cfg.ClusterState = embed.ClusterStateFlagNew
-	cfg.LogLevel = "warn"
+	cfg.LogLevel = "error"
 	cfg.LogOutputs = []string{logFile}
 	cfg.UnsafeNoFsync = true // test data only: durability is not needed, speed is
 	cfg.AutoCompactionMode = "periodic"

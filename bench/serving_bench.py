@@ -1,0 +1,105 @@
+"""Benchmark: the tiny chat model served by vLLM (CPU) vs transformers `generate`, same prompts.
+
+Measures, for each backend: seconds from start to the first generated token (server start or model
+load included) and requests per second over the prompts (vLLM: concurrent requests; transformers:
+one prompt at a time, and the whole set as one padded batch). Prints one JSON object.
+
+    python bench/serving_bench.py [--prompts 32] [--max-tokens 16] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / ".cache" / "models" / "tiny-chat"
+
+
+def prompts(n: int) -> list[list[dict[str, str]]]:
+    from finetune_trainer.tiny_model import keyword_task
+
+    return [[m for m in row["messages"] if m["role"] != "assistant"] for row in keyword_task(n, seed=7)]
+
+
+def bench_vllm(model_dir: Path, messages: list[list[dict[str, str]]], max_tokens: int, concurrency: int) -> dict[str, Any]:
+    from finetune_trainer.serving.local import LocalVllmServer, chat
+
+    started = time.monotonic()
+    with LocalVllmServer(model_dir, "tiny-chat", max_model_len=256) as server:
+        ready = server.wait_ready()
+        chat(server.url, "tiny-chat", messages[0], max_tokens=1)
+        first_token = time.monotonic() - started
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(concurrency) as pool:
+            answers = list(pool.map(lambda m: chat(server.url, "tiny-chat", m, max_tokens), messages))
+        elapsed = time.monotonic() - t0
+    return {
+        "ready_seconds": round(ready, 2),
+        "start_to_first_token_seconds": round(first_token, 2),
+        "requests_per_second": round(len(messages) / elapsed, 2),
+        "concurrency": concurrency,
+        "sample_answer": answers[0],
+    }
+
+
+def bench_transformers(model_dir: Path, messages: list[list[dict[str, str]]], max_tokens: int) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+    def generate(batch: list[list[dict[str, str]]], new_tokens: int) -> list[str]:
+        texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        return tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    generate(messages[:1], 1)
+    first_token = time.monotonic() - started
+    t0 = time.monotonic()
+    answers = [generate([m], max_tokens)[0] for m in messages]
+    sequential = time.monotonic() - t0
+    t0 = time.monotonic()
+    generate(messages, max_tokens)
+    batched = time.monotonic() - t0
+    return {
+        "start_to_first_token_seconds": round(first_token, 2),
+        "requests_per_second": round(len(messages) / sequential, 2),
+        "batched_requests_per_second": round(len(messages) / batched, 2),
+        "torch_threads": torch.get_num_threads(),
+        "sample_answer": answers[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--model", type=Path, default=MODEL_DIR)
+    args = parser.parse_args()
+    from finetune_trainer.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(args.model)
+    messages = prompts(args.prompts)
+    result = {
+        "benchmark": "serving",
+        "model": str(model_dir),
+        "prompts": len(messages),
+        "max_tokens": args.max_tokens,
+        "vllm_cpu": bench_vllm(model_dir, messages, args.max_tokens, args.concurrency),
+        "transformers": bench_transformers(model_dir, messages, args.max_tokens),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

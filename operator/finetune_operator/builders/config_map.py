@@ -1,0 +1,23 @@
+"""ConfigMap `<job>-config`: the resolved config every trainer phase reads from `--config`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..api import FineTuneJob
+from ..settings import OperatorSettings
+from .common import CONFIG_FILE, object_meta
+from .names import config_map_name
+from .resolve import resolve_config
+
+
+def build_config_map(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
+    """The config as sorted JSON, so an unchanged spec yields a byte-identical ConfigMap."""
+    config = resolve_config(job, settings).model_dump(by_alias=True, exclude_none=True, mode="json")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(job, config_map_name(job.metadata.name), "prepare"),
+        "data": {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True)},
+    }

@@ -1,0 +1,48 @@
+"""Job `<job>-eval`: base vs tuned on the held-out set. In merged serving mode an init container
+merges first and the evaluation reads the merged model: what is evaluated is what is served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import FineTuneJob
+from ..settings import OperatorSettings
+from .common import pod_resources, tolerations
+from .names import eval_job_name
+from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_argv, trainer_container, trainer_pod_spec, user_error_rule
+from .vllm import cpu_kv_cache_gib
+
+EVAL_BACKOFF_LIMIT = 1
+
+
+def merges_before_eval(job: FineTuneJob) -> bool:
+    """A LoRA/QLoRA adapter served merged is merged before it is evaluated (a full model needs none)."""
+    return job.spec.serving.enabled and job.spec.serving.mode == "merged" and job.spec.adapter.type != "full"
+
+
+def eval_resources(job: FineTuneJob) -> dict[str, Any]:
+    """The serving replica's accelerators (evaluation generates like serving does), else CPU only."""
+    serving = job.spec.serving
+    return pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, serving.cpu, serving.memory, 4, 32, ("2", "8Gi"))
+
+
+def build_eval_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
+    resources = eval_resources(job)
+    env = {"OMP_NUM_THREADS": "1" if settings.cpu_runtime else "4"}
+    if settings.cpu_runtime:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(None))
+        env["DS_ACCELERATOR"] = "cpu"
+    evaluate = trainer_container(job, settings, TRAINER_CONTAINER, trainer_argv("evaluate"), env=env, resources=resources)
+    init = [trainer_container(job, settings, "merge", trainer_argv("merge"), env=env, resources=resources)] if merges_before_eval(job) else None
+    serving = job.spec.serving
+    uses_gpu = serving.gpus > 0
+    pod = trainer_pod_spec(
+        job,
+        settings,
+        [evaluate],
+        shm_size="2Gi",
+        init_containers=init,
+        node_selector=serving.node_selector or (job.spec.resources.node_selector if uses_gpu else None),
+        tolerations=tolerations(serving.tolerations or (job.spec.resources.tolerations if uses_gpu else None)),
+    )
+    return batch_job(job, eval_job_name(job.metadata.name), "eval", pod, EVAL_BACKOFF_LIMIT, [user_error_rule()])

@@ -1,0 +1,60 @@
+"""Deterministic names of every child object (DESIGN.md §4): same job, same names, every time.
+
+Job names are at most 40 characters (see `ObjectMeta.name`), so `<job>-train-a<N>-<index>` still fits
+a 63-character DNS label. Base-model names may hold `_` and `.`, which Service names may not, so pool
+names are sanitised and, when too long, shortened with a stable hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_DNS_LABEL = 63
+
+
+def config_map_name(job_name: str) -> str:
+    return f"{job_name}-config"
+
+
+def prepare_job_name(job_name: str) -> str:
+    return f"{job_name}-prepare"
+
+
+def train_service_name(job_name: str) -> str:
+    """The headless Service that gives training pods stable DNS names for the rendezvous."""
+    return f"{job_name}-train"
+
+
+def train_job_name(job_name: str, attempt: int) -> str:
+    """Each retry is a new Job (`-a0`, `-a1`, …) so a failed attempt stays inspectable."""
+    return f"{job_name}-train-a{attempt}"
+
+
+def eval_job_name(job_name: str) -> str:
+    return f"{job_name}-eval"
+
+
+def serve_name(job_name: str) -> str:
+    """Deployment and Service of the tuned model (or the job's Service in front of its adapter pool)."""
+    return f"{job_name}-serve"
+
+
+def base_arm_name(job_name: str) -> str:
+    """Deployment (and, with Gateway API, Service) of the base model in a canary."""
+    return f"{job_name}-base"
+
+
+def stable_service_name(job_name: str) -> str:
+    """The canary's stable Service (and HTTPRoute): clients call `<job>` and get either arm."""
+    return job_name
+
+
+def pool_name(base_model_name: str) -> str:
+    """The shared adapter pool of one base model: `vllm-<base>` as a valid DNS-1035 label."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", base_model_name.lower()).strip("-") or "base"
+    name = f"vllm-{slug}"
+    if len(name) <= MAX_DNS_LABEL:
+        return name
+    digest = hashlib.sha256(base_model_name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_DNS_LABEL - 9].rstrip('-')}-{digest}"

@@ -1,0 +1,54 @@
+"""The resolved config the operator writes into `<job>-config`: spec URIs mapped to pod paths."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..api import FineTuneJob
+from ..api.job import DatasetRef, FineTuneJobSpec
+from ..api.resolved import ResolvedConfig, ResolvedPaths, uri_to_path
+from ..settings import OperatorSettings
+from .common import job_labels
+
+
+def output_uri(job: FineTuneJob, settings: OperatorSettings) -> str:
+    """`spec.output.uri`, or the operator's artifacts claim under `<namespace>/<job>`."""
+    if job.spec.output.uri:
+        return job.spec.output.uri
+    return f"pvc://{settings.artifacts_pvc}/{namespace(job)}/{job.metadata.name}"
+
+
+def namespace(job: FineTuneJob) -> str:
+    return job.metadata.namespace or "default"
+
+
+def resolve_paths(spec: FineTuneJobSpec, output: str, to_path: Callable[[str], str]) -> ResolvedPaths:
+    """Every location of `spec` as the trainer sees it, mapped by `to_path` (pod mounts, local dirs)."""
+
+    def optional(ref: DatasetRef | None) -> str | None:
+        return to_path(ref.uri) if ref is not None else None
+
+    return ResolvedPaths(
+        output=to_path(output),
+        model=to_path(spec.model.uri),
+        train=to_path(spec.datasets.train.uri),
+        validation=optional(spec.datasets.validation),
+        eval=optional(spec.datasets.eval),
+        regression=optional(spec.evaluation.regression),
+    )
+
+
+def resolve_config(job: FineTuneJob, settings: OperatorSettings, attempt: int = 0) -> ResolvedConfig:
+    """What every trainer phase of `job` reads from `--config`."""
+    paths = resolve_paths(job.spec, output_uri(job, settings), lambda uri: uri_to_path(uri, settings.pvc_mount_root))
+    return ResolvedConfig(
+        job=job.metadata.name,
+        namespace=namespace(job),
+        generation=job.metadata.generation or 1,
+        attempt=attempt,
+        runtime="kubernetes",
+        spec=job.spec,
+        paths=paths,
+        served_model_name=job.metadata.name,
+        labels=job_labels(job.metadata.name),
+    )

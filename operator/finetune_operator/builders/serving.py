@@ -1,0 +1,431 @@
+"""Serving with vLLM (DESIGN.md §5): Deployments, Services, canary and the shared adapter pool.
+
+Topology:
+- merged: Deployment + Service `<job>-serve` serving `<output>/merged` as `<job>@<generation>` and `<job>`
+  (a full fine-tune serves `<output>/model`).
+- adapter: one pool Deployment + Service per base model and namespace (`vllm-<base>`) serving the base
+  under its name and every passing adapter under its job's name; the job's own Service `<job>-serve`
+  selects the pool's pods. The pool has one non-controller ownerReference per adapter job, so the
+  garbage collector removes it with the last of them; a changed adapter list changes the pod
+  template, so adding an adapter rolls the pool.
+- canary: the tuned arm `<job>-serve` (merged model, or base + this adapter) and a base arm `<job>-base`
+  that answers to the base's name and to `<job>`, both labelled `finetune.dev/model-group: <job>`
+  behind the stable Service `<job>`; `canary_split` sets the replica ratio. With Gateway API an
+  HTTPRoute attached to that Service (GAMMA) splits requests by weight instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from ..api import FineTuneJob
+from ..api.job import FineTuneJobSpec, ServingSpec
+from ..api.resolved import ArtifactLayout, uri_to_path
+from ..settings import OperatorSettings
+from .common import (
+    ANNOTATION_GENERATION,
+    LABEL_ARM,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL_GROUP,
+    LABEL_PHASE,
+    LABEL_POOL,
+    MANAGED_BY,
+    claim_of,
+    claim_volumes,
+    container_security_context,
+    env_list,
+    gib,
+    labels,
+    object_meta,
+    parse_quantity,
+    pod_security_context,
+    scratch_env,
+    scratch_volumes,
+    tolerations,
+)
+from .names import base_arm_name, pool_name, serve_name, stable_service_name
+from .resolve import namespace, output_uri
+from .vllm import VLLM_COMMAND, VLLM_PORT, LoraModule, cpu_kv_cache_gib, vllm_args
+
+STARTUP_BUDGET_SECONDS = 1800
+"""Time a replica may take to load its model before the kubelet restarts it."""
+PRE_STOP_SLEEP_SECONDS = 15
+"""Lets Service endpoints drop the pod before vLLM stops taking requests."""
+TERMINATION_GRACE_SECONDS = 60
+
+
+# ----------------------------------------------------------------------------- model references
+def base_model_name(spec: FineTuneJobSpec) -> str:
+    """`spec.model.name`, or the last element of the model URI, lower-cased."""
+    if spec.model.name:
+        return spec.model.name
+    return PurePosixPath(spec.model.uri.split("://", 1)[-1].rstrip("/")).name.lower()
+
+
+def _model_source(uri: str, pvc_root: str) -> tuple[str, dict[str, str]]:
+    """What vLLM's `--model` gets: a mounted path, a hub id, or an S3 URI streamed by run:ai."""
+    if uri.startswith("hf://"):
+        return uri[len("hf://") :], {}
+    if uri.startswith("s3://"):
+        return uri, {"load_format": "runai_streamer"}
+    return uri_to_path(uri, pvc_root), {}
+
+
+def tuned_model_dir(job: FineTuneJob, settings: OperatorSettings) -> str:
+    """The merged model (what was evaluated) or, for a full fine-tune, the trained model itself."""
+    layout = ArtifactLayout(uri_to_path(output_uri(job, settings), settings.pvc_mount_root))
+    return str(layout.model if job.spec.adapter.type == "full" else layout.merged)
+
+
+def adapter_dir(job: FineTuneJob, settings: OperatorSettings) -> str:
+    return str(ArtifactLayout(uri_to_path(output_uri(job, settings), settings.pvc_mount_root)).adapter)
+
+
+def default_max_model_len(spec: FineTuneJobSpec) -> int:
+    """`spec.serving.maxModelLen`, else the data's longest example plus an answer, in 256-token steps."""
+    if spec.serving.max_model_len:
+        return spec.serving.max_model_len
+    tokens = spec.datasets.max_length + spec.evaluation.max_new_tokens
+    return 256 * math.ceil(tokens / 256)
+
+
+def served_model_names(job: FineTuneJob) -> list[str]:
+    """Names clients may call: `<job>@<generation>` tells versions apart in metrics (merged only: an
+    adapter is loaded once, under `<job>`)."""
+    name = job.metadata.name
+    if job.spec.serving.mode == "merged":
+        return [f"{name}@{job.metadata.generation or 1}", name]
+    return [name]
+
+
+def serving_endpoint(job: FineTuneJob) -> str:
+    """The OpenAI-compatible base URL for `status.serving.endpoint`."""
+    name = job.metadata.name
+    service = stable_service_name(name) if job.spec.serving.canary else serve_name(name)
+    return f"http://{service}.{namespace(job)}.svc:{VLLM_PORT}/v1"
+
+
+def canary_split(replicas: int, weight: int) -> tuple[int, int]:
+    """(tuned, base) replicas for a canary of `weight` percent over `replicas` in all.
+
+    Half rounds up; a split canary keeps at least one replica on each arm (so a total of 1 becomes
+    1 + 1). Weight 10 over 10 replicas is 1 tuned and 9 base; 10% over 3 replicas is 1 and 2 (33%).
+    """
+    if replicas == 0:
+        return 0, 0
+    if weight <= 0:
+        return 0, replicas
+    if weight >= 100:
+        return replicas, 0
+    total = max(replicas, 2)
+    tuned = min(max(math.floor(total * weight / 100 + 0.5), 1), total - 1)
+    return tuned, total - tuned
+
+
+# ----------------------------------------------------------------------------- adapter pool
+@dataclass(frozen=True)
+class PoolAdapter:
+    """One passing adapter in its base model's pool, with what the pool needs to size itself."""
+
+    job: str
+    uid: str | None
+    generation: int
+    rank: int
+    path: str
+    """Adapter directory inside the pod."""
+    claims: tuple[str, ...]
+    """PVC claims the pool must mount for this adapter and its base."""
+    max_model_len: int
+    serving: ServingSpec = field(compare=False)
+
+
+def pool_adapter(job: FineTuneJob, settings: OperatorSettings) -> PoolAdapter:
+    """The pool entry of a job whose adapter passed its gates."""
+    claims = [c for c in (claim_of(job.spec.model.uri), claim_of(output_uri(job, settings))) if c]
+    return PoolAdapter(
+        job=job.metadata.name,
+        uid=job.metadata.uid,
+        generation=job.metadata.generation or 1,
+        rank=job.spec.adapter.r,
+        path=adapter_dir(job, settings),
+        claims=tuple(dict.fromkeys(claims)),
+        max_model_len=default_max_model_len(job.spec),
+        serving=job.spec.serving,
+    )
+
+
+def _largest(values: list[str | None]) -> str | None:
+    present = [v for v in values if v]
+    return max(present, key=parse_quantity) if present else None
+
+
+# ----------------------------------------------------------------------------- pods
+@dataclass
+class _Server:
+    """One vLLM Deployment's content, before it becomes objects."""
+
+    args: list[str]
+    serving: ServingSpec
+    claims: list[str]
+    replicas: int
+    hub: bool = False
+
+
+def _resources(job: FineTuneJob, serving: ServingSpec, cpu: str | None, memory: str | None) -> dict[str, Any]:
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if cpu:
+        requests["cpu"] = cpu
+    if memory:
+        requests["memory"] = limits["memory"] = memory
+    if serving.gpus:
+        requests[job.spec.resources.gpu_resource_name] = limits[job.spec.resources.gpu_resource_name] = str(serving.gpus)
+    return {"requests": requests, "limits": limits} if requests else {}
+
+
+def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu: str | None, memory: str | None) -> dict[str, Any]:
+    serving = server.serving
+    env = {**scratch_env(), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    if not server.hub:
+        env["HF_HUB_OFFLINE"] = "1"
+    if settings.cpu_runtime:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(gib(memory) if memory else None))
+    claim_vols, claim_mounts = claim_volumes(server.claims, settings.pvc_mount_root)
+    scratch_vols, scratch_mounts = scratch_volumes(f"{2 * max(serving.gpus, 1)}Gi")
+    container = {
+        "name": "vllm",
+        "image": serving.image or settings.vllm_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(VLLM_COMMAND),
+        "args": server.args,
+        "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
+        "env": env_list(env),
+        "resources": _resources(job, serving, cpu, memory),
+        "volumeMounts": claim_mounts + scratch_mounts,
+        "securityContext": container_security_context(),
+        "startupProbe": _probe(10, STARTUP_BUDGET_SECONDS // 10, 5),
+        "readinessProbe": _probe(5, 3, 5),
+        "livenessProbe": _probe(15, 4, 10),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    spec: dict[str, Any] = {
+        "serviceAccountName": settings.service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "containers": [container],
+        "volumes": claim_vols + scratch_vols,
+    }
+    node_selector = serving.node_selector or (job.spec.resources.node_selector if serving.gpus else None)
+    tols = serving.tolerations or (job.spec.resources.tolerations if serving.gpus else None)
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tols:
+        spec["tolerations"] = tolerations(tols)
+    return spec
+
+
+def _deployment(meta: dict[str, Any], selector: dict[str, str], pod_labels: dict[str, str], annotations: dict[str, str],
+                replicas: int, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": STARTUP_BUDGET_SECONDS + 600,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": pod_spec},
+        },
+    }
+
+
+def _service(meta: dict[str, Any], selector: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": VLLM_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _job_claims(job: FineTuneJob, settings: OperatorSettings, with_output: bool) -> list[str]:
+    uris = [job.spec.model.uri] + ([output_uri(job, settings)] if with_output else [])
+    return list(dict.fromkeys(c for c in map(claim_of, uris) if c))
+
+
+def _base_source(job: FineTuneJob, settings: OperatorSettings) -> tuple[str, dict[str, Any]]:
+    model, options = _model_source(job.spec.model.uri, settings.pvc_mount_root)
+    if job.spec.model.uri.startswith("hf://") and job.spec.model.revision:
+        options = {**options, "revision": job.spec.model.revision}
+    return model, options
+
+
+def _common_flags(job: FineTuneJob, settings: OperatorSettings, serving: ServingSpec, max_model_len: int) -> dict[str, Any]:
+    return {
+        "dtype": job.spec.model.dtype,
+        "max_model_len": max_model_len,
+        "cpu": settings.cpu_runtime,
+        "tensor_parallel_size": max(serving.gpus, 1),
+        "extra": serving.args,
+    }
+
+
+def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
+    serving = job.spec.serving
+    flags = _common_flags(job, settings, serving, default_max_model_len(job.spec))
+    if serving.mode == "merged":
+        args = vllm_args(tuned_model_dir(job, settings), served_model_names(job), **flags)
+        return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
+    model, options = _base_source(job, settings)
+    lora = LoraModule(job.metadata.name, adapter_dir(job, settings), base_model_name(job.spec))
+    args = vllm_args(model, [base_model_name(job.spec)], lora_modules=[lora], lora_rank=job.spec.adapter.r, **options, **flags)
+    return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas, hub=job.spec.model.uri.startswith("hf://"))
+
+
+def _base_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
+    """The canary's base arm answers to the base's name (first: metrics) and to `<job>` (clients)."""
+    model, options = _base_source(job, settings)
+    flags = _common_flags(job, settings, job.spec.serving, default_max_model_len(job.spec))
+    args = vllm_args(model, [base_model_name(job.spec), job.metadata.name], **options, **flags)
+    return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas, hub=job.spec.model.uri.startswith("hf://"))
+
+
+def _arm_deployment(job: FineTuneJob, settings: OperatorSettings, name: str, arm: str, server: _Server) -> dict[str, Any]:
+    job_name = job.metadata.name
+    group = {LABEL_MODEL_GROUP: job_name, LABEL_ARM: arm}
+    pod_labels = labels(job_name, "serve", group)
+    selector = {k: pod_labels[k] for k in (LABEL_MANAGED_BY, "finetune.dev/job", LABEL_PHASE, LABEL_ARM)}
+    annotations = {ANNOTATION_GENERATION: str(job.metadata.generation or 1)}
+    pod = _pod_spec(job, settings, server, server.serving.cpu, server.serving.memory)
+    return _deployment(object_meta(job, name, "serve", group), selector, pod_labels, annotations, server.replicas, pod)
+
+
+# ----------------------------------------------------------------------------- the pool
+def _pool_objects(job: FineTuneJob, settings: OperatorSettings, pool_adapters: list[PoolAdapter]) -> list[dict[str, Any]]:
+    mine = pool_adapter(job, settings)
+    adapters = sorted({a.job: a for a in [*pool_adapters, mine]}.values(), key=lambda a: a.job)
+    base = base_model_name(job.spec)
+    name = pool_name(base)
+    first = adapters[0].serving
+    specs = [a.serving for a in adapters]
+    serving = first.model_copy(
+        update={"replicas": max(s.replicas for s in specs), "gpus": max(s.gpus for s in specs)}
+    )
+    cpu, memory = _largest([s.cpu for s in specs]), _largest([s.memory for s in specs])
+    model, options = _base_source(job, settings)
+    flags = _common_flags(job, settings, serving, max(a.max_model_len for a in adapters))
+    loras = [LoraModule(a.job, a.path, base) for a in adapters]
+    args = vllm_args(model, [base], lora_modules=loras, lora_rank=max(a.rank for a in adapters), **options, **flags)
+    claims = list(dict.fromkeys(c for a in adapters for c in a.claims))
+    server = _Server(args, serving, claims, serving.replicas, hub=job.spec.model.uri.startswith("hf://"))
+
+    pool_labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PHASE: "serve", LABEL_POOL: name}
+    owners = [_pool_owner(a) for a in adapters if a.uid]
+    meta = {"name": name, "namespace": namespace(job), "labels": dict(pool_labels)}
+    if owners:
+        meta["ownerReferences"] = owners
+    annotations = {"finetune.dev/adapters": ",".join(f"{a.job}@{a.generation}" for a in adapters)}
+    pod = _pod_spec(job, settings, server, cpu, memory)
+    deployment = _deployment({**meta, "annotations": dict(annotations)}, dict(pool_labels), dict(pool_labels), annotations, server.replicas, pod)
+    return [deployment, _service(meta, dict(pool_labels))]
+
+
+def _pool_owner(adapter: PoolAdapter) -> dict[str, Any]:
+    return {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "name": adapter.job,
+        "uid": adapter.uid,
+        "controller": False,
+        "blockOwnerDeletion": False,
+    }
+
+
+# ----------------------------------------------------------------------------- entry point
+def build_serving_objects(
+    job: FineTuneJob, settings: OperatorSettings, pool_adapters: list[PoolAdapter] | None = None
+) -> list[dict[str, Any]]:
+    """Every serving object of `job`; `pool_adapters` are the other passing adapters on its base in
+    its namespace (the job itself is added when missing)."""
+    name = job.metadata.name
+    serving = job.spec.serving
+    if serving.canary is None:
+        if serving.mode == "adapter":
+            pool = _pool_objects(job, settings, pool_adapters or [])
+            selector = pool[0]["spec"]["selector"]["matchLabels"]
+            return pool + [_service(object_meta(job, serve_name(name), "serve"), dict(selector))]
+        deployment = _arm_deployment(job, settings, serve_name(name), "tuned", _tuned_server(job, settings, serving.replicas))
+        return [deployment, _service(object_meta(job, serve_name(name), "serve"), _selector(deployment))]
+
+    tuned_replicas, base_replicas = canary_split(serving.replicas, serving.canary.weight)
+    tuned = _arm_deployment(job, settings, serve_name(name), "tuned", _tuned_server(job, settings, tuned_replicas))
+    base = _arm_deployment(job, settings, base_arm_name(name), "base", _base_server(job, settings, base_replicas))
+    group = {LABEL_MODEL_GROUP: name}
+    objects = [
+        tuned,
+        base,
+        _service(object_meta(job, serve_name(name), "serve"), _selector(tuned)),
+        _service(object_meta(job, stable_service_name(name), "serve", group), {**group, LABEL_PHASE: "serve"}),
+    ]
+    if settings.gateway_api:
+        objects.append(_service(object_meta(job, base_arm_name(name), "serve"), _selector(base)))
+        objects.append(_http_route(job, serving.canary.weight))
+    return objects
+
+
+def _selector(deployment: dict[str, Any]) -> dict[str, str]:
+    return dict(deployment["spec"]["selector"]["matchLabels"])
+
+
+def _http_route(job: FineTuneJob, weight: int) -> dict[str, Any]:
+    """Request-level split, attached to the stable Service (Gateway API for service meshes, GAMMA)."""
+    name = job.metadata.name
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": object_meta(job, stable_service_name(name), "serve", {LABEL_MODEL_GROUP: name}),
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": stable_service_name(name), "port": VLLM_PORT}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"name": serve_name(name), "port": VLLM_PORT, "weight": weight},
+                        {"name": base_arm_name(name), "port": VLLM_PORT, "weight": 100 - weight},
+                    ]
+                }
+            ],
+        },
+    }
+
+
+__all__ = [
+    "PoolAdapter",
+    "base_model_name",
+    "build_serving_objects",
+    "canary_split",
+    "default_max_model_len",
+    "pool_adapter",
+    "served_model_names",
+    "serving_endpoint",
+]

@@ -1,0 +1,167 @@
+"""Training: headless Service `<job>-train` and Indexed Job `<job>-train-a<N>` (DESIGN.md §4).
+
+One pod per node; `torchrun` (or `accelerate launch`) reads the node's rank from the completion index
+and derives every process rank itself. Retries are the operator's (each one a new Job), so the Job
+has `backoffLimit: 0` and a pod failure policy that labels why it failed:
+
+- rule 0, exit code 1 of the trainer: a user error (bad data or config), never retried;
+- rule 1, the `DisruptionTarget` condition (preemption, node drain, eviction): `FailJob` too, because
+  a static torchrun gang cannot take back one replaced pod; the whole gang stops at once and the
+  operator retries from the last checkpoint without spending the retry budget.
+
+`training_failure_kind` reads that verdict back from the Job's status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from ..api import FineTuneJob
+from ..api.job import ResourcesSpec
+from ..api.queue import Flavor
+from ..settings import OperatorSettings
+from .common import CONFIG_PATH, labels, object_meta, parse_quantity, pod_resources, tolerations
+from .names import train_job_name, train_service_name
+from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_container, trainer_pod_spec, user_error_rule
+
+MASTER_PORT = 29500
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+RULE_USER_ERROR = 0
+RULE_DISRUPTION = 1
+CHECKPOINT_GRACE_SECONDS = 120
+TRAIN_MODULE_ARGS = ["-m", "finetune_trainer", "train", "--config", CONFIG_PATH]
+
+
+def processes_per_node(res: ResourcesSpec) -> int:
+    return res.processes_per_node or max(res.gpus_per_node, 1)
+
+
+def training_resources(res: ResourcesSpec) -> dict[str, Any]:
+    """8 CPUs and 64Gi per GPU unless the spec says otherwise; 2 CPUs and 8Gi on CPU."""
+    return pod_resources(res.gpus_per_node, res.gpu_resource_name, res.cpu, res.memory, 8, 64, ("2", "8Gi"))
+
+
+def threads_per_process(res: ResourcesSpec) -> int:
+    cpu = training_resources(res)["requests"]["cpu"]
+    return max(1, int(parse_quantity(cpu)) // processes_per_node(res))
+
+
+def launch_command(res: ResourcesSpec) -> tuple[list[str], list[str]]:
+    """Command and args of the launcher; node rank and master come from the PET_* env at run time."""
+    if res.launcher == "torchrun":
+        return ["torchrun"], list(TRAIN_MODULE_ARGS)
+    total = res.nodes * processes_per_node(res)
+    args = [
+        "launch",
+        "--num_machines", str(res.nodes),
+        "--machine_rank", "$(PET_NODE_RANK)",
+        "--main_process_ip", "$(PET_MASTER_ADDR)",
+        "--main_process_port", "$(PET_MASTER_PORT)",
+        "--num_processes", str(total),
+        "--dynamo_backend", "no",
+    ]
+    if total > 1:
+        args.append("--multi_gpu")
+    return ["accelerate"], args + TRAIN_MODULE_ARGS
+
+
+def build_training_service(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
+    """Headless Service: stable DNS `<train-job>-<index>.<job>-train` before the pods are ready."""
+    name = job.metadata.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(job, train_service_name(name), "train"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": labels(name, "train"),
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_training_job(
+    job: FineTuneJob, settings: OperatorSettings, attempt: int, flavor: Flavor | None = None
+) -> dict[str, Any]:
+    """The gang of training pods for one attempt; `flavor` is the embedded queue's admission."""
+    name = job.metadata.name
+    res = job.spec.resources
+    job_name = train_job_name(name, attempt)
+    env = {
+        "PET_NNODES": str(res.nodes),
+        "PET_NPROC_PER_NODE": str(processes_per_node(res)),
+        "PET_MASTER_ADDR": f"{job_name}-0.{train_service_name(name)}",
+        "PET_MASTER_PORT": str(MASTER_PORT),
+        "FT_ATTEMPT": str(attempt),
+        "OMP_NUM_THREADS": str(threads_per_process(res)),
+    }
+    if settings.cpu_runtime or res.gpus_per_node == 0:
+        env["DS_ACCELERATOR"] = "cpu"
+    node_rank = {
+        "name": "PET_NODE_RANK",
+        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}},
+    }
+    command, args = launch_command(res)
+    container = trainer_container(
+        job, settings, TRAINER_CONTAINER, command, args, env=env, resources=training_resources(res), extra_env=[node_rank]
+    )
+    container["ports"] = [{"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"}]
+    node_selector = {**(res.node_selector or {}), **((flavor.node_labels or {}) if flavor else {})}
+    pod = trainer_pod_spec(
+        job,
+        settings,
+        [container],
+        shm_size=res.shared_memory,
+        node_selector=node_selector,
+        tolerations=tolerations(res.tolerations) + tolerations(flavor.tolerations if flavor else None),
+    )
+    pod["subdomain"] = train_service_name(name)
+    pod["terminationGracePeriodSeconds"] = CHECKPOINT_GRACE_SECONDS
+    if settings.priority_class_name:
+        pod["priorityClassName"] = settings.priority_class_name
+    rules = [user_error_rule(), {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+    obj = batch_job(
+        job,
+        job_name,
+        "train",
+        pod,
+        backoff_limit=0,
+        failure_rules=rules,
+        job_spec={
+            "completionMode": "Indexed",
+            "completions": res.nodes,
+            "parallelism": res.nodes,
+            "suspend": settings.queue_mode == "kueue",
+        },
+    )
+    obj["metadata"]["annotations"]["finetune.dev/attempt"] = str(attempt)
+    if settings.queue_mode == "kueue":
+        obj["metadata"]["labels"][KUEUE_QUEUE_LABEL] = job.spec.queue.name
+        if job.spec.queue.priority_class:
+            obj["metadata"]["labels"][KUEUE_PRIORITY_LABEL] = job.spec.queue.priority_class
+    return obj
+
+
+FailureKind = Literal["user", "preempted", "infrastructure"]
+
+
+def training_failure_kind(job_status: dict[str, Any]) -> FailureKind | None:
+    """Why a training Job failed, from its `Failed` condition (None while it has not failed).
+
+    The Job controller names the matched pod-failure-policy rule in the condition message
+    ("… matching FailJob rule at index N").
+    """
+    for cond in job_status.get("conditions") or []:
+        if cond.get("type") != "Failed" or cond.get("status") != "True":
+            continue
+        if cond.get("reason") == "PodFailurePolicy":
+            message = cond.get("message", "")
+            if f"rule at index {RULE_USER_ERROR}" in message:
+                return "user"
+            if f"rule at index {RULE_DISRUPTION}" in message:
+                return "preempted"
+        return "infrastructure"
+    return None

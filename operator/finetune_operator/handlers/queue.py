@@ -1,0 +1,184 @@
+"""Kopf glue of the embedded queue (DESIGN.md §6): a timer per FineTuneQueue runs one admission cycle.
+
+Jobs and namespaces come from Kopf's in-memory indices (no polling). Decisions are written as merge
+patches of `status.queue`, only for the fields that change, with the job's resourceVersion as a
+precondition: a job that changed meanwhile is left for the next cycle. Until the watch shows our own
+write, the cycle reads the job as we patched it, so a fast timer never counts quota twice or misses it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from ..k8s import K8s, K8sError
+from ..queue import admission_cycle, format_quantity, job_view, queue_view
+from ..queue.admission import CycleResult, JobDecision, QueueSummary, describe
+from ..queue.kueue import embedded_conflicts
+from ..queue.requests import from_milli
+from ..settings import OperatorSettings
+
+GROUP, VERSION = "finetune.dev", "v1alpha1"
+CYCLE_SECONDS = 2.0
+IN_SCOPE_PHASES = frozenset({"Queued", "Training"})
+
+_overlay: dict[str, tuple[str, dict[str, Any]]] = {}
+"""Job key → (resourceVersion our patch was made against, status.queue as we wrote it)."""
+_overlay_lock = threading.Lock()
+_k8s: K8s | None = None
+
+
+def _api() -> K8s:
+    global _k8s
+    if _k8s is None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        _k8s = K8s(client.ApiClient())
+    return _k8s
+
+
+@kopf.index(GROUP, VERSION, "finetunejobs")
+def queue_jobs(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """Queue name → the jobs that wait in it or hold its quota (just what the cycle reads)."""
+    status = body.get("status") or {}
+    queue_status = status.get("queue") or {}
+    if status.get("phase") not in IN_SCOPE_PHASES and not queue_status.get("admitted"):
+        return {}
+    spec = body.get("spec") or {}
+    snapshot = {
+        "metadata": {k: body.metadata.get(k) for k in ("name", "namespace", "creationTimestamp", "resourceVersion")},
+        "spec": {"queue": spec.get("queue") or {}, "resources": spec.get("resources") or {}},
+        "status": {
+            "phase": status.get("phase"),
+            "queue": dict(queue_status),
+            "progress": {"etaSeconds": (status.get("progress") or {}).get("etaSeconds")},
+        },
+    }
+    return {(spec.get("queue") or {}).get("name") or "default": snapshot}
+
+
+@kopf.index("", "v1", "namespaces")
+def namespace_labels(body: kopf.Body, **_: Any) -> dict[str, dict[str, str]]:
+    """Namespace name → its labels, for the queues' namespaceSelector."""
+    return {body.metadata.name: dict(body.metadata.labels or {})}
+
+
+@kopf.timer(GROUP, VERSION, "finetunequeues", interval=CYCLE_SECONDS, sharp=False)
+def admission_timer(
+    body: kopf.Body, patch: kopf.Patch, logger: Any, queue_jobs: kopf.Index, namespace_labels: kopf.Index, **_: Any
+) -> None:
+    """One admission cycle of this queue; writes the jobs' status.queue and the queue's status."""
+    settings = OperatorSettings.from_env()
+    name = body.metadata.name
+    snapshots = [_with_overlay(s) for s in queue_jobs.get(name, [])]
+    if settings.queue_mode != "embedded":
+        for warning in embedded_conflicts(settings.queue_mode, name, len(snapshots)):
+            logger.warning(warning)
+        _set_queue_status(body, patch, None, warning=f"queue mode is {settings.queue_mode}: this queue admits nothing")
+        return
+    labels = {ns: next(iter(values), {}) for ns, values in namespace_labels.items()}
+    try:
+        queue = queue_view(body)
+    except ValueError as error:
+        _set_queue_status(body, patch, None, warning=f"invalid spec: {error}")
+        return
+    result = admission_cycle([queue], [job_view(s) for s in snapshots], labels)
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for snapshot in snapshots:
+        decision = result.jobs.get(f"{snapshot['metadata']['namespace']}/{snapshot['metadata']['name']}")
+        if decision is not None:
+            _write_job(snapshot, decision, now, logger)
+    _set_queue_status(body, patch, result.queues.get(name))
+
+
+def _with_overlay(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    meta = snapshot["metadata"]
+    key = f"{meta['namespace']}/{meta['name']}"
+    with _overlay_lock:
+        entry = _overlay.get(key)
+        if entry is None:
+            return dict(snapshot)
+        if entry[0] != meta.get("resourceVersion"):
+            del _overlay[key]
+            return dict(snapshot)
+    status = dict(snapshot["status"])
+    status["queue"] = {**status.get("queue", {}), **entry[1]}
+    return {**snapshot, "status": status}
+
+
+def desired_queue_status(decision: JobDecision, current: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """The job's status.queue as the decision says; None removes a field (merge patch)."""
+    return {
+        "name": decision.queue,
+        "admitted": decision.admitted,
+        "admittedAt": (now if decision.newly_admitted else current.get("admittedAt")) if decision.admitted else None,
+        "flavor": decision.flavor,
+        "resources": {r: format_quantity(from_milli(v)) for r, v in sorted(decision.resources.items())} or None,
+        "position": decision.position,
+        "waitEstimateSeconds": decision.wait_estimate_seconds,
+        "message": decision.message[:512],
+        "evictionRequested": decision.eviction_requested,
+    }
+
+
+def _write_job(snapshot: Mapping[str, Any], decision: JobDecision, now: str, logger: Any) -> None:
+    meta = snapshot["metadata"]
+    current = snapshot["status"].get("queue") or {}
+    desired = desired_queue_status(decision, current, now)
+    changes = {k: v for k, v in desired.items() if current.get(k) != v and not (v is None and k not in current)}
+    if not changes:
+        return
+    body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": {"queue": changes}}
+    try:
+        _api().patch("FineTuneJob", meta["namespace"], meta["name"], body, subresource="status")
+    except K8sError as error:
+        if error.status in (404, 409):
+            return
+        raise
+    with _overlay_lock:
+        _overlay[f"{meta['namespace']}/{meta['name']}"] = (meta["resourceVersion"], {**current, **changes})
+    if decision.newly_admitted:
+        logger.info(f"admitted {meta['namespace']}/{meta['name']} to flavor {decision.flavor}")
+    if decision.eviction_requested and not current.get("evictionRequested"):
+        logger.info(f"requested eviction of {meta['namespace']}/{meta['name']}: {decision.message}")
+
+
+def queue_status(summary: QueueSummary) -> dict[str, Any]:
+    """The FineTuneQueue's status: usage per flavor and resource, counts, and the `kubectl get` summary."""
+    usage = [
+        {
+            "flavor": flavor,
+            "resource": resource,
+            "used": format_quantity(from_milli(summary.usage.get(flavor, {}).get(resource, 0))),
+            "nominal": format_quantity(from_milli(nominal)),
+        }
+        for flavor, quotas in summary.nominal.items()
+        for resource, nominal in quotas.items()
+    ]
+    totals: dict[str, tuple[int, int]] = {}
+    for flavor, quotas in summary.nominal.items():
+        for resource, nominal in quotas.items():
+            used, cap = totals.get(resource, (0, 0))
+            totals[resource] = (used + summary.usage.get(flavor, {}).get(resource, 0), cap + nominal)
+    text = ", ".join(
+        f"{describe({r: u})}/{format_quantity(from_milli(c))}" for r, (u, c) in sorted(totals.items())
+    )
+    return {"usage": usage, "admitted": summary.admitted, "pending": summary.pending, "usageSummary": text}
+
+
+def _set_queue_status(body: kopf.Body, patch: kopf.Patch, summary: QueueSummary | None, warning: str = "") -> None:
+    current = dict(body.get("status") or {})
+    desired = queue_status(summary) if summary else {"usage": [], "admitted": 0, "pending": 0, "usageSummary": warning}
+    for key, value in desired.items():
+        if current.get(key) != value:
+            patch.status[key] = value
+
+
+__all__ = ["CycleResult", "admission_timer", "desired_queue_status", "namespace_labels", "queue_jobs", "queue_status"]

@@ -1,0 +1,92 @@
+"""The operator process: `kopf run -m finetune_operator.main` (or `python -m finetune_operator.main`).
+
+Settings come from `FT_*` variables (`OperatorSettings.from_env`) plus the process-level ones here:
+`FT_METRICS_PORT` (Prometheus /metrics, default 8080), `FT_PEERING` (a peering name: several replicas
+elect one active operator; empty or unset runs standalone, the one-replica default), and for
+`python -m`: `FT_LIVENESS` (default `http://0.0.0.0:8081/healthz`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from . import k8s as k8s_layer
+from .handlers import job as job_handlers
+from .metrics import Metrics
+from .settings import OperatorSettings
+
+PREFIX = "finetune.dev"
+SETTINGS = OperatorSettings.from_env()
+if SETTINGS.queue_mode == "kueue":
+    job_handlers.register_kueue()
+try:
+    importlib.import_module("finetune_operator.handlers.queue")
+except ModuleNotFoundError as e:
+    if e.name != "finetune_operator.handlers.queue":
+        raise
+
+
+def api_client():
+    """In-cluster credentials (the chart's ServiceAccount), else the `KUBECONFIG` file."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Kopf under our own prefixes, one status writer, no finalizer, and the controller."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.posting.level = logging.WARNING
+    peering = os.environ.get("FT_PEERING", "")
+    settings.peering.standalone = not peering
+    if peering:
+        settings.peering.name = peering
+        settings.peering.clusterwide = True
+        settings.peering.priority = int(os.environ.get("FT_PEERING_PRIORITY", "0") or 0)
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 600
+    metrics = Metrics(phases=lambda: job_handlers.controller().phases())
+    client = k8s_layer.K8s(api_client(), on_request=metrics.count_request)
+    job_handlers.CONTROLLER = job_handlers.Controller(client, SETTINGS, metrics)
+    metrics.serve(int(os.environ.get("FT_METRICS_PORT", "8080")))
+
+
+@kopf.on.probe(id="finetunejobs")
+def cached_jobs(**_: Any) -> int:
+    """Liveness detail: how many FineTuneJobs the operator holds."""
+    return len(job_handlers.controller().bodies)
+
+
+@kopf.on.probe(id="apiRequests")
+def api_requests(**_: Any) -> int:
+    return job_handlers.controller().k8s.total_requests
+
+
+def main() -> None:
+    """`python -m finetune_operator.main`: watch `FT_WATCH_NAMESPACES` (or the whole cluster)."""
+    namespaces = SETTINGS.watch_namespaces
+    kopf.configure(verbose=os.environ.get("FT_VERBOSE") == "1")
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces or (),
+        standalone=not os.environ.get("FT_PEERING"),
+        peering_name=os.environ.get("FT_PEERING") or None,
+        liveness_endpoint=os.environ.get("FT_LIVENESS", "http://0.0.0.0:8081/healthz"),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The admission cycle's inputs: what it needs to know of a FineTuneQueue and of a FineTuneJob.
+
+Quantities are held as integer thousandths (`to_milli`) so that quota arithmetic is exact and fast.
+`queue_view` and `job_view` read the API objects (camelCase dicts, as the API server returns them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..api.common import LabelSelector
+from ..api.job import QueueRef, ResourcesSpec
+from ..api.queue import FineTuneQueueSpec
+from .requests import job_requests, to_milli
+
+Amounts = dict[str, int]
+"""Resource name → amount in thousandths."""
+
+HOLDING_PHASES = frozenset({"Queued", "Training"})
+"""Phases in which an admitted job holds its quota (admitted but not started, or training)."""
+
+
+@dataclass(frozen=True)
+class FlavorQuota:
+    """One flavor of a queue with its nominal quota per resource."""
+
+    name: str
+    nominal: Amounts
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """What the cycle needs of one FineTuneQueue."""
+
+    name: str
+    flavors: tuple[FlavorQuota, ...]
+    strategy: str = "BestEffortFIFO"
+    priorities: Mapping[str, int] = field(default_factory=dict)
+    default_priority: int = 0
+    preempt_lower_priority: bool = False
+    grace_period_seconds: int = 120
+    namespace_selector: LabelSelector | None = None
+
+    @property
+    def managed(self) -> frozenset[str]:
+        """Resources some flavor sets a quota for; requests of any other resource are not limited."""
+        return frozenset(r for f in self.flavors for r in f.nominal)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the cycle needs of one FineTuneJob."""
+
+    key: str
+    """`namespace/name`."""
+    namespace: str
+    queue: str
+    requests: Amounts
+    created: float
+    """Creation time, seconds since the epoch: the age order within a priority."""
+    phase: str
+    priority_class: str | None = None
+    admitted: bool = False
+    flavor: str | None = None
+    held: Amounts = field(default_factory=dict)
+    """Quota recorded in status.queue.resources at admission (what the job holds)."""
+    admitted_at: str = ""
+    eviction_requested: bool = False
+    eta_seconds: int | None = None
+    """Training's own estimate of its remaining time, when it reports one."""
+
+    @property
+    def holds_quota(self) -> bool:
+        """Admitted and not past training: its quota counts as used (rebuilt from status after a restart)."""
+        return self.admitted and self.phase in HOLDING_PHASES
+
+    @property
+    def holding(self) -> Amounts:
+        """What the job holds: the admitted amounts, or its requests when the status has none."""
+        return self.held or self.requests
+
+
+def queue_view(obj: Mapping[str, Any]) -> QueueView:
+    """A FineTuneQueue object (dict) as the cycle's input; the spec is validated by the API model."""
+    spec = FineTuneQueueSpec.model_validate(obj.get("spec") or {})
+    return QueueView(
+        name=obj["metadata"]["name"],
+        flavors=tuple(
+            FlavorQuota(f.name, {q.name: to_milli(q.nominal) for q in f.resources}) for f in spec.flavors
+        ),
+        strategy=spec.strategy,
+        priorities={p.name: p.value for p in spec.priority_classes},
+        default_priority=spec.default_priority,
+        preempt_lower_priority=spec.preemption.within_queue == "LowerPriority",
+        grace_period_seconds=spec.preemption.grace_period_seconds,
+        namespace_selector=spec.namespace_selector,
+    )
+
+
+def job_view(obj: Mapping[str, Any]) -> JobView:
+    """A FineTuneJob object (dict) as the cycle's input: requests from spec, admission from status."""
+    meta = obj["metadata"]
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    queue_status = status.get("queue") or {}
+    ref = QueueRef.model_validate(spec.get("queue") or {})
+    requests = job_requests(ResourcesSpec.model_validate(spec.get("resources") or {}))
+    return JobView(
+        key=f"{meta['namespace']}/{meta['name']}",
+        namespace=meta["namespace"],
+        queue=ref.name,
+        requests={name: to_milli(value) for name, value in requests.items()},
+        created=_timestamp(meta.get("creationTimestamp")),
+        phase=status.get("phase") or "Pending",
+        priority_class=ref.priority_class,
+        admitted=bool(queue_status.get("admitted")),
+        flavor=queue_status.get("flavor"),
+        held={name: to_milli(value) for name, value in (queue_status.get("resources") or {}).items()},
+        admitted_at=queue_status.get("admittedAt") or "",
+        eviction_requested=bool(queue_status.get("evictionRequested")),
+        eta_seconds=(status.get("progress") or {}).get("etaSeconds"),
+    )
+
+
+def _timestamp(value: str | None) -> float:
+    if not value:
+        return 0.0
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,79 @@
+"""The exact RBAC the operator needs: the Helm chart renders its ClusterRole from `REQUIRED_RULES`,
+and `k8s.K8s` refuses any call these rules do not allow, so the chart and the code cannot drift.
+
+Kopf's own calls (watches of every resource the handlers and indexes observe, peering) are declared
+here too: the operator runs with exactly this ClusterRole and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One rbac.authorization.k8s.io/v1 PolicyRule (resources may name a subresource: `pods/log`)."""
+
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+
+    def to_api(self) -> dict[str, Any]:
+        return {"apiGroups": list(self.api_groups), "resources": list(self.resources), "verbs": list(self.verbs)}
+
+
+WATCH = ("get", "list", "watch")
+
+REQUIRED_RULES: tuple[PolicyRule, ...] = (
+    # the API: watch jobs and queues, write job status, read queue flavors
+    PolicyRule(("finetune.dev",), ("finetunejobs",), WATCH),
+    PolicyRule(("finetune.dev",), ("finetunejobs/status",), ("get", "patch")),
+    PolicyRule(("finetune.dev",), ("finetunequeues",), WATCH),
+    PolicyRule(("finetune.dev",), ("finetunequeues/status",), ("get", "patch")),
+    # children (DESIGN.md §4): created by name, observed through watches, deleted on retry/preemption
+    PolicyRule(("",), ("configmaps",), ("get", "create", "patch")),
+    PolicyRule(("",), ("services",), ("get", "create", "patch", "delete")),
+    PolicyRule(("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
+    PolicyRule(("apps",), ("deployments",), ("get", "create", "patch", "delete")),
+    PolicyRule(("gateway.networking.k8s.io",), ("httproutes",), ("get", "create", "patch", "delete")),
+    # exit codes and termination messages; progress from the rank-0 trainer's log tail
+    PolicyRule(("",), ("pods",), WATCH),
+    PolicyRule(("",), ("pods/log",), ("get",)),
+    # the smoke request goes to a ready endpoint of the serving Service
+    PolicyRule(("discovery.k8s.io",), ("endpointslices",), ("list",)),
+    # an Event for every transition and failure
+    PolicyRule(("",), ("events",), ("create",)),
+    PolicyRule(("events.k8s.io",), ("events",), ("create",)),
+    # Kueue mode: mirror the Workload of the suspended training Job
+    PolicyRule(("kueue.x-k8s.io",), ("workloads",), WATCH),
+    # Kopf: peering between replicas, and the namespaces it may be told to watch
+    PolicyRule(("kopf.dev",), ("clusterkopfpeerings",), ("get", "list", "watch", "patch")),
+    PolicyRule(("",), ("namespaces",), ("list", "watch")),
+    PolicyRule(("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch")),
+)
+
+
+def allows(group: str, resource: str, verb: str, rules: tuple[PolicyRule, ...] = REQUIRED_RULES) -> bool:
+    """Whether the rules grant `verb` on `resource` (`pods/log` style for subresources) in `group`."""
+    return any(
+        (group in r.api_groups or "*" in r.api_groups)
+        and (resource in r.resources or "*" in r.resources)
+        and (verb in r.verbs or "*" in r.verbs)
+        for r in rules
+    )
+
+
+def cluster_role_rules(rules: tuple[PolicyRule, ...] = REQUIRED_RULES) -> list[dict[str, Any]]:
+    """The `rules:` of the operator's ClusterRole, as the chart renders them."""
+    return [r.to_api() for r in rules]
+
+
+def cluster_role(name: str = "finetune-operator") -> dict[str, Any]:
+    """A complete ClusterRole object (tests bind it to the operator's ServiceAccount)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": cluster_role_rules(),
+    }

@@ -1,0 +1,498 @@
+"""The FineTuneJob state machine (DESIGN.md §3): spec, status and observed children in, actions out.
+
+Pure and level-triggered: the same inputs give the same actions, and a job whose status already says
+what the children show gets no writes. Creations come before the status patch that records them, so a
+crash between the two only repeats a create (409, success) on the next reconcile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..api import FineTuneJob
+from ..api.job import DataReport, EvaluationStatus, FineTuneJobStatus
+from ..builders import names
+from ..settings import OperatorSettings
+from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
+from .observed import JobState, ObservedChildren, format_time, parse_time
+from .status import changes, find_condition, set_condition
+
+DEPLOY_POLL_SECONDS = 5.0
+TERMINAL = ("Succeeded", "Failed", "Rejected")
+AFTER_TRAINING = ("Evaluating", "Deploying", "Serving", "Succeeded", "Rejected")
+
+
+class Plan:
+    """Accumulates one reconcile's actions and its single status patch."""
+
+    def __init__(self, job: FineTuneJob, now: dt.datetime) -> None:
+        self.job = job
+        self.name = job.metadata.name
+        self.generation = job.metadata.generation or 1
+        self.status = job.status or FineTuneJobStatus()
+        self.current: dict[str, Any] = self.status.to_api() if job.status else {}
+        self.now = now
+        self.now_text = format_time(now)
+        self.conditions: list[dict[str, Any]] = [c.to_api() for c in self.status.conditions]
+        self.patch: dict[str, Any] = {}
+        self.actions: list[Action] = []
+        self.events: list[Action] = []
+
+    # -- building blocks ------------------------------------------------------------------------
+    def do(self, *actions: Action) -> None:
+        self.actions.extend(actions)
+
+    def set(self, **fields: Any) -> None:
+        """Set status fields (camelCase); nested dicts merge with what is already planned."""
+        for key, value in fields.items():
+            if isinstance(value, dict) and isinstance(self.patch.get(key), dict):
+                self.patch[key] = {**self.patch[key], **value}
+            else:
+                self.patch[key] = value
+
+    def condition(self, type_: str, status: bool | None, reason: str, message: str, generation: int | None = None) -> None:
+        self.conditions = set_condition(
+            self.conditions, type_, status, reason, message, self.now_text, generation or self.generation
+        )
+        self.set(conditions=self.conditions)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(Emit("Warning" if warning else "Normal", reason, message))
+
+    def transition(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
+        """Move to `phase`: one patch (phase, reason, message, times, generation) and one Event."""
+        old = self.status.phase
+        started = parse_time(self.status.phase_started_at)
+        if started is not None and old != phase:
+            self.do(Observe("phase_seconds", (self.now - started).total_seconds(), {"phase": old}))
+        self.set(phase=phase, reason=reason, message=message, phaseStartedAt=self.now_text,
+                 observedGeneration=self.generation)
+        if phase in TERMINAL:
+            self.set(completionTime=self.now_text)
+        self.event(reason, message, warning)
+
+    def note(self, message: str, reason: str | None = None) -> None:
+        """An in-phase message (written only when it differs)."""
+        self.set(message=message, **({"reason": reason} if reason else {}))
+
+    def result(self) -> list[Action]:
+        out = list(self.actions)
+        if self.patch and changes(self.patch, self.current):
+            out.append(PatchStatus(self.patch))
+            out.extend(self.events)
+        return out
+
+    # -- facts ------------------------------------------------------------------------------------
+    @property
+    def attempt(self) -> int:
+        """The current training attempt (0-based); -1 before the first one starts."""
+        return self.status.attempts.count - 1
+
+    def attempts(self, **changes_: int | str) -> dict[str, Any]:
+        return {**self.status.attempts.to_api(), **changes_}
+
+
+def decide(job: FineTuneJob, children: ObservedChildren, now: dt.datetime, settings: OperatorSettings) -> list[Action]:
+    """Everything the operator should do now for `job`, given what it observed of its children."""
+    plan = Plan(job, now)
+    phase = plan.status.phase
+    if phase == "Failed":
+        if (plan.status.observed_generation or 0) < plan.generation:
+            plan.set(observedGeneration=plan.generation)
+        return plan.result()
+    if job.status is not None and (plan.status.observed_generation or 0) < plan.generation and phase != "Pending":
+        if _spec_changed(plan, children, settings):
+            return plan.result()
+    step = _PHASES.get(phase, _pending)
+    step(plan, children, settings)
+    return plan.result()
+
+
+# -- spec changes ---------------------------------------------------------------------------------
+
+def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> bool:
+    """A new generation. Training fields are immutable (CEL); `evaluation` re-runs the evaluation,
+    `serving` re-deploys, anything else (queue, retry) applies from the next decision on.
+
+    Returns True when this reconcile is complete (the phase handlers must not run on top of it).
+    """
+    phase = plan.status.phase
+    if children.config_spec is None and phase in AFTER_TRAINING:
+        return True  # the handler reads the ConfigMap's spec on the next pass
+    spec = plan.job.spec
+    old = children.config_spec or {}
+    plan.do(Apply("config"))
+    eval_changed = old.get("evaluation") != spec.evaluation.to_api()
+    serving_changed = old.get("serving") != spec.serving.to_api()
+    gen = plan.generation
+    if phase in AFTER_TRAINING and eval_changed and spec.evaluation.enabled:
+        eval_job = children.jobs.get(names.eval_job_name(plan.name))
+        if eval_job is not None and not eval_job.deleting:
+            plan.do(Delete("Job", eval_job.name))
+        plan.condition("Evaluated", False, "SpecChanged", f"spec.evaluation changed in generation {gen}: evaluating again")
+        plan.condition("Deployed", False, "SpecChanged", "waiting for the new evaluation")
+        plan.transition("Evaluating", "SpecChanged", f"spec.evaluation changed in generation {gen}: evaluating again")
+        return True
+    if phase in ("Deploying", "Serving", "Succeeded") and serving_changed:
+        if spec.serving.enabled:
+            _start_deploying(plan, f"spec.serving changed in generation {gen}: deploying again", "SpecChanged")
+        else:
+            plan.do(DeleteServing())
+            plan.condition("Deployed", False, "ServingDisabled", "spec.serving.enabled is false")
+            plan.condition("Ready", False, "ServingDisabled", "spec.serving.enabled is false")
+            plan.set(serving=None)
+            plan.transition("Succeeded", "ServingDisabled", f"serving disabled in generation {gen}; endpoint removed")
+        return True
+    plan.set(observedGeneration=gen)
+    return False
+
+
+# -- phases -----------------------------------------------------------------------------------------
+
+def _pending(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    plan.do(Create("config"), Create("prepare"))
+    plan.condition("Validated", False, "Validating", "checking the datasets")
+    plan.set(startTime=plan.status.start_time or plan.now_text)
+    plan.transition("Validating", "Validating", "checking the datasets (prepare Job started)")
+
+
+def _validating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    prep = children.jobs.get(names.prepare_job_name(plan.name))
+    if prep is None:
+        plan.do(Create("config"), Create("prepare"))
+        return
+    if prep.outcome == "running":
+        return
+    summary = prep.summary() or {}
+    if prep.outcome == "failed" or summary.get("ok") is False:
+        message = prep.failure_text() if prep.outcome == "failed" else str(summary.get("error") or "data checks failed")
+        kind = prep.failure_class() if prep.outcome == "failed" else "user"
+        reason = "ValidationFailed" if kind == "user" else "PrepareFailed"
+        if summary.get("data"):
+            plan.set(data=_data_report(summary["data"], message))
+        plan.condition("Validated", False, reason, message)
+        plan.transition("Failed", reason, message, warning=True)
+        return
+    report = _data_report(summary.get("data") or {}, "")
+    plan.set(data=report)
+    counted = f"{report.get('trainExamples', 0)} training examples"
+    plan.condition("Validated", True, "DataValid", counted)
+    if settings.queue_mode == "none":
+        _start_training(plan, children, f"data valid ({counted}); no queue: training")
+    elif settings.queue_mode == "kueue":
+        plan.do(Create("train-service"), Create("train", attempt=plan.attempt + 1))
+        plan.set(attempts=plan.attempts(count=plan.status.attempts.count + 1),
+                 queue={"name": plan.job.spec.queue.name, "admitted": False})
+        plan.condition("Admitted", False, "Queued", f"waiting for Kueue LocalQueue {plan.job.spec.queue.name}")
+        plan.transition("Queued", "Queued", f"data valid ({counted}); waiting for Kueue admission")
+    else:
+        plan.set(queue={"name": plan.job.spec.queue.name, "admitted": False, "evictionRequested": False})
+        plan.condition("Admitted", False, "Queued", f"waiting in FineTuneQueue {plan.job.spec.queue.name}")
+        plan.transition("Queued", "Queued", f"data valid ({counted}); waiting in queue {plan.job.spec.queue.name}")
+
+
+def _data_report(data: dict[str, Any], message: str) -> dict[str, Any]:
+    report = DataReport.model_validate(data).to_api()
+    if message:
+        report["message"] = message[:1024]
+    return report
+
+
+def _start_training(plan: Plan, children: ObservedChildren, message: str) -> None:
+    """Start the next attempt: Service and Job first, then one status patch."""
+    attempt = plan.attempt + 1
+    plan.do(Create("train-service"), Create("train", attempt=attempt))
+    plan.set(attempts=plan.attempts(count=attempt + 1),
+             progress={"step": 0, "totalSteps": 0, "percent": 0, "summary": "starting"})
+    flavor = children.flavor.name if children.flavor else None
+    plan.condition("Admitted", True, "Admitted", f"admitted{f' to flavor {flavor}' if flavor else ''}")
+    plan.condition("Trained", False, "Training", f"attempt {attempt} started")
+    plan.transition("Training", "Training", f"{message} (attempt {attempt})")
+
+
+def _queued(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    if settings.queue_mode == "kueue":
+        _queued_kueue(plan, children)
+        return
+    if settings.queue_mode == "none":
+        _start_training(plan, children, "no queue: training")
+        return
+    queue = plan.status.queue
+    if queue is None or not queue.admitted:
+        return
+    previous = children.jobs.get(names.train_job_name(plan.name, plan.attempt)) if plan.attempt >= 0 else None
+    if previous is not None and previous.outcome == "running":
+        plan.note(f"admitted; waiting for attempt {plan.attempt} to stop after its eviction")
+        return
+    started = parse_time(plan.status.phase_started_at)
+    if started is not None:
+        plan.do(Observe("queue_wait_seconds", (plan.now - started).total_seconds(), {"queue": queue.name}))
+    flavor = queue.flavor or (children.flavor.name if children.flavor else None)
+    plan.set(queue={"admittedAt": queue.admitted_at or plan.now_text})
+    _start_training(plan, children, f"admitted by queue {queue.name}{f' (flavor {flavor})' if flavor else ''}")
+
+
+def _queued_kueue(plan: Plan, children: ObservedChildren) -> None:
+    train = children.jobs.get(names.train_job_name(plan.name, plan.attempt)) if plan.attempt >= 0 else None
+    if train is None:
+        plan.do(Create("train-service"), Create("train", attempt=max(plan.attempt, 0)))
+        if plan.attempt < 0:
+            plan.set(attempts=plan.attempts(count=1))
+        return
+    workload = children.workload
+    if workload is not None:
+        plan.set(queue={"name": plan.job.spec.queue.name, "admitted": workload.admitted,
+                        "flavor": workload.flavor, "message": workload.message[:512]})
+    if not train.suspended:
+        plan.set(queue={"admitted": True, "admittedAt": plan.now_text})
+        plan.condition("Admitted", True, "Admitted", "admitted by Kueue")
+        plan.condition("Trained", False, "Training", f"attempt {plan.attempt} started")
+        plan.transition("Training", "Training", f"admitted by Kueue (attempt {plan.attempt})")
+
+
+def _training(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    attempt = plan.attempt
+    train = children.jobs.get(names.train_job_name(plan.name, attempt)) if attempt >= 0 else None
+    queue = plan.status.queue
+    if settings.queue_mode == "embedded" and queue is not None and queue.eviction_requested:
+        _evict(plan, train, children)
+        return
+    if train is None:
+        if attempt < 0:
+            _start_training(plan, children, "training")
+        else:
+            plan.do(Create("train-service"), Create("train", attempt=attempt))
+        return
+    if train.outcome == "running":
+        if settings.queue_mode == "kueue" and train.suspended:
+            _preempted_by_kueue(plan, train)
+            return
+        if children.progress is not None:
+            plan.set(progress=_progress(children.progress, plan.now_text))
+        plan.do(Requeue(settings.progress_interval_seconds))
+        return
+    gpu_seconds = _gpu_seconds(plan, train)
+    if train.outcome == "succeeded":
+        _trained(plan, train, gpu_seconds)
+        return
+    _training_failed(plan, train, gpu_seconds, settings)
+
+
+def _gpu_seconds(plan: Plan, train: JobState) -> float:
+    """Accelerator-seconds the attempt held (nodes × GPUs per node × wall time)."""
+    res = plan.job.spec.resources
+    start, end = parse_time(train.started_at), parse_time(train.finished_at) or plan.now
+    if start is None:
+        return 0.0
+    return max((end - start).total_seconds(), 0.0) * res.nodes * res.gpus_per_node
+
+
+def _spend_gpu(plan: Plan, seconds: float) -> None:
+    plan.set(gpuSeconds=round(plan.status.gpu_seconds + seconds, 3))
+    if seconds:
+        plan.do(Observe("gpu_hours", seconds / 3600.0, {"namespace": plan.job.metadata.namespace or ""}))
+
+
+def _trained(plan: Plan, train: JobState, gpu_seconds: float) -> None:
+    summary = train.summary() or {}
+    if summary.get("ok") is False:
+        message = str(summary.get("error") or "the trainer reported a failure")
+        plan.condition("Trained", False, "TrainingFailed", message)
+        plan.transition("Failed", "TrainingFailed", message, warning=True)
+        return
+    _spend_gpu(plan, gpu_seconds)
+    progress = dict(plan.current.get("progress") or {})
+    if "step" in summary:
+        progress["step"] = int(summary["step"])
+    if summary.get("loss") is not None:
+        progress["loss"] = float(summary["loss"])
+    loss = progress.get("loss")
+    progress.update(percent=100, summary="done" + (f" loss {loss:.4g}" if loss is not None else ""),
+                    updatedAt=plan.now_text)
+    plan.set(progress=progress, queue={"admitted": False, "evictionRequested": False})
+    plan.condition("Trained", True, "Trained", f"attempt {plan.attempt} finished")
+    spec = plan.job.spec
+    if spec.evaluation.enabled:
+        _start_evaluating(plan, "trained; evaluating against the base" if spec.evaluation.compare_to_base else "trained; evaluating")
+    elif spec.serving.enabled:
+        _start_deploying(plan, "trained; evaluation disabled: deploying", "Deploying")
+    else:
+        plan.transition("Succeeded", "Trained", "trained (no evaluation, serving disabled)")
+
+
+def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: OperatorSettings) -> None:
+    kind = train.failure_class()
+    text = train.failure_text()
+    attempt = plan.attempt
+    attempts = plan.status.attempts
+    if kind == "user":
+        _spend_gpu(plan, gpu_seconds)
+        plan.set(attempts=plan.attempts(lastFailure=f"attempt {attempt}: {text}"[:1024]), queue={"admitted": False})
+        plan.condition("Trained", False, "TrainingFailed", text)
+        plan.do(Observe("retry", 1, {"class": "user"}))
+        plan.transition("Failed", "TrainingFailed", f"attempt {attempt} failed with a user error: {text}", warning=True)
+        return
+    if kind == "preempted":
+        _next_attempt(plan, gpu_seconds, "preempted", "Preempted", f"attempt {attempt} preempted: {text}",
+                      f"attempt {attempt} was preempted ({text}); attempt {attempt + 1} resumes from the latest "
+                      "checkpoint (retry budget not spent)", preemptions=attempts.preemptions + 1)
+        return
+    failures = attempts.infrastructure_failures + 1
+    budget = plan.job.spec.retry.max_attempts
+    if failures >= budget:
+        _spend_gpu(plan, gpu_seconds)
+        plan.set(attempts=plan.attempts(infrastructureFailures=failures, lastFailure=f"attempt {attempt}: {text}"[:1024]),
+                 queue={"admitted": False})
+        plan.condition("Trained", False, "RetriesExhausted", text)
+        plan.do(Observe("retry", 1, {"class": "exhausted"}))
+        plan.transition("Failed", "RetriesExhausted",
+                        f"attempt {attempt} failed ({text}); {failures} of {budget} attempts used", warning=True)
+        return
+    failed_at = parse_time(train.finished_at) or plan.now
+    retry_at = failed_at + dt.timedelta(seconds=plan.job.spec.retry.backoff_seconds)
+    if plan.now < retry_at:
+        plan.note(f"attempt {attempt} failed ({text}); retrying from the latest checkpoint at {format_time(retry_at)}",
+                  "BackoffRetry")
+        plan.do(Requeue((retry_at - plan.now).total_seconds()))
+        return
+    _next_attempt(plan, gpu_seconds, "infrastructure", "Retrying", f"attempt {attempt}: {text}",
+                  f"attempt {attempt} failed ({text}); attempt {attempt + 1} of {budget} resumes from the latest "
+                  "checkpoint", infrastructureFailures=failures)
+
+
+def _next_attempt(plan: Plan, gpu_seconds: float, retry_class: str, reason: str, last_failure: str, message: str,
+                  **counters: int) -> None:
+    """End the current attempt and start the next one (a new Job that resumes from the checkpoint)."""
+    attempt = plan.attempt
+    _spend_gpu(plan, gpu_seconds)
+    plan.set(attempts=plan.attempts(count=attempt + 2, lastFailure=last_failure[:1024], **counters))
+    plan.do(Create("train", attempt=attempt + 1), Observe("retry", 1, {"class": retry_class}))
+    plan.condition("Trained", False, reason, message)
+    plan.event(reason, message, warning=True)
+    plan.note(message[:1024], reason)
+
+
+def _evict(plan: Plan, train: JobState | None, children: ObservedChildren) -> None:
+    """The queue preempted this job: stop the gang (SIGTERM → checkpoint), wait again, budget untouched."""
+    if train is not None and not train.deleting:
+        plan.do(Delete("Job", train.name, "Foreground", children.eviction_grace_seconds))
+    gpu = _gpu_seconds(plan, train) if train is not None else 0.0
+    _spend_gpu(plan, gpu)
+    plan.set(queue={"admitted": False, "evictionRequested": False, "flavor": None, "admittedAt": None},
+             attempts=plan.attempts(preemptions=plan.status.attempts.preemptions + 1,
+                                    lastFailure=f"attempt {plan.attempt} evicted by the queue"))
+    plan.do(Observe("retry", 1, {"class": "preempted"}))
+    plan.condition("Admitted", False, "Preempted", "evicted by a higher-priority job; waiting again")
+    plan.condition("Trained", False, "Preempted", f"attempt {plan.attempt} checkpoints and stops")
+    plan.transition("Queued", "Preempted",
+                    f"attempt {plan.attempt} evicted by the queue; it resumes from its checkpoint when admitted again",
+                    warning=True)
+
+
+def _preempted_by_kueue(plan: Plan, train: JobState) -> None:
+    plan.set(queue={"admitted": False},
+             attempts=plan.attempts(preemptions=plan.status.attempts.preemptions + 1))
+    plan.do(Observe("retry", 1, {"class": "preempted"}))
+    plan.condition("Admitted", False, "Preempted", "Kueue suspended the training Job")
+    plan.transition("Queued", "Preempted", "Kueue evicted the training; waiting for admission again", warning=True)
+
+
+def _progress(p: Any, now: str) -> dict[str, Any]:
+    percent = int(100 * p.step / p.total) if p.total else 0
+    summary = f"{p.step}/{p.total}" + (f" loss {p.loss:.4g}" if p.loss is not None else "")
+    return {
+        "step": p.step, "totalSteps": p.total, "epoch": p.epoch, "loss": p.loss, "learningRate": p.learning_rate,
+        "tokensPerSecond": p.tokens_per_second, "etaSeconds": p.eta_seconds, "percent": percent,
+        "summary": summary, "updatedAt": now,
+    }
+
+
+def _start_evaluating(plan: Plan, message: str, reason: str = "Evaluating") -> None:
+    plan.do(Create("eval"))
+    plan.condition("Evaluated", False, reason, "evaluation started")
+    plan.transition("Evaluating", reason, message)
+
+
+def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    floor = (find_condition(plan.conditions, "Evaluated") or {}).get("observedGeneration") or 0
+    ev = children.jobs.get(names.eval_job_name(plan.name))
+    if ev is not None and ev.generation < floor:
+        if not ev.deleting:
+            plan.do(Delete("Job", ev.name))
+        return
+    if ev is None:
+        plan.do(Create("eval"))
+        return
+    if ev.outcome == "running":
+        return
+    summary = ev.summary()
+    if ev.outcome == "failed" or summary is None or summary.get("ok") is False:
+        text = ev.failure_text() if ev.outcome == "failed" else str(
+            (summary or {}).get("error") or "the evaluation ended without a summary")
+        plan.condition("Evaluated", False, "EvaluationFailed", text, floor)
+        plan.transition("Failed", "EvaluationFailed", text, warning=True)
+        return
+    result = EvaluationStatus.model_validate({k: v for k, v in summary.items() if k in
+                                              ("passed", "score", "items", "metrics", "gates", "reportPath")})
+    evaluation = {**result.to_api(), "evaluatedGeneration": floor}
+    plan.set(evaluation=evaluation)
+    if not result.passed:
+        failed = [g for g in result.gates if not g.passed]
+        text = "; ".join(f"{g.metric}: {g.message}" if g.message else g.metric for g in failed) or "gates not passed"
+        plan.condition("Evaluated", True, "GatesNotPassed", text, floor)
+        plan.condition("Deployed", False, "GatesNotPassed", "not deployed: the gates did not pass")
+        plan.transition("Rejected", "GatesNotPassed", f"the tuned model did not pass its gates: {text}", warning=True)
+        return
+    plan.condition("Evaluated", True, "GatesPassed", result.score or "all gates passed", floor)
+    if plan.job.spec.serving.enabled:
+        _start_deploying(plan, f"gates passed ({result.score}); deploying" if result.score else "gates passed; deploying",
+                         "Deploying")
+    else:
+        plan.transition("Succeeded", "GatesPassed", "gates passed; serving disabled")
+
+
+def _start_deploying(plan: Plan, message: str, reason: str) -> None:
+    plan.do(Apply("serving"), Requeue(DEPLOY_POLL_SECONDS))
+    plan.condition("Deployed", False, reason, "serving objects applied; waiting for a ready replica")
+    plan.condition("Ready", False, reason, "waiting for the smoke request")
+    plan.transition("Deploying", reason, message)
+
+
+def _deploying(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    serving = children.serving
+    if serving is None:
+        plan.do(Requeue(DEPLOY_POLL_SECONDS))
+        return
+    if serving.message == "missing":
+        plan.do(Apply("serving"), Requeue(DEPLOY_POLL_SECONDS))
+        return
+    if not (serving.ready and serving.smoke_ok):
+        waiting = serving.smoke_message if serving.ready else (serving.message or "waiting for a ready replica")
+        plan.note(f"deploying: {waiting}"[:1024])
+        plan.do(Requeue(DEPLOY_POLL_SECONDS))
+        return
+    gen = plan.generation
+    plan.set(serving={"endpoint": serving.endpoint, "readyReplicas": serving.ready_replicas,
+                      "deployment": names.serve_name(plan.name), "servedGeneration": gen,
+                      "modelNames": [f"{plan.name}@{gen}", plan.name]})
+    plan.condition("Deployed", True, "Deployed", f"{serving.ready_replicas} ready replica(s)")
+    plan.condition("Ready", True, "SmokeRequestOk", serving.smoke_message or "a chat completion came back")
+    plan.transition("Serving", "Serving", f"serving at {serving.endpoint}")
+
+
+def _idle(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    """Serving, Succeeded and Rejected wait for a spec change (handled before the phase step)."""
+
+
+_PHASES = {
+    "Pending": _pending,
+    "Validating": _validating,
+    "Queued": _queued,
+    "Training": _training,
+    "Evaluating": _evaluating,
+    "Deploying": _deploying,
+    "Serving": _idle,
+    "Succeeded": _idle,
+    "Rejected": _idle,
+}

@@ -1,0 +1,246 @@
+"""What the operator observed of a job's children, reduced to the facts decisions need.
+
+The handlers build these from watch events (never from extra reads); `decide` takes them as plain
+values, so every transition is a pure function of (job, observed children, now).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..api.queue import Flavor
+
+JobOutcome = Literal["running", "succeeded", "failed"]
+FailureClass = Literal["user", "infrastructure", "preempted"]
+USER_ERROR_EXIT_CODE = 1
+
+
+@dataclass(frozen=True)
+class PodState:
+    """One pod of a child Job: enough to classify its end and to find the rank-0 trainer."""
+
+    name: str
+    phase: str = "Pending"
+    exit_code: int | None = None
+    message: str = ""
+    reason: str = ""
+    disrupted: bool = False
+    index: int | None = None
+    started_at: str | None = None
+
+
+@dataclass(frozen=True)
+class JobState:
+    """One batch/v1 Job child and its pods."""
+
+    name: str
+    outcome: JobOutcome = "running"
+    failure_reason: str = ""
+    failure_message: str = ""
+    finished_at: str | None = None
+    started_at: str | None = None
+    suspended: bool = False
+    deleting: bool = False
+    generation: int = 0
+    """The FineTuneJob generation the child was built from (`finetune.dev/generation`)."""
+    pods: tuple[PodState, ...] = ()
+
+    def summary(self) -> dict[str, Any] | None:
+        """The trainer's termination-message JSON (first pod that left one; rank 0 first)."""
+        for pod in sorted(self.pods, key=lambda p: (p.index is None, p.index or 0)):
+            parsed = parse_summary(pod.message)
+            if parsed is not None:
+                return parsed
+        return None
+
+    def exit_codes(self) -> list[int]:
+        return [p.exit_code for p in self.pods if p.exit_code is not None]
+
+    def failure_class(self) -> FailureClass:
+        """Exit 1 is the user's; a disruption (preemption, drain, eviction) is free; the rest is infra."""
+        if self.failure_reason == "user" or USER_ERROR_EXIT_CODE in self.exit_codes():
+            return "user"
+        if self.failure_reason == "preempted" or any(p.disrupted for p in self.pods):
+            return "preempted"
+        return "infrastructure"
+
+    def failure_text(self) -> str:
+        """A one-line reason: the trainer's own error when it left one, else exit codes and the Job's."""
+        summary = self.summary() or {}
+        if summary.get("error"):
+            return str(summary["error"])
+        codes = sorted(set(self.exit_codes()))
+        parts = []
+        if codes:
+            parts.append("exit code " + ", ".join(str(c) for c in codes))
+        reasons = sorted({p.reason for p in self.pods if p.reason and p.exit_code not in (None, 0)})
+        if reasons:
+            parts.append("/".join(reasons))
+        if self.failure_message:
+            parts.append(self.failure_message)
+        return "; ".join(parts) or "the Job failed"
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    """Kueue mode: the Workload of the suspended training Job, mirrored into status.queue."""
+
+    name: str
+    admitted: bool = False
+    quota_reserved: bool = False
+    evicted: bool = False
+    message: str = ""
+    flavor: str | None = None
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """The serving objects as read during Deploying, and the smoke request's verdict."""
+
+    ready: bool = False
+    ready_replicas: int = 0
+    message: str = ""
+    smoke_ok: bool | None = None
+    smoke_message: str = ""
+    endpoint: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """The latest progress line of the rank-0 trainer (see `progress.py`)."""
+
+    step: int
+    total: int
+    epoch: float = 0.0
+    loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    eta_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class ObservedChildren:
+    """Everything observed about one FineTuneJob's children (keyed by child name)."""
+
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    flavor: Flavor | None = None
+    """The admitted flavor of the FineTuneQueue (embedded queue mode)."""
+    eviction_grace_seconds: int | None = None
+    """The queue's preemption grace period (SIGTERM lets the trainer checkpoint)."""
+    workload: WorkloadState | None = None
+    serving: ServingState | None = None
+    progress: TrainingProgress | None = None
+    config_spec: dict[str, Any] | None = None
+    """The spec the job's ConfigMap was rendered from (read only when the generation moved)."""
+
+
+def parse_summary(message: str | None) -> dict[str, Any] | None:
+    """The trainer's ≤4 KiB JSON termination message; None when absent or not JSON."""
+    if not message:
+        return None
+    try:
+        value = json.loads(message)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# -- from API objects -----------------------------------------------------------------------------
+
+def pod_state(pod: dict[str, Any]) -> PodState:
+    """Reduce a Pod to its end state (the first terminated container with a non-zero code wins)."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    exit_code, message, reason = None, "", ""
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if not term:
+            continue
+        code = term.get("exitCode")
+        if exit_code is None or (code not in (None, 0) and exit_code == 0):
+            exit_code, message, reason = code, term.get("message") or "", term.get("reason") or ""
+    disrupted = any(
+        c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    raw_index = (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index") or (
+        meta.get("labels") or {}
+    ).get("batch.kubernetes.io/job-completion-index")
+    return PodState(
+        name=meta.get("name", ""),
+        phase=status.get("phase") or "Pending",
+        exit_code=exit_code,
+        message=message,
+        reason=reason,
+        disrupted=disrupted,
+        index=int(raw_index) if raw_index not in (None, "") else None,
+        started_at=status.get("startTime"),
+    )
+
+
+def job_state(job: dict[str, Any], pods: list[PodState] | tuple[PodState, ...] = ()) -> JobState:
+    """Reduce a batch/v1 Job (its conditions decide the outcome; pods explain it)."""
+    from ..builders.training_job import training_failure_kind
+
+    meta, spec, status = job.get("metadata") or {}, job.get("spec") or {}, job.get("status") or {}
+    outcome: JobOutcome = "running"
+    failure_message, finished_at = "", None
+    for cond in status.get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+            outcome, finished_at = "succeeded", cond.get("lastTransitionTime")
+        elif cond.get("type") in ("Failed", "FailureTarget") and outcome != "succeeded":
+            outcome, finished_at = "failed", cond.get("lastTransitionTime")
+            failure_message = cond.get("message") or cond.get("reason") or ""
+    if outcome == "running" and status.get("completionTime"):
+        outcome, finished_at = "succeeded", status["completionTime"]
+    kind = training_failure_kind({"conditions": [
+        {**c, "type": "Failed"} for c in status.get("conditions") or [] if c.get("type") in ("Failed", "FailureTarget")
+    ]}) if outcome == "failed" else None
+    return JobState(
+        name=meta.get("name", ""),
+        outcome=outcome,
+        failure_reason=kind or "",
+        failure_message=failure_message,
+        finished_at=finished_at,
+        started_at=status.get("startTime"),
+        suspended=bool(spec.get("suspend")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        generation=int((meta.get("annotations") or {}).get("finetune.dev/generation") or 0),
+        pods=tuple(pods),
+    )
+
+
+def workload_state(workload: dict[str, Any]) -> WorkloadState:
+    """Reduce a Kueue Workload (kueue.x-k8s.io/v1beta1) to what status.queue mirrors."""
+    status = workload.get("status") or {}
+    conds = {c.get("type"): c for c in status.get("conditions") or []}
+
+    def true(name: str) -> bool:
+        return (conds.get(name) or {}).get("status") == "True"
+
+    flavors = [
+        f for ps in ((status.get("admission") or {}).get("podSetAssignments") or [])
+        for f in (ps.get("flavors") or {}).values()
+    ]
+    message = next((c.get("message", "") for c in reversed(list(conds.values())) if c.get("message")), "")
+    return WorkloadState(
+        name=(workload.get("metadata") or {}).get("name", ""),
+        admitted=true("Admitted"),
+        quota_reserved=true("QuotaReserved"),
+        evicted=true("Evicted"),
+        message=message,
+        flavor=flavors[0] if flavors else None,
+    )
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def format_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,61 @@
+"""ConfigMap, prepare and eval Jobs; resolved config; names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finetune_operator.api.resolved import ResolvedConfig
+from finetune_operator.builders import build_config_map, build_eval_job, build_prepare_job, resolve_config
+from finetune_operator.builders.names import pool_name
+from finetune_operator.settings import OperatorSettings
+
+from .conftest import make_job
+
+pytestmark = pytest.mark.unit
+
+
+def test_config_map_holds_the_resolved_config_with_pod_paths() -> None:
+    job = make_job("ft")
+    cm = build_config_map(job, OperatorSettings(artifacts_pvc="arts", pvc_mount_root="/data"))
+    config = ResolvedConfig.model_validate(json.loads(cm["data"]["config.json"]))
+    assert config.paths.output == "/data/arts/team-a/ft" and config.paths.model == "/data/models/base-7b"
+    assert config.served_model_name == "ft" and config.generation == 2
+    assert config == resolve_config(job, OperatorSettings(artifacts_pvc="arts", pvc_mount_root="/data"))
+
+
+def test_prepare_is_cpu_only_and_mounts_the_config() -> None:
+    job = make_job(resources={"gpusPerNode": 8, "nodeSelector": {"gpu": "h100"}})
+    pod = build_prepare_job(job, OperatorSettings())["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-m", "finetune_trainer", "prepare", "--config", "/etc/finetune/config.json"]
+    assert not any("gpu" in k for k in container["resources"]["requests"]) and "nodeSelector" not in pod
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/finetune"]["readOnly"] and not mounts["/mnt/pvc/finetune-artifacts"]["readOnly"]
+    assert mounts["/mnt/pvc/models"]["readOnly"]
+
+
+def test_merged_eval_merges_first_on_the_serving_gpus() -> None:
+    job = make_job(serving={"mode": "merged", "gpus": 2})
+    pod = build_eval_job(job, OperatorSettings())["spec"]["template"]["spec"]
+    assert [c["command"][3] for c in pod["initContainers"]] == ["merge"]
+    assert pod["containers"][0]["command"][3] == "evaluate"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+
+
+def test_adapter_eval_has_no_merge_and_no_gpu_when_serving_has_none() -> None:
+    pod = build_eval_job(make_job(serving={"mode": "adapter", "gpus": 0}), OperatorSettings())["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert not any("gpu" in k for k in pod["containers"][0]["resources"]["requests"])
+
+
+@pytest.mark.parametrize(
+    ("base", "name"),
+    [("qwen2.5-7b", "vllm-qwen2-5-7b"), ("llama_3", "vllm-llama-3"), ("a" * 63, None)],
+)
+def test_pool_names_are_dns_labels(base: str, name: str | None) -> None:
+    result = pool_name(base)
+    assert len(result) <= 63 and result == pool_name(base)
+    if name:
+        assert result == name

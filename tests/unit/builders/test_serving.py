@@ -1,0 +1,122 @@
+"""Serving objects: merged Deployments, the shared adapter pool, canaries and HTTPRoutes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finetune_operator.builders import build_serving_objects, canary_split, pool_adapter, serving_endpoint
+from finetune_operator.settings import OperatorSettings
+
+from .conftest import make_job, validate
+
+pytestmark = pytest.mark.unit
+
+
+def _by(objects: list[dict], kind: str, name: str) -> dict:
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def _container(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def _flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_merged_deployment_serves_versioned_names_with_probes() -> None:
+    job = make_job("faq", serving={"mode": "merged", "replicas": 2, "gpus": 1, "memory": "32Gi"})
+    objects = build_serving_objects(job, OperatorSettings())
+    deployment = _by(objects, "Deployment", "faq-serve")
+    container = _container(deployment)
+    args = container["args"]
+    assert _flag(args, "--model") == "/mnt/pvc/finetune-artifacts/team-a/faq/merged"
+    assert args[args.index("--served-model-name") + 1 : args.index("--port")] == ["faq@2", "faq"]
+    assert container["image"] == OperatorSettings().vllm_image and container["command"][:3] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert container["resources"]["limits"] == {"memory": "32Gi", "nvidia.com/gpu": "1"}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1" and "VLLM_CPU_KVCACHE_SPACE" not in env
+    assert deployment["spec"]["replicas"] == 2
+    service = _by(objects, "Service", "faq-serve")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert serving_endpoint(job) == "http://faq-serve.team-a.svc:8000/v1"
+
+
+def test_cpu_runtime_sets_the_kv_cache_and_eager_mode() -> None:
+    job = make_job("faq", serving={"mode": "merged", "gpus": 0, "memory": "16Gi"})
+    container = _container(build_serving_objects(job, OperatorSettings(cpu_runtime=True))[0])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "4" and "--enforce-eager" in container["args"]
+
+
+def test_adapter_pool_serves_every_adapter_and_is_owned_by_each_job() -> None:
+    settings = OperatorSettings()
+    a = make_job("alpha", adapter={"r": 8}, serving={"replicas": 1})
+    b = make_job("beta", adapter={"r": 48}, serving={"replicas": 3})
+    objects = build_serving_objects(b, settings, [pool_adapter(a, settings)])
+    for obj in objects:
+        validate(obj)
+    pool = _by(objects, "Deployment", "vllm-base-7b")
+    args = _container(pool)["args"]
+    assert _flag(args, "--model") == "/mnt/pvc/models/base-7b" and _flag(args, "--served-model-name") == "base-7b"
+    i = args.index("--lora-modules")
+    assert [json.loads(x)["name"] for x in args[i + 1 : i + 3]] == ["alpha", "beta"]
+    assert {json.loads(x)["base_model_name"] for x in args[i + 1 : i + 3]} == {"base-7b"}
+    assert _flag(args, "--max-lora-rank") == "64" and _flag(args, "--max-loras") == "2"
+    assert pool["spec"]["replicas"] == 3
+    owners = pool["metadata"]["ownerReferences"]
+    assert [(o["name"], o["controller"]) for o in owners] == [("alpha", False), ("beta", False)]
+    job_service = _by(objects, "Service", "beta-serve")
+    assert job_service["metadata"]["ownerReferences"][0]["controller"] is True
+    assert job_service["spec"]["selector"] == pool["spec"]["selector"]["matchLabels"]
+    # the pool is the same whichever of its jobs builds it
+    assert _by(build_serving_objects(a, settings, [pool_adapter(b, settings)]), "Deployment", "vllm-base-7b") == pool
+
+
+def test_adding_an_adapter_changes_the_pod_template_so_the_pool_rolls() -> None:
+    settings = OperatorSettings()
+    a, b = make_job("alpha"), make_job("beta")
+    alone = _by(build_serving_objects(a, settings), "Deployment", "vllm-base-7b")["spec"]["template"]
+    shared = _by(build_serving_objects(a, settings, [pool_adapter(b, settings)]), "Deployment", "vllm-base-7b")["spec"]["template"]
+    assert alone != shared
+
+
+@pytest.mark.parametrize(
+    ("replicas", "weight", "split"),
+    [(10, 10, (1, 9)), (10, 25, (3, 7)), (4, 50, (2, 2)), (1, 10, (1, 1)), (3, 10, (1, 2)), (5, 0, (0, 5)), (5, 100, (5, 0)), (0, 10, (0, 0))],
+)
+def test_canary_split(replicas: int, weight: int, split: tuple[int, int]) -> None:
+    assert canary_split(replicas, weight) == split
+
+
+def test_canary_puts_both_arms_behind_one_stable_service() -> None:
+    job = make_job("faq", serving={"mode": "merged", "replicas": 10, "canary": {"weight": 10}})
+    objects = build_serving_objects(job, OperatorSettings())
+    tuned, base = _by(objects, "Deployment", "faq-serve"), _by(objects, "Deployment", "faq-base")
+    assert (tuned["spec"]["replicas"], base["spec"]["replicas"]) == (1, 9)
+    stable = _by(objects, "Service", "faq")
+    for arm in (tuned, base):
+        pod_labels = arm["spec"]["template"]["metadata"]["labels"]
+        assert all(pod_labels[k] == v for k, v in stable["spec"]["selector"].items())
+    base_args = _container(base)["args"]
+    assert base_args[base_args.index("--served-model-name") + 1 : base_args.index("--port")] == ["base-7b", "faq"]
+    assert not any(o["kind"] == "HTTPRoute" for o in objects)
+    assert serving_endpoint(job) == "http://faq.team-a.svc:8000/v1"
+
+
+def test_gateway_api_canary_uses_route_weights() -> None:
+    job = make_job("faq", serving={"mode": "adapter", "replicas": 4, "canary": {"weight": 30}})
+    objects = build_serving_objects(job, OperatorSettings(gateway_api=True))
+    route = _by(objects, "HTTPRoute", "faq")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": "faq", "port": 8000}]
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    assert [(r["name"], r["weight"]) for r in refs] == [("faq-serve", 30), ("faq-base", 70)]
+    assert {r["name"] for r in refs} <= {o["metadata"]["name"] for o in objects if o["kind"] == "Service"}
+    tuned_args = _container(_by(objects, "Deployment", "faq-serve"))["args"]
+    assert json.loads(_flag(tuned_args, "--lora-modules"))["name"] == "faq"

@@ -1,0 +1,68 @@
+"""Reducing Jobs, Pods and Workloads (as the API server returns them) to decision inputs."""
+
+import json
+
+import pytest
+
+from finetune_operator.reconcile import job_state, pod_state, workload_state
+
+pytestmark = pytest.mark.unit
+
+
+def pod(code, message="", disrupted=False, index="0"):
+    return {
+        "metadata": {"name": f"demo-train-a0-{index}-x", "annotations": {"batch.kubernetes.io/job-completion-index": index}},
+        "status": {
+            "phase": "Failed", "startTime": "2030-01-01T11:00:00Z",
+            "conditions": [{"type": "DisruptionTarget", "status": "True"}] if disrupted else [],
+            "containerStatuses": [{"name": "trainer", "state": {"terminated": {
+                "exitCode": code, "reason": "Error", "message": message}}}],
+        },
+    }
+
+
+def failed_job(message: str, reason: str = "PodFailurePolicy"):
+    return {"metadata": {"name": "demo-train-a0", "annotations": {"finetune.dev/generation": "3"}},
+            "spec": {"suspend": False},
+            "status": {"startTime": "2030-01-01T11:00:00Z", "conditions": [
+                {"type": "Failed", "status": "True", "reason": reason, "message": message,
+                 "lastTransitionTime": "2030-01-01T11:30:00Z"}]}}
+
+
+def test_user_error_from_the_pod_failure_policy_with_the_trainers_message():
+    summary = json.dumps({"ok": False, "error": "datasets.train line 3: empty assistant turn"})
+    state = job_state(failed_job("Container trainer for pod x failed with exit code 1 matching FailJob rule at index 0"),
+                      [pod_state(pod(1, summary))])
+    assert state.outcome == "failed" and state.failure_class() == "user"
+    assert state.failure_text() == "datasets.train line 3: empty assistant turn"
+    assert state.generation == 3 and state.finished_at == "2030-01-01T11:30:00Z"
+
+
+def test_killed_pod_is_an_infrastructure_failure_named_by_its_exit_code():
+    state = job_state(failed_job("Job has reached the specified backoff limit", "BackoffLimitExceeded"),
+                      [pod_state(pod(137))])
+    assert state.failure_class() == "infrastructure"
+    assert state.failure_text().startswith("exit code 137")
+
+
+def test_disruption_is_preemption():
+    state = job_state(failed_job("Pod x has condition DisruptionTarget matching FailJob rule at index 1"),
+                      [pod_state(pod(143, disrupted=True))])
+    assert state.failure_class() == "preempted"
+
+
+def test_complete_job_succeeds_and_summary_comes_from_rank_zero():
+    body = {"metadata": {"name": "demo-eval"}, "status": {"conditions": [
+        {"type": "Complete", "status": "True", "lastTransitionTime": "2030-01-01T11:40:00Z"}]}}
+    pods = [pod_state(pod(0, json.dumps({"ok": True, "rank": 1}), index="1")),
+            pod_state(pod(0, json.dumps({"ok": True, "rank": 0}), index="0"))]
+    state = job_state(body, pods)
+    assert state.outcome == "succeeded" and state.summary() == {"ok": True, "rank": 0}
+
+
+def test_workload_admission_and_flavor():
+    wl = {"metadata": {"name": "job-demo-train-a0"}, "status": {
+        "conditions": [{"type": "QuotaReserved", "status": "True"}, {"type": "Admitted", "status": "True"}],
+        "admission": {"podSetAssignments": [{"flavors": {"nvidia.com/gpu": "a100"}}]}}}
+    state = workload_state(wl)
+    assert state.admitted and state.quota_reserved and state.flavor == "a100"

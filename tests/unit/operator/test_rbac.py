@@ -1,0 +1,50 @@
+"""The k8s layer refuses calls the chart's ClusterRole would not allow, and counts the ones it makes."""
+
+import pytest
+from kubernetes import client
+
+from finetune_operator import rbac
+from finetune_operator.k8s import K8s, NotPermitted
+
+pytestmark = pytest.mark.unit
+
+
+def unreachable_client() -> client.ApiClient:
+    config = client.Configuration()
+    config.host = "http://127.0.0.1:9"  # nothing listens: an allowed call fails at connect, not at RBAC
+    return client.ApiClient(config)
+
+
+def test_rules_allow_what_the_operator_does_and_nothing_broader():
+    assert rbac.allows("batch", "jobs", "create")
+    assert rbac.allows("finetune.dev", "finetunejobs/status", "patch")
+    assert rbac.allows("", "pods/log", "get")
+    assert not rbac.allows("finetune.dev", "finetunejobs", "patch")  # only status is ours to write
+    assert not rbac.allows("", "secrets", "get")
+    assert not rbac.allows("", "pods", "create")
+    assert all("*" not in r.verbs and "*" not in r.resources for r in rbac.REQUIRED_RULES)
+
+
+def test_cluster_role_renders_every_rule():
+    role = rbac.cluster_role()
+    assert role["kind"] == "ClusterRole"
+    assert len(role["rules"]) == len(rbac.REQUIRED_RULES)
+    assert {"apiGroups": ["batch"], "resources": ["jobs"],
+            "verbs": ["get", "list", "watch", "create", "delete"]} in role["rules"]
+
+
+def test_a_call_outside_the_rules_is_refused_before_it_leaves():
+    k8s = K8s(unreachable_client(), rules=tuple(r for r in rbac.REQUIRED_RULES if r.resources != ("configmaps",)))
+    with pytest.raises(NotPermitted, match="create core/configmaps"):
+        k8s.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns"}})
+    with pytest.raises(NotPermitted, match="patch finetune.dev/finetunejobs"):
+        k8s.patch("FineTuneJob", "ns", "x", {"spec": {}})
+    assert k8s.total_requests == 0
+
+
+def test_allowed_calls_are_counted_by_verb_and_resource():
+    seen = []
+    k8s = K8s(unreachable_client(), on_request=lambda verb, res: seen.append((verb, res)))
+    with pytest.raises(Exception):
+        k8s.pod_log_tail("ns", "pod", None, 10)
+    assert seen == [("get", "pods/log")] and k8s.requests[("get", "pods/log")] == 1

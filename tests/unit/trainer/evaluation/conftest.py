@@ -1,0 +1,103 @@
+"""Fixtures of the evaluation tests: LoRA adapters for the tiny model (trained, and never trained)
+and resolved configs around the quickstart manifest that point at them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from finetune_operator.api.job import FineTuneJob
+from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_operator.local.config import local_config
+
+ROOT = Path(__file__).resolve().parents[4]
+MANIFEST = ROOT / "examples" / "quickstart.yaml"
+QUICKSTART = ROOT / "examples" / "data" / "quickstart"
+MakeConfig = Callable[..., ResolvedConfig]
+
+
+def _lora_config(train_head: bool = True) -> Any:
+    from peft import LoraConfig
+
+    # The tiny base never emitted the label words; LoRA alone cannot reach its frozen head's rows.
+    # vLLM refuses `modules_to_save: [lm_head]`, so the backend comparison uses a LoRA-only adapter.
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                      modules_to_save=["lm_head"] if train_head else None, task_type="CAUSAL_LM")
+
+
+def _train_adapter(model_dir: Path, out: Path, epochs: float, train_head: bool) -> Path:
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    train = load_dataset("json", data_files=str(QUICKSTART / "train.jsonl"), split="train")
+    args = SFTConfig(
+        output_dir=str(out / "run"), num_train_epochs=epochs, learning_rate=3e-3, per_device_train_batch_size=16,
+        assistant_only_loss=True, use_cpu=True, report_to=[], save_strategy="no", logging_steps=50,
+        max_length=128, seed=0, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                         peft_config=_lora_config(train_head))
+    trainer.train()
+    trainer.model.save_pretrained(out / "adapter")
+    return out / "adapter"
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter (and trained head) from TRL SFT on the quickstart task (about a minute on CPU).
+
+    On this tiny base, short runs learn the answer format and the majority class, not the keyword
+    rule (exact match ≈ 0.3 against the base's 0): enough for a significant, gated improvement."""
+    return _train_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter-trained"), 2, train_head=True)
+
+
+@pytest.fixture(scope="session")
+def lora_only_adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA-only adapter after one epoch (vLLM serves it); its answers differ from the base's."""
+    return _train_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter-lora-only"), 1, train_head=False)
+
+
+@pytest.fixture(scope="session")
+def untrained_adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter after zero training steps: peft initialises B to 0, so it equals the base."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("adapter-untrained") / "adapter"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    get_peft_model(model, _lora_config()).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, tiny_model_dir: Path) -> MakeConfig:
+    """The quickstart's resolved config with its artifacts in tmp_path, the given adapter in place and
+    `evaluation` overridden (camelCase keys, as in a manifest)."""
+
+    def make(adapter: Path | None, evaluation: dict[str, Any] | None = None, **spec_overrides: Any) -> ResolvedConfig:
+        manifest = yaml.safe_load(MANIFEST.read_text())
+        manifest["spec"]["model"]["uri"] = str(tiny_model_dir)
+        manifest["spec"]["evaluation"].update(evaluation or {})
+        manifest["spec"].update(spec_overrides)
+        config = local_config(FineTuneJob.model_validate(manifest), MANIFEST, tmp_path)
+        if adapter is not None:
+            shutil.copytree(adapter, ArtifactLayout(config.paths.output).adapter)
+        return config
+
+    return make
+
+
+def read_report(config: ResolvedConfig) -> dict[str, Any]:
+    return json.loads(ArtifactLayout(config.paths.output).eval_report.read_text())

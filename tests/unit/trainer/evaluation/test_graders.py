@@ -1,0 +1,159 @@
+"""Graders: each type, per-item errors and timeouts, the sandbox, and use as a GRPO reward."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from finetune_operator.api.job import Grader
+from finetune_trainer.evaluation.graders import GraderConfigError, build_grader, build_reward
+
+pytestmark = pytest.mark.unit
+
+
+def grader(**fields: Any) -> Grader:
+    return Grader.model_validate({"name": "g", **fields})
+
+
+@pytest.mark.parametrize(
+    ("operation", "output", "score"),
+    [("eq", " billing\n", 1.0), ("eq", "Billing", 0.0), ("ne", "shipping", 1.0), ("like", "it is billing.", 1.0),
+     ("like", "it is Billing.", 0.0), ("ilike", "it is BILLING.", 1.0)],
+)
+def test_string_check_operations(operation: str, output: str, score: float) -> None:
+    g = build_grader(grader(type="string_check", operation=operation), [])
+    assert g(output, {"reference": "billing"}).score == score
+
+
+def test_templates_read_item_fields_including_a_json_row_column() -> None:
+    g = build_grader(grader(type="string_check", reference="{{ item.meta.label }}-{{item.id}}"), [])
+    assert g("x-7", {"meta": {"label": "x"}, "id": 7}).score == 1.0
+    assert g("x-7", {"row": '{"meta": {"label": "x"}, "id": 7}', "reference": "r"}).score == 1.0
+    missing = g("x", {"id": 1})
+    assert missing.score == 0.0 and missing.error == "KeyError: \"the item has no field 'meta.label'\""
+    with pytest.raises(GraderConfigError, match=r"unsupported template expression \{\{ item\['x'\] \}\}"):
+        build_grader(grader(type="string_check", reference="{{ item['x'] }}"), [])
+
+
+def test_text_similarity() -> None:
+    f1 = build_grader(grader(type="text_similarity", pass_threshold=0.6), [])
+    result = f1("the quick fox", {"reference": "the quick brown fox"})
+    assert result.score == pytest.approx(2 * 1 * 0.75 / 1.75) and result.passed
+    fuzzy = build_grader(grader(type="text_similarity", similarity="fuzzy_ratio"), [])
+    assert fuzzy("abcd", {"reference": "abce"}).score == pytest.approx(0.75)
+
+
+def test_regex_and_json_schema() -> None:
+    regex = build_grader(grader(type="regex", pattern=r"^\d{3}-\d{4}$"), [])
+    assert regex("555-1234", {}).score == 1.0 and regex("call 555", {}).score == 0.0
+    with pytest.raises(GraderConfigError, match="pattern is not a valid regular expression"):
+        build_grader(grader(type="regex", pattern="(unclosed"), [])
+    schema = {"type": "object", "properties": {"label": {"enum": ["a", "b"]}}, "required": ["label"]}
+    js = build_grader(grader(type="json_schema", json_schema=schema), [])
+    assert js('{"label": "a"}', {}).score == 1.0
+    assert js('```json\n{"label": "b"}\n```', {}).score == 1.0
+    assert js('{"label": "c"}', {}).score == 0.0 and js("not json", {}).score == 0.0
+    with pytest.raises(GraderConfigError, match="jsonSchema is not a valid JSON Schema"):
+        build_grader(grader(type="json_schema", json_schema={"type": "nonsense"}), [])
+
+
+PYTHON = """
+import os, signal, time
+calls = []
+
+def grade(output, item):
+    calls.append(output)
+    if output == "raise":
+        raise ValueError("cannot grade " + item["reference"])
+    if output == "sleep":
+        time.sleep(60)
+    if output == "stubborn":
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        while True:
+            pass
+    if output == "exit":
+        os._exit(3)
+    if output == "count":
+        return len(calls) / 10
+    return 2.0 if output == item["reference"] else -1
+"""
+
+
+def test_python_grader_reports_errors_timeouts_and_crashes_per_item() -> None:
+    g = build_grader(grader(type="python", source=PYTHON, timeout_seconds=0.5), [])
+    try:
+        outputs = ["ok", "raise", "sleep", "count", "stubborn", "count", "exit", "count", "ok", "nope"]
+        results = g.grade_batch(outputs, [{"reference": "ok"}] * len(outputs))
+    finally:
+        g.close()
+    scores = [r.score for r in results]
+    errors = [r.error for r in results]
+    assert scores == [1.0, 0.0, 0.0, 0.4, 0.0, 0.1, 0.0, 0.1, 1.0, 0.0]  # clamped to [0, 1]
+    assert errors[1] == "ValueError: cannot grade ok (line 8)"
+    assert errors[2] == errors[4] == "timed out after 0.5 s"  # alarm in the worker; a kill for the stubborn one
+    assert errors[6] == "the grader process exited (crashed or ran out of memory)"
+    assert [e for i, e in enumerate(errors) if i not in (1, 2, 4, 6)] == [None] * 6
+    # one worker answers items in turn (its state grows) until it has to be replaced
+    assert results[3].score == 0.4 and results[5].score == 0.1
+
+
+def test_python_grader_source_problems() -> None:
+    with pytest.raises(GraderConfigError, match=r"grader g: source does not compile: .* \(line 1\)"):
+        build_grader(grader(type="python", source="def grade(:"), [])
+    no_function = build_grader(grader(type="python", source="x = 1"), [])
+    try:
+        result = no_function("a", {})
+    finally:
+        no_function.close()
+    assert result.score == 0.0 and result.error == "TypeError: the source does not define grade(output, item)"
+
+
+def test_python_grader_has_no_network() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        source = f"import socket\ndef grade(output, item):\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n    return 1.0\n"
+        g = build_grader(grader(type="python", source=source), [])
+        try:
+            result = g("x", {})
+        finally:
+            g.close()
+    assert result.score == 0.0 and result.error is not None
+
+
+def test_multi_is_a_weighted_mean_and_reports_part_errors() -> None:
+    graders = [
+        grader(type="string_check").model_copy(update={"name": "exact"}),
+        grader(type="regex", pattern="^b").model_copy(update={"name": "starts-b"}),
+        grader(type="string_check", reference="{{ item.missing }}").model_copy(update={"name": "broken"}),
+    ]
+    multi = grader(type="multi", components=[{"grader": "exact", "weight": 3}, {"grader": "starts-b", "weight": 1}])
+    g = build_grader(multi, graders)
+    assert g("billing", {"reference": "billing"}).score == 1.0
+    assert g("bxx", {"reference": "billing"}).score == 0.25
+    with_error = build_grader(grader(type="multi", components=[{"grader": "exact"}, {"grader": "broken"}]), graders)
+    result = with_error("billing", {"reference": "billing"})
+    assert result.score == 0.5 and result.error.startswith("broken: KeyError")
+
+
+def test_multi_refuses_cycles_and_unknown_parts() -> None:
+    a = Grader.model_validate({"name": "a", "type": "multi", "components": [{"grader": "b"}]})
+    b = Grader.model_validate({"name": "b", "type": "multi", "components": [{"grader": "a"}]})
+    with pytest.raises(GraderConfigError, match="components form a cycle"):
+        build_grader(a, [a, b])
+    with pytest.raises(GraderConfigError, match="component 'c' is not a grader"):
+        build_grader(Grader.model_validate({"name": "a", "type": "multi", "components": [{"grader": "c"}]}), [])
+
+
+def test_graders_serve_as_grpo_rewards() -> None:
+    from finetune_trainer.train.grpo import reward_function
+
+    spec = grader(type="string_check")
+    reward = reward_function("g", build_grader(spec, [spec]))
+    completions = [[{"role": "assistant", "content": "billing"}], [{"role": "assistant", "content": "other"}]]
+    assert reward(prompts=[[], []], completions=completions, reference=["billing", "billing"]) == [1.0, 0.0]
+    plain = build_reward(spec, [spec])
+    assert plain.__name__ == "g" and plain("billing", {"row": '{"reference": "billing"}'}) == 1.0

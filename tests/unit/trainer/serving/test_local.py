@@ -1,0 +1,124 @@
+"""A real vLLM CPU server serves a tiny model merged and as base + LoRA adapter, chosen from a run's
+artifacts the way `ftctl serve` chooses; its greedy answers equal transformers/peft's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from finetune_operator.api import FineTuneJob
+from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig, ResolvedPaths
+from finetune_trainer.serving.local import adapter_rank, chat, load_run, serve_artifacts, server_for_run
+
+pytestmark = [pytest.mark.unit]
+
+JOB = "tiny-ft"
+BASE = "tiny-chat"
+QUESTION = [{"role": "user", "content": "The quiet river walks. Why?"}]
+MAX_TOKENS = 8
+
+
+def _config(model_dir: str, output: str) -> ResolvedConfig:
+    job = FineTuneJob.model_validate(
+        {
+            "metadata": {"name": JOB},
+            "spec": {
+                "model": {"uri": model_dir, "name": BASE, "dtype": "float32"},
+                "datasets": {"train": {"uri": "train.jsonl"}, "maxLength": 128},
+                "adapter": {"type": "lora", "r": 8},
+                "serving": {"mode": "adapter", "gpus": 0, "maxModelLen": 256},
+            },
+        }
+    )
+    paths = ResolvedPaths(output=output, model=model_dir, train="train.jsonl")
+    return ResolvedConfig(job=JOB, generation=3, runtime="local", spec=job.spec, paths=paths, served_model_name=JOB)
+
+
+def _write_run(root: Path, config: ResolvedConfig) -> ArtifactLayout:
+    layout = ArtifactLayout(root)
+    root.mkdir(parents=True, exist_ok=True)
+    layout.run_json.write_text(json.dumps({"job": JOB, "config": config.model_dump(by_alias=True, mode="json", exclude_none=True)}))
+    return layout
+
+
+def _greedy(model: Any, tokenizer: Any) -> str:
+    import torch
+
+    ids = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
+    """Tiny base, a LoRA adapter with random (non-zero) weights so it changes the answers, the merged
+    model, and the answers transformers gives for each."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("serve")
+    base_dir = tiny_model_dir
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    expected = {"base": _greedy(base, tokenizer)}
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    tuned = get_peft_model(base, lora)
+    expected["adapter"] = _greedy(tuned, tokenizer)
+    artifacts = root / "artifacts"
+    layout = _write_run(artifacts, _config(str(base_dir), str(artifacts)))
+    tuned.save_pretrained(layout.adapter)
+    merged = tuned.merge_and_unload()
+    expected["merged"] = _greedy(merged, tokenizer)
+    return {"base_dir": base_dir, "artifacts": artifacts, "layout": layout, "expected": expected, "merged": merged, "tokenizer": tokenizer}
+
+
+@pytest.mark.slow
+def test_adapter_mode_serves_base_and_adapter_by_name(run_dir: dict[str, Any]) -> None:
+    config, layout = load_run(run_dir["artifacts"])
+    expected = run_dir["expected"]
+    assert expected["adapter"] != expected["base"], "the random adapter must change the answer for this test to mean anything"
+    with server_for_run(config, layout) as server:
+        assert server.adapters == {JOB: str(layout.adapter)}
+        server.wait_ready()
+        assert set(server.models()) == {BASE, JOB}
+        assert chat(server.url, JOB, QUESTION, MAX_TOKENS) == expected["adapter"]
+        assert chat(server.url, BASE, QUESTION, MAX_TOKENS) == expected["base"]
+    assert server.process is not None and server.process.poll() is not None
+
+
+@pytest.mark.slow
+def test_merged_mode_serves_the_merged_model_under_versioned_names(run_dir: dict[str, Any]) -> None:
+    layout: ArtifactLayout = run_dir["layout"]
+    run_dir["merged"].save_pretrained(layout.merged)
+    run_dir["tokenizer"].save_pretrained(layout.merged)
+    config, layout = load_run(run_dir["artifacts"])
+    with server_for_run(config, layout) as server:
+        assert server.adapters == {}
+        server.wait_ready()
+        assert server.models() == [f"{JOB}@3", JOB]
+        assert chat(server.url, JOB, QUESTION, MAX_TOKENS) == run_dir["expected"]["merged"]
+
+
+def test_serve_artifacts_names_the_missing_run_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve_artifacts(tmp_path, block=False) == 2
+    assert str(tmp_path / "run.json") in capsys.readouterr().err
+
+
+def test_nothing_to_serve_is_a_clear_error(tmp_path: Path) -> None:
+    layout = _write_run(tmp_path, _config("/models/base", str(tmp_path)))
+    config, layout = load_run(tmp_path)
+    with pytest.raises(ValueError, match="no merged/, adapter/ or model/"):
+        server_for_run(config, layout)
+
+
+def test_adapter_rank_reads_peft_config(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 48}))
+    assert adapter_rank(tmp_path) == 48
+    with pytest.raises(ValueError, match="not a LoRA adapter"):
+        adapter_rank(tmp_path / "missing")

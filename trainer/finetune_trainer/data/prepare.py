@@ -1,0 +1,337 @@
+"""The prepare phase: check the datasets on CPU, tokenize them once, and write the prepared dataset.
+
+Order: read → structural checks per row → dedup (train) → leakage (train vs validation/eval, keyed
+by the prompt) → tokenize (template, over-length, trainable tokens, end-of-turn in the loss) →
+minimum example count → report. Any error finding fails the phase with exit 1 (do not retry) and
+nothing is written but the report; a store that cannot be read exits 2 (retry).
+
+Exactly what the prepared splits hold (so `train` passes them straight to TRL):
+- sft train/validation: `input_ids` (int32 lists) and `assistant_masks` (int8 lists, 1 = the token
+  carries the loss, already reflecting `spec.method.sft.lossOn` and truncation). TRL 1.16's SFTTrainer
+  sees `input_ids`, skips tokenizing, and always applies `assistant_masks` when building labels.
+- dpo train/validation: `prompt`, `chosen`, `rejected` as lists of `{role, content}` messages.
+- grpo train/validation: `prompt` (messages), `reference` (str, may be empty), `row` (original JSON).
+- eval: `prompt` (messages), `reference` (str), `row` (original JSON, for graders' `item.<field>`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+
+from . import rules
+from .formats import Example, Format, Purpose, parse_file
+from .prepared import clear_pointer, content_hash, write_json_atomic, write_prepared
+from .report import build_report, cost_estimate, count_parameters, length_histogram, length_stats, render_markdown, summary
+from .rules import Findings
+from .sources import MissingData, SourceUnavailable, fingerprint, read_dataset
+from .tokenize import Encoded, LossOn, OverLength, Tokenizer, TokenizerUnavailable, encode_sft, load_tokenizer, measure, tokenizer_finding
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_INFRASTRUCTURE = 2
+DeclaredFormat = Literal["auto", "messages", "prompt_completion", "preference"]
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """The knobs of the checks (spec.datasets, spec.method)."""
+
+    method: Literal["sft", "dpo", "grpo"] = "sft"
+    loss_on: LossOn = "assistant"
+    max_length: int = 1024
+    over_length: OverLength = "drop"
+    dedup: bool = True
+    min_examples: int = 1
+    leakage: Literal["remove", "fail", "ignore"] = "remove"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """A split to check: where it is, its declared format, and what it is used for."""
+
+    name: str
+    uri: str
+    format: DeclaredFormat = "auto"
+    purpose: Purpose = "sft"
+
+
+@dataclass
+class SplitResult:
+    """One split after the checks."""
+
+    source: SplitSource
+    files: list[Any] = field(default_factory=list)
+    rows: int = 0
+    format: Format | None = None
+    examples: list[Example] = field(default_factory=list)
+    encoded: Encoded | None = None
+
+    def to_json(self, max_length: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "uri": self.source.uri,
+            "files": [f.name for f in self.files],
+            "format": self.format,
+            "purpose": self.source.purpose,
+            "rows": self.rows,
+            "examples": len(self.kept),
+        }
+        if self.encoded is not None:
+            out |= {
+                "tokens": self.encoded.tokens,
+                "truncated": self.encoded.truncated,
+                "length": length_stats(self.encoded.lengths),
+                "histogram": length_histogram(self.encoded.lengths, max_length),
+            }
+            if self.encoded.masks:
+                out["trainable_tokens"] = self.encoded.trainable_tokens
+        return out
+
+    @property
+    def kept(self) -> list[Example]:
+        return self.encoded.examples if self.encoded is not None else self.examples
+
+
+@dataclass
+class CheckOutcome:
+    """Every split's result, the findings, leakage counts and stage timings."""
+
+    splits: dict[str, SplitResult]
+    findings: Findings
+    leakage: dict[str, Any]
+    timings: dict[str, float]
+
+
+def check_datasets(
+    sources: list[SplitSource], settings: CheckSettings, tokenizer: Tokenizer | None, findings: Findings | None = None
+) -> CheckOutcome:
+    """Run every check on the splits; tokenizer None runs the structural checks only.
+
+    Raises SourceUnavailable when a store cannot be read (infrastructure).
+    """
+    findings = findings if findings is not None else Findings()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    splits: dict[str, SplitResult] = {}
+    for src in sources:
+        result = SplitResult(src)
+        splits[src.name] = result
+        try:
+            result.files = read_dataset(src.uri)
+        except MissingData as exc:
+            findings.add(rules.SOURCE, src.uri, 0, str(exc).removeprefix(f"{src.uri}: "))
+    timings["read"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for result in splits.values():
+        for source_file in result.files:
+            examples, fmt, read = parse_file(source_file, result.source.format, result.source.purpose, findings)
+            result.examples.extend(examples)
+            result.rows += read
+            result.format = result.format or fmt
+            if read == 0:
+                findings.add(rules.SOURCE, source_file.name, 0, "the file holds no rows")
+    train = splits.get("train")
+    if train is not None and settings.dedup:
+        train.examples = rules.dedup(train.examples, findings)
+    held_out = {name: s.examples for name, s in splits.items() if name in ("validation", "eval")}
+    leak: dict[str, Any] = {"policy": settings.leakage, "train": {}, "validation_eval": 0}
+    if train is not None and held_out:
+        train.examples, leak["train"] = rules.leakage(train.examples, held_out, settings.leakage, findings)
+    if "validation" in held_out and "eval" in held_out and splits["eval"].source.uri != splits["validation"].source.uri:
+        val_keys = {ex.prompt_key for ex in held_out["validation"]}
+        leak["validation_eval"] = sum(ex.prompt_key in val_keys for ex in held_out["eval"])
+        if leak["validation_eval"]:
+            first = next(ex for ex in held_out["eval"] if ex.prompt_key in val_keys)
+            findings.add(rules.LEAKAGE, first.file, first.line, f"{leak['validation_eval']} eval prompts are also in the validation set", "warning")
+    timings["checks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if tokenizer is not None:
+        for result in splits.values():
+            result.encoded = _tokenize_split(result, settings, tokenizer, findings)
+    timings["tokenize"] = time.perf_counter() - t0
+    if train is not None and train.files:
+        rules.min_examples(train.kept, settings.min_examples, train.files[0].name, findings)
+    return CheckOutcome(splits, findings, leak, timings)
+
+
+def _tokenize_split(result: SplitResult, settings: CheckSettings, tok: Tokenizer, findings: Findings) -> Encoded:
+    if result.source.purpose == "sft":
+        return encode_sft(
+            result.examples, tok, max_length=settings.max_length, over_length=settings.over_length,
+            loss_on=settings.loss_on, findings=findings,
+        )
+    # Eval prompts are only measured: the eval set is never shortened or dropped by length.
+    policy: OverLength = "truncate" if result.source.purpose == "eval" else settings.over_length
+    return measure(result.examples, tok, max_length=settings.max_length, over_length=policy, findings=findings)
+
+
+# ------------------------------------------------------------------------------------ the phase
+@dataclass
+class PrepareResult:
+    """What the phase did: the exit code (0 ok, 1 user error, 2 infrastructure) and its report."""
+
+    exit_code: int
+    findings: Findings
+    report: dict[str, Any]
+    summary: dict[str, Any]
+    prepared_dir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_OK
+
+    def termination(self) -> dict[str, Any]:
+        """The termination message: ok, the first findings as `error`, the DataReport summary."""
+        out: dict[str, Any] = {"ok": self.ok, "phase": "prepare", "data": self.summary}
+        if not self.ok:
+            out["error"] = "; ".join(str(f) for f in self.findings.errors[:5]) or self.summary["message"]
+        return out
+
+
+def settings_from_config(config: ResolvedConfig) -> CheckSettings:
+    data, method = config.spec.datasets, config.spec.method
+    return CheckSettings(
+        method=method.type, loss_on=method.sft.loss_on, max_length=data.max_length, over_length=data.over_length,
+        dedup=data.dedup, min_examples=data.min_examples, leakage=data.leakage,
+    )
+
+
+def sources_from_config(config: ResolvedConfig) -> list[SplitSource]:
+    """Train, validation and eval; without an eval set the validation set is the held-out set."""
+    data, paths, method = config.spec.datasets, config.paths, config.spec.method.type
+    sources = [SplitSource("train", paths.train, data.train.format, method)]
+    if paths.validation and data.validation is not None:
+        sources.append(SplitSource("validation", paths.validation, data.validation.format, method))
+    if paths.eval and data.eval is not None:
+        sources.append(SplitSource("eval", paths.eval, data.eval.format, "eval"))
+    elif paths.validation and data.validation is not None:
+        sources.append(SplitSource("eval", paths.validation, data.validation.format, "eval"))
+    return sources
+
+
+def _infrastructure_failure(message: str) -> PrepareResult:
+    report = {"ok": False, "message": message, "splits": {}, "dropped": {}, "warnings": 0}
+    return PrepareResult(EXIT_INFRASTRUCTURE, Findings(), report, summary(report, None))
+
+
+def run_prepare(config: ResolvedConfig) -> PrepareResult:
+    """The Validating phase's work, before any GPU is requested."""
+    layout = ArtifactLayout(config.paths.output)
+    settings = settings_from_config(config)
+    findings = Findings()
+    tokenizer = None
+    t0 = time.perf_counter()
+    try:
+        tokenizer = load_tokenizer(config.paths.model, config.spec.model.chat_template)
+    except TokenizerUnavailable as exc:
+        tokenizer_finding(exc, findings)
+    load_seconds = time.perf_counter() - t0
+    try:
+        outcome = check_datasets(sources_from_config(config), settings, tokenizer, findings)
+    except SourceUnavailable as exc:
+        return _infrastructure_failure(f"cannot read a dataset: {exc}")
+    outcome.timings["load_tokenizer"] = load_seconds
+    ok = not findings.errors
+    splits = outcome.splits
+    train = splits["train"]
+    message = _message(ok, outcome)
+    hp = config.spec.hyperparameters
+    estimate = None
+    if train.encoded is not None:
+        gpus = config.spec.resources.nodes * config.spec.resources.gpus_per_node
+        estimate = cost_estimate(count_parameters(config.paths.model), train.encoded.tokens, hp.epochs, config.spec.adapter.type, settings.method, gpus)
+    prepared_dir = None
+    try:
+        if ok and tokenizer is not None:
+            t0 = time.perf_counter()
+            inputs = {name: fingerprint(s.files) for name, s in splits.items()}
+            digest = content_hash(inputs, tokenizer.fingerprint, settings.to_json())
+            info = {
+                "method": settings.method,
+                "settings": settings.to_json(),
+                "model": config.paths.model,
+                "tokenizer": tokenizer.fingerprint,
+                "splits": {name: _split_info(s, settings.method) for name, s in splits.items()},
+            }
+            prepared_dir = write_prepared(layout, digest, {name: _to_dataset(s) for name, s in splits.items()}, info)
+            outcome.timings["write"] = time.perf_counter() - t0
+        else:
+            clear_pointer(layout)
+        report = build_report(
+            ok=ok, message=message, splits={n: s.to_json(settings.max_length) for n, s in splits.items()},
+            findings=findings, leakage=outcome.leakage, estimate=estimate, settings=settings.to_json(),
+            timings=outcome.timings,
+        )
+        if prepared_dir is not None:
+            report["prepared"] = str(prepared_dir)
+        write_json_atomic(layout.data_report, report)
+        layout.data_report.with_suffix(".md").write_text(render_markdown(report))
+    except OSError as exc:
+        return _infrastructure_failure(f"cannot write the prepared data under {layout.data}: {exc}")
+    return PrepareResult(EXIT_OK if ok else EXIT_USER_ERROR, findings, report, summary(report, str(layout.data_report)), prepared_dir)
+
+
+def _message(ok: bool, outcome: CheckOutcome) -> str:
+    findings = outcome.findings
+    train = outcome.splits["train"]
+    dropped = sum(findings.count("dropped").values())
+    if ok:
+        return f"{len(train.kept)} training examples ready ({dropped} rows dropped, {len(findings.warnings)} warnings)"
+    errors = findings.count("error")
+    top = ", ".join(f"{rid} {rules.RULES[rid].name} ×{n}" for rid, n in errors.most_common(3))
+    first = findings.errors[0]
+    return f"{sum(errors.values())} data errors ({top}); first: {first.file}:{first.line}: {first.message}"
+
+
+def _split_info(result: SplitResult, method: str) -> dict[str, Any]:
+    tokenized = result.source.purpose == "sft"
+    columns = {
+        "sft": ["input_ids", "assistant_masks"],
+        "dpo": ["prompt", "chosen", "rejected"],
+        "grpo": ["prompt", "reference", "row"],
+        "eval": ["prompt", "reference", "row"],
+    }[result.source.purpose]
+    return {
+        "rows": len(result.kept),
+        "format": result.format,
+        "purpose": result.source.purpose,
+        "tokenized": tokenized,
+        "columns": columns,
+        "tokens": result.encoded.tokens if result.encoded else 0,
+    }
+
+
+def _messages(msgs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
+def _to_dataset(result: SplitResult) -> Any:
+    import datasets
+
+    datasets.disable_progress_bars()
+    purpose = result.source.purpose
+    if purpose == "sft":
+        enc = result.encoded
+        assert enc is not None
+        features = datasets.Features({
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "assistant_masks": datasets.List(datasets.Value("int8")),
+        })
+        return datasets.Dataset.from_dict({"input_ids": enc.input_ids, "assistant_masks": enc.masks}, features=features)
+    rows = []
+    for ex in result.kept:
+        if purpose == "dpo":
+            rows.append({"prompt": _messages(ex.prompt), "chosen": _messages(ex.answer), "rejected": _messages(ex.rejected)})
+        else:
+            rows.append({"prompt": _messages(ex.prompt), "reference": ex.reference, "row": json.dumps(ex.raw, ensure_ascii=False)})
+    return datasets.Dataset.from_list(rows)

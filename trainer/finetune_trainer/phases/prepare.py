@@ -1,0 +1,38 @@
+"""`python -m finetune_trainer prepare --config FILE`: the Validating phase's container entry point.
+
+Prints every finding as `file:line: rule-id: message`, writes the ≤ 4 KiB termination message and
+returns the exit code (0 ok, 1 bad data or config: do not retry, 2 infrastructure: retry).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from finetune_operator.api.resolved import ResolvedConfig
+
+from ..data.prepare import EXIT_INFRASTRUCTURE, EXIT_USER_ERROR, run_prepare
+from ..termination import write_termination_message
+
+
+def _fail(message: str, exit_code: int) -> int:
+    print(message, file=sys.stderr)
+    write_termination_message({"ok": False, "phase": "prepare", "error": message})
+    return exit_code
+
+
+def main(config_path: str) -> int:
+    try:
+        config = ResolvedConfig.model_validate_json(Path(config_path).read_text())
+    except ValidationError as exc:
+        return _fail(f"{config_path}: invalid resolved config: {exc}", EXIT_USER_ERROR)
+    except OSError as exc:
+        return _fail(f"{config_path}: cannot read the resolved config: {exc}", EXIT_INFRASTRUCTURE)
+    result = run_prepare(config)
+    for line in result.findings.printable():
+        print(line, file=sys.stderr)
+    print(result.summary["message"], file=sys.stderr if not result.ok else sys.stdout)
+    write_termination_message(result.termination())
+    return result.exit_code

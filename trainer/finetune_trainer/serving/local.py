@@ -1,0 +1,250 @@
+"""A local vLLM OpenAI-compatible server for a merged model or a base model plus LoRA adapters.
+
+The flags come from `finetune_operator.builders.vllm.vllm_args`, the same function the cluster's
+Deployments use. The server runs as a child process group (argv list, no shell), logs to a file,
+and is stopped with SIGTERM then SIGKILL, on exit and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_operator.builders.serving import base_model_name, default_max_model_len
+from finetune_operator.builders.vllm import LoraModule, vllm_args
+from finetune_operator.local.processes import stop_process_group
+
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+READY_TIMEOUT_SECONDS = 300.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def adapter_rank(adapter_dir: str | Path) -> int:
+    """The LoRA rank recorded by peft in `adapter_config.json`."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        return int(json.loads(path.read_text())["r"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not a LoRA adapter directory ({exc})") from exc
+
+
+class LocalVllmServer:
+    """`with LocalVllmServer(...) as server: server.wait_ready(); chat(server.url, ...)`."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        served_name: str | Sequence[str],
+        adapters: dict[str, str] | None = None,
+        base_name: str | None = None,
+        port: int | None = None,
+        max_model_len: int = 256,
+        env: dict[str, str] | None = None,
+        dtype: str = "auto",
+        log_path: str | Path | None = None,
+    ) -> None:
+        self.model_dir = str(model_dir)
+        self.adapters = dict(adapters or {})
+        names = [served_name] if isinstance(served_name, str) else list(served_name)
+        if self.adapters:
+            names = [base_name or names[0]]
+        self.served_names = names
+        self.port = port or free_port()
+        self.root = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.root}/v1"
+        loras = [LoraModule(name, path, names[0]) for name, path in sorted(self.adapters.items())]
+        rank = max((adapter_rank(p) for p in self.adapters.values()), default=None)
+        self.argv = [
+            sys.executable,
+            "-m",
+            VLLM_MODULE,
+            *vllm_args(
+                self.model_dir,
+                names,
+                port=self.port,
+                host="127.0.0.1",
+                dtype=dtype,
+                max_model_len=max_model_len,
+                cpu=True,
+                lora_modules=loras,
+                lora_rank=rank,
+            ),
+        ]
+        self.env = {
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            **(env or {}),
+        }
+        self.log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="vllm-")) / "vllm.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -------------------------------------------------------------------- lifecycle
+    def start(self) -> "LocalVllmServer":
+        if self.process is not None:
+            return self
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(("$ " + " ".join(self.argv) + "\n").encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> float:
+        """Block until `/health` answers 200; seconds waited. RuntimeError (with the log's tail) if
+        the server exits or the time runs out."""
+        self.start()
+        assert self.process is not None
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vLLM exited with code {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.root}/health", timeout=2.0).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"vLLM not ready after {timeout:.0f} s (log: {self.log_path}):\n{self.log_tail()}")
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM the server's process group, SIGKILL it after `grace` seconds."""
+        if self.process is not None:
+            stop_process_group(self.process, grace)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def models(self) -> list[str]:
+        """Model ids listed by `/v1/models`."""
+        response = httpx.get(f"{self.url}/models", timeout=10.0)
+        response.raise_for_status()
+        return [m["id"] for m in response.json()["data"]]
+
+    def __enter__(self) -> "LocalVllmServer":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def chat(url: str, model: str, messages: list[dict[str, str]], max_tokens: int = 32, timeout: float = 120.0) -> str:
+    """One greedy chat completion through an OpenAI-compatible `url` (ending in `/v1`)."""
+    response = httpx.post(
+        f"{url}/chat/completions",
+        json={"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0},
+        timeout=timeout,
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"chat completion for {model!r} failed: HTTP {response.status_code}: {response.text[:500]}")
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+# ------------------------------------------------------------------------ artifacts → server
+def server_for_run(config: ResolvedConfig, layout: ArtifactLayout, port: int | None = None, log_path: Path | None = None) -> LocalVllmServer:
+    """The merged model if `merged/` exists, else the base plus the run's adapter, else a full model."""
+    job = config.job
+    spec = config.spec
+    names = [f"{job}@{config.generation}", job]
+    common: dict[str, Any] = {
+        "port": port,
+        "max_model_len": default_max_model_len(spec),
+        "dtype": spec.model.dtype,
+        "log_path": log_path,
+    }
+    if (layout.merged / "config.json").exists():
+        return LocalVllmServer(layout.merged, names, **common)
+    if (layout.adapter / "adapter_config.json").exists():
+        adapters = {job: str(layout.adapter)}
+        return LocalVllmServer(config.paths.model, job, adapters=adapters, base_name=base_model_name(spec), **common)
+    if (layout.model / "config.json").exists():
+        return LocalVllmServer(layout.model, names, **common)
+    raise ValueError(f"{layout.root}: no merged/, adapter/ or model/ to serve (did training finish?)")
+
+
+def load_run(artifacts_dir: str | Path) -> tuple[ResolvedConfig, ArtifactLayout]:
+    """The resolved config recorded in `run.json` of an artifacts directory."""
+    layout = ArtifactLayout(Path(artifacts_dir))
+    try:
+        record = json.loads(layout.run_json.read_text())
+    except OSError as exc:
+        raise ValueError(f"{layout.run_json}: cannot read the run record ({exc.strerror}); is this an artifacts directory?") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{layout.run_json}: not valid JSON ({exc})") from exc
+    if "config" not in record:
+        raise ValueError(f"{layout.run_json}: no `config` (the resolved config) in the run record")
+    return ResolvedConfig.model_validate(record["config"]), layout
+
+
+def serve_artifacts(artifacts_dir: str | Path, port: int | None = None, block: bool = True) -> int:
+    """`ftctl serve`: start vLLM for a run's artifacts, print the endpoint, serve until Ctrl-C.
+
+    With `block=False` it answers one smoke request and stops. Exit codes: 0 ok, 2 not servable, 4
+    the server did not come up."""
+    try:
+        config, layout = load_run(artifacts_dir)
+        server = server_for_run(config, layout, port=port, log_path=layout.root / "logs" / "vllm.log")
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    with server:
+        print(f"starting vLLM (log: {server.log_path}) …", flush=True)
+        try:
+            seconds = server.wait_ready()
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 4
+        print(f"serving {', '.join(server.models())} at {server.url} (ready in {seconds:.0f} s)", flush=True)
+        if not block:
+            return 0
+        print("Ctrl-C stops the server.", flush=True)
+        try:
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            print("stopping …", flush=True)
+            return 0
+        print(f"vLLM exited with code {server.process.returncode if server.process else '?'}", file=sys.stderr)
+        return 4
+
+
+def serve_local_run(
+    config: ResolvedConfig, layout: ArtifactLayout, messages: list[dict[str, str]], max_tokens: int = 32
+) -> tuple[str, str, float]:
+    """`ftctl run`'s last phase: serve the result, ask one question, stop. (endpoint, answer, seconds)."""
+    started = time.monotonic()
+    try:
+        server = server_for_run(config, layout, log_path=layout.root / "logs" / "vllm.log")
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+    with server:
+        server.wait_ready()
+        try:
+            answer = chat(server.url, config.served_model_name, messages, max_tokens=max_tokens)
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"chat request to {server.url} failed: {exc}") from exc
+    return server.url, answer, time.monotonic() - started

@@ -1,0 +1,1 @@
+"""The `train` and `merge` phases: TRL trainers, PEFT, DeepSpeed, checkpoints, progress, launch."""

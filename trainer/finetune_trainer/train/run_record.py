@@ -1,0 +1,57 @@
+"""`run.json`: what was trained, with what numbers, by which library versions, on which data."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed", "bitsandbytes", "tokenizers")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the training stack (None when a library is absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build_run_record(
+    config: ResolvedConfig,
+    hyperparameters: dict[str, Any],
+    data_hash: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run record as a JSON-ready dict."""
+    return {
+        "job": config.job,
+        "namespace": config.namespace,
+        "generation": config.generation,
+        "attempt": config.attempt,
+        "method": config.spec.method.type,
+        "adapter": config.spec.adapter.type,
+        "config": config.model_dump(by_alias=True, mode="json", exclude_none=True),
+        "hyperparameters": hyperparameters,
+        "versions": library_versions(),
+        "dataHash": data_hash,
+        "writtenAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+
+
+def write_run_record(layout: ArtifactLayout, record: dict[str, Any]) -> Path:
+    """Write run.json atomically (a retried attempt overwrites the previous one)."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    staging = layout.run_json.with_suffix(".json.tmp")
+    staging.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    staging.replace(layout.run_json)
+    return layout.run_json

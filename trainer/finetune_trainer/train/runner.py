@@ -1,0 +1,161 @@
+"""One training attempt: resolve, load, resume from the latest checkpoint, train, save.
+
+Runs in every process of the launch; rank 0 alone writes run.json, progress and the final tokenizer.
+The caller (phases/train.py) turns the outcome into an exit code and the termination message.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from transformers.trainer_callback import PrinterCallback
+from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+
+from . import dpo, grpo, sft
+from .arguments import common_training_kwargs
+from .callbacks import ProgressCallback, StopOnSigterm, TokenCounter, resumed_token_count, with_token_counting
+from .checkpoint import latest_checkpoint
+from .deepspeed_config import deepspeed_config, write_deepspeed_config
+from .hyperparams import resolve_hyperparameters
+from .merge import base_served_name, label_adapter
+from .peft_setup import load_base_model, load_tokenizer, lora_config
+from .run_record import build_run_record, write_run_record
+
+
+@dataclass
+class TrainOutcome:
+    """What one attempt did; `interrupted` means SIGTERM → checkpoint → exit 143."""
+
+    interrupted: bool
+    step: int
+    total_steps: int
+    trained_tokens: int
+    resumed_from: str | None
+    output: str | None
+    train_loss: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "phase": "train",
+            "ok": not self.interrupted,
+            "interrupted": self.interrupted,
+            "step": self.step,
+            "totalSteps": self.total_steps,
+            "trainTokens": self.trained_tokens,
+            "trainLoss": self.train_loss,
+            "resumedFrom": self.resumed_from,
+            "output": self.output,
+            "metrics": self.metrics,
+        }
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (1 process when not launched)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def load_splits(layout: ArtifactLayout) -> tuple[Any, Any | None, dict[str, Any]]:
+    """The prepared train (and validation) datasets and the prepare phase's info (content hash)."""
+    from finetune_trainer.data.prepared import load_prepared, prepared_info
+
+    info = prepared_info(layout)
+    train = load_prepared(layout, "train")
+    validation = load_prepared(layout, "validation") if "validation" in info.get("splits", {}) else None
+    return train, validation, info
+
+
+METHODS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "sft": (sft.make_sft_config, sft.make_sft_trainer),
+    "dpo": (dpo.make_dpo_config, dpo.make_dpo_trainer),
+    "grpo": (grpo.make_grpo_config, grpo.make_grpo_trainer),
+}
+
+
+def run_training(
+    config: ResolvedConfig,
+    stop: StopOnSigterm | None = None,
+    splits: tuple[Any, Any | None, dict[str, Any]] | None = None,
+) -> TrainOutcome:
+    """Train (or resume) until the end or until SIGTERM; save the adapter or model at the end.
+
+    `splits` (train, validation, info) replaces the prepared data on disk, for callers that hold it.
+    """
+    spec = config.spec
+    layout = ArtifactLayout(config.paths.output)
+    rank, world_size = world()
+    accelerator = torch.cuda.is_available()
+    train_ds, eval_ds, info = splits or load_splits(layout)
+    hp = resolve_hyperparameters(spec, world_size, len(train_ds), accelerator=accelerator)
+    ds = deepspeed_config(spec, hp.precision)
+    if rank == 0:
+        layout.checkpoints.mkdir(parents=True, exist_ok=True)
+        if ds is not None:
+            write_deepspeed_config(ds, layout.root / "deepspeed.json")
+
+    make_config, make_trainer = METHODS[spec.method.type]
+    common = common_training_kwargs(hp, layout, ds, has_eval=eval_ds is not None)
+    args, details = make_config(spec, common, train_ds, "sdpa")
+    if args.world_size != world_size:  # also sets up torch.distributed: ZeRO-3 partitions weights at load time
+        raise RuntimeError(f"launcher world size {world_size} but the Trainer sees {args.world_size}")
+    if ds is not None and world_size > 1:
+        import deepspeed
+
+        # With use_cpu the Trainer's state leaves DeepSpeed's own comm unset, and ZeRO-3's zero.Init would
+        # then size its batch check for one process; wrap the process group already set up.
+        deepspeed.init_distributed(dist_backend="nccl" if accelerator else "gloo", auto_mpi_discovery=False)
+    tokenizer = load_tokenizer(config.paths.model, spec.model.chat_template)
+    model = load_base_model(config.paths.model, spec.adapter, hp.dtype)
+
+    resume = latest_checkpoint(layout.checkpoints)
+    counter = TokenCounter(resumed_token_count(resume))
+    stop = stop or StopOnSigterm().install()
+    progress = ProgressCallback(counter, layout.progress_log if rank == 0 else None)
+    trainer = make_trainer(
+        spec,
+        args,
+        model,
+        tokenizer,
+        train_ds,
+        eval_ds,
+        lora_config(spec.adapter),
+        [progress, stop],
+        wrap=lambda cls: with_token_counting(cls, counter),
+    )
+    # stdout carries our JSON progress lines only; the Trainer's own dict printing would break them.
+    trainer.remove_callback(PrinterCallback)
+    record = build_run_record(
+        config,
+        {**hp.to_dict(), "details": details},
+        data_hash=info.get("hash"),
+        extra={"resumedFrom": str(resume) if resume else None, "deepspeed": ds},
+    )
+    if rank == 0:
+        write_run_record(layout, record)
+
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None) if hp.max_steps != 0 else None
+    state = trainer.state
+    outcome = TrainOutcome(
+        interrupted=stop.stopped,
+        step=state.global_step,
+        total_steps=state.max_steps,
+        trained_tokens=counter.total,
+        resumed_from=str(resume) if resume else None,
+        output=None,
+        train_loss=float(result.training_loss) if result is not None else None,
+    )
+    if stop.stopped:
+        return outcome
+    target = layout.tuned_weights(spec.adapter.type)
+    trainer.save_model(str(target))
+    outcome.output = str(target)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(target))
+        if spec.adapter.type != "full":
+            label_adapter(target, base_served_name(spec), config.paths.model)
+        outcome.metrics = {k: v for k, v in (result.metrics if result else {}).items() if isinstance(v, (int, float))}
+        write_run_record(layout, {**record, "result": outcome.summary()})
+    return outcome
