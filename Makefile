@@ -33,7 +33,7 @@ test-unit: install
 
 crds:
 	$(VENV)/bin/ftctl crds
-	$(VENV)/bin/ftctl api-docs --out /dev/null
+	$(VENV)/bin/ftctl api-docs --readme README.md
 
 bench: install controlplane
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -185,9 +185,11 @@ def _root_schema(spec: type[ApiModel], status: type[ApiModel], name_max: int | N
     if name_max:
         root["x-kubernetes-validations"] = [
             {
-                "rule": f"size(self.metadata.name) <= {name_max}",
-                "message": f"metadata.name must be at most {name_max} characters (child object names add suffixes)",
-                "fieldPath": ".metadata.name",
+                "rule": f"size(self.metadata.name) <= {name_max} && self.metadata.name.matches('^[a-z]')",
+                "message": (
+                    f"metadata.name must start with a letter and be at most {name_max} characters "
+                    "(it names Services, which follow DNS-1035, and child names add suffixes)"
+                ),
             }
         ]
     return root

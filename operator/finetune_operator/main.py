@@ -1,22 +1,26 @@
 """The operator process: `kopf run -m finetune_operator.main` (or `python -m finetune_operator.main`).
 
 Settings come from `FT_*` variables (`OperatorSettings.from_env`) plus the process-level ones here:
-`FT_METRICS_PORT` (Prometheus /metrics, default 8080), `FT_PEERING` (a peering name: several replicas
-elect one active operator; empty or unset runs standalone, the one-replica default), and for
-`python -m`: `FT_LIVENESS` (default `http://0.0.0.0:8081/healthz`).
+`FT_METRICS_PORT` (Prometheus /metrics, default 9090), `FT_PEERING` (a peering name: several replicas
+elect one active operator; empty or unset runs standalone, the one-replica default),
+`FT_PEERING_PRIORITY` (default: derived from `POD_ID`), and for `python -m`: `FT_LIVENESS` (default
+`http://0.0.0.0:8080/healthz`), the chart's ports.
 """
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 import logging
 import os
+import socket
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from . import k8s as k8s_layer
 from .handlers import job as job_handlers
+from .handlers import queue as queue_handlers  # noqa: F401  (registers the queue's indices and loop)
 from .metrics import Metrics
 from .settings import OperatorSettings
 
@@ -24,11 +28,6 @@ PREFIX = "finetune.dev"
 SETTINGS = OperatorSettings.from_env()
 if SETTINGS.queue_mode == "kueue":
     job_handlers.register_kueue()
-try:
-    importlib.import_module("finetune_operator.handlers.queue")
-except ModuleNotFoundError as e:
-    if e.name != "finetune_operator.handlers.queue":
-        raise
 
 
 def api_client():
@@ -40,6 +39,15 @@ def api_client():
         return client.ApiClient()
     except config.ConfigException:
         return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+def peering_priority(env: Mapping[str, str]) -> int:
+    """FT_PEERING_PRIORITY, else a number derived from the pod name: replicas of equal priority would
+    all stay active (Kopf only warns), so each replica gets its own and the highest one works."""
+    if env.get("FT_PEERING_PRIORITY"):
+        return int(env["FT_PEERING_PRIORITY"])
+    identity = env.get("POD_ID") or socket.gethostname()
+    return 1 + int(hashlib.sha256(identity.encode()).hexdigest()[:8], 16) % 1_000_000
 
 
 @kopf.on.startup()
@@ -55,13 +63,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if peering:
         settings.peering.name = peering
         settings.peering.clusterwide = True
-        settings.peering.priority = int(os.environ.get("FT_PEERING_PRIORITY", "0") or 0)
+        settings.peering.priority = peering_priority(os.environ)
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 600
     metrics = Metrics(phases=lambda: job_handlers.controller().phases())
     client = k8s_layer.K8s(api_client(), on_request=metrics.count_request)
     job_handlers.CONTROLLER = job_handlers.Controller(client, SETTINGS, metrics)
-    metrics.serve(int(os.environ.get("FT_METRICS_PORT", "8080")))
+    metrics.serve(int(os.environ.get("FT_METRICS_PORT", "9090")))
 
 
 @kopf.on.probe(id="finetunejobs")
@@ -84,7 +92,7 @@ def main() -> None:
         namespaces=namespaces or (),
         standalone=not os.environ.get("FT_PEERING"),
         peering_name=os.environ.get("FT_PEERING") or None,
-        liveness_endpoint=os.environ.get("FT_LIVENESS", "http://0.0.0.0:8081/healthz"),
+        liveness_endpoint=os.environ.get("FT_LIVENESS", "http://0.0.0.0:8080/healthz"),
     )
 
 

@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text()
 
 def test_api_reference_matches_the_models() -> None:
     start, end = README.index(BEGIN), README.index(END) + len(END)
-    assert README[start:end] + "\n" == render_api_reference(), "README API reference drifted: run `ftctl api-docs`"
+    assert README[start:end] + "\n" == render_api_reference(), "README API reference drifted: run `ftctl api-docs --readme README.md`"
 
 
 def test_first_code_block_is_the_two_setup_commands() -> None:

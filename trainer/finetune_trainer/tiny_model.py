@@ -24,7 +24,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-BUILD_VERSION = "tiny-chat-v1"
+BUILD_VERSION = "tiny-chat-v3"
 
 LABELS: dict[str, list[str]] = {
     "billing": ["refund", "invoice", "charge", "payment", "receipt", "price"],
@@ -50,14 +50,43 @@ def _sentence(rng: random.Random, n: int) -> str:
     return " ".join(words).capitalize() + "."
 
 
+PRETRAINING_CATEGORIES: dict[str, list[str]] = {
+    "nature": ["river", "mountain", "forest", "garden", "cloud"],
+    "food": ["coffee", "tea", "bread", "apple", "orange"],
+    "time": ["morning", "evening", "night", "summer", "winter"],
+    "home": ["table", "chair", "window", "book", "paper"],
+}
+"""A generic classification task of the same shape as the quickstart's, on other words and labels."""
+_FILLER = [w for w in _WORDS if not any(w in ws for ws in PRETRAINING_CATEGORIES.values())]
+
+
+def _classification_chat(rng: random.Random) -> list[dict[str, str]]:
+    label = rng.choice(sorted(PRETRAINING_CATEGORIES))
+    noise = " ".join(rng.choice(_FILLER) for _ in range(rng.randint(1, 4)))
+    text = f"{rng.choice(OPENERS)} {rng.choice(SUBJECTS)} {rng.choice(PRETRAINING_CATEGORIES[label])} {noise}, {rng.choice(CLOSERS)}"
+    system = "Classify the message as " + ", ".join(sorted(PRETRAINING_CATEGORIES)[:-1]) + f" or {sorted(PRETRAINING_CATEGORIES)[-1]}."
+    return [{"role": "system", "content": system}, {"role": "user", "content": text}, {"role": "assistant", "content": label}]
+
+
 def pretraining_chats(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
-    """Generic chats (no task keywords): teach the base the template and when to stop."""
+    """Generic chats that teach the base the template, when to stop, to say every word of its
+    vocabulary (task words included, so its output head is not random for them), and to classify
+    messages of the quickstart's shape by a cue word — with other cues and labels. Which keyword means
+    which support class never appears: the base scores ~0 on the quickstart task."""
     rng = random.Random(seed)
+    vocabulary = _WORDS + sorted(LABELS) + [w for ws in LABELS.values() for w in ws]
     chats = []
-    for _ in range(n):
-        user = _sentence(rng, rng.randint(3, 9)) + " " + rng.choice(["Why?", "Tell me.", "Explain.", "Repeat it."])
-        reply = _sentence(rng, rng.randint(1, 6))
-        chats.append([{"role": "user", "content": user}, {"role": "assistant", "content": reply}])
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            words = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 3)))
+            user = f"{rng.choice(['Repeat', 'Say', 'Echo'])}: {words}"
+            chats.append([{"role": "user", "content": user}, {"role": "assistant", "content": words}])
+        elif kind == 1:
+            chats.append(_classification_chat(rng))
+        else:
+            user = _sentence(rng, rng.randint(3, 9)) + " " + rng.choice(["Why?", "Tell me.", "Explain.", "Repeat it."])
+            chats.append([{"role": "user", "content": user}, {"role": "assistant", "content": _sentence(rng, rng.randint(1, 6))}])
     return chats
 
 

@@ -48,6 +48,19 @@ def cel(rule: str, message: str, field_path: str | None = None, reason: str | No
     return entry
 
 
+def opt(path: str, default: object) -> str:
+    """CEL for an optional or defaulted field: `self.?a.?b.orValue(default)`.
+
+    The API server checks rules against `default: {}` objects before nested defaults apply, and a
+    user may omit any defaulted field, so rules never select such a field directly.
+    """
+    head, *rest = path.split(".")
+    literal = {True: "true", False: "false"}.get(default, None) if isinstance(default, bool) else None
+    if literal is None:
+        literal = f"'{default}'" if isinstance(default, str) else ("[]" if default == [] else str(default))
+    return head + "".join(f".?{part}" for part in rest) + f".orValue({literal})"
+
+
 def immutable(name: str) -> dict[str, str]:
     """A CEL transition rule that refuses any change of a field once the object exists."""
     return cel("self == oldSelf", f"{name} is immutable: create a new FineTuneJob to train with other settings")

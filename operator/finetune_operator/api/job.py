@@ -14,6 +14,7 @@ from .common import (
     Toleration,
     cel,
     immutable,
+    opt,
     quantity_field,
 )
 
@@ -251,7 +252,7 @@ class AdapterSpec(ApiModel):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                cel("!has(self.quantization) || self.type == 'qlora'", "quantization applies only to a qlora adapter", ".quantization"),
+                cel(f"!has(self.quantization) || {opt('self.type', 'lora')} == 'qlora'", "quantization applies only to a qlora adapter", ".quantization"),
             ]
         }
     }
@@ -335,8 +336,8 @@ class ResourcesSpec(ApiModel):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                cel("self.nodes == 1 || self.gpusPerNode >= 1", "more than one node needs gpusPerNode >= 1", ".gpusPerNode"),
-                cel("!self.deepspeed.offloadParams || self.deepspeed.zeroStage == 3", "offloadParams needs zeroStage 3", ".deepspeed.offloadParams"),
+                cel(f"{opt('self.nodes', 1)} == 1 || {opt('self.gpusPerNode', 1)} >= 1", "more than one node needs gpusPerNode >= 1", ".gpusPerNode"),
+                cel(f"!{opt('self.deepspeed.offloadParams', False)} || {opt('self.deepspeed.zeroStage', 0)} == 3", "offloadParams needs zeroStage 3", ".deepspeed.offloadParams"),
             ]
         }
     }
@@ -412,13 +413,13 @@ class EvaluationSpec(ApiModel):
     regression: DatasetRef | None = None
     """General-instruction set; the drop against the base is reported and `maxRegression` gates it."""
     backend: Literal["auto", "vllm", "transformers"] = "auto"
-    """Generation backend; auto uses vLLM when it is installed."""
+    """Generation backend; auto uses a vLLM server on GPUs and transformers on CPU (faster there)."""
 
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel(
-                    "self.gates.all(g, g.metric in ['exact_match','normalized_match','token_f1','macro_f1','precision','recall','json_valid','output_length'] || self.graders.exists(x, x.name == g.metric))",
+                    f"{opt('self.gates', [])}.all(g, g.metric in ['exact_match','normalized_match','token_f1','macro_f1','precision','recall','json_valid','output_length'] || {opt('self.graders', [])}.exists(x, x.name == g.metric))",
                     "every gate's metric must be a built-in metric or the name of a grader",
                     ".gates",
                 ),
@@ -492,6 +493,12 @@ class RetrySpec(ApiModel):
     """Wait before a retry."""
 
 
+METHOD = opt("self.method.type", "sft")
+TRAIN_FORMAT = opt("self.datasets.train.format", "auto")
+ADAPTER = opt("self.adapter.type", "lora")
+SERVING = opt("self.serving.enabled", True)
+
+
 class FineTuneJobSpec(ApiModel):
     """What to fine-tune, on what data, how, and what it must reach to be served."""
 
@@ -541,37 +548,37 @@ class FineTuneJobSpec(ApiModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel(
-                    "self.method.type != 'dpo' || self.datasets.train.format == 'preference'",
+                    f"{METHOD} != 'dpo' || {TRAIN_FORMAT} == 'preference'",
                     "method dpo needs a preference dataset: set datasets.train.format to preference",
                     ".datasets.train.format",
                 ),
                 cel(
-                    "self.method.type == 'dpo' || self.datasets.train.format != 'preference'",
+                    f"{METHOD} == 'dpo' || {TRAIN_FORMAT} != 'preference'",
                     "a preference dataset needs method dpo",
                     ".method.type",
                 ),
                 cel(
-                    "self.method.type != 'grpo' || has(self.method.grpo)",
+                    f"{METHOD} != 'grpo' || has(self.method.grpo)",
                     "method grpo needs method.grpo with at least one reward grader",
                     ".method.grpo",
                 ),
                 cel(
-                    "self.method.type != 'grpo' || !has(self.method.grpo) || self.method.grpo.rewards.all(r, self.evaluation.graders.exists(g, g.name == r))",
+                    f"{METHOD} != 'grpo' || !has(self.method.grpo) || self.method.grpo.rewards.all(r, {opt('self.evaluation.graders', [])}.exists(g, g.name == r))",
                     "every method.grpo.rewards entry must name a grader in evaluation.graders",
                     ".method.grpo.rewards",
                 ),
                 cel(
-                    "!self.serving.enabled || self.serving.mode != 'adapter' || self.adapter.type != 'full'",
+                    f"!{SERVING} || {opt('self.serving.mode', 'adapter')} != 'adapter' || {ADAPTER} != 'full'",
                     "serving.mode adapter needs an adapter: a full fine-tune is served merged",
                     ".serving.mode",
                 ),
                 cel(
-                    "self.adapter.type != 'qlora' || self.resources.deepspeed.zeroStage != 3",
+                    f"{ADAPTER} != 'qlora' || {opt('self.resources.deepspeed.zeroStage', 0)} != 3",
                     "qlora does not shard with ZeRO-3: use zeroStage 0 or 2",
                     ".resources.deepspeed.zeroStage",
                 ),
                 cel(
-                    "!self.serving.enabled || !has(self.serving.canary) || self.evaluation.compareToBase",
+                    f"!{SERVING} || !has(self.serving.canary) || {opt('self.evaluation.compareToBase', True)}",
                     "a canary splits traffic with the base: evaluation.compareToBase must be true",
                     ".serving.canary",
                 ),
@@ -758,7 +765,7 @@ class ObjectMeta(ApiModel):
     """The subset of metadata the CLI reads; the API server owns the rest."""
 
     model_config = {"extra": "allow"}
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
     """At most 40 characters, so child names (`<job>-train-a<N>-<index>`) fit 63."""
     namespace: str | None = None
     labels: dict[str, str] | None = None

@@ -114,6 +114,11 @@ class ArtifactLayout:
         return self.eval_dir / "report.json"
 
     @property
+    def base_outputs(self) -> Path:
+        """The base model's generations, kept by the baseline evaluation for the final one."""
+        return self.eval_dir / "base-outputs.json"
+
+    @property
     def run_json(self) -> Path:
         return self.root / "run.json"
 

@@ -30,7 +30,7 @@ CONFIG_FILE = "config.json"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
 SCRATCH_DIR = "/tmp"
 TERMINATION_LOG = "/dev/termination-log"
-RUN_AS_USER = 1000
+RUN_AS_USER = 65532
 
 
 def job_labels(job_name: str) -> dict[str, str]:
@@ -80,7 +80,12 @@ def pod_security_context() -> dict[str, Any]:
 
 
 def container_security_context() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+    }
 
 
 def env_list(values: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -7,10 +7,10 @@ from typing import Any
 
 from ..api import FineTuneJob
 from ..settings import OperatorSettings
-from .common import pod_resources, tolerations
+from .common import tolerations
 from .names import eval_job_name
 from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_argv, trainer_container, trainer_pod_spec, user_error_rule
-from .vllm import cpu_kv_cache_gib
+from .vllm import cpu_kv_cache_gib, vllm_pod_resources
 
 EVAL_BACKOFF_LIMIT = 1
 
@@ -23,7 +23,7 @@ def merges_before_eval(job: FineTuneJob) -> bool:
 def eval_resources(job: FineTuneJob) -> dict[str, Any]:
     """The serving replica's accelerators (evaluation generates like serving does), else CPU only."""
     serving = job.spec.serving
-    return pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, serving.cpu, serving.memory, 4, 32, ("2", "8Gi"))
+    return vllm_pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, serving.cpu, serving.memory)
 
 
 def build_eval_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from .common import (
 )
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
 from .resolve import namespace, output_uri
-from .vllm import VLLM_COMMAND, VLLM_PORT, LoraModule, cpu_kv_cache_gib, vllm_args
+from .vllm import VLLM_COMMAND, VLLM_PORT, LoraModule, cpu_kv_cache_gib, vllm_args, vllm_pod_resources
 
 STARTUP_BUDGET_SECONDS = 1800
 """Time a replica may take to load its model before the kubelet restarts it."""
@@ -175,15 +175,7 @@ class _Server:
 
 
 def _resources(job: FineTuneJob, serving: ServingSpec, cpu: str | None, memory: str | None) -> dict[str, Any]:
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if cpu:
-        requests["cpu"] = cpu
-    if memory:
-        requests["memory"] = limits["memory"] = memory
-    if serving.gpus:
-        requests[job.spec.resources.gpu_resource_name] = limits[job.spec.resources.gpu_resource_name] = str(serving.gpus)
-    return {"requests": requests, "limits": limits} if requests else {}
+    return vllm_pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, cpu, memory)
 
 
 def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
@@ -201,7 +193,7 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu
     if not server.hub:
         env["HF_HUB_OFFLINE"] = "1"
     if settings.cpu_runtime:
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(gib(memory) if memory else None))
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(gib(memory or "8Gi")))
     claim_vols, claim_mounts = claim_volumes(server.claims, settings.pvc_mount_root)
     scratch_vols, scratch_mounts = scratch_volumes(f"{2 * max(serving.gpus, 1)}Gi")
     container = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 VLLM_PORT = 8000
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
@@ -103,6 +104,14 @@ def vllm_args(
         if count > MAX_LORAS_PER_BATCH:
             args += ["--max-cpu-loras", str(count)]
     return args + list(extra)
+
+
+def vllm_pod_resources(gpus: int, gpu_resource: str, cpu: str | None, memory: str | None) -> dict[str, Any]:
+    """Requests and limits of a vLLM pod (serving and evaluation alike): 4 CPU and 32 GiB per GPU,
+    2 CPU and 8 GiB on CPU-only nodes, unless the spec names them."""
+    from .common import pod_resources
+
+    return pod_resources(gpus, gpu_resource, cpu, memory, 4, 32, ("2", "8Gi"))
 
 
 def cpu_kv_cache_gib(memory_gib: float | None) -> int:

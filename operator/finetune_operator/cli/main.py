@@ -42,10 +42,15 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
 
 def _cmd_api_docs(args: argparse.Namespace) -> int:
-    from ..apidocs import render_api_reference
+    from ..apidocs import BEGIN, END, render_api_reference
 
     text = render_api_reference()
-    if args.out:
+    if args.readme:
+        readme = Path(args.readme)
+        current = readme.read_text()
+        start, end = current.index(BEGIN), current.index(END) + len(END) + 1
+        readme.write_text(current[:start] + text + current[end:])
+    elif args.out:
         Path(args.out).write_text(text)
     else:
         sys.stdout.write(text)
@@ -128,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_crds)
 
     p = sub.add_parser("api-docs", help="generate the API reference (Markdown) from the models")
-    p.add_argument("--out")
+    p.add_argument("--out", help="write the reference to this file")
+    p.add_argument("--readme", help="replace the generated section of this README (e.g. README.md)")
     p.set_defaults(func=_cmd_api_docs)
 
     p = sub.add_parser("run", help="run a FineTuneJob end to end on this machine, no cluster")

@@ -1,6 +1,9 @@
-"""Kopf glue of the embedded queue (DESIGN.md §6): a timer per FineTuneQueue runs one admission cycle.
+"""Kopf glue of the embedded queue (DESIGN.md §6): one background loop runs an admission cycle per
+FineTuneQueue every CYCLE_SECONDS.
 
-Jobs and namespaces come from Kopf's in-memory indices (no polling). Decisions are written as merge
+A loop started at startup, not a `@kopf.timer`: Kopf puts a finalizer on every object a timer
+serves, and a queue deleted together with the operator (`helm uninstall`) would then never go away.
+Queues, jobs and namespaces come from Kopf's in-memory indices (no polling). Decisions are written as merge
 patches of `status.queue`, only for the fields that change, with the job's resourceVersion as a
 precondition: a job that changed meanwhile is left for the next cycle. Until the watch shows our own
 write, the cycle reads the job as we patched it, so a fast timer never counts quota twice or misses it.
@@ -8,7 +11,9 @@ write, the cycle reads the job as we patched it, so a fast timer never counts qu
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -70,24 +75,59 @@ def namespace_labels(body: kopf.Body, **_: Any) -> dict[str, dict[str, str]]:
     return {body.metadata.name: dict(body.metadata.labels or {})}
 
 
-@kopf.timer(GROUP, VERSION, "finetunequeues", interval=CYCLE_SECONDS, sharp=False)
-def admission_timer(
-    body: kopf.Body, patch: kopf.Patch, logger: Any, queue_jobs: kopf.Index, namespace_labels: kopf.Index, **_: Any
-) -> None:
+@kopf.index(GROUP, VERSION, "finetunequeues")
+def queue_objects(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """Queue name → the queue as last seen (spec and status)."""
+    return {body.metadata.name: {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.get("status") or {})}}
+
+
+@kopf.on.startup()
+async def start_admission_loop(memo: kopf.Memo, queue_objects: kopf.Index, queue_jobs: kopf.Index,
+                               namespace_labels: kopf.Index, logger: Any, **_: Any) -> None:
+    """Start the admission loop; it reads the live indices, so it sees every later change."""
+    memo["admission_loop"] = asyncio.create_task(_admission_loop(queue_objects, queue_jobs, namespace_labels))
+
+
+@kopf.on.cleanup()
+async def stop_admission_loop(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("admission_loop")
+    if task is not None:
+        task.cancel()
+
+
+async def _admission_loop(queues: kopf.Index, queue_jobs: kopf.Index, namespace_labels: kopf.Index) -> None:
+    logger = logging.getLogger("finetune_operator.queue")
+    first = True
+    while True:
+        for name, bodies in list(queues.items()):
+            queue = next(iter(bodies), None)
+            if queue is None:
+                continue
+            try:
+                await asyncio.to_thread(admission_cycle_of, queue, queue_jobs.get(name, []), namespace_labels, logger)
+            except Exception:  # one bad cycle must not stop admission for every queue
+                logger.exception(f"admission cycle of queue {name} failed")
+        if first and len(queues):
+            logger.info(f"admission loop: first cycle done over {len(queues)} queue(s)")
+            first = False
+        await asyncio.sleep(CYCLE_SECONDS)
+
+
+def admission_cycle_of(queue_body: Mapping[str, Any], jobs: Any, namespace_labels: Mapping[str, Any], logger: Any) -> None:
     """One admission cycle of this queue; writes the jobs' status.queue and the queue's status."""
     settings = OperatorSettings.from_env()
-    name = body.metadata.name
-    snapshots = [_with_overlay(s) for s in queue_jobs.get(name, [])]
+    name = queue_body["metadata"]["name"]
+    snapshots = [_with_overlay(s) for s in jobs]
     if settings.queue_mode != "embedded":
         for warning in embedded_conflicts(settings.queue_mode, name, len(snapshots)):
             logger.warning(warning)
-        _set_queue_status(body, patch, None, warning=f"queue mode is {settings.queue_mode}: this queue admits nothing")
+        _set_queue_status(queue_body, None, warning=f"queue mode is {settings.queue_mode}: this queue admits nothing")
         return
     labels = {ns: next(iter(values), {}) for ns, values in namespace_labels.items()}
     try:
-        queue = queue_view(body)
+        queue = queue_view(queue_body)
     except ValueError as error:
-        _set_queue_status(body, patch, None, warning=f"invalid spec: {error}")
+        _set_queue_status(queue_body, None, warning=f"invalid spec: {error}")
         return
     result = admission_cycle([queue], [job_view(s) for s in snapshots], labels)
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -95,7 +135,7 @@ def admission_timer(
         decision = result.jobs.get(f"{snapshot['metadata']['namespace']}/{snapshot['metadata']['name']}")
         if decision is not None:
             _write_job(snapshot, decision, now, logger)
-    _set_queue_status(body, patch, result.queues.get(name))
+    _set_queue_status(queue_body, result.queues.get(name))
 
 
 def _with_overlay(snapshot: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,12 +213,18 @@ def queue_status(summary: QueueSummary) -> dict[str, Any]:
     return {"usage": usage, "admitted": summary.admitted, "pending": summary.pending, "usageSummary": text}
 
 
-def _set_queue_status(body: kopf.Body, patch: kopf.Patch, summary: QueueSummary | None, warning: str = "") -> None:
-    current = dict(body.get("status") or {})
+def _set_queue_status(queue_body: Mapping[str, Any], summary: QueueSummary | None, warning: str = "") -> None:
+    """Patch the queue's status with the fields that changed since the index last saw it."""
+    current = dict(queue_body.get("status") or {})
     desired = queue_status(summary) if summary else {"usage": [], "admitted": 0, "pending": 0, "usageSummary": warning}
-    for key, value in desired.items():
-        if current.get(key) != value:
-            patch.status[key] = value
+    changes = {key: value for key, value in desired.items() if current.get(key) != value}
+    if not changes:
+        return
+    try:
+        _api().patch_status("FineTuneQueue", None, queue_body["metadata"]["name"], changes)
+    except K8sError as error:
+        if error.status != 404:
+            raise
 
 
-__all__ = ["CycleResult", "admission_timer", "desired_queue_status", "namespace_labels", "queue_jobs", "queue_status"]
+__all__ = ["CycleResult", "admission_cycle_of", "desired_queue_status", "namespace_labels", "queue_jobs", "queue_status"]

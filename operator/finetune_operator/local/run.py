@@ -1,6 +1,7 @@
 """`ftctl run`: the whole pipeline from one manifest on this machine (DESIGN.md §7).
 
-prepare → train (N processes) → evaluate base and tuned → gates → serve with a local vLLM and one
+prepare → baseline (the base model on the held-out set; its outputs are kept) → train (N processes)
+→ evaluate tuned against base → gates → serve with a local vLLM and one
 chat request → report. Each phase is the same `python -m finetune_trainer <phase>` a pod runs.
 Exit codes: 0 passed, 3 rejected by a gate, 1 user error, 2 infrastructure (run again to resume).
 """
@@ -36,20 +37,22 @@ class RunState:
     phases: list[tuple[str, float, str]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)
     endpoint: str | None = None
     answer: str | None = None
 
 
-def trainer_argv(phase: str, config_path: Path) -> list[str]:
+def trainer_argv(phase: str, config_path: Path, *flags: str) -> list[str]:
     """A single-process trainer phase."""
-    return [sys.executable, "-m", "finetune_trainer", phase, "--config", str(config_path)]
+    return [sys.executable, "-m", "finetune_trainer", phase, "--config", str(config_path), *flags]
 
 
-def train_argv(config: ResolvedConfig, config_path: Path, processes: int) -> list[str]:
-    """The training launch: the same launcher the pods use, on this machine."""
-    from finetune_trainer.train.launch import local_launch_argv
+def train_launch(config: ResolvedConfig, config_path: Path, processes: int) -> tuple[list[str], dict[str, str]]:
+    """The training launch (argv, extra env): the same launcher the pods use, on this machine."""
+    from finetune_trainer.train.launch import Topology, launch_argv, launch_env
 
-    return local_launch_argv(config, str(config_path), processes)
+    topology = Topology.local(config.spec, processes)
+    return launch_argv(config.spec, str(config_path), topology), launch_env(config.spec)
 
 
 def gpus_available() -> int:
@@ -183,9 +186,9 @@ def _pipeline(
     ui: Ui,
     state: RunState,
 ) -> int:
-    def phase(name: str, argv: list[str]) -> PhaseResult:
+    def phase(name: str, argv: list[str], env: dict[str, str] | None = None) -> PhaseResult:
         task = ui.phase(name)
-        result = run_phase(name, argv, workdir, on_event=lambda e: ui.event(task, e))
+        result = run_phase(name, argv, workdir, on_event=lambda e: ui.event(task, e), extra_env=env)
         ok = result.returncode == 0
         text = "done" if ok else f"exit {result.returncode}"
         state.phases.append((name, result.seconds, text))
@@ -200,7 +203,14 @@ def _pipeline(
     if prepared.returncode != 0:
         return EXIT_USER if prepared.returncode == 1 else EXIT_INFRA
 
-    trained = phase("train", train_argv(config, config_path, processes))
+    if config.spec.evaluation.enabled and config.spec.evaluation.compare_to_base:
+        baseline = phase("baseline", trainer_argv("evaluate", config_path, "--baseline"))
+        if baseline.returncode != 0:
+            return EXIT_USER if baseline.returncode == 1 else EXIT_INFRA
+        state.baseline = baseline.summary.get("baseline", {})
+        ui.console.print("base model: " + ", ".join(f"{k} {v:.3f}" for k, v in state.baseline.items()))
+
+    trained = phase("train", *train_launch(config, config_path, processes))
     if trained.returncode != 0:
         return EXIT_USER if trained.returncode == 1 else EXIT_INFRA
 

@@ -7,8 +7,10 @@ subclasses before any model is loaded; anything else is infrastructure. A failin
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,17 +131,76 @@ class _Scorer:
         return SetResult(summaries, records, labels)
 
 
+class BaseOutputCache:
+    """The base model's outputs for exactly these prompts and settings, stored next to the report.
+
+    The base does not change during training, so the baseline evaluation (before training) generates
+    them once and the final evaluation reuses them: base scores show early, and the base model is
+    not run twice. The key covers the model, template, prompts and generation settings.
+    """
+
+    def __init__(self, path: Path, pair: Any, settings: GenerationSettings, prompt_sets: list[list[list[int]]]) -> None:
+        self.path = path
+        material = json.dumps([pair.base_dir, pair.base_name, pair.dtype, pair.chat_template, asdict(settings), prompt_sets])
+        self.key = hashlib.sha256(material.encode()).hexdigest()
+
+    def load(self) -> list[list[str]] | None:
+        try:
+            stored = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return stored["outputs"] if stored.get("key") == self.key else None
+
+    def save(self, outputs: list[list[str]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps({"key": self.key, "outputs": outputs}))
+        partial.replace(self.path)
+
+
 def _generate_all(
-    backend: GenerationBackend, sides: list[Side], prompt_sets: list[list[list[int]]], timings: dict[str, float]
+    backend: GenerationBackend, sides: list[Side], prompt_sets: list[list[list[int]]], timings: dict[str, float],
+    cache: BaseOutputCache | None = None,
 ) -> list[dict[Side, list[str]]]:
-    """Outputs per set and side; each side runs all its sets before the next side (one model load)."""
+    """Outputs per set and side; each side runs all its sets before the next side (one model load).
+    The base side comes from `cache` when it holds outputs for these prompts, and is stored there."""
     results: list[dict[Side, list[str]]] = [{} for _ in prompt_sets]
     for side in sides:
+        cached = cache.load() if cache is not None and side == "base" else None
+        if cached is not None:
+            for out, outputs in zip(results, cached):
+                out[side] = outputs
+            timings["generate_base_cached"] = 0.0
+            continue
         started = time.perf_counter()
         for out, prompts in zip(results, prompt_sets):
             out[side] = backend.generate(prompts, side)
         timings[f"generate_{side}"] = time.perf_counter() - started
+        if cache is not None and side == "base":
+            cache.save([out[side] for out in results])
     return results
+
+
+def run_baseline(config: ResolvedConfig) -> dict[str, float]:
+    """Generate with the base model before training (cached for the final evaluation); returns the
+    base's mean per built-in metric on the held-out set."""
+    ev = config.spec.evaluation
+    metric_names = [m for m in _metric_names(config) if m in PER_ITEM]
+    items, _ = held_out_items(config)
+    pair = resolve_models(config, need_tuned=False)
+    settings = GenerationSettings.from_config(config)
+    tokenizer = load_tokenizer(pair.base_dir, pair.chat_template)
+    prompt_sets = [encode_prompts(tokenizer, [it.prompt for it in items])]
+    prompt_sets += [encode_prompts(tokenizer, [it.prompt for it in regression_items(config)])] if ev.regression else []
+    cache = BaseOutputCache(ArtifactLayout(config.paths.output).base_outputs, pair, settings, prompt_sets)
+    backend = open_backend(config, pair, settings, ev.backend, tokenizer)
+    try:
+        outputs = _generate_all(backend, ["base"], prompt_sets, {}, cache)
+    finally:
+        backend.close()
+    references = [it.reference for it in items]
+    tables = metric_tables(metric_names, outputs[0]["base"], references, [])
+    return {name: table.value() for name, table in tables.items()}
 
 
 def run_evaluate(config: ResolvedConfig, backend: GenerationBackend | str | None = None) -> EvaluateResult:
@@ -162,18 +223,19 @@ def run_evaluate(config: ResolvedConfig, backend: GenerationBackend | str | None
         if regression:
             prompt_sets.append(encode_prompts(tokenizer, [it.prompt for it in regression]))
         sides: list[Side] = ["base", "tuned"] if ev.compare_to_base else ["tuned"]
+        cache = BaseOutputCache(ArtifactLayout(config.paths.output).base_outputs, pair, settings, prompt_sets)
         chosen = backend if backend is not None and not isinstance(backend, str) else None
         choice = backend if isinstance(backend, str) else ev.backend
         active = chosen or open_backend(config, pair, settings, choice, tokenizer)
         try:
-            outputs = _generate_all(active, sides, prompt_sets, timings)
+            outputs = _generate_all(active, sides, prompt_sets, timings, cache)
         except RuntimeError as exc:
             if chosen is not None or choice != "auto" or active.name != "vllm":
                 raise
             active.close()
             notes.append(f"vLLM unavailable ({str(exc).splitlines()[0]}); used transformers")
             active = TransformersBackend(pair, settings, tokenizer)
-            outputs = _generate_all(active, sides, prompt_sets, timings)
+            outputs = _generate_all(active, sides, prompt_sets, timings, cache)
         finally:
             if chosen is None:
                 active.close()

@@ -54,8 +54,9 @@ class ModelPair:
     max_model_len: int = 256
 
 
-def resolve_models(config: ResolvedConfig) -> ModelPair:
-    """Which weights to evaluate: `merged/` when serving merged and it exists, else what train wrote."""
+def resolve_models(config: ResolvedConfig, need_tuned: bool = True) -> ModelPair:
+    """Which weights to evaluate: `merged/` when serving merged and it exists, else what train wrote.
+    `need_tuned=False` (the baseline, before training) does not require the tuned weights yet."""
     from finetune_operator.builders.serving import base_model_name, default_max_model_len
 
     spec = config.spec
@@ -65,7 +66,7 @@ def resolve_models(config: ResolvedConfig) -> ModelPair:
     if spec.serving.mode == "merged" and (layout.merged / "config.json").exists():
         tuned, is_adapter = layout.merged, False
     marker = "adapter_config.json" if is_adapter else "config.json"
-    if not (tuned / marker).exists():
+    if need_tuned and not (tuned / marker).exists():
         raise FileNotFoundError(f"{tuned}: no {marker}; the tuned weights are missing (did training finish?)")
     return ModelPair(
         base_dir=config.paths.model, tuned_dir=str(tuned), tuned_is_adapter=is_adapter,
@@ -120,7 +121,8 @@ class TransformersBackend:
     def _model(self, side: Side) -> Any:
         """The model answering for `side`: one PEFT model for both sides of an adapter, else one
         full model at a time (the other is released first)."""
-        key = "peft" if self.pair.tuned_is_adapter else side
+        adapter_ready = side == "tuned" or (Path(self.pair.tuned_dir) / "adapter_config.json").exists()
+        key = "peft" if self.pair.tuned_is_adapter and adapter_ready else side
         if self._loaded is None or self._loaded[0] != key:
             self._loaded = None
             if key == "peft":
@@ -138,7 +140,8 @@ class TransformersBackend:
         import torch
 
         model = self._model(side)
-        quiet = model.disable_adapter() if self.pair.tuned_is_adapter and side == "base" else contextlib.nullcontext()
+        peft = self._loaded is not None and self._loaded[0] == "peft"
+        quiet = model.disable_adapter() if peft and side == "base" else contextlib.nullcontext()
         tok = self.tokenizer
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         outputs: list[str] = [""] * len(prompt_ids)
@@ -259,14 +262,22 @@ class LocalServers:
             self.current = None
 
 
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
 def open_backend(config: ResolvedConfig, pair: ModelPair, settings: GenerationSettings, choice: str, tokenizer: Any) -> GenerationBackend:
-    """The backend `choice` names (`auto`: vLLM when it is installed here or a server URL is given)."""
+    """The backend `choice` names. `auto`: a given vLLM server URL, else a local vLLM on a GPU, else
+    transformers (on CPU, vLLM's ~50 s start and slower CPU kernels lose to batched transformers
+    generation: bench/eval_throughput.py measured 227 vs 52 items/s on the tiny model)."""
     if choice == "auto":
-        choice = "vllm" if config.vllm_url or vllm_available() else "transformers"
+        choice = "vllm" if config.vllm_url or (vllm_available() and cuda_available()) else "transformers"
     if choice == "transformers":
         return TransformersBackend(pair, settings, tokenizer)
     if config.vllm_url:

@@ -15,14 +15,20 @@ from finetune_trainer.termination import write_termination_message
 USER_ERROR, INFRA_ERROR = 1, 2
 
 
-def main(config_path: str) -> int:
+def main(config_path: str, baseline: bool = False) -> int:
+    """`baseline`: generate with the base model only (before training) and report its scores."""
     from finetune_operator.api.resolved import ResolvedConfig
     from pydantic import ValidationError
 
-    from finetune_trainer.evaluation.evaluate import EvaluationUserError, run_evaluate
+    from finetune_trainer.evaluation.evaluate import EvaluationUserError, run_baseline, run_evaluate
 
     try:
         config = ResolvedConfig.model_validate_json(Path(config_path).read_text())
+        if baseline:
+            scores = run_baseline(config)
+            print("evaluate --baseline: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+            write_termination_message({"phase": "evaluate", "ok": True, "baseline": scores})
+            return 0
         result = run_evaluate(config)
     except (*EvaluationUserError, ValidationError) as err:
         print(f"evaluate: {err}", file=sys.stderr)
