@@ -52,7 +52,8 @@ def opt(path: str, default: object) -> str:
     """CEL for an optional or defaulted field: `self.?a.?b.orValue(default)`.
 
     The API server checks rules against `default: {}` objects before nested defaults apply, and a
-    user may omit any defaulted field, so rules never select such a field directly.
+    user may omit any defaulted field, so rules never select such a field directly. Lists use
+    `has()` instead: the cost estimator loses their maxItems through `orValue`.
     """
     head, *rest = path.split(".")
     literal = {True: "true", False: "false"}.get(default, None) if isinstance(default, bool) else None

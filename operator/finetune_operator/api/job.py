@@ -419,7 +419,7 @@ class EvaluationSpec(ApiModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel(
-                    f"{opt('self.gates', [])}.all(g, g.metric in ['exact_match','normalized_match','token_f1','macro_f1','precision','recall','json_valid','output_length'] || {opt('self.graders', [])}.exists(x, x.name == g.metric))",
+                    "!has(self.gates) || self.gates.all(g, g.metric in ['exact_match','normalized_match','token_f1','macro_f1','precision','recall','json_valid','output_length'] || (has(self.graders) && self.graders.exists(x, x.name == g.metric)))",
                     "every gate's metric must be a built-in metric or the name of a grader",
                     ".gates",
                 ),
@@ -563,7 +563,7 @@ class FineTuneJobSpec(ApiModel):
                     ".method.grpo",
                 ),
                 cel(
-                    f"{METHOD} != 'grpo' || !has(self.method.grpo) || self.method.grpo.rewards.all(r, {opt('self.evaluation.graders', [])}.exists(g, g.name == r))",
+                    f"{METHOD} != 'grpo' || !has(self.method.grpo) || self.method.grpo.rewards.all(r, has(self.evaluation) && has(self.evaluation.graders) && self.evaluation.graders.exists(g, g.name == r))",
                     "every method.grpo.rewards entry must name a grader in evaluation.graders",
                     ".method.grpo.rewards",
                 ),
