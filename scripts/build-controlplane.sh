@@ -64,9 +64,15 @@ build kwok "$KWOK_VERSION $(go version)" \
         -ldflags='-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION' \
         sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 
-build helm "$HELM_VERSION $(go version)" \
+# Release builds of helm set the Kubernetes version they default to (`helm template` without
+# --kube-version); a plain `go install` would default to v1.20 and refuse kubeVersion: >=1.29.
+HELM_K8S_LDFLAGS=""
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    HELM_K8S_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$K8S_MINOR"
+done
+build helm "$HELM_VERSION $(go version) k8s-$K8S_MINOR" \
     bash -c "GOBIN='$BIN' $NICE go install -trimpath \
-        -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION' \
+        -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION $HELM_K8S_LDFLAGS' \
         helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 
 log "versions: $("$BIN/ft-controlplane" version); kwok $KWOK_VERSION; helm $("$BIN/helm" version --short 2>/dev/null || echo "$HELM_VERSION")"

@@ -6,8 +6,9 @@ and tests build an `OperatorSettings` directly.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -41,17 +42,27 @@ class OperatorSettings(BaseModel):
     """Use HTTPRoute weights for canaries (set when Gateway API CRDs are present)."""
     priority_class_name: str | None = None
     """Kubernetes PriorityClass for training pods."""
+    pod_node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels added to every pod the operator creates (a dedicated node pool; JSON in the env)."""
+    pod_tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """Tolerations added to every pod the operator creates (JSON list in the env)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
-        """Read `FT_<FIELD>` variables (upper-case field names); lists are comma-separated."""
+        """Read `FT_<FIELD>` variables (upper-case field names); string lists are comma-separated,
+        maps and lists of objects are JSON."""
         env = dict(os.environ if env is None else env)
         values: dict[str, object] = {}
         for name, field in cls.model_fields.items():
             raw = env.get(f"FT_{name.upper()}")
             if raw is None:
                 continue
-            if field.annotation == list[str]:
+            if field.annotation in (dict[str, str], list[dict[str, Any]]):
+                try:
+                    values[name] = json.loads(raw) if raw.strip() else field.get_default(call_default_factory=True)
+                except ValueError as error:
+                    raise ValueError(f"FT_{name.upper()}: not valid JSON ({error})") from error
+            elif field.annotation == list[str]:
                 values[name] = [part.strip() for part in raw.split(",") if part.strip()]
             elif field.annotation is bool:
                 values[name] = raw.strip().lower() in {"1", "true", "yes", "on"}

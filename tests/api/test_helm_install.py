@@ -6,7 +6,7 @@ behind but the CRDs.
 There is no container runtime: the chart's Deployment runs 0 replicas and the operator runs here as a
 subprocess (`python -m kopf run` with the Deployment's own args and env) on a kubeconfig holding a token
 of the chart's ServiceAccount. kwok ends each job pod with the exit code and termination message that
-`PodDriver` (tests/api/test_operator.py) puts on it, playing the trainer.
+`PodDriver` (tests/harness/operator.py) puts on it, playing the trainer.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.api.test_operator import Operator, PodDriver, free_port, wait_for
+from tests.harness.operator import Operator, PodDriver, free_port, wait_for
 from tests.unit.chart.chart import CHART
 
 pytestmark = pytest.mark.api

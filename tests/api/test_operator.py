@@ -6,132 +6,24 @@ termination message, which `PodDriver` does as soon as the Job controller create
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-import yaml
 
-from finetune_operator import rbac
+from tests.harness.operator import (
+    Operator,
+    PodDriver,
+    get,
+    names_of,
+    setup_namespace,
+    status,
+    wait_for,
+    wait_phase,
+)
 
 pytestmark = pytest.mark.api
-
-REPO = Path(__file__).resolve().parents[2]
-SYSTEM_NS = "finetune-system"
-SA = "finetune-operator"
-EXIT_CODE = "kwok.finetune.dev/exit-code"
-MESSAGE = "kwok.finetune.dev/termination-message"
-DELAY = "kwok.finetune.dev/delay"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-@pytest.fixture(scope="session")
-def operator_kubeconfig(cluster, tmp_path_factory) -> str:
-    """A kubeconfig for the operator's ServiceAccount, bound to exactly `rbac.REQUIRED_RULES`."""
-    cluster.kubectl("create", "namespace", SYSTEM_NS, check=False)
-    cluster.apply([
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": SYSTEM_NS}},
-        rbac.cluster_role("finetune-operator-test"),
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": "finetune-operator-test"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "finetune-operator-test"},
-         "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": SYSTEM_NS}]},
-    ])
-    token = cluster.kubectl("create", "token", SA, "-n", SYSTEM_NS, "--duration=4h").stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    server = admin["clusters"][0]["cluster"]
-    config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "test", "cluster": server}],
-        "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": SA}}],
-    }
-    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
-
-
-class Operator:
-    """The operator as a subprocess; `kill()` is a crash (SIGKILL), `stop()` a clean shutdown."""
-
-    def __init__(self, kubeconfig: str, log_path: Path, **env: str) -> None:
-        self.kubeconfig, self.log_path, self.extra_env = kubeconfig, log_path, env
-        self.metrics_port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Operator":
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "FT_METRICS_PORT": str(self.metrics_port),
-               "FT_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz", "FT_QUEUE_MODE": "embedded",
-               "FT_PROGRESS_INTERVAL_SECONDS": "2", "OMP_NUM_THREADS": "1", **self.extra_env}
-        env.pop("FT_PEERING", None)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "finetune_operator.main"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=REPO)
-        log.close()
-        wait_for("the operator's /metrics", self.metrics_text, timeout=60)
-        return self
-
-    def metrics_text(self) -> str:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
-        except OSError:
-            return ""
-
-    def requests(self) -> dict[tuple[str, str], float]:
-        out = {}
-        for line in self.metrics_text().splitlines():
-            if line.startswith("finetune_operator_api_requests_total{"):
-                labels, value = line[len("finetune_operator_api_requests_total{"):].split("} ")
-                parts = dict(p.split("=", 1) for p in labels.split(","))
-                out[(parts["verb"].strip('"'), parts["resource"].strip('"'))] = float(value)
-        return out
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        assert "NotPermitted" not in self.log_path.read_text(errors="replace"), self.log_tail()
-        assert "Forbidden" not in self.log_path.read_text(errors="replace") and \
-            " 403" not in self.log_path.read_text(errors="replace"), self.log_tail()
 
 
 @pytest.fixture
@@ -139,48 +31,6 @@ def operator(cluster, operator_kubeconfig, tmp_path):
     op = Operator(operator_kubeconfig, tmp_path / "operator.log").start()
     yield op
     op.stop()
-
-
-class PodDriver:
-    """Annotates the pods of a given job phase with a kwok exit code the moment they appear."""
-
-    def __init__(self, cluster, namespace: str) -> None:
-        self.cluster, self.namespace = cluster, namespace
-        self.plans: dict[str, dict[str, str]] = {}
-        self.done: set[str] = set()
-        self.stop_flag = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def on(self, phase: str, exit_code: int, message: dict | None = None, delay: str = "2s",
-           job: str | None = None) -> None:
-        annotations = {EXIT_CODE: str(exit_code), DELAY: delay}
-        if message is not None:
-            annotations[MESSAGE] = json.dumps(message)
-        self.plans[job or phase] = annotations
-
-    def _run(self) -> None:
-        from kubernetes import client, watch
-
-        api = client.CoreV1Api(self.cluster.api_client())
-        while not self.stop_flag.is_set():
-            try:
-                for event in watch.Watch().stream(api.list_namespaced_pod, self.namespace, timeout_seconds=5):
-                    pod = event["object"]
-                    labels = pod.metadata.labels or {}
-                    plan = self.plans.get(labels.get("batch.kubernetes.io/job-name", "")) or self.plans.get(
-                        labels.get("finetune.dev/phase", ""))
-                    if plan and pod.metadata.name not in self.done and not pod.metadata.deletion_timestamp:
-                        self.done.add(pod.metadata.name)
-                        api.patch_namespaced_pod(pod.metadata.name, self.namespace, {"metadata": {"annotations": plan}})
-                    if self.stop_flag.is_set():
-                        return
-            except Exception:  # noqa: BLE001 - the watch restarts; a real failure shows in the test's asserts
-                time.sleep(0.2)
-
-    def close(self) -> None:
-        self.stop_flag.set()
-        self.thread.join(10)
 
 
 @pytest.fixture
@@ -202,36 +52,6 @@ def ftj(name: str, **spec: Any) -> dict:
     }
     base.update(spec)
     return {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name}, "spec": base}
-
-
-def setup_namespace(cluster, namespace: str) -> None:
-    """What a platform admin provides per namespace: the trainer's ServiceAccount and the claims."""
-    cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "finetune-trainer",
-                                                                          "namespace": namespace}}] + [
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "standard",
-                  "resources": {"requests": {"storage": "1Gi"}}}}
-        for claim in ("models", "data", "finetune-artifacts")
-    ])
-
-
-def get(cluster, namespace: str, kind: str, name: str) -> dict | None:
-    out = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(out.stdout) if out.returncode == 0 else None
-
-
-def names_of(cluster, namespace: str, kind: str) -> list[str]:
-    out = cluster.kubectl("get", kind, "-n", namespace, "-o", "json")
-    return sorted(i["metadata"]["name"] for i in json.loads(out.stdout)["items"])
-
-
-def status(cluster, namespace: str, name: str) -> dict:
-    return (get(cluster, namespace, "finetunejob", name) or {}).get("status") or {}
-
-
-def wait_phase(cluster, namespace: str, name: str, phase: str, timeout: float = 60) -> dict:
-    return wait_for(f"{name} in phase {phase}",
-                    lambda: (s := status(cluster, namespace, name)).get("phase") == phase and s, timeout)
 
 
 def admit(cluster, namespace: str, name: str, **queue: Any) -> None:

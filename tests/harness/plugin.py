@@ -54,6 +54,14 @@ def local_runner(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
         r.stop()
 
 
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A kubeconfig for the operator's ServiceAccount, bound to exactly `rbac.REQUIRED_RULES`."""
+    from tests.harness.operator import operator_kubeconfig_for
+
+    return operator_kubeconfig_for(cluster, tmp_path_factory.mktemp("operator"))
+
+
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest):
     base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40].strip("-")

@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -53,7 +52,20 @@ RUNNER_LABEL = "finetune.dev/local-runner"
 TAINT = {"key": RUNNER_LABEL, "value": "true", "effect": "NoSchedule"}
 NODE_SELECTOR = {RUNNER_LABEL: "true"}
 TOLERATIONS = [{"key": RUNNER_LABEL, "operator": "Exists", "effect": "NoSchedule"}]
-POD_IP = "127.0.0.1"
+
+
+def _host_ip() -> str:
+    """This machine's primary address: EndpointSlices refuse loopback addresses, so pods report
+    the host's own IP (every process listens on all interfaces); 127.0.0.1 when there is none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+POD_IP = _host_ip()
 TERMINATION_MESSAGE_LIMIT = 4096
 # Environment variables passed from the runner to every container (besides PATH and HOME).
 PASSTHROUGH_ENV = [

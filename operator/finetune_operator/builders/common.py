@@ -14,6 +14,7 @@ from typing import Any
 from ..api import API_VERSION, FineTuneJob
 from ..api.common import Toleration
 from ..api.resolved import pvc_claims
+from ..settings import OperatorSettings
 from .names import config_map_name
 
 MANAGED_BY = "finetune-operator"
@@ -86,6 +87,19 @@ def container_security_context() -> dict[str, Any]:
         "runAsNonRoot": True,
         "readOnlyRootFilesystem": True,
     }
+
+
+def placement(settings: OperatorSettings, node_selector: Mapping[str, str] | None,
+              tolerations_: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """nodeSelector and tolerations of a pod: the job's own plus the operator-wide ones."""
+    out: dict[str, Any] = {}
+    selector = {**(node_selector or {}), **settings.pod_node_selector}
+    if selector:
+        out["nodeSelector"] = selector
+    tols = [*(tolerations_ or []), *settings.pod_tolerations]
+    if tols:
+        out["tolerations"] = tols
+    return out
 
 
 def env_list(values: Mapping[str, str]) -> list[dict[str, Any]]:

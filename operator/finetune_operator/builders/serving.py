@@ -41,6 +41,7 @@ from .common import (
     labels,
     object_meta,
     parse_quantity,
+    placement,
     pod_security_context,
     scratch_env,
     scratch_volumes,
@@ -224,10 +225,7 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu
     }
     node_selector = serving.node_selector or (job.spec.resources.node_selector if serving.gpus else None)
     tols = serving.tolerations or (job.spec.resources.tolerations if serving.gpus else None)
-    if node_selector:
-        spec["nodeSelector"] = dict(node_selector)
-    if tols:
-        spec["tolerations"] = tolerations(tols)
+    spec.update(placement(settings, node_selector, tolerations(tols)))
     return spec
 
 

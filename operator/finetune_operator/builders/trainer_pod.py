@@ -18,6 +18,7 @@ from .common import (
     job_claims,
     labels,
     object_meta,
+    placement,
     pod_security_context,
     scratch_env,
     scratch_volumes,
@@ -47,7 +48,9 @@ def trainer_container(
     _, config_mount = config_volume(job.metadata.name)
     _, claim_mounts = _claims(job, settings)
     _, scratch_mounts = scratch_volumes("1Gi")
-    values = {**scratch_env(), **hub_env(job.spec.model.uri), **(env or {})}
+    # The trainer writes its summary where this variable says; naming the path keeps the container
+    # and the pod's terminationMessagePath in one place.
+    values = {**scratch_env(), **hub_env(job.spec.model.uri), "FT_TERMINATION_LOG": TERMINATION_LOG, **(env or {})}
     container: dict[str, Any] = {
         "name": name,
         "image": job.spec.trainer_image or settings.trainer_image,
@@ -94,10 +97,7 @@ def trainer_pod_spec(
     }
     if init_containers:
         spec["initContainers"] = init_containers
-    if node_selector:
-        spec["nodeSelector"] = node_selector
-    if tolerations:
-        spec["tolerations"] = tolerations
+    spec.update(placement(settings, node_selector, tolerations))
     return spec
 
 

@@ -305,6 +305,8 @@ def _trained(plan: Plan, train: JobState, gpu_seconds: float) -> None:
     progress = dict(plan.current.get("progress") or {})
     if "step" in summary:
         progress["step"] = int(summary["step"])
+    if summary.get("totalSteps"):
+        progress["totalSteps"] = int(summary["totalSteps"])
     if summary.get("loss") is not None:
         progress["loss"] = float(summary["loss"])
     loss = progress.get("loss")

@@ -3,7 +3,6 @@ validity of every object, the operator's settings and Kopf arguments, and the po
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jsonschema
