@@ -148,6 +148,28 @@ def test_queue_eviction_stops_training_and_resumes_as_a_new_attempt(cluster, nam
     assert names_of(cluster, namespace, "jobs") == ["evict-prepare", "evict-train-a1"]
 
 
+def test_an_evicted_training_pod_resumes_without_spending_the_retry_budget(cluster, namespace, operator, pods):
+    """A node drain or a preemption evicts the pod (Eviction API → DisruptionTarget condition): the
+    Job's podFailurePolicy fails it, and the operator starts the next attempt as a preemption."""
+    from kubernetes import client
+
+    pods.on("train", 0, {"ok": True}, delay="120s", job="drain-train-a0")
+    pods.on("train", 0, {"ok": True, "step": 5}, delay="60s", job="drain-train-a1")
+    start_training(cluster, namespace, "drain", pods)
+    core = client.CoreV1Api(cluster.api_client())
+    pod = wait_for("a running training pod", lambda: next((
+        p.metadata.name for p in core.list_namespaced_pod(
+            namespace, label_selector="batch.kubernetes.io/job-name=drain-train-a0").items
+        if p.status.phase == "Running"), None))
+    core.create_namespaced_pod_eviction(pod, namespace, client.V1Eviction(
+        metadata=client.V1ObjectMeta(name=pod, namespace=namespace)))
+    retried = wait_for("attempt 1", lambda: (s := status(cluster, namespace, "drain"))["attempts"]["count"] == 2 and s,
+                       timeout=90)
+    assert retried["attempts"]["preemptions"] == 1, retried["attempts"]
+    assert retried["attempts"]["infrastructureFailures"] == 0, retried["attempts"]
+    assert "drain-train-a1" in names_of(cluster, namespace, "jobs")
+
+
 def test_a_failing_gate_ends_rejected_without_a_deployment(cluster, namespace, operator, pods):
     pods.on("eval", 0, {"ok": True, "passed": False, "score": "exact_match 0.4 (base 0.1)", "items": 12,
                         "metrics": [{"name": "exact_match", "base": 0.1, "tuned": 0.4}],

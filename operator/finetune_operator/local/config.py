@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..api import FineTuneJob
-from ..api.job import DatasetRef
-from ..api.resolved import ResolvedConfig, ResolvedPaths
+from ..api.resolved import ResolvedConfig
+from ..builders.resolve import resolve_paths
 
 BOOTSTRAP_ANNOTATION = "finetune.dev/local-bootstrap"
 
@@ -30,18 +30,7 @@ def local_config(job: FineTuneJob, manifest_path: Path, workdir: Path) -> Resolv
     """The resolved config every local phase reads."""
     base = manifest_path.resolve().parent
     spec = job.spec
-
-    def opt(ref: DatasetRef | None) -> str | None:
-        return local_path(ref.uri, base) if ref is not None else None
-
-    paths = ResolvedPaths(
-        output=str((workdir / "artifacts").resolve()),
-        model=local_path(spec.model.uri, base),
-        train=local_path(spec.datasets.train.uri, base),
-        validation=opt(spec.datasets.validation),
-        eval=opt(spec.datasets.eval),
-        regression=opt(spec.evaluation.regression),
-    )
+    paths = resolve_paths(spec, str((workdir / "artifacts").resolve()), lambda uri: local_path(uri, base))
     return ResolvedConfig(
         job=job.metadata.name,
         namespace=job.metadata.namespace or "local",

@@ -11,6 +11,8 @@ from typing import Any
 
 from finetune_operator.api.job import FineTuneJobSpec
 
+from .parts import TrainerParts
+
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -41,27 +43,12 @@ def make_dpo_config(spec: FineTuneJobSpec, common: dict[str, Any], train_dataset
     return args, {"lossType": list(dpo.loss_types), "lossWeights": dpo.loss_weights, "beta": dpo.beta}
 
 
-def make_dpo_trainer(
-    spec: FineTuneJobSpec,
-    args: Any,
-    model: Any,
-    tokenizer: Any,
-    train_dataset: Any,
-    eval_dataset: Any | None,
-    peft_config: Any | None,
-    callbacks: list[Any],
-    wrap: Any = None,
-) -> Any:
-    """A DPOTrainer; `wrap(trainer_class)` may return a subclass."""
+def make_dpo_trainer(parts: TrainerParts) -> Any:
+    """A DPOTrainer on the preference pairs."""
     from trl import DPOTrainer
 
-    trainer_class = wrap(DPOTrainer) if wrap else DPOTrainer
-    return trainer_class(
-        model=model,
-        args=args,
-        train_dataset=preference_dataset(train_dataset),
-        eval_dataset=preference_dataset(eval_dataset) if eval_dataset is not None else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
+    return parts.build(
+        DPOTrainer,
+        train_dataset=preference_dataset(parts.train_dataset),
+        eval_dataset=preference_dataset(parts.eval_dataset) if parts.eval_dataset is not None else None,
     )

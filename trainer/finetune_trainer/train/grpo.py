@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from finetune_operator.api.job import FineTuneJobSpec, Grader
 
+from .parts import TrainerParts
+
 RewardFunction = Callable[..., list[float]]
 _NOT_ITEM_FIELDS = {"completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
 
@@ -90,29 +92,10 @@ def make_grpo_config(spec: FineTuneJobSpec, common: dict[str, Any], train_datase
     return args, {"lossType": grpo.loss_type, "beta": grpo.beta, "generationBatchSize": gen_batch}
 
 
-def make_grpo_trainer(
-    spec: FineTuneJobSpec,
-    args: Any,
-    model: Any,
-    tokenizer: Any,
-    train_dataset: Any,
-    eval_dataset: Any | None,
-    peft_config: Any | None,
-    callbacks: list[Any],
-    wrap: Any = None,
-) -> Any:
-    """A GRPOTrainer rewarded by the spec's graders; `wrap(trainer_class)` may return a subclass."""
+def make_grpo_trainer(parts: TrainerParts) -> Any:
+    """A GRPOTrainer rewarded by the spec's graders."""
     from trl import GRPOTrainer
 
-    if "prompt" not in train_dataset.column_names:
+    if "prompt" not in parts.train_dataset.column_names:
         raise ValueError("spec.datasets.train: method grpo needs a `prompt` per row in the prepared data")
-    trainer_class = wrap(GRPOTrainer) if wrap else GRPOTrainer
-    return trainer_class(
-        model=model,
-        reward_funcs=reward_functions(spec),
-        args=args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
+    return parts.build(GRPOTrainer, reward_funcs=reward_functions(parts.spec), train_dataset=parts.train_dataset)

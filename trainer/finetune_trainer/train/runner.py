@@ -21,6 +21,7 @@ from .checkpoint import latest_checkpoint
 from .deepspeed_config import deepspeed_config, write_deepspeed_config
 from .hyperparams import resolve_hyperparameters
 from .merge import base_served_name, label_adapter
+from .parts import TrainerParts
 from .peft_setup import load_base_model, load_tokenizer, lora_config
 from .run_record import build_run_record, write_run_record
 
@@ -114,17 +115,10 @@ def run_training(
     counter = TokenCounter(resumed_token_count(resume))
     stop = stop or StopOnSigterm().install()
     progress = ProgressCallback(counter, layout.progress_log if rank == 0 else None)
-    trainer = make_trainer(
-        spec,
-        args,
-        model,
-        tokenizer,
-        train_ds,
-        eval_ds,
-        lora_config(spec.adapter),
-        [progress, stop],
+    trainer = make_trainer(TrainerParts(
+        spec, args, model, tokenizer, train_ds, eval_ds, lora_config(spec.adapter), [progress, stop],
         wrap=lambda cls: with_token_counting(cls, counter),
-    )
+    ))
     # stdout carries our JSON progress lines only; the Trainer's own dict printing would break them.
     trainer.remove_callback(PrinterCallback)
     record = build_run_record(

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from finetune_operator.api.job import FineTuneJobSpec
 
+from .parts import TrainerParts
+
 Batching = Literal["packed", "padding_free", "padded"]
 MASK_COLUMNS = ("assistant_masks", "completion_mask")
 KEPT_COLUMNS = ("input_ids", "labels", *MASK_COLUMNS)
@@ -75,28 +77,13 @@ def make_sft_config(spec: FineTuneJobSpec, common: dict[str, Any], train_dataset
     return SFTConfig(**common, **sft_config_kwargs(spec, batching)), batching
 
 
-def make_sft_trainer(
-    spec: FineTuneJobSpec,
-    args: Any,
-    model: Any,
-    tokenizer: Any,
-    train_dataset: Any,
-    eval_dataset: Any | None,
-    peft_config: Any | None,
-    callbacks: list[Any],
-    wrap: Any = None,
-) -> Any:
-    """An SFTTrainer; `wrap(trainer_class)` may return a subclass (e.g. one that counts tokens)."""
+def make_sft_trainer(parts: TrainerParts) -> Any:
+    """An SFTTrainer on the prepared data, the loss on `spec.method.sft.lossOn`."""
     from trl import SFTTrainer
 
-    trainer_class = wrap(SFTTrainer) if wrap else SFTTrainer
-    loss_on = spec.method.sft.loss_on
-    return trainer_class(
-        model=model,
-        args=args,
-        train_dataset=sft_dataset(train_dataset, loss_on),
-        eval_dataset=sft_dataset(eval_dataset, loss_on) if eval_dataset is not None else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
+    loss_on = parts.spec.method.sft.loss_on
+    return parts.build(
+        SFTTrainer,
+        train_dataset=sft_dataset(parts.train_dataset, loss_on),
+        eval_dataset=sft_dataset(parts.eval_dataset, loss_on) if parts.eval_dataset is not None else None,
     )
