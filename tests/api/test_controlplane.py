@@ -19,6 +19,7 @@ from tests.harness.cluster import (
     ClusterError,
     wait_for,
 )
+from tests.harness.podrunner import POD_IP
 
 pytestmark = pytest.mark.api
 
@@ -280,7 +281,7 @@ def test_local_runner_deployment_readiness_and_graceful_delete(cluster, local_ru
         "    open('/data/terminated', 'w').write('sigterm'); sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, bye)\n"
         "time.sleep(1.5)  # not ready at once\n"
-        f"http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()\n"
+        f"http.server.HTTPServer(('', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()\n"
     )
     cluster.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                    "metadata": {"name": "shared", "namespace": namespace},
@@ -312,12 +313,12 @@ def test_local_runner_deployment_readiness_and_graceful_delete(cluster, local_ru
     cluster.kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=90s", timeout=100)
     pod = _get(cluster, "pods", "-n", namespace, "-l", "app=web")["items"][0]
     assert pod["spec"]["nodeName"] == local_runner.node_name
-    assert pod["status"]["podIP"] == "127.0.0.1"
+    assert pod["status"]["podIP"] == POD_IP  # the host's address: EndpointSlices refuse loopback
     ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
     assert ready["Ready"] == "True", pod["status"]
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://{POD_IP}:{port}/", timeout=5) as resp:
         assert resp.status == 200
 
     # an Indexed Job shares the PVC with the Deployment: both see the same directory

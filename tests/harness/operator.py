@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from tests.harness.cluster import wait_for as cluster_wait_for
 
 from finetune_operator import rbac
 
@@ -36,14 +39,8 @@ def free_port() -> int:
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    """`cluster.wait_for` with the description first, as these tests read best."""
+    return cluster_wait_for(probe, timeout=timeout, interval=interval, what=what)
 
 
 def operator_kubeconfig_for(cluster, directory: Path) -> str:
@@ -123,9 +120,9 @@ class Operator:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
-        assert "NotPermitted" not in self.log_path.read_text(errors="replace"), self.log_tail()
-        assert "Forbidden" not in self.log_path.read_text(errors="replace") and \
-            " 403" not in self.log_path.read_text(errors="replace"), self.log_tail()
+        log = self.log_path.read_text(errors="replace")
+        denied = re.search(r"NotPermitted|Forbidden|\"code\": ?403", log)
+        assert denied is None, f"the operator was refused an API call ({denied.group(0)!r}):\n{self.log_tail()}"
 
 
 class PodDriver:
