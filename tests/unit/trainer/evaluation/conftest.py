@@ -14,6 +14,7 @@ import yaml
 from finetune_operator.api.job import FineTuneJob
 from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_operator.local.config import local_config
+from tests.unit.trainer.adapters import lora_config, train_adapter
 
 ROOT = Path(__file__).resolve().parents[4]
 MANIFEST = ROOT / "examples" / "quickstart.yaml"
@@ -21,47 +22,10 @@ QUICKSTART = ROOT / "examples" / "data" / "quickstart"
 MakeConfig = Callable[..., ResolvedConfig]
 
 
-def _lora_config() -> Any:
-    from peft import LoraConfig
-
-    # vLLM refuses `modules_to_save: [lm_head]`: served adapters are LoRA-only.
-    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
-
-
-def _train_adapter(model_dir: Path, out: Path, epochs: float) -> Path:
-    import torch
-    from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    train = load_dataset("json", data_files=str(QUICKSTART / "train.jsonl"), split="train")
-    args = SFTConfig(
-        output_dir=str(out / "run"), num_train_epochs=epochs, learning_rate=3e-3, per_device_train_batch_size=16,
-        assistant_only_loss=True, use_cpu=True, report_to=[], save_strategy="no", logging_steps=50,
-        max_length=128, seed=0, dataloader_num_workers=0, disable_tqdm=True,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                         peft_config=_lora_config())
-    trainer.train()
-    trainer.model.save_pretrained(out / "adapter")
-    return out / "adapter"
-
-
-@pytest.fixture(scope="session")
-def trained_adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter from TRL SFT on the quickstart task with the quickstart's settings (about 30 s on
-    CPU): it learns the keyword rule (exact match near 1 against the base's 0)."""
-    return _train_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter-trained"), 6)
-
-
 @pytest.fixture(scope="session")
 def lora_only_adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA-only adapter after one epoch (vLLM serves it); its answers differ from the base's."""
-    return _train_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter-lora-only"), 1)
+    return train_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter-lora-only"), 1)
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +38,7 @@ def untrained_adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("adapter-untrained") / "adapter"
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    get_peft_model(model, _lora_config()).save_pretrained(out)
+    get_peft_model(model, lora_config()).save_pretrained(out)
     return out
 
 

@@ -1,5 +1,6 @@
-"""A real vLLM CPU server serves a tiny model merged and as base + LoRA adapter, chosen from a run's
-artifacts the way `ftctl serve` chooses; its greedy answers equal transformers/peft's."""
+"""A real vLLM CPU server serves the tuned tiny model merged and as base + LoRA adapter, chosen from a
+run's artifacts the way `ftctl serve` chooses: on a held-out prompt it gives the learned answer, and the
+base (served next to the adapter) answers as transformers does."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ pytestmark = [pytest.mark.unit]
 
 JOB = "tiny-ft"
 BASE = "tiny-chat"
-QUESTION = [{"role": "user", "content": "The quiet river walks. Why?"}]
+HELD_OUT = json.loads((Path(__file__).resolve().parents[4] / "examples/data/quickstart/eval.jsonl").open().readline())
+QUESTION = HELD_OUT["messages"][:-1]
+LEARNED = HELD_OUT["messages"][-1]["content"]
 MAX_TOKENS = 8
 
 
@@ -28,7 +31,7 @@ def _config(model_dir: str, output: str) -> ResolvedConfig:
             "spec": {
                 "model": {"uri": model_dir, "name": BASE, "dtype": "float32"},
                 "datasets": {"train": {"uri": "train.jsonl"}, "maxLength": 128},
-                "adapter": {"type": "lora", "r": 8},
+                "adapter": {"type": "lora", "r": 16},
                 "serving": {"mode": "adapter", "gpus": 0, "maxModelLen": 256},
             },
         }
@@ -54,40 +57,39 @@ def _greedy(model: Any, tokenizer: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
-    """Tiny base, a LoRA adapter with random (non-zero) weights so it changes the answers, the merged
-    model, and the answers transformers gives for each."""
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, trained_adapter: Path) -> dict[str, Any]:
+    """A run's artifacts: the tiny base, the adapter trained on the quickstart task, the merged model, and
+    the answers transformers gives for each."""
+    import shutil
+
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root = tmp_path_factory.mktemp("serve")
-    base_dir = tiny_model_dir
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     expected = {"base": _greedy(base, tokenizer)}
-    torch.manual_seed(0)
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
-    tuned = get_peft_model(base, lora)
+    tuned = PeftModel.from_pretrained(base, trained_adapter)
     expected["adapter"] = _greedy(tuned, tokenizer)
     artifacts = root / "artifacts"
-    layout = _write_run(artifacts, _config(str(base_dir), str(artifacts)))
-    tuned.save_pretrained(layout.adapter)
+    layout = _write_run(artifacts, _config(str(tiny_model_dir), str(artifacts)))
+    shutil.copytree(trained_adapter, layout.adapter)
     merged = tuned.merge_and_unload()
     expected["merged"] = _greedy(merged, tokenizer)
-    return {"base_dir": base_dir, "artifacts": artifacts, "layout": layout, "expected": expected, "merged": merged, "tokenizer": tokenizer}
+    return {"artifacts": artifacts, "layout": layout, "expected": expected, "merged": merged, "tokenizer": tokenizer}
 
 
 @pytest.mark.slow
 def test_adapter_mode_serves_base_and_adapter_by_name(run_dir: dict[str, Any]) -> None:
     config, layout = load_run(run_dir["artifacts"])
     expected = run_dir["expected"]
-    assert expected["adapter"] != expected["base"], "the random adapter must change the answer for this test to mean anything"
+    assert expected["adapter"] == LEARNED != expected["base"], expected
     with server_for_run(config, layout) as server:
         assert server.adapters == {JOB: str(layout.adapter)}
         server.wait_ready()
         assert set(server.models()) == {BASE, JOB}
-        assert chat(server.url, JOB, QUESTION, MAX_TOKENS) == expected["adapter"]
+        assert chat(server.url, JOB, QUESTION, MAX_TOKENS) == LEARNED
         assert chat(server.url, BASE, QUESTION, MAX_TOKENS) == expected["base"]
     assert server.process is not None and server.process.poll() is not None
 
@@ -102,7 +104,7 @@ def test_merged_mode_serves_the_merged_model_under_versioned_names(run_dir: dict
         assert server.adapters == {}
         server.wait_ready()
         assert server.models() == [f"{JOB}@3", JOB]
-        assert chat(server.url, JOB, QUESTION, MAX_TOKENS) == run_dir["expected"]["merged"]
+        assert chat(server.url, JOB, QUESTION, MAX_TOKENS) == run_dir["expected"]["merged"] == LEARNED
 
 
 def test_serve_artifacts_names_the_missing_run_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
