@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the test control plane (tests/controlplane, Kubernetes v1.34.3 + etcd v3.6.4 in one
-# binary), kwok and helm into $REPO/.cache/bin. Idempotent: each tool is rebuilt only when it
-# is missing or its inputs/pinned version changed (a stamp file sits next to each binary).
+# binary), kwok, helm and Kueue's manager into $REPO/.cache/bin. Idempotent: each tool is rebuilt
+# only when it is missing or its inputs/pinned version changed (a stamp file sits next to each binary).
 # Go caches live under $REPO/.cache/go (GOPATH, GOMODCACHE, GOCACHE), so a CI run that keeps
 # .cache/ rebuilds nothing.
 #
@@ -11,6 +11,7 @@ set -euo pipefail
 KUBERNETES_VERSION=v1.34.3   # keep in sync with tests/controlplane/go.mod
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+KUEUE_VERSION=v0.17.0        # tests/api/test_kueue_mode.py applies its CRDs from the module cache
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${FT_CACHE_DIR:-$REPO/.cache}"
@@ -75,4 +76,11 @@ build helm "$HELM_VERSION $(go version) k8s-$K8S_MINOR" \
         -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION $HELM_K8S_LDFLAGS' \
         helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 
-log "versions: $("$BIN/ft-controlplane" version); kwok $KWOK_VERSION; helm $("$BIN/helm" version --short 2>/dev/null || echo "$HELM_VERSION")"
+# Kueue's manager (the `kueue` binary), run as a local process by tests/api/test_kueue_mode.py.
+# Its CRDs come from the same module: $GOMODCACHE/sigs.k8s.io/kueue@$KUEUE_VERSION/config/components/crd.
+build kueue "$KUEUE_VERSION $(go version)" \
+    bash -c "GOBIN='$BIN' $NICE go install -trimpath \
+        -ldflags='-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION' \
+        sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+
+log "versions: $("$BIN/ft-controlplane" version); kwok $KWOK_VERSION; helm $("$BIN/helm" version --short 2>/dev/null || echo "$HELM_VERSION"); kueue $KUEUE_VERSION"

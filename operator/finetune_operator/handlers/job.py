@@ -433,16 +433,22 @@ async def child_event(body: kopf.Body, **kwargs: Any) -> None:
     await ctl.on_child_event(body)
 
 
-def register_kueue() -> None:
-    """Kueue mode only (the Workload CRD exists only where Kueue runs): mirror training Workloads."""
+def register_kueue(registry: kopf.OperatorRegistry | None = None) -> None:
+    """Kueue mode only (the Workload CRD exists only where Kueue runs): mirror training Workloads.
 
-    @kopf.index("kueue.x-k8s.io", "v1beta1", "workloads")
+    No version in the selectors: Kopf watches the group's preferred version (v1beta2 on Kueue v0.17, where
+    v1beta1 is deprecated; v1beta1 on releases without v1beta2); the fields mirrored are the same in both.
+    Explicit ids: Kopf names handlers and indexes by `__qualname__` (`register_kueue.<locals>.…`), and
+    `Controller.remember` looks the index up as `ft_workloads`.
+    """
+
+    @kopf.index("kueue.x-k8s.io", "workloads", id="ft_workloads", registry=registry)
     def ft_workloads(body: kopf.Body, **_: Any) -> dict[Key, WorkloadState] | None:
         meta = body.get("metadata") or {}
         owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"), None)
         return {(meta.get("namespace") or "", owner["name"]): workload_state(dict(body))} if owner else None
 
-    @kopf.on.event("kueue.x-k8s.io", "v1beta1", "workloads")
+    @kopf.on.event("kueue.x-k8s.io", "workloads", id="workload_event", registry=registry)
     async def workload_event(body: kopf.Body, **kwargs: Any) -> None:
         ctl = controller()
         ctl.remember(kwargs)

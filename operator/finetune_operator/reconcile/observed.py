@@ -214,7 +214,7 @@ def job_state(job: dict[str, Any], pods: list[PodState] | tuple[PodState, ...] =
 
 
 def workload_state(workload: dict[str, Any]) -> WorkloadState:
-    """Reduce a Kueue Workload (kueue.x-k8s.io/v1beta1) to what status.queue mirrors."""
+    """Reduce a Kueue Workload (v1beta1 or v1beta2: the same fields here) to what status.queue mirrors."""
     status = workload.get("status") or {}
     conds = {c.get("type"): c for c in status.get("conditions") or []}
 
