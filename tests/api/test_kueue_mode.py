@@ -260,5 +260,9 @@ def test_cluster_queue_of_2_gpus_admits_one_2_gpu_job_and_holds_the_next(
         logs = f"--- kueue log\n{kueue.log_tail()}\n--- operator log\n{op.log_tail(40)}"
         raise AssertionError(f"{e}\n{logs}") from e
     finally:
+        # while Kueue still runs: it removes its finalizers from the Workloads, so the namespace can go
+        cluster.kubectl("delete", "finetunejobs", "--all", "-n", namespace, "--wait=true", timeout=90, check=False)
+        wait_for("the Workloads gone", lambda: not json.loads(cluster.kubectl(
+            "get", "workloads.kueue.x-k8s.io", "-n", namespace, "-o", "json").stdout)["items"], timeout=90)
         pods.close()
         op.stop()
