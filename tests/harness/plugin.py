@@ -71,6 +71,20 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest):
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
+TIER_ORDER = ("unit", "api", "e2e", "cluster")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tiers in order: unit tests first (fast feedback, and the CPU-heavy trainer tests do not
+    share the machine with the session's control plane, which starts at the first api test)."""
+
+    def tier(item: pytest.Item) -> int:
+        marks = {m.name for m in item.iter_markers()}
+        return next((i for i, name in enumerate(TIER_ORDER) if name in marks), len(TIER_ORDER))
+
+    items.sort(key=tier)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
