@@ -44,7 +44,8 @@ def main() -> int:
         )
         run_s = time.perf_counter() - started
         report = (workdir / "report.md").read_text() if (workdir / "report.md").exists() else ""
-    phases = {m[1]: float(m[2]) for m in re.finditer(r"^\| (\w+) \| ([\d.]+) \| ", report, re.M)}
+    section = report.split("## Phases", 1)[-1].split("\n## ", 1)[0]
+    phases = {m[1]: float(m[2]) for m in re.finditer(r"^\| (\w+) \| ([\d.]+) \| ", section, re.M)}
     verdict = re.search(r"— (PASSED|REJECTED)", report)
     print(json.dumps({
         "tiny_model_build_s": round(build_s, 1),
