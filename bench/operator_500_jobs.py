@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.api.test_operator import Operator, ftj, setup_namespace  # noqa: E402
+from tests.api.test_operator import ftj  # noqa: E402
+from tests.harness.operator import Operator, setup_namespace  # noqa: E402
 from tests.harness.cluster import start_from_env  # noqa: E402
 
 
