@@ -25,20 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.api.test_operator import ftj  # noqa: E402
-from tests.harness.operator import Operator, setup_namespace  # noqa: E402
+from tests.harness.operator import Operator, operator_kubeconfig_for, setup_namespace  # noqa: E402
 from tests.harness.cluster import start_from_env  # noqa: E402
-
-
-def operator_kubeconfig(cluster, work: Path) -> str:
-    from tests.api import test_operator
-
-    class Factory:
-        def mktemp(self, name: str) -> Path:
-            path = work / name
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-
-    return test_operator.operator_kubeconfig.__wrapped__(cluster, Factory())
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -66,7 +54,7 @@ def main() -> int:
         namespace = f"bench-{int(time.time())}"
         cluster.create_namespace(namespace)
         setup_namespace(cluster, namespace)
-        op = Operator(operator_kubeconfig(cluster, work), work / "operator.log", FT_QUEUE_MODE="none").start()
+        op = Operator(operator_kubeconfig_for(cluster, work), work / "operator.log", FT_QUEUE_MODE="none").start()
         api = client.CustomObjectsApi(cluster.api_client())
         seen: dict[str, float] = {}
         stop = threading.Event()
