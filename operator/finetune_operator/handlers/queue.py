@@ -6,7 +6,7 @@ serves, and a queue deleted together with the operator (`helm uninstall`) would 
 Queues, jobs and namespaces come from Kopf's in-memory indices (no polling). Decisions are written as merge
 patches of `status.queue`, only for the fields that change, with the job's resourceVersion as a
 precondition: a job that changed meanwhile is left for the next cycle. Until the watch shows our own
-write, the cycle reads the job as we patched it, so a fast timer never counts quota twice or misses it.
+write, the cycle reads the job as we patched it, so a fast cycle never counts quota twice or misses it.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def queue_objects(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
 
 @kopf.on.startup()
 async def start_admission_loop(memo: kopf.Memo, queue_objects: kopf.Index, queue_jobs: kopf.Index,
-                               namespace_labels: kopf.Index, logger: Any, **_: Any) -> None:
+                               namespace_labels: kopf.Index, **_: Any) -> None:
     """Start the admission loop; it reads the live indices, so it sees every later change."""
     memo["admission_loop"] = asyncio.create_task(_admission_loop(queue_objects, queue_jobs, namespace_labels))
 
@@ -97,6 +97,7 @@ async def stop_admission_loop(memo: kopf.Memo, **_: Any) -> None:
 
 async def _admission_loop(queues: kopf.Index, queue_jobs: kopf.Index, namespace_labels: kopf.Index) -> None:
     logger = logging.getLogger("finetune_operator.queue")
+    settings = OperatorSettings.from_env()
     first = True
     while True:
         for name, bodies in list(queues.items()):
@@ -104,7 +105,8 @@ async def _admission_loop(queues: kopf.Index, queue_jobs: kopf.Index, namespace_
             if queue is None:
                 continue
             try:
-                await asyncio.to_thread(admission_cycle_of, queue, queue_jobs.get(name, []), namespace_labels, logger)
+                await asyncio.to_thread(admission_cycle_of, queue, queue_jobs.get(name, []), namespace_labels,
+                                        settings, logger)
             except Exception:  # one bad cycle must not stop admission for every queue
                 logger.exception(f"admission cycle of queue {name} failed")
         if first and len(queues):
@@ -113,9 +115,9 @@ async def _admission_loop(queues: kopf.Index, queue_jobs: kopf.Index, namespace_
         await asyncio.sleep(CYCLE_SECONDS)
 
 
-def admission_cycle_of(queue_body: Mapping[str, Any], jobs: Any, namespace_labels: Mapping[str, Any], logger: Any) -> None:
+def admission_cycle_of(queue_body: Mapping[str, Any], jobs: Any, namespace_labels: Mapping[str, Any],
+                       settings: OperatorSettings, logger: Any) -> None:
     """One admission cycle of this queue; writes the jobs' status.queue and the queue's status."""
-    settings = OperatorSettings.from_env()
     name = queue_body["metadata"]["name"]
     snapshots = [_with_overlay(s) for s in jobs]
     if settings.queue_mode != "embedded":

@@ -37,7 +37,6 @@ class RunState:
     phases: list[tuple[str, float, str]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
-    baseline: dict[str, float] = field(default_factory=dict)
     endpoint: str | None = None
     answer: str | None = None
 
@@ -207,8 +206,8 @@ def _pipeline(
         baseline = phase("baseline", trainer_argv("evaluate", config_path, "--baseline"))
         if baseline.returncode != 0:
             return EXIT_USER if baseline.returncode == 1 else EXIT_INFRA
-        state.baseline = baseline.summary.get("baseline", {})
-        ui.console.print("base model: " + ", ".join(f"{k} {v:.3f}" for k, v in state.baseline.items()))
+        scores = baseline.summary.get("baseline", {})
+        ui.console.print("base model: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
 
     trained = phase("train", *train_launch(config, config_path, processes))
     if trained.returncode != 0:

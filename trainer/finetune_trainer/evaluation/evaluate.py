@@ -181,6 +181,14 @@ def _generate_all(
     return results
 
 
+def _prompt_sets(tokenizer: Any, items: list[EvalItem], regression: list[EvalItem] | None) -> list[list[list[int]]]:
+    """Token ids of the held-out prompts, then of the regression prompts when there is a set."""
+    sets = [encode_prompts(tokenizer, [it.prompt for it in items])]
+    if regression:
+        sets.append(encode_prompts(tokenizer, [it.prompt for it in regression]))
+    return sets
+
+
 def run_baseline(config: ResolvedConfig) -> dict[str, float]:
     """Generate with the base model before training (cached for the final evaluation); returns the
     base's mean per built-in metric on the held-out set."""
@@ -190,8 +198,7 @@ def run_baseline(config: ResolvedConfig) -> dict[str, float]:
     pair = resolve_models(config, need_tuned=False)
     settings = GenerationSettings.from_config(config)
     tokenizer = load_tokenizer(pair.base_dir, pair.chat_template)
-    prompt_sets = [encode_prompts(tokenizer, [it.prompt for it in items])]
-    prompt_sets += [encode_prompts(tokenizer, [it.prompt for it in regression_items(config)])] if ev.regression else []
+    prompt_sets = _prompt_sets(tokenizer, items, regression_items(config))
     cache = BaseOutputCache(ArtifactLayout(config.paths.output).base_outputs, pair, settings, prompt_sets)
     backend = open_backend(config, pair, settings, ev.backend, tokenizer)
     try:
@@ -219,9 +226,7 @@ def run_evaluate(config: ResolvedConfig, backend: GenerationBackend | str | None
     notes: list[str] = []
     try:
         tokenizer = load_tokenizer(pair.base_dir, pair.chat_template)
-        prompt_sets = [encode_prompts(tokenizer, [it.prompt for it in items])]
-        if regression:
-            prompt_sets.append(encode_prompts(tokenizer, [it.prompt for it in regression]))
+        prompt_sets = _prompt_sets(tokenizer, items, regression)
         sides: list[Side] = ["base", "tuned"] if ev.compare_to_base else ["tuned"]
         cache = BaseOutputCache(ArtifactLayout(config.paths.output).base_outputs, pair, settings, prompt_sets)
         chosen = backend if backend is not None and not isinstance(backend, str) else None
