@@ -12,15 +12,17 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..api import FineTuneJob
+from ..api.job import RetrySpec
 from ..api.resolved import ArtifactLayout, ResolvedConfig
 from ..cli.manifests import load_job
 from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
@@ -52,6 +54,25 @@ def train_launch(config: ResolvedConfig, config_path: Path, processes: int) -> t
 
     topology = Topology.local(config.spec, processes)
     return launch_argv(config.spec, str(config_path), topology), launch_env(config.spec)
+
+
+def train_with_retries(
+    retry: RetrySpec,
+    attempt_once: Callable[[int], PhaseResult],
+    say: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> PhaseResult:
+    """Training attempts as the operator makes them (`spec.retry`): a user error (exit 1) is final, any
+    other failure is retried after the backoff, and each retry resumes from the latest checkpoint."""
+    attempt = 1
+    while True:
+        result = attempt_once(attempt)
+        if result.returncode in (0, 1) or attempt >= retry.max_attempts:
+            return result
+        say(f"training attempt {attempt} of {retry.max_attempts} failed (exit {result.returncode}); "
+            f"attempt {attempt + 1} resumes from the latest checkpoint in {retry.backoff_seconds} s")
+        sleep(retry.backoff_seconds)
+        attempt += 1
 
 
 def gpus_available() -> int:
@@ -209,7 +230,13 @@ def _pipeline(
         scores = baseline.summary.get("baseline", {})
         ui.console.print("base model: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
 
-    trained = phase("train", *train_launch(config, config_path, processes))
+    trained = train_with_retries(
+        config.spec.retry,
+        # each attempt gets a fresh rendezvous port: the crashed attempt's may still be held
+        lambda attempt: phase("train" if attempt == 1 else f"train (attempt {attempt})",
+                              *train_launch(config, config_path, processes)),
+        lambda text: ui.console.print(f"[yellow]{text}[/yellow]"),
+    )
     if trained.returncode != 0:
         return EXIT_USER if trained.returncode == 1 else EXIT_INFRA
 

@@ -11,12 +11,15 @@ import os
 def main(config_path: str) -> int:
     from finetune_trainer.train.callbacks import StopOnSigterm
     from finetune_trainer.train.exit_codes import run_phase
-    from finetune_trainer.train.runner import run_training
+    from finetune_trainer.train.runner import run_training, shutdown_distributed
 
     stop = StopOnSigterm().install()
-    return run_phase(
-        "train",
-        config_path,
-        lambda config: run_training(config, stop).summary(),
-        write_message=os.environ.get("RANK", "0") == "0",
-    )
+    try:
+        return run_phase(
+            "train",
+            config_path,
+            lambda config: run_training(config, stop).summary(),
+            write_message=os.environ.get("RANK", "0") == "0",
+        )
+    finally:
+        shutdown_distributed()

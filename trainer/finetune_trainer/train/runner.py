@@ -59,6 +59,19 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def shutdown_distributed() -> None:
+    """Destroy the process group before the interpreter exits.
+
+    Left to interpreter finalization, Gloo's worker threads can still hold work objects, and their
+    teardown aborts the process ("terminate called without an active exception", exit -6) after a
+    run that had already saved its result (pytorch/pytorch#179291).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def load_splits(layout: ArtifactLayout) -> tuple[Any, Any | None, dict[str, Any]]:
     """The prepared train (and validation) datasets and the prepare phase's info (content hash)."""
     from finetune_trainer.data.prepared import load_prepared, prepared_info
