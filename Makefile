@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install quickstart test test-unit test-fast controlplane crds docs bench lint
+.PHONY: install quickstart test test-unit test-fast controlplane crds bench
 
 install:
 	scripts/install.sh

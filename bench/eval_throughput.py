@@ -27,18 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _untrained_adapter(model_dir: Path, out: Path) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-    get_peft_model(model, config).save_pretrained(out)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=120)
@@ -58,10 +46,11 @@ def main() -> None:
         load_tokenizer,
     )
     from finetune_trainer.tiny_model import build_tiny_model
+    from tests.unit.trainer.adapters import untrained_adapter
 
     model_dir = build_tiny_model(args.model)
     work = Path(tempfile.mkdtemp(prefix="eval-bench-"))
-    adapter = Path(args.adapter) if args.adapter else _untrained_adapter(model_dir, work / "adapter")
+    adapter = Path(args.adapter) if args.adapter else untrained_adapter(model_dir, work / "adapter")
     rows = [json.loads(line) for line in (ROOT / "examples" / "data" / "quickstart" / "eval.jsonl").read_text().splitlines()]
     prompts = [rows[i % len(rows)]["messages"][:-1] for i in range(args.items)]
     pair = ModelPair(str(model_dir), str(adapter), True, "tiny-chat", "tuned", dtype="float32")

@@ -169,10 +169,12 @@ def _check_structural(node: Any, path: str) -> None:
         _check_structural(node["additionalProperties"], f"{path}{{}}")
 
 
-def _root_schema(spec: type[ApiModel], status: type[ApiModel], name_max: int | None) -> dict[str, Any]:
+def _root_schema(
+    spec: type[ApiModel], status: type[ApiModel], name_max: int | None, description: str
+) -> dict[str, Any]:
     root: dict[str, Any] = {
         "type": "object",
-        "description": spec.__doc__.strip() if spec.__doc__ else "",
+        "description": description,
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},
@@ -202,10 +204,7 @@ def _crd(
     scope: str,
     root: dict[str, Any],
     columns: list[dict[str, Any]],
-    description: str,
 ) -> dict[str, Any]:
-    root = dict(root)
-    root["description"] = description
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -247,8 +246,8 @@ def job_crd() -> dict[str, Any]:
         {"name": "Queue", "type": "string", "jsonPath": ".spec.queue.name", "priority": 1},
         {"name": "Method", "type": "string", "jsonPath": ".spec.method.type", "priority": 1},
     ]
-    root = _root_schema(FineTuneJobSpec, FineTuneJobStatus, name_max=40)
-    return _crd("FineTuneJob", "finetunejobs", "ftj", "Namespaced", root, columns, FineTuneJob.__doc__.strip())
+    root = _root_schema(FineTuneJobSpec, FineTuneJobStatus, name_max=40, description=FineTuneJob.__doc__.strip())
+    return _crd("FineTuneJob", "finetunejobs", "ftj", "Namespaced", root, columns)
 
 
 def queue_crd() -> dict[str, Any]:
@@ -260,8 +259,8 @@ def queue_crd() -> dict[str, Any]:
         {"name": "Pending", "type": "integer", "jsonPath": ".status.pending"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    root = _root_schema(FineTuneQueueSpec, FineTuneQueueStatus, name_max=None)
-    return _crd("FineTuneQueue", "finetunequeues", "ftq", "Cluster", root, columns, FineTuneQueue.__doc__.strip())
+    root = _root_schema(FineTuneQueueSpec, FineTuneQueueStatus, name_max=None, description=FineTuneQueue.__doc__.strip())
+    return _crd("FineTuneQueue", "finetunequeues", "ftq", "Cluster", root, columns)
 
 
 def all_crds() -> dict[str, dict[str, Any]]:
@@ -283,9 +282,10 @@ def render_crds() -> dict[str, str]:
 def write_crds(dirs: list[Path]) -> list[Path]:
     """Write every CRD into each directory; returns the paths written."""
     written = []
+    rendered = render_crds()
     for directory in dirs:
         directory.mkdir(parents=True, exist_ok=True)
-        for name, text in render_crds().items():
+        for name, text in rendered.items():
             path = directory / name
             path.write_text(text)
             written.append(path)

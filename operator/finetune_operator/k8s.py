@@ -20,6 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from . import rbac
+from .api import GROUP, VERSION
 
 
 @dataclass(frozen=True)
@@ -31,14 +32,10 @@ class Resource:
     plural: str
     namespaced: bool = True
 
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
 
 RESOURCES: dict[str, Resource] = {
-    "FineTuneJob": Resource("finetune.dev", "v1alpha1", "finetunejobs"),
-    "FineTuneQueue": Resource("finetune.dev", "v1alpha1", "finetunequeues", namespaced=False),
+    "FineTuneJob": Resource(GROUP, VERSION, "finetunejobs"),
+    "FineTuneQueue": Resource(GROUP, VERSION, "finetunequeues", namespaced=False),
     "ConfigMap": Resource("", "v1", "configmaps"),
     "Service": Resource("", "v1", "services"),
     "Pod": Resource("", "v1", "pods"),

@@ -7,16 +7,16 @@ series are fed by the `Observe` actions of `reconcile.decide` and by `k8s.K8s` (
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterable
+from typing import Callable, Iterable, get_args
 
 from prometheus_client import CollectorRegistry, Counter as PromCounter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
+from .api.job import Phase
 from .reconcile.actions import Observe
 
 PHASE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
-PHASES = ("Pending", "Validating", "Queued", "Training", "Evaluating", "Deploying", "Serving", "Succeeded",
-          "Failed", "Rejected")
+PHASES: tuple[str, ...] = get_args(Phase)
 
 
 class _PhaseCollector:

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from .api.resolved import PVC_MOUNT_ROOT
+
 TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 
@@ -26,7 +28,7 @@ class OperatorSettings(BaseModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     artifacts_pvc: str = "finetune-artifacts"
     """Claim that holds artifacts when a job names no `spec.output.uri` (`<namespace>/<job>` under it)."""
-    pvc_mount_root: str = "/mnt/pvc"
+    pvc_mount_root: str = PVC_MOUNT_ROOT
     """Where claims are mounted in the pods (`pvc://claim/path` → `<root>/claim/path`)."""
     queue_mode: Literal["embedded", "kueue", "none"] = "embedded"
     """Who admits training: our FineTuneQueue, Kueue (children suspended and labelled), or nobody."""

@@ -4,7 +4,6 @@ apiserver/controllers/scheduler, kwok GPU nodes, the local pod runner and RBAC."
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.harness.cluster import (
     ClusterError,
     wait_for,
 )
+from tests.harness.operator import free_port
 from tests.harness.podrunner import POD_IP
 
 pytestmark = pytest.mark.api
@@ -267,14 +267,8 @@ def test_cluster_helpers_raise_with_stderr(cluster):
         cluster.kubectl("get", "configmap", "does-not-exist", "-n", "default")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_local_runner_deployment_readiness_and_graceful_delete(cluster, local_runner, namespace):
-    port = _free_port()
+    port = free_port()
     server = (
         "import http.server, os, signal, sys, time\n"
         "def bye(*a):\n"

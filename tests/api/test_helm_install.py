@@ -39,25 +39,12 @@ TRAINER_RESULTS: dict[str, dict[str, Any]] = {
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "FineTuneQueue"}
 
 
-def service_account_kubeconfig(cluster, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as `namespace/account` with a TokenRequest token."""
-    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "test", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": account}}],
-    }))
-    return path
-
-
 class ChartOperator(Operator):
     """The chart's Deployment, run as a local process: same command, args and env; only the ports move.
     Reading /metrics, log tails and the clean stop (which fails on any 403) come from `Operator`."""
 
-    def __init__(self, deployment: dict[str, Any], kubeconfig: Path, log_path: Path) -> None:
-        super().__init__(str(kubeconfig), log_path)
+    def __init__(self, deployment: dict[str, Any], kubeconfig: str, log_path: Path) -> None:
+        super().__init__(kubeconfig, log_path)
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["command"][:3] == ["python", "-m", "kopf"], container["command"]
         health = f"127.0.0.1:{free_port()}"
@@ -168,7 +155,7 @@ def test_helm_install_runs_a_job_with_the_charts_rbac_and_uninstalls_cleanly(clu
 
         deployment = setup.get("deployment", f"{setup.release}-finetune-operator", setup.namespace)
         account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-        kubeconfig = service_account_kubeconfig(cluster, setup.namespace, account, tmp_path / "operator.kubeconfig")
+        kubeconfig = cluster.service_account_kubeconfig(setup.namespace, account, tmp_path / "operator.kubeconfig")
         operator = ChartOperator(deployment, kubeconfig, tmp_path / "operator.log").start()
 
         setup.claims()

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,26 +17,20 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
+from tests.harness.cluster import (
+    KWOK_DELAY,
+    KWOK_EXIT_CODE,
+    KWOK_TERMINATION_MESSAGE,
+    REPO,
+    STORAGE_CLASS,
+)
 from tests.harness.cluster import wait_for as cluster_wait_for
 
 from finetune_operator import rbac
+from finetune_trainer.train.launch import free_port  # noqa: F401 - the harness's port picker
 
-REPO = Path(__file__).resolve().parents[2]
 SYSTEM_NS = "finetune-system"
 SA = "finetune-operator"
-EXIT_CODE = "kwok.finetune.dev/exit-code"
-MESSAGE = "kwok.finetune.dev/termination-message"
-DELAY = "kwok.finetune.dev/delay"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60, interval: float = 0.3) -> Any:
     """`cluster.wait_for` with the description first, as these tests read best."""
     return cluster_wait_for(probe, timeout=timeout, interval=interval, what=what)
@@ -54,18 +47,7 @@ def operator_kubeconfig_for(cluster, directory: Path) -> str:
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "finetune-operator-test"},
          "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": SYSTEM_NS}]},
     ])
-    token = cluster.kubectl("create", "token", SA, "-n", SYSTEM_NS, "--duration=4h").stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    server = admin["clusters"][0]["cluster"]
-    config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "test", "cluster": server}],
-        "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": SA}}],
-    }
-    path = directory / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
+    return cluster.service_account_kubeconfig(SYSTEM_NS, SA, directory / "operator.kubeconfig", duration="4h")
 
 
 class Operator:
@@ -140,9 +122,9 @@ class PodDriver:
 
     def on(self, phase: str, exit_code: int, message: dict | None = None, delay: str = "2s",
            job: str | None = None) -> None:
-        annotations = {EXIT_CODE: str(exit_code), DELAY: delay}
+        annotations = {KWOK_EXIT_CODE: str(exit_code), KWOK_DELAY: delay}
         if message is not None:
-            annotations[MESSAGE] = json.dumps(message)
+            annotations[KWOK_TERMINATION_MESSAGE] = json.dumps(message)
         self.plans[job or phase] = annotations
 
     def _run(self) -> None:
@@ -174,7 +156,7 @@ def setup_namespace(cluster, namespace: str) -> None:
     cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "finetune-trainer",
                                                                           "namespace": namespace}}] + [
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "standard",
+         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": STORAGE_CLASS,
                   "resources": {"requests": {"storage": "1Gi"}}}}
         for claim in ("models", "data", "finetune-artifacts")
     ])

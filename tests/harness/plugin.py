@@ -46,11 +46,9 @@ def local_runner(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
     from tests.harness.podrunner import LocalRunnerProcess
 
     r = LocalRunnerProcess.start(cluster, tmp_path_factory.mktemp("local-runner"))
-    _state["runner"] = r
     try:
         yield r
     finally:
-        _state.pop("runner", None)
         r.stop()
 
 

@@ -161,6 +161,11 @@ class Probe:
             self.next_at = start + float(self.spec.get("initialDelaySeconds", 0))
 
 
+def restart_backoff(restarts: int) -> float:
+    """The kubelet's crash-loop back-off, shortened for tests: 0.5 s doubling up to 10 s."""
+    return min(10.0, 0.5 * (2 ** min(restarts, 5)))
+
+
 class Container:
     def __init__(self, spec: dict, kind: str) -> None:
         self.spec = spec
@@ -176,7 +181,6 @@ class Container:
         self.done = False  # terminated and will not be restarted
         self.next_restart = 0.0
         self.kill_deadline: float | None = None
-        self.kill_reason: str | None = None
         self.term_host: Path | None = None
         self.log_path: Path | None = None
         self.pathmap: PathMap | None = None
@@ -352,7 +356,7 @@ class PodWorker(threading.Thread):
             self._kill_all(min(self._grace(), self.runner.stop_grace))
             return
         grace = 0.0 if self.gone.is_set() else (self.delete_requested or 0.0)
-        self._kill_all(grace, reason="Killing")
+        self._kill_all(grace)
         if self.gone.is_set():
             return
         codes = [c.state.get("terminated", {}).get("exitCode", 0) for c in self.containers]
@@ -363,17 +367,7 @@ class PodWorker(threading.Thread):
         self._delete_pod_object()
 
     def _delete_pod_object(self) -> None:
-        from kubernetes.client.rest import ApiException
-
-        try:
-            self.runner.core.delete_namespaced_pod(
-                self.pod_name, self.ns, grace_period_seconds=0,
-                body={"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                      "preconditions": {"uid": self.uid}},
-            )
-        except ApiException as e:
-            if e.status not in (404, 409):
-                log.warning("delete pod %s/%s: %s", self.ns, self.pod_name, e)
+        self.runner.delete_pod(self.ns, self.pod_name, self.uid)
 
     # -- containers
     def _tick(self, containers: list[Container], policy: str, init: bool = False) -> None:
@@ -399,7 +393,7 @@ class PodWorker(threading.Thread):
                 or c.kind == "init" and policy != "Never" and rc != 0
             )
             if restart and not self._deleting():
-                backoff = min(10.0, 0.5 * (2 ** min(c.restart_count, 5)))
+                backoff = restart_backoff(c.restart_count)
                 c.last_state = {"terminated": c.state["terminated"]}
                 c.state = {"waiting": {"reason": "CrashLoopBackOff" if rc != 0 else "Completed",
                                        "message": f"back-off {backoff:.1f}s restarting container {c.name}"}}
@@ -441,7 +435,7 @@ class PodWorker(threading.Thread):
             except ProcessLookupError:
                 pass
 
-    def _kill_all(self, grace: float, only: list[Container] | None = None, reason: str | None = None) -> None:
+    def _kill_all(self, grace: float, only: list[Container] | None = None) -> None:
         targets = [c for c in (only if only is not None else self.init_containers + self.containers)
                    if c.proc is not None]
         for c in targets:
@@ -511,7 +505,7 @@ class PodWorker(threading.Thread):
         else:
             c.last_state = {"terminated": c.state["terminated"]}
             c.restart_count += 1
-            c.next_restart = time.monotonic() + min(10.0, 0.5 * (2 ** min(c.restart_count, 5)))
+            c.next_restart = time.monotonic() + restart_backoff(c.restart_count)
             c.state = {"waiting": {"reason": "CrashLoopBackOff", "message": message[:1000]}}
 
     def _subdomain_hosts(self) -> re.Pattern | None:
@@ -613,54 +607,32 @@ class PodWorker(threading.Thread):
         divisor = parse_quantity(ref.get("divisor") or "1")
         return str(int(math.ceil(parse_quantity(value) / divisor)))
 
-    def _configmap(self, name: str, optional: bool) -> dict | None:
+    def _ref_data(self, kind: str, ref: dict, name_key: str = "name") -> dict[str, bytes]:
+        """The bytes behind a reference to a ConfigMap (`kind="configMap"`) or a Secret: {} when the
+        reference is optional and the object is absent."""
         from kubernetes.client.rest import ApiException
 
+        core = self.runner.core
+        read = core.read_namespaced_config_map if kind == "configMap" else core.read_namespaced_secret
         try:
-            resp = self.runner.core.read_namespaced_config_map(name, self.ns, _preload_content=False)
-            return json.loads(resp.data)
+            obj = json.loads(read(ref[name_key], self.ns, _preload_content=False).data)
         except ApiException as e:
-            if e.status == 404 and optional:
-                return None
+            if e.status == 404 and ref.get("optional", False):
+                return {}
             raise
-
-    def _secret(self, name: str, optional: bool) -> dict | None:
-        from kubernetes.client.rest import ApiException
-
-        try:
-            resp = self.runner.core.read_namespaced_secret(name, self.ns, _preload_content=False)
-            return json.loads(resp.data)
-        except ApiException as e:
-            if e.status == 404 and optional:
-                return None
-            raise
-
-    @staticmethod
-    def _cm_data(cm: dict) -> dict[str, bytes]:
-        data = {k: v.encode() for k, v in (cm.get("data") or {}).items()}
-        data.update({k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()})
-        return data
-
-    @staticmethod
-    def _secret_data(s: dict) -> dict[str, bytes]:
-        data = {k: base64.b64decode(v) for k, v in (s.get("data") or {}).items()}
-        data.update({k: v.encode() for k, v in (s.get("stringData") or {}).items()})
+        plain, encoded = ("data", "binaryData") if kind == "configMap" else ("stringData", "data")
+        data = {k: base64.b64decode(v) for k, v in (obj.get(encoded) or {}).items()}
+        data.update({k: v.encode() for k, v in (obj.get(plain) or {}).items()})
         return data
 
     def _container_env(self, spec: dict) -> dict[str, str]:
         env: dict[str, str] = {}
         for src in spec.get("envFrom") or []:
             prefix = src.get("prefix", "")
-            if "configMapRef" in src:
-                ref = src["configMapRef"]
-                cm = self._configmap(ref["name"], ref.get("optional", False))
-                for k, v in (self._cm_data(cm) if cm else {}).items():
-                    env[prefix + k] = v.decode("utf-8", "replace")
-            elif "secretRef" in src:
-                ref = src["secretRef"]
-                s = self._secret(ref["name"], ref.get("optional", False))
-                for k, v in (self._secret_data(s) if s else {}).items():
-                    env[prefix + k] = v.decode("utf-8", "replace")
+            for field, kind in (("configMapRef", "configMap"), ("secretRef", "secret")):
+                if field in src:
+                    for k, v in self._ref_data(kind, src[field]).items():
+                        env[prefix + k] = v.decode("utf-8", "replace")
         for e in spec.get("env") or []:
             name = e["name"]
             if "valueFrom" not in e:
@@ -671,22 +643,15 @@ class PodWorker(threading.Thread):
                 env[name] = self._field(vf["fieldRef"]["fieldPath"])
             elif "resourceFieldRef" in vf:
                 env[name] = self._resource_field(vf["resourceFieldRef"], spec)
-            elif "configMapKeyRef" in vf:
-                ref = vf["configMapKeyRef"]
-                cm = self._configmap(ref["name"], ref.get("optional", False))
-                data = self._cm_data(cm) if cm else {}
-                if ref["key"] in data:
-                    env[name] = data[ref["key"]].decode("utf-8", "replace")
-                elif not ref.get("optional", False):
-                    raise KeyError(f"configmap {ref['name']} has no key {ref['key']}")
-            elif "secretKeyRef" in vf:
-                ref = vf["secretKeyRef"]
-                s = self._secret(ref["name"], ref.get("optional", False))
-                data = self._secret_data(s) if s else {}
-                if ref["key"] in data:
-                    env[name] = data[ref["key"]].decode("utf-8", "replace")
-                elif not ref.get("optional", False):
-                    raise KeyError(f"secret {ref['name']} has no key {ref['key']}")
+            else:
+                for field, kind in (("configMapKeyRef", "configMap"), ("secretKeyRef", "secret")):
+                    if field in vf:
+                        ref = vf[field]
+                        data = self._ref_data(kind, ref)
+                        if ref["key"] in data:
+                            env[name] = data[ref["key"]].decode("utf-8", "replace")
+                        elif not ref.get("optional", False):
+                            raise KeyError(f"{kind} {ref['name']} has no key {ref['key']}")
         return env
 
     # -- volumes
@@ -706,13 +671,11 @@ class PodWorker(threading.Thread):
                 if v["hostPath"].get("type") in ("DirectoryOrCreate", None, "") and not d.exists():
                     d.mkdir(parents=True, exist_ok=True)
             elif "configMap" in v:
-                ref = v["configMap"]
-                cm = self._configmap(ref["name"], ref.get("optional", False))
-                deferred.append((d, self._select_items(self._cm_data(cm) if cm else {}, ref.get("items"))))
+                deferred.append((d, self._select_items(self._ref_data("configMap", v["configMap"]),
+                                                       v["configMap"].get("items"))))
             elif "secret" in v:
-                ref = v["secret"]
-                s = self._secret(ref["secretName"], ref.get("optional", False))
-                deferred.append((d, self._select_items(self._secret_data(s) if s else {}, ref.get("items"))))
+                deferred.append((d, self._select_items(self._ref_data("secret", v["secret"], "secretName"),
+                                                       v["secret"].get("items"))))
             elif "projected" in v:
                 deferred.append((d, self._projected(v["projected"])))
             elif "downwardAPI" in v:
@@ -762,14 +725,9 @@ class PodWorker(threading.Thread):
             if "serviceAccountToken" in src:
                 sat = src["serviceAccountToken"]
                 out[sat["path"]] = self._token(sat).encode()
-            elif "configMap" in src:
-                ref = src["configMap"]
-                cm = self._configmap(ref["name"], ref.get("optional", False))
-                out.update(self._select_items(self._cm_data(cm) if cm else {}, ref.get("items")))
-            elif "secret" in src:
-                ref = src["secret"]
-                s = self._secret(ref["name"], ref.get("optional", False))
-                out.update(self._select_items(self._secret_data(s) if s else {}, ref.get("items")))
+            elif "configMap" in src or "secret" in src:
+                kind = "configMap" if "configMap" in src else "secret"
+                out.update(self._select_items(self._ref_data(kind, src[kind]), src[kind].get("items")))
             elif "downwardAPI" in src:
                 out.update(self._downward_items(src["downwardAPI"].get("items") or []))
         return out
@@ -980,7 +938,6 @@ class Runner:
     ) -> None:
         from kubernetes import client
 
-        self.api = api_client
         self.core = client.CoreV1Api(api_client)
         self.coord = client.CoordinationV1Api(api_client)
         self.node_name = node_name
@@ -1068,20 +1025,20 @@ class Runner:
     def renew_lease(self) -> None:
         from kubernetes.client.rest import ApiException
 
-        node_uid = json.loads(self.core.read_node(self.node_name, _preload_content=False).data)["metadata"]["uid"]
-        body = {
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": self.node_name, "namespace": "kube-node-lease",
-                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.node_name,
-                                              "uid": node_uid}]},
-            "spec": {"holderIdentity": self.node_name, "leaseDurationSeconds": 40, "renewTime": now_micro()},
-        }
+        spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": 40, "renewTime": now_micro()}
         try:
-            self.coord.patch_namespaced_lease(self.node_name, "kube-node-lease", {"spec": body["spec"]})
+            self.coord.patch_namespaced_lease(self.node_name, "kube-node-lease", {"spec": spec})
         except ApiException as e:
             if e.status != 404:
                 raise
-            self.coord.create_namespaced_lease("kube-node-lease", body)
+            node_uid = json.loads(self.core.read_node(self.node_name, _preload_content=False).data)["metadata"]["uid"]
+            self.coord.create_namespaced_lease("kube-node-lease", {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.node_name, "namespace": "kube-node-lease",
+                             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.node_name,
+                                                  "uid": node_uid}]},
+                "spec": spec,
+            })
 
     def _heartbeat_loop(self) -> None:
         n = 0
@@ -1109,16 +1066,11 @@ class Runner:
             if w is not None:
                 w.update(pod)
                 return
-            if uid in self.finished:
-                if md.get("deletionTimestamp"):
-                    threading.Thread(target=self._force_delete, args=(md["namespace"], md["name"], uid),
-                                     daemon=True).start()
-                return
             phase = (pod.get("status") or {}).get("phase")
-            if phase in ("Succeeded", "Failed") or md.get("deletionTimestamp"):
+            if uid in self.finished or phase in ("Succeeded", "Failed") or md.get("deletionTimestamp"):
                 self.finished.add(uid)
                 if md.get("deletionTimestamp"):
-                    threading.Thread(target=self._force_delete, args=(md["namespace"], md["name"], uid),
+                    threading.Thread(target=self.delete_pod, args=(md["namespace"], md["name"], uid),
                                      daemon=True).start()
                 return
             w = PodWorker(self, pod)
@@ -1127,14 +1079,16 @@ class Runner:
         log.info("pod %s/%s accepted", md["namespace"], md["name"])
         w.start()
 
-    def _force_delete(self, ns: str, name: str, uid: str) -> None:
+    def delete_pod(self, ns: str, name: str, uid: str) -> None:
+        """Remove the pod object at once, as a kubelet does after the containers ended (this pod only: uid)."""
         from kubernetes.client.rest import ApiException
 
         try:
             self.core.delete_namespaced_pod(name, ns, grace_period_seconds=0,
                                             body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
-        except ApiException:
-            pass
+        except ApiException as e:
+            if e.status not in (404, 409):
+                log.warning("delete pod %s/%s: %s", ns, name, e)
 
     def on_deleted(self, pod: dict) -> None:
         with self.lock:

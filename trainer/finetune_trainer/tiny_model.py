@@ -119,23 +119,6 @@ def keyword_task(n: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def write_keyword_task(directory: Path, train: int = 400, validation: int = 40, eval_items: int = 60) -> dict[str, Path]:
-    """Write train/validation/eval JSONL files of the keyword task (disjoint by construction)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rows = keyword_task(train + validation + eval_items, seed=1234)
-    splits = {
-        "train": rows[:train],
-        "validation": rows[train : train + validation],
-        "eval": rows[train + validation :],
-    }
-    paths = {}
-    for name, part in splits.items():
-        path = directory / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in part))
-        paths[name] = path
-    return paths
-
-
 def _train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

@@ -114,8 +114,6 @@ class Condition(StatusModel):
 
 
 QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
-Quantity = str
-"""A Kubernetes resource quantity such as `16Gi`, `500m` or `8`."""
 
 
 def quantity_field(default: str | None = None, description: str | None = None) -> Any:

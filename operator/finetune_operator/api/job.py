@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_camel
 
 from .common import (
     API_VERSION,
@@ -142,7 +143,7 @@ class Grader(ApiModel):
         required = {"regex": "pattern", "json_schema": "json_schema", "python": "source", "multi": "components"}
         field = required.get(self.type)
         if field and getattr(self, field) in (None, [], {}):
-            raise ValueError(f".{_camel(field)}: a {self.type} grader needs `{_camel(field)}`")
+            raise ValueError(f".{to_camel(field)}: a {self.type} grader needs `{to_camel(field)}`")
         return self
 
     model_config = {
@@ -155,11 +156,6 @@ class Grader(ApiModel):
             ]
         }
     }
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 # --------------------------------------------------------------------------------------- method
@@ -352,6 +348,11 @@ Metric = Literal[
     "json_valid",
     "output_length",
 ]
+GATE_METRICS: tuple[str, ...] = (
+    "exact_match", "normalized_match", "token_f1", "macro_f1", "precision", "recall", "json_valid", "output_length",
+)
+"""Built-in metric names a gate may name (besides a grader's name); in the CEL rule's order."""
+_GATE_METRICS_CEL = "[" + ",".join(f"'{m}'" for m in GATE_METRICS) + "]"
 
 
 class Gate(ApiModel):
@@ -419,7 +420,7 @@ class EvaluationSpec(ApiModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel(
-                    "!has(self.gates) || self.gates.all(g, g.metric in ['exact_match','normalized_match','token_f1','macro_f1','precision','recall','json_valid','output_length'] || (has(self.graders) && self.graders.exists(x, x.name == g.metric)))",
+                    f"!has(self.gates) || self.gates.all(g, g.metric in {_GATE_METRICS_CEL} || (has(self.graders) && self.graders.exists(x, x.name == g.metric)))",
                     "every gate's metric must be a built-in metric or the name of a grader",
                     ".gates",
                 ),
@@ -616,7 +617,7 @@ def cross_field_rules(spec: FineTuneJobSpec) -> list[str]:
         errors.append("spec.resources.gpusPerNode: more than one node needs gpusPerNode >= 1")
     if spec.resources.deepspeed.offload_params and spec.resources.deepspeed.zero_stage != 3:
         errors.append("spec.resources.deepspeed.offloadParams: offloadParams needs zeroStage 3")
-    builtin = {"exact_match", "normalized_match", "token_f1", "macro_f1", "precision", "recall", "json_valid", "output_length"}
+    builtin = set(GATE_METRICS)
     graders = {g.name for g in spec.evaluation.graders}
     for i, gate in enumerate(spec.evaluation.gates):
         if gate.metric not in builtin and gate.metric not in graders:

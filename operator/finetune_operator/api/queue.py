@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .common import ApiModel, Condition, LabelSelector, StatusModel, Toleration, cel, quantity_field
+from .common import API_VERSION, ApiModel, Condition, LabelSelector, StatusModel, Toleration, cel, quantity_field
 from .job import NAME_PATTERN, ObjectMeta
 
 
@@ -103,7 +103,7 @@ class FineTuneQueueStatus(StatusModel):
 class FineTuneQueue(ApiModel):
     """A cluster-wide queue that admits FineTuneJobs' training by quota, priority and age."""
 
-    api_version: Literal["finetune.dev/v1alpha1"] = "finetune.dev/v1alpha1"
+    api_version: Literal["finetune.dev/v1alpha1"] = API_VERSION
     kind: Literal["FineTuneQueue"] = "FineTuneQueue"
     metadata: ObjectMeta
     spec: FineTuneQueueSpec

@@ -59,6 +59,11 @@ def uri_to_path(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> str:
     return uri
 
 
+def claim_of(uri: str) -> str | None:
+    """The claim of a `pvc://claim/path` URI; None for any other scheme."""
+    return uri[len("pvc://") :].split("/", 1)[0] if uri.startswith("pvc://") else None
+
+
 def pvc_claims(job: FineTuneJob, default_output: str | None = None) -> list[str]:
     """Every PVC the job's pods must mount, in a stable order."""
     spec = job.spec
@@ -68,10 +73,9 @@ def pvc_claims(job: FineTuneJob, default_output: str | None = None) -> list[str]
             uris.append(ref.uri)
     claims: list[str] = []
     for uri in uris:
-        if uri.startswith("pvc://"):
-            claim = uri[len("pvc://") :].split("/", 1)[0]
-            if claim not in claims:
-                claims.append(claim)
+        claim = claim_of(uri)
+        if claim is not None and claim not in claims:
+            claims.append(claim)
     return claims
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..api import API_VERSION, FineTuneJob
 from ..api.common import Toleration
-from ..api.resolved import pvc_claims
+from ..api.job import ResourcesSpec, ServingSpec
 from ..settings import OperatorSettings
 from .names import config_map_name
 
@@ -111,6 +111,13 @@ def tolerations(items: Iterable[Toleration] | None) -> list[dict[str, Any]]:
     return [t.to_api() for t in items or []]
 
 
+def serving_placement(serving: ServingSpec, res: ResourcesSpec) -> tuple[dict[str, str] | None, list[dict[str, Any]]]:
+    """nodeSelector and tolerations of a vLLM-like pod (serving, evaluation): the serving spec's own,
+    else the training ones when it uses accelerators (GPU nodes), else none."""
+    node_selector = serving.node_selector or (res.node_selector if serving.gpus else None)
+    return node_selector, tolerations(serving.tolerations or (res.tolerations if serving.gpus else None))
+
+
 def claim_volumes(
     claims: list[str], mount_root: str, writable: Iterable[str] = ()
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -122,14 +129,6 @@ def claim_volumes(
         volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": claim not in writable}})
         mounts.append({"name": name, "mountPath": f"{mount_root.rstrip('/')}/{claim}", "readOnly": claim not in writable})
     return volumes, mounts
-
-
-def job_claims(job: FineTuneJob, output: str) -> list[str]:
-    return pvc_claims(job, default_output=output)
-
-
-def claim_of(uri: str) -> str | None:
-    return uri[len("pvc://") :].split("/", 1)[0] if uri.startswith("pvc://") else None
 
 
 def scratch_volumes(shm_size: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

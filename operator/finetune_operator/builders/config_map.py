@@ -14,7 +14,7 @@ from .resolve import resolve_config
 
 def build_config_map(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
     """The config as sorted JSON, so an unchanged spec yields a byte-identical ConfigMap."""
-    config = resolve_config(job, settings).model_dump(by_alias=True, exclude_none=True, mode="json")
+    config = resolve_config(job, settings).to_api()
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..api import FineTuneJob
 from ..settings import OperatorSettings
-from .common import tolerations
+from .common import serving_placement
 from .names import eval_job_name
 from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_argv, trainer_container, trainer_pod_spec, user_error_rule
 from .vllm import cpu_kv_cache_gib, vllm_pod_resources
@@ -34,15 +34,14 @@ def build_eval_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, An
         env["DS_ACCELERATOR"] = "cpu"
     evaluate = trainer_container(job, settings, TRAINER_CONTAINER, trainer_argv("evaluate"), env=env, resources=resources)
     init = [trainer_container(job, settings, "merge", trainer_argv("merge"), env=env, resources=resources)] if merges_before_eval(job) else None
-    serving = job.spec.serving
-    uses_gpu = serving.gpus > 0
+    node_selector, tols = serving_placement(job.spec.serving, job.spec.resources)
     pod = trainer_pod_spec(
         job,
         settings,
         [evaluate],
         shm_size="2Gi",
         init_containers=init,
-        node_selector=serving.node_selector or (job.spec.resources.node_selector if uses_gpu else None),
-        tolerations=tolerations(serving.tolerations or (job.spec.resources.tolerations if uses_gpu else None)),
+        node_selector=node_selector,
+        tolerations=tols,
     )
     return batch_job(job, eval_job_name(job.metadata.name), "eval", pod, EVAL_BACKOFF_LIMIT, [user_error_rule()])

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..api import FineTuneJob
+from ..api import API_VERSION, FineTuneJob
 from ..api.job import FineTuneJobSpec, ServingSpec
-from ..api.resolved import ArtifactLayout, uri_to_path
+from ..api.resolved import ArtifactLayout, claim_of, uri_to_path
 from ..settings import OperatorSettings
 from .common import (
     ANNOTATION_GENERATION,
@@ -33,7 +33,6 @@ from .common import (
     LABEL_PHASE,
     LABEL_POOL,
     MANAGED_BY,
-    claim_of,
     claim_volumes,
     container_security_context,
     env_list,
@@ -45,7 +44,7 @@ from .common import (
     pod_security_context,
     scratch_env,
     scratch_volumes,
-    tolerations,
+    serving_placement,
 )
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
 from .resolve import namespace, output_uri
@@ -145,14 +144,13 @@ class PoolAdapter:
 
 def pool_adapter(job: FineTuneJob, settings: OperatorSettings) -> PoolAdapter:
     """The pool entry of a job whose adapter passed its gates."""
-    claims = [c for c in (claim_of(job.spec.model.uri), claim_of(output_uri(job, settings))) if c]
     return PoolAdapter(
         job=job.metadata.name,
         uid=job.metadata.uid,
         generation=job.metadata.generation or 1,
         rank=job.spec.adapter.r,
         path=adapter_dir(job, settings),
-        claims=tuple(dict.fromkeys(claims)),
+        claims=tuple(_job_claims(job, settings, with_output=True)),
         max_model_len=default_max_model_len(job.spec),
         serving=job.spec.serving,
     )
@@ -173,10 +171,6 @@ class _Server:
     claims: list[str]
     replicas: int
     hub: bool = False
-
-
-def _resources(job: FineTuneJob, serving: ServingSpec, cpu: str | None, memory: str | None) -> dict[str, Any]:
-    return vllm_pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, cpu, memory)
 
 
 def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
@@ -205,7 +199,7 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu
         "args": server.args,
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "env": env_list(env),
-        "resources": _resources(job, serving, cpu, memory),
+        "resources": vllm_pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, cpu, memory),
         "volumeMounts": claim_mounts + scratch_mounts,
         "securityContext": container_security_context(),
         "startupProbe": _probe(10, STARTUP_BUDGET_SECONDS // 10, 5),
@@ -223,9 +217,7 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu
         "containers": [container],
         "volumes": claim_vols + scratch_vols,
     }
-    node_selector = serving.node_selector or (job.spec.resources.node_selector if serving.gpus else None)
-    tols = serving.tolerations or (job.spec.resources.tolerations if serving.gpus else None)
-    spec.update(placement(settings, node_selector, tolerations(tols)))
+    spec.update(placement(settings, *serving_placement(serving, job.spec.resources)))
     return spec
 
 
@@ -343,7 +335,7 @@ def _pool_objects(job: FineTuneJob, settings: OperatorSettings, pool_adapters: l
 
 def _pool_owner(adapter: PoolAdapter) -> dict[str, Any]:
     return {
-        "apiVersion": "finetune.dev/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "FineTuneJob",
         "name": adapter.job,
         "uid": adapter.uid,

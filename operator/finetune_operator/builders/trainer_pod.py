@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetune_trainer.train.launch import trainer_module_args
+
 from ..api import FineTuneJob
+from ..api.resolved import claim_of, pvc_claims
 from ..settings import OperatorSettings
 from .common import (
     CONFIG_PATH,
     TERMINATION_LOG,
-    claim_of,
     claim_volumes,
     config_volume,
     container_security_context,
     env_list,
     hub_env,
-    job_claims,
     labels,
     object_meta,
     placement,
@@ -31,7 +32,7 @@ USER_ERROR_EXIT_CODE = 1
 
 def trainer_argv(phase: str) -> list[str]:
     """`python -m finetune_trainer <phase> --config …` as a list (never a shell string)."""
-    return ["python", "-m", "finetune_trainer", phase, "--config", CONFIG_PATH]
+    return ["python", *trainer_module_args(phase, CONFIG_PATH)]
 
 
 def trainer_container(
@@ -71,7 +72,7 @@ def trainer_container(
 def _claims(job: FineTuneJob, settings: OperatorSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     out = output_uri(job, settings)
     writable = [c for c in [claim_of(out)] if c]
-    return claim_volumes(job_claims(job, out), settings.pvc_mount_root, writable)
+    return claim_volumes(pvc_claims(job, default_output=out), settings.pvc_mount_root, writable)
 
 
 def trainer_pod_spec(
@@ -101,10 +102,10 @@ def trainer_pod_spec(
     return spec
 
 
-def user_error_rule(action: str = "FailJob") -> dict[str, Any]:
+def user_error_rule() -> dict[str, Any]:
     """Exit code 1 is a user error (bad data or config): retrying cannot help."""
     return {
-        "action": action,
+        "action": "FailJob",
         "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In", "values": [USER_ERROR_EXIT_CODE]},
     }
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from finetune_trainer.train.launch import processes_per_node, trainer_module_args
+
 from ..api import FineTuneJob
-from ..api.job import ResourcesSpec
+from ..api.job import FineTuneJobSpec, ResourcesSpec
 from ..api.queue import Flavor
 from ..settings import OperatorSettings
 from .common import CONFIG_PATH, labels, object_meta, parse_quantity, pod_resources, tolerations
@@ -31,11 +33,7 @@ KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 RULE_USER_ERROR = 0
 RULE_DISRUPTION = 1
 CHECKPOINT_GRACE_SECONDS = 120
-TRAIN_MODULE_ARGS = ["-m", "finetune_trainer", "train", "--config", CONFIG_PATH]
-
-
-def processes_per_node(res: ResourcesSpec) -> int:
-    return res.processes_per_node or max(res.gpus_per_node, 1)
+TRAIN_MODULE_ARGS = trainer_module_args("train", CONFIG_PATH)
 
 
 def training_resources(res: ResourcesSpec) -> dict[str, Any]:
@@ -43,16 +41,17 @@ def training_resources(res: ResourcesSpec) -> dict[str, Any]:
     return pod_resources(res.gpus_per_node, res.gpu_resource_name, res.cpu, res.memory, 8, 64, ("2", "8Gi"))
 
 
-def threads_per_process(res: ResourcesSpec) -> int:
-    cpu = training_resources(res)["requests"]["cpu"]
-    return max(1, int(parse_quantity(cpu)) // processes_per_node(res))
+def threads_per_process(spec: FineTuneJobSpec) -> int:
+    cpu = training_resources(spec.resources)["requests"]["cpu"]
+    return max(1, int(parse_quantity(cpu)) // processes_per_node(spec))
 
 
-def launch_command(res: ResourcesSpec) -> tuple[list[str], list[str]]:
+def launch_command(spec: FineTuneJobSpec) -> tuple[list[str], list[str]]:
     """Command and args of the launcher; node rank and master come from the PET_* env at run time."""
+    res = spec.resources
     if res.launcher == "torchrun":
         return ["torchrun"], list(TRAIN_MODULE_ARGS)
-    total = res.nodes * processes_per_node(res)
+    total = res.nodes * processes_per_node(spec)
     args = [
         "launch",
         "--num_machines", str(res.nodes),
@@ -92,11 +91,11 @@ def build_training_job(
     job_name = train_job_name(name, attempt)
     env = {
         "PET_NNODES": str(res.nodes),
-        "PET_NPROC_PER_NODE": str(processes_per_node(res)),
+        "PET_NPROC_PER_NODE": str(processes_per_node(job.spec)),
         "PET_MASTER_ADDR": f"{job_name}-0.{train_service_name(name)}",
         "PET_MASTER_PORT": str(MASTER_PORT),
         "FT_ATTEMPT": str(attempt),
-        "OMP_NUM_THREADS": str(threads_per_process(res)),
+        "OMP_NUM_THREADS": str(threads_per_process(job.spec)),
     }
     if settings.cpu_runtime or res.gpus_per_node == 0:
         env["DS_ACCELERATOR"] = "cpu"
@@ -104,7 +103,7 @@ def build_training_job(
         "name": "PET_NODE_RANK",
         "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}},
     }
-    command, args = launch_command(res)
+    command, args = launch_command(job.spec)
     container = trainer_container(
         job, settings, TRAINER_CONTAINER, command, args, env=env, resources=training_resources(res), extra_env=[node_rank]
     )
@@ -123,6 +122,11 @@ def build_training_job(
     if settings.priority_class_name:
         pod["priorityClassName"] = settings.priority_class_name
     rules = [user_error_rule(), {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+    kueue_labels: dict[str, str] = {}
+    if settings.queue_mode == "kueue":
+        kueue_labels[KUEUE_QUEUE_LABEL] = job.spec.queue.name
+        if job.spec.queue.priority_class:
+            kueue_labels[KUEUE_PRIORITY_LABEL] = job.spec.queue.priority_class
     obj = batch_job(
         job,
         job_name,
@@ -130,6 +134,7 @@ def build_training_job(
         pod,
         backoff_limit=0,
         failure_rules=rules,
+        extra_labels=kueue_labels,
         job_spec={
             "completionMode": "Indexed",
             "completions": res.nodes,
@@ -138,10 +143,6 @@ def build_training_job(
         },
     )
     obj["metadata"]["annotations"]["finetune.dev/attempt"] = str(attempt)
-    if settings.queue_mode == "kueue":
-        obj["metadata"]["labels"][KUEUE_QUEUE_LABEL] = job.spec.queue.name
-        if job.spec.queue.priority_class:
-            obj["metadata"]["labels"][KUEUE_PRIORITY_LABEL] = job.spec.queue.priority_class
     return obj
 
 
@@ -149,13 +150,14 @@ FailureKind = Literal["user", "preempted", "infrastructure"]
 
 
 def training_failure_kind(job_status: dict[str, Any]) -> FailureKind | None:
-    """Why a training Job failed, from its `Failed` condition (None while it has not failed).
+    """Why a training Job failed, from its `Failed` (or earlier `FailureTarget`) condition; None while it
+    has not failed.
 
     The Job controller names the matched pod-failure-policy rule in the condition message
     ("… matching FailJob rule at index N").
     """
     for cond in job_status.get("conditions") or []:
-        if cond.get("type") != "Failed" or cond.get("status") != "True":
+        if cond.get("type") not in ("Failed", "FailureTarget") or cond.get("status") != "True":
             continue
         if cond.get("reason") == "PodFailurePolicy":
             message = cond.get("message", "")

@@ -39,7 +39,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after", "function-before") or str(part).startswith("function-"):
+        elif str(part).startswith("function-"):
             continue
         else:
             out += ("." if out else "") + str(part)

@@ -96,10 +96,8 @@ class Controller:
         await self.reconcile(key)
 
     async def on_child_event(self, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        parent = (meta.get("labels") or {}).get(LABEL_JOB)
-        key = (meta.get("namespace") or "", parent or "")
-        if parent and key in self.bodies:
+        key = _parent(body)
+        if key is not None and key in self.bodies:
             await self.reconcile(key)
 
     def forget(self, key: Key) -> None:
@@ -161,12 +159,8 @@ class Controller:
         phase = status.phase if status else "Pending"
         jobs = {j.name: j for j in self._child_jobs(ns, name)}
         queue_spec = self._queue_spec(job.spec.queue.name)
-        flavor = None
-        if status and status.queue and status.queue.flavor and queue_spec:
-            flavor = next((Flavor.model_validate(f) for f in queue_spec.get("flavors") or []
-                           if f.get("name") == status.queue.flavor), None)
         grace = ((queue_spec or {}).get("preemption") or {}).get("gracePeriodSeconds")
-        observed = ObservedChildren(jobs=jobs, flavor=flavor, eviction_grace_seconds=grace)
+        observed = ObservedChildren(jobs=jobs, flavor=self._admitted_flavor(job), eviction_grace_seconds=grace)
         attempt = (status.attempts.count - 1) if status else -1
         if self.settings.queue_mode == "kueue" and attempt >= 0:
             observed = dataclasses.replace(observed, workload=self._workload(ns, names.train_job_name(name, attempt)))
@@ -223,7 +217,8 @@ class Controller:
 
     async def _serving(self, job: FineTuneJob) -> ServingState:
         ns = job.metadata.namespace or ""
-        objects = self.render_serving(job)
+        # Only kinds and names are read: the adapter pool's peers change neither (see DeleteServing below).
+        objects = builders.build_serving_objects(job, self.settings)
         ready_replicas, waiting = 0, []
         for obj in objects:
             if obj["kind"] != "Deployment":
@@ -302,7 +297,9 @@ class Controller:
                 await self.call(self.k8s.delete, action.kind, ns, action.name, action.propagation,
                                 action.grace_period_seconds)
             elif isinstance(action, DeleteServing):
-                for obj in self.render_serving(job):
+                # Without the pool's peers: they change no kind or name, and add only non-controller
+                # owner references, which never match this job's controller reference.
+                for obj in builders.build_serving_objects(job, self.settings):
                     owners = obj["metadata"].get("ownerReferences") or []
                     if any(o.get("uid") == job.metadata.uid and o.get("controller") for o in owners):
                         await self.call(self.k8s.delete, obj["kind"], ns, obj["metadata"]["name"])

@@ -21,14 +21,15 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
+from ..api import GROUP, VERSION
 from ..k8s import K8s, K8sError
 from ..queue import admission_cycle, format_quantity, job_view, queue_view
 from ..queue.admission import CycleResult, JobDecision, QueueSummary, describe
 from ..queue.kueue import embedded_conflicts
 from ..queue.requests import from_milli
+from ..reconcile.observed import format_time
 from ..settings import OperatorSettings
 
-GROUP, VERSION = "finetune.dev", "v1alpha1"
 CYCLE_SECONDS = 2.0
 IN_SCOPE_PHASES = frozenset({"Queued", "Training"})
 
@@ -132,7 +133,7 @@ def admission_cycle_of(queue_body: Mapping[str, Any], jobs: Any, namespace_label
         _set_queue_status(queue_body, None, warning=f"invalid spec: {error}")
         return
     result = admission_cycle([queue], [job_view(s) for s in snapshots], labels)
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = format_time(dt.datetime.now(dt.timezone.utc))
     for snapshot in snapshots:
         decision = result.jobs.get(f"{snapshot['metadata']['namespace']}/{snapshot['metadata']['name']}")
         if decision is not None:

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 
 from .requests import format_quantity, from_milli
 from .selector import selector_matches
-from .usage import rebuild_usage
 from .views import Amounts, JobView, QueueView
 
 
@@ -175,15 +174,15 @@ class _QueueCycle:
 
     def run(self, result: CycleResult) -> None:
         decisions = result.jobs
-        usage = rebuild_usage(self.jobs).get(self.queue.name, {})
-        releasing = rebuild_usage(j for j in self.jobs if j.eviction_requested).get(self.queue.name, {})
-        for name in self.names:
-            self.used[name] = self.vector(usage.get(name, {}))
-            self.releasing[name] = self.vector(releasing.get(name, {}))
-            self.committed[name] = list(self.used[name])
         for job in self.jobs:
             if job.holds_quota:
                 self.holders[job.flavor or ""].append(job)
+                if job.flavor and job.flavor in self.used:
+                    # Quota in use is what the holders' status says they hold (a restart rebuilds it).
+                    held = self.vector(job.holding)
+                    _plus(self.used[job.flavor], held)
+                    if job.eviction_requested:
+                        _plus(self.releasing[job.flavor], held)
                 if job.eviction_requested:
                     self.evicting.add(job.key)
                     decisions[job.key] = _held(job, "preempted by a higher-priority job: checkpointing, then evicted")
@@ -191,6 +190,7 @@ class _QueueCycle:
                     decisions[job.key] = _held(job, f"admitted to flavor {job.flavor}")
             elif job.admitted:
                 decisions[job.key] = JobDecision(job.key, job.queue, False, message="training ended; quota released")
+        self.committed = {name: list(self.used[name]) for name in self.names}
         admissible = []
         for job in self.jobs:
             if job.phase != "Queued" or job.admitted:
@@ -270,7 +270,7 @@ class _QueueCycle:
         for name in self.names:
             if not _fits(need, self.freeable(name, priority), self.cap[name]):
                 continue
-            base = [u - r + s for u, r, s in zip(self.used[name], self.releasing[name], self.reserved[name])]
+            base = self.after_release(name)
             candidates = [
                 h for h in self.holders[name] if h.key not in self.evicting and self.priority(h) < priority
             ]
@@ -279,7 +279,7 @@ class _QueueCycle:
             victims = self._fewest_victims(need, base, candidates, self.cap[name])
             for victim in victims:
                 self.evicting.add(victim.key)
-                _plus(self.releasing[name], self.request(victim) if not victim.held else self.vector(victim.held))
+                _plus(self.releasing[name], self.vector(victim.holding))
                 decisions[victim.key] = _held(
                     victim, f"preempted by {job.key} (higher priority): checkpointing, then evicted", eviction=True
                 )
@@ -289,11 +289,15 @@ class _QueueCycle:
             return victims
         return None
 
+    def after_release(self, flavor: str) -> Vector:
+        """Usage in a flavor once what is being released is gone, plus what is reserved for preemptors."""
+        return [u - r + s for u, r, s in zip(self.used[flavor], self.releasing[flavor], self.reserved[flavor])]
+
     def freeable(self, flavor: str, priority: int) -> Vector:
         """Usage in a flavor if every job of lower priority left (and what is being released did)."""
         key = (flavor, priority)
         if key not in self._freeable:
-            used = [u - r + s for u, r, s in zip(self.used[flavor], self.releasing[flavor], self.reserved[flavor])]
+            used = self.after_release(flavor)
             for holder in self.holders[flavor]:
                 if holder.key not in self.evicting and self.priority(holder) < priority:
                     _plus(used, self.vector(holder.holding), -1)

@@ -1,7 +1,7 @@
 """What a FineTuneJob's training asks of a queue: per-pod and whole-gang resource requests.
 
-The queue, the training-pod builder and the status all read the same numbers from here, so the quota a
-job holds is exactly what its pods request (DESIGN.md §6).
+The per-pod requests are the training-pod builder's own (`builders.training_job.training_resources`),
+read as numbers, so the quota a job holds is exactly what its pods request (DESIGN.md §6).
 """
 
 from __future__ import annotations
@@ -12,11 +12,7 @@ from kubernetes.utils.quantity import format_quantity as _format_with_suffix
 from kubernetes.utils.quantity import parse_quantity
 
 from ..api.job import FineTuneJobSpec, ResourcesSpec
-
-CPU_PER_GPU = Decimal(8)
-CPU_WITHOUT_GPU = Decimal(2)
-MEMORY_PER_GPU = parse_quantity("64Gi")
-MEMORY_WITHOUT_GPU = parse_quantity("8Gi")
+from ..builders.training_job import training_resources
 
 _SUFFIX_FACTORS = {
     **{s: Decimal(1024) ** (6 - i) for i, s in enumerate(("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"))},
@@ -31,17 +27,10 @@ def _resources_of(spec: FineTuneJobSpec | ResourcesSpec) -> ResourcesSpec:
 
 
 def pod_requests(spec: FineTuneJobSpec | ResourcesSpec) -> dict[str, Decimal]:
-    """Requests of one training pod: GPUs of `gpuResourceName`, cpu and memory (defaults per DESIGN)."""
-    res = _resources_of(spec)
-    gpus = Decimal(res.gpus_per_node)
-    requests: dict[str, Decimal] = {}
-    if gpus > 0:
-        requests[res.gpu_resource_name] = gpus
-    requests["cpu"] = parse_quantity(res.cpu) if res.cpu else (CPU_PER_GPU * gpus if gpus else CPU_WITHOUT_GPU)
-    requests["memory"] = (
-        parse_quantity(res.memory) if res.memory else (MEMORY_PER_GPU * gpus if gpus else MEMORY_WITHOUT_GPU)
-    )
-    return requests
+    """Requests of one training pod, as the training Job's pod template states them: cpu, memory and
+    GPUs of `gpuResourceName` (defaults per DESIGN)."""
+    requests = training_resources(_resources_of(spec))["requests"]
+    return {name: parse_quantity(value) for name, value in requests.items()}
 
 
 def job_requests(spec: FineTuneJobSpec | ResourcesSpec) -> dict[str, Decimal]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ..api.common import LabelSelector
 from ..api.job import QueueRef, ResourcesSpec
 from ..api.queue import FineTuneQueueSpec
+from ..reconcile.observed import parse_time
 from .requests import job_requests, to_milli
 
 Amounts = dict[str, int]
@@ -126,6 +126,6 @@ def job_view(obj: Mapping[str, Any]) -> JobView:
 
 
 def _timestamp(value: str | None) -> float:
-    if not value:
-        return 0.0
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    """Seconds since the epoch; 0 when the object has no creation time yet."""
+    parsed = parse_time(value)
+    return parsed.timestamp() if parsed is not None else 0.0

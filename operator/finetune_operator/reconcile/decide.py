@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..api import FineTuneJob
+from ..api import FineTuneJob, TERMINAL_PHASES
 from ..api.job import DataReport, EvaluationStatus, FineTuneJobStatus
 from ..builders import names
 from ..settings import OperatorSettings
@@ -19,7 +19,6 @@ from .observed import JobState, ObservedChildren, format_time, parse_time
 from .status import changes, find_condition, set_condition
 
 DEPLOY_POLL_SECONDS = 5.0
-TERMINAL = ("Succeeded", "Failed", "Rejected")
 AFTER_TRAINING = ("Evaluating", "Deploying", "Serving", "Succeeded", "Rejected")
 
 
@@ -68,7 +67,7 @@ class Plan:
             self.do(Observe("phase_seconds", (self.now - started).total_seconds(), {"phase": old}))
         self.set(phase=phase, reason=reason, message=message, phaseStartedAt=self.now_text,
                  observedGeneration=self.generation)
-        if phase in TERMINAL:
+        if phase in TERMINAL_PHASES:
             self.set(completionTime=self.now_text)
         self.event(reason, message, warning)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..api.queue import Flavor
+from ..builders.training_job import training_failure_kind
 
 JobOutcome = Literal["running", "succeeded", "failed"]
 FailureClass = Literal["user", "infrastructure", "preempted"]
@@ -181,8 +182,6 @@ def pod_state(pod: dict[str, Any]) -> PodState:
 
 def job_state(job: dict[str, Any], pods: list[PodState] | tuple[PodState, ...] = ()) -> JobState:
     """Reduce a batch/v1 Job (its conditions decide the outcome; pods explain it)."""
-    from ..builders.training_job import training_failure_kind
-
     meta, spec, status = job.get("metadata") or {}, job.get("spec") or {}, job.get("status") or {}
     outcome: JobOutcome = "running"
     failure_message, finished_at = "", None
@@ -196,9 +195,7 @@ def job_state(job: dict[str, Any], pods: list[PodState] | tuple[PodState, ...] =
             failure_message = cond.get("message") or cond.get("reason") or ""
     if outcome == "running" and status.get("completionTime"):
         outcome, finished_at = "succeeded", status["completionTime"]
-    kind = training_failure_kind({"conditions": [
-        {**c, "type": "Failed"} for c in status.get("conditions") or [] if c.get("type") in ("Failed", "FailureTarget")
-    ]}) if outcome == "failed" else None
+    kind = training_failure_kind(status) if outcome == "failed" else None
     return JobState(
         name=meta.get("name", ""),
         outcome=outcome,

@@ -17,6 +17,18 @@ def lora_config() -> Any:
                       task_type="CAUSAL_LM")
 
 
+def untrained_adapter(model_dir: Path, out: Path) -> Path:
+    """A LoRA adapter after zero training steps: peft initialises B to 0, so it equals the base."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    get_peft_model(model, lora_config()).save_pretrained(out)
+    return out
+
+
 def train_adapter(model_dir: Path, out: Path, epochs: float) -> Path:
     import torch
     from datasets import load_dataset

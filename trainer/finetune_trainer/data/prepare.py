@@ -29,7 +29,7 @@ from .formats import Example, Format, Purpose, parse_file
 from .prepared import clear_pointer, content_hash, write_json_atomic, write_prepared
 from .report import build_report, cost_estimate, count_parameters, length_histogram, length_stats, render_markdown, summary
 from .rules import Findings
-from .sources import MissingData, SourceUnavailable, fingerprint, read_dataset
+from .sources import MissingData, SourceFile, SourceUnavailable, fingerprint, read_dataset
 from .tokenize import Encoded, LossOn, OverLength, Tokenizer, TokenizerUnavailable, encode_sft, load_tokenizer, measure, tokenizer_finding
 
 EXIT_OK = 0
@@ -121,11 +121,16 @@ def check_datasets(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     splits: dict[str, SplitResult] = {}
+    # The validation set doubles as the eval set when there is no eval set: read each location once.
+    # Failures are not cached, so every split that names a missing location gets its own finding.
+    files_by_uri: dict[str, list[SourceFile]] = {}
     for src in sources:
         result = SplitResult(src)
         splits[src.name] = result
         try:
-            result.files = read_dataset(src.uri)
+            if src.uri not in files_by_uri:
+                files_by_uri[src.uri] = read_dataset(src.uri)
+            result.files = list(files_by_uri[src.uri])
         except MissingData as exc:
             findings.add(rules.SOURCE, src.uri, 0, str(exc).removeprefix(f"{src.uri}: "))
     timings["read"] = time.perf_counter() - t0

@@ -24,6 +24,8 @@ from typing import Any
 
 from finetune_operator.api.resolved import ArtifactLayout
 
+from ..atomic_json import write_json_atomic
+
 FORMAT_VERSION = "prepared-v1"
 POINTER = "prepared.json"
 INFO = "info.json"
@@ -36,14 +38,6 @@ def content_hash(inputs: dict[str, str], tokenizer: str, settings: dict[str, Any
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
 
 
 def write_prepared(layout: ArtifactLayout, digest: str, splits: dict[str, Any], info: dict[str, Any]) -> Path:

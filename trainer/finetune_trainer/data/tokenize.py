@@ -151,16 +151,15 @@ def _masks_from_spans(tok: Tokenizer, texts: list[str], spans: list[list[tuple[i
 
 def _encode_batch(tok: Tokenizer, batch: list[Example]) -> list[tuple[list[int], list[int]] | Exception]:
     """Token ids and assistant mask per row, or the exception that rendering it raised."""
-    if tok.chat_template and tok.has_generation_markers and all(ex.tools is None for ex in batch):
-        try:
-            out = tok.tokenizer.apply_chat_template(
-                [ex.conversation for ex in batch], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-            )
-            return list(zip(out["input_ids"], out["assistant_masks"], strict=True))
-        except Exception:  # noqa: BLE001 - find the rows that fail, one by one
-            if len(batch) > 1:
-                return [r for ex in batch for r in _encode_batch(tok, [ex])]
-    if tok.chat_template and tok.has_generation_markers:
+    if tok.has_generation_markers:
+        if all(ex.tools is None for ex in batch):
+            try:
+                out = tok.tokenizer.apply_chat_template(
+                    [ex.conversation for ex in batch], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+                )
+                return list(zip(out["input_ids"], out["assistant_masks"], strict=True))
+            except Exception:  # noqa: BLE001 - find the rows that fail, one by one, below
+                pass
         results: list[tuple[list[int], list[int]] | Exception] = []
         for ex in batch:
             try:

@@ -17,6 +17,7 @@ from typing import Any
 from finetune_operator.api.job import GateResult
 from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
 
+from ..atomic_json import write_json_atomic
 from .gates import check_gates
 from .generate import (
     GenerationBackend,
@@ -152,10 +153,7 @@ class BaseOutputCache:
         return stored["outputs"] if stored.get("key") == self.key else None
 
     def save(self, outputs: list[list[str]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps({"key": self.key, "outputs": outputs}))
-        partial.replace(self.path)
+        write_json_atomic(self.path, {"key": self.key, "outputs": outputs}, indent=None, default=None)
 
 
 def _generate_all(

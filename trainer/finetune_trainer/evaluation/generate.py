@@ -75,10 +75,11 @@ def resolve_models(config: ResolvedConfig, need_tuned: bool = True) -> ModelPair
     )
 
 
-def load_tokenizer(model_dir: str, chat_template: str | None = None) -> Any:
+def load_tokenizer(model_dir: str | Path, chat_template: str | None = None) -> Any:
+    """The base's tokenizer, with the spec's chat template when one is given and a pad token always."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if chat_template:
         tokenizer.chat_template = chat_template
     if tokenizer.pad_token is None:
@@ -114,7 +115,9 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM
 
-        dtype = "auto" if self.pair.dtype == "auto" else getattr(torch, self.pair.dtype)
+        from ..train.peft_setup import torch_dtype
+
+        dtype = "auto" if self.pair.dtype == "auto" else torch_dtype(self.pair.dtype)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
 

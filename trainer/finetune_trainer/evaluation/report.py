@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
 
-from ..data.prepared import write_json_atomic
+from ..atomic_json import write_json_atomic
 from .stats import MetricSummary
 
 if TYPE_CHECKING:

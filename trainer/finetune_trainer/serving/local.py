@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,15 +24,10 @@ from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_operator.builders.serving import base_model_name, default_max_model_len
 from finetune_operator.builders.vllm import LoraModule, vllm_args
 from finetune_operator.local.processes import stop_process_group
+from finetune_trainer.train.launch import free_port
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 READY_TIMEOUT_SECONDS = 300.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def adapter_rank(adapter_dir: str | Path) -> int:

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..atomic_json import write_json_atomic
+
 STATE_FILE = "finetune_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -41,9 +43,7 @@ def latest_checkpoint(checkpoints: str | Path) -> Path | None:
 def write_state(checkpoint: str | Path, state: dict[str, Any]) -> Path:
     """Write our state into a checkpoint (atomically: a rename marks it complete)."""
     target = Path(checkpoint) / STATE_FILE
-    staging = target.with_suffix(".tmp")
-    staging.write_text(json.dumps(state, sort_keys=True))
-    staging.replace(target)
+    write_json_atomic(target, state, indent=None, sort_keys=True, default=None, make_parents=False)
     return target
 
 

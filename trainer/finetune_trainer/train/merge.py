@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from finetune_operator.api.job import FineTuneJobSpec
 from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
 
 from .hyperparams import resolve_dtype
@@ -21,13 +20,6 @@ from .peft_setup import torch_dtype
 
 ADAPTER_CONFIG = "adapter_config.json"
 BASE_PATH_KEY = "finetune_base_path"
-
-
-def base_served_name(spec: FineTuneJobSpec) -> str:
-    """spec.model.name, else the URI's last path element lower-cased (as the API documents)."""
-    if spec.model.name:
-        return spec.model.name
-    return spec.model.uri.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 def label_adapter(adapter_dir: str | Path, served_base: str, base_path: str) -> dict[str, Any]:

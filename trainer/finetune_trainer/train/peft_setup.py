@@ -74,15 +74,3 @@ def load_base_model(model_dir: str | Path, adapter: AdapterSpec, dtype: str, dev
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     model.config.use_cache = False
     return model
-
-
-def load_tokenizer(model_dir: str | Path, chat_template: str | None = None) -> Any:
-    """The base's tokenizer, with the spec's chat template when one is given and a pad token always."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if chat_template:
-        tokenizer.chat_template = chat_template
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+
+from ..atomic_json import write_json_atomic
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed", "bitsandbytes", "tokenizers")
 
@@ -50,8 +51,5 @@ def build_run_record(
 
 def write_run_record(layout: ArtifactLayout, record: dict[str, Any]) -> Path:
     """Write run.json atomically (a retried attempt overwrites the previous one)."""
-    layout.root.mkdir(parents=True, exist_ok=True)
-    staging = layout.run_json.with_suffix(".json.tmp")
-    staging.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    staging.replace(layout.run_json)
+    write_json_atomic(layout.run_json, record, sort_keys=True)
     return layout.run_json

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 from transformers.trainer_callback import PrinterCallback
 from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_operator.builders.serving import base_model_name
 
 from . import dpo, grpo, sft
 from .arguments import common_training_kwargs
@@ -20,9 +21,10 @@ from .callbacks import ProgressCallback, StopOnSigterm, TokenCounter, resumed_to
 from .checkpoint import latest_checkpoint
 from .deepspeed_config import deepspeed_config, write_deepspeed_config
 from .hyperparams import resolve_hyperparameters
-from .merge import base_served_name, label_adapter
+from .merge import label_adapter
 from .parts import TrainerParts
-from .peft_setup import load_base_model, load_tokenizer, lora_config
+from ..evaluation.generate import load_tokenizer
+from .peft_setup import load_base_model, lora_config
 from .run_record import build_run_record, write_run_record
 
 
@@ -162,7 +164,7 @@ def run_training(
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(target))
         if spec.adapter.type != "full":
-            label_adapter(target, base_served_name(spec), config.paths.model)
+            label_adapter(target, base_model_name(spec), config.paths.model)
         outcome.metrics = {k: v for k, v in (result.metrics if result else {}).items() if isinstance(v, (int, float))}
         write_run_record(layout, {**record, "result": outcome.summary()})
     return outcome

@@ -42,6 +42,13 @@ def choose_batching(packing: str, lengths: list[int], attn_implementation: str |
     return "padding_free" if length_skew(lengths) >= SKEW_THRESHOLD else "padded"
 
 
+def input_lengths(dataset: Any) -> list[int]:
+    """Every row's `input_ids` length, read from the Arrow column (rows are not converted to lists)."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
+
+
 def sft_dataset(dataset: Any, loss_on: str) -> Any:
     """Keep what SFTTrainer needs; `all` drops the masks so every token carries the loss."""
     keep = [c for c in dataset.column_names if c in KEPT_COLUMNS and not (loss_on == "all" and c in MASK_COLUMNS)]
@@ -72,8 +79,8 @@ def make_sft_config(spec: FineTuneJobSpec, common: dict[str, Any], train_dataset
     """The SFTConfig (built before the model: ZeRO-3 must see it at load time) and its batching."""
     from trl import SFTConfig
 
-    lengths = [len(x) for x in train_dataset["input_ids"]]
-    batching = choose_batching(spec.method.sft.packing, lengths, attn_implementation)
+    packing = spec.method.sft.packing
+    batching = choose_batching(packing, input_lengths(train_dataset) if packing == "auto" else [], attn_implementation)
     return SFTConfig(**common, **sft_config_kwargs(spec, batching)), batching
 
 

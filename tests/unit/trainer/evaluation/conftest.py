@@ -14,7 +14,8 @@ import yaml
 from finetune_operator.api.job import FineTuneJob
 from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_operator.local.config import local_config
-from tests.unit.trainer.adapters import lora_config, train_adapter
+from tests.unit.trainer.adapters import train_adapter
+from tests.unit.trainer.adapters import untrained_adapter as make_untrained_adapter
 
 ROOT = Path(__file__).resolve().parents[4]
 MANIFEST = ROOT / "examples" / "quickstart.yaml"
@@ -31,15 +32,7 @@ def lora_only_adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="session")
 def untrained_adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter after zero training steps: peft initialises B to 0, so it equals the base."""
-    import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("adapter-untrained") / "adapter"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    get_peft_model(model, lora_config()).save_pretrained(out)
-    return out
+    return make_untrained_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter-untrained") / "adapter")
 
 
 @pytest.fixture
