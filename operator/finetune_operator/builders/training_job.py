@@ -1,7 +1,8 @@
 """Training: headless Service `<job>-train` and Indexed Job `<job>-train-a<N>` (DESIGN.md §4).
 
-One pod per node; `torchrun` (or `accelerate launch`) reads the node's rank from the completion index
-and derives every process rank itself. Retries are the operator's (each one a new Job), so the Job
+One pod per node; `torchrun` (or `accelerate launch`), run in-process by our launcher wrapper so that a
+crashed worker exits 2 and not 1, reads the node's rank from the completion index and derives every
+process rank itself. Retries are the operator's (each one a new Job), so the Job
 has `backoffLimit: 0` and a pod failure policy that labels why it failed:
 
 - rule 0, exit code 1 of the trainer: a user error (bad data or config), never retried;
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from finetune_trainer.train.launch import processes_per_node, trainer_module_args
+from finetune_trainer.train.launch import launcher_prefix, processes_per_node, trainer_module_args
 
 from ..api import FineTuneJob
 from ..api.job import FineTuneJobSpec, ResourcesSpec
@@ -50,10 +51,10 @@ def launch_command(spec: FineTuneJobSpec) -> tuple[list[str], list[str]]:
     """Command and args of the launcher; node rank and master come from the PET_* env at run time."""
     res = spec.resources
     if res.launcher == "torchrun":
-        return ["torchrun"], list(TRAIN_MODULE_ARGS)
+        return launcher_prefix(), ["torchrun", *TRAIN_MODULE_ARGS]
     total = res.nodes * processes_per_node(spec)
     args = [
-        "launch",
+        "accelerate",
         "--num_machines", str(res.nodes),
         "--machine_rank", "$(PET_NODE_RANK)",
         "--main_process_ip", "$(PET_MASTER_ADDR)",
@@ -63,7 +64,7 @@ def launch_command(spec: FineTuneJobSpec) -> tuple[list[str], list[str]]:
     ]
     if total > 1:
         args.append("--multi_gpu")
-    return ["accelerate"], args + TRAIN_MODULE_ARGS
+    return launcher_prefix(), args + TRAIN_MODULE_ARGS
 
 
 def build_training_service(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:

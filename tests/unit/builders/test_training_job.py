@@ -44,8 +44,8 @@ def test_indexed_job_wires_torchrun_through_pet_env() -> None:
     assert env["PET_MASTER_ADDR"] == "big-train-a2-0.big-train" and env["PET_MASTER_PORT"] == "29500"
     assert env["PET_NODE_RANK"] == {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
     assert env["HF_HUB_OFFLINE"] == "1" and env["TORCH_EXTENSIONS_DIR"].startswith("/tmp")
-    assert container["command"] == ["torchrun"]
-    assert container["args"] == ["-m", "finetune_trainer", "train", "--config", "/etc/finetune/config.json"]
+    assert container["command"] == ["python", "-m", "finetune_trainer.train.launcher"]
+    assert container["args"] == ["torchrun", "-m", "finetune_trainer", "train", "--config", "/etc/finetune/config.json"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
@@ -72,7 +72,7 @@ def test_accelerate_gets_machine_rank_and_total_processes() -> None:
     job = make_job(resources={"nodes": 2, "gpusPerNode": 4, "launcher": "accelerate"})
     container = build_training_job(job, OperatorSettings(), attempt=0)["spec"]["template"]["spec"]["containers"][0]
     args = container["args"]
-    assert container["command"] == ["accelerate"] and args[0] == "launch"
+    assert container["command"] == ["python", "-m", "finetune_trainer.train.launcher"] and args[0] == "accelerate"
     flags = dict(zip(args[1::2], args[2::2]))
     assert flags["--machine_rank"] == "$(PET_NODE_RANK)" and flags["--main_process_ip"] == "$(PET_MASTER_ADDR)"
     assert flags["--num_machines"] == "2" and flags["--num_processes"] == "8" and "--multi_gpu" in args

@@ -5,6 +5,7 @@ Exit 0 when done, 1 on a user error, 2 on an infrastructure error, 143 after SIG
 
 from __future__ import annotations
 
+import faulthandler
 import os
 
 
@@ -13,13 +14,16 @@ def main(config_path: str) -> int:
     from finetune_trainer.train.exit_codes import run_phase
     from finetune_trainer.train.runner import run_training, shutdown_distributed
 
+    faulthandler.enable()  # a native crash (SIGABRT, SIGSEGV) prints every thread's Python stack
     stop = StopOnSigterm().install()
+    code = None
     try:
-        return run_phase(
+        code = run_phase(
             "train",
             config_path,
             lambda config: run_training(config, stop).summary(),
             write_message=os.environ.get("RANK", "0") == "0",
         )
+        return code
     finally:
-        shutdown_distributed()
+        shutdown_distributed(finished=code == 0)

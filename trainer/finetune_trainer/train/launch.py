@@ -63,6 +63,12 @@ def trainer_module_args(phase: str, config_path: str) -> list[str]:
     return ["-m", "finetune_trainer", phase, "--config", config_path]
 
 
+def launcher_prefix(python: str = "python") -> list[str]:
+    """Our in-process launcher wrapper (`train/launcher.py`): torchrun and accelerate exit 1 for any worker
+    failure; the wrapper turns the workers' exit codes into ours (a crashed worker is retried)."""
+    return [python, "-m", "finetune_trainer.train.launcher"]
+
+
 def launch_argv(spec: FineTuneJobSpec, config_path: str, topology: Topology, python: str | None = None) -> list[str]:
     """The full argv that starts `python -m finetune_trainer train --config FILE` in every process.
 
@@ -73,7 +79,7 @@ def launch_argv(spec: FineTuneJobSpec, config_path: str, topology: Topology, pyt
     python = python or sys.executable
     if spec.resources.launcher == "accelerate":
         argv = [
-            python, "-m", "accelerate.commands.launch",
+            *launcher_prefix(python), "accelerate",
             "--num_machines", str(topology.nnodes),
             "--machine_rank", topology.node_rank,
             "--main_process_ip", topology.master_addr,
@@ -87,7 +93,7 @@ def launch_argv(spec: FineTuneJobSpec, config_path: str, topology: Topology, pyt
             argv += ["--mixed_precision", "no"]
         return argv + trainer_module_args("train", config_path)
     return [
-        python, "-m", "torch.distributed.run",
+        *launcher_prefix(python), "torchrun",
         "--nnodes", str(topology.nnodes),
         "--nproc_per_node", str(topology.nproc_per_node),
         "--node_rank", topology.node_rank,

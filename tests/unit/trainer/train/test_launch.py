@@ -17,7 +17,7 @@ def flag(argv: list[str], name: str) -> str:
 def test_torchrun_in_a_pod_takes_the_node_rank_from_the_pet_variable():
     s = spec({"nodes": 2, "gpusPerNode": 4})
     argv = launch_argv(s, "/etc/ft/config.json", Topology.for_pod(s, "job-train-a0-0.job-train"), python="python")
-    assert argv[:3] == ["python", "-m", "torch.distributed.run"]
+    assert argv[:4] == ["python", "-m", "finetune_trainer.train.launcher", "torchrun"]
     assert flag(argv, "--nnodes") == "2" and flag(argv, "--nproc_per_node") == "4"
     assert flag(argv, "--node_rank") == PET_NODE_RANK_REF
     assert flag(argv, "--master_addr") == "job-train-a0-0.job-train" and flag(argv, "--master_port") == "29500"
