@@ -50,8 +50,10 @@ COPY requirements/ requirements/
 # ------------------------------------------------------------------------------------- operator build
 FROM base AS operator-build
 COPY pyproject.toml ./
+COPY api/ api/
 COPY operator/ operator/
 COPY trainer/ trainer/
+COPY cli/ cli/
 RUN python -m pip install . -c requirements/constraints.txt
 
 # ------------------------------------------------------------------------------------------- operator
@@ -85,11 +87,13 @@ RUN apt-get update \
 # (an sdist that must see torch at build time).
 RUN python -m pip install torch==2.13.0 -c requirements/constraints.txt
 COPY pyproject.toml ./
+COPY api/ api/
 COPY operator/ operator/
 COPY trainer/ trainer/
+COPY cli/ cli/
 RUN python -m pip install ".[trainer]" -c requirements/constraints.txt \
     && DS_BUILD_OPS=0 python -m pip install --no-build-isolation deepspeed==0.19.8 -c requirements/constraints.txt \
-    && rm -rf /src/operator /src/trainer
+    && rm -rf /src/api /src/operator /src/trainer /src/cli
 # Writable caches for a non-root user with a read-only image; pods point these at their /tmp emptyDir.
 ENV HOME=/home/finetune \
     HF_HOME=/home/finetune/.cache/huggingface \

@@ -38,7 +38,7 @@ def main() -> int:
         workdir = Path(scratch) / "run"
         started = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "finetune_operator.cli.main", "run", str(ROOT / "examples" / "quickstart.yaml"),
+            [sys.executable, "-m", "finetune_cli.main", "run", str(ROOT / "examples" / "quickstart.yaml"),
              "--fresh", "--plain", "--workdir", str(workdir)],
             capture_output=True, text=True, cwd=ROOT,
         )

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from finetune_operator.api.resolved import ResolvedConfig, ResolvedPaths
+from finetune_api.resolved import ResolvedConfig, ResolvedPaths
 from finetune_trainer.data.prepare import run_prepare
 from finetune_trainer.tiny_model import build_tiny_model, keyword_task
 from finetune_trainer.train.callbacks import StopOnSigterm

@@ -27,8 +27,8 @@ def main(count: int = 1000, repeats: int = 3) -> dict[str, float]:
             path = Path(tmp) / f"m{i}.yaml"
             path.write_text(yaml.safe_dump(doc))
             files.append(str(path))
-        cmd = [sys.executable, "-m", "finetune_operator.cli.main", "validate", "-q", *files]
-        import_only = [sys.executable, "-c", "import finetune_operator.cli.main"]
+        cmd = [sys.executable, "-m", "finetune_cli.main", "validate", "-q", *files]
+        import_only = [sys.executable, "-c", "import finetune_cli.main"]
         timings, imports = [], []
         for _ in range(repeats):
             start = time.perf_counter()

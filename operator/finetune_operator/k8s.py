@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from . import rbac
-from .api import GROUP, VERSION
+from finetune_api import GROUP, VERSION
 
 
 @dataclass(frozen=True)

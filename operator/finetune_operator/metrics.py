@@ -12,7 +12,7 @@ from typing import Callable, Iterable, get_args
 from prometheus_client import CollectorRegistry, Counter as PromCounter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from .api.job import Phase
+from finetune_api.job import Phase
 from .reconcile.actions import Observe
 
 PHASE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)

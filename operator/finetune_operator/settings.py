@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .api.resolved import PVC_MOUNT_ROOT
+from finetune_api.resolved import PVC_MOUNT_ROOT
 
 TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"

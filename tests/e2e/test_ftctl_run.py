@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_quickstart_passes_its_gate_and_serves_an_answer(tmp_path: Path) -> None:
     workdir = tmp_path / "quickstart"
     proc = subprocess.run(
-        [sys.executable, "-m", "finetune_operator.cli.main", "run", str(REPO / "examples" / "quickstart.yaml"),
+        [sys.executable, "-m", "finetune_cli.main", "run", str(REPO / "examples" / "quickstart.yaml"),
          "--workdir", str(workdir), "--plain"],
         capture_output=True, text=True, timeout=1200, cwd=REPO,
     )

@@ -27,7 +27,7 @@ from tests.harness.cluster import (
 from tests.harness.cluster import wait_for as cluster_wait_for
 
 from finetune_operator import rbac
-from finetune_trainer.train.launch import free_port  # noqa: F401 - the harness's port picker
+from finetune_api.contract.launch import free_port  # noqa: F401 - the harness's port picker
 
 SYSTEM_NS = "finetune-system"
 SA = "finetune-operator"

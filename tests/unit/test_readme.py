@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_operator.apidocs import BEGIN, END, render_api_reference
+from finetune_api.apidocs import BEGIN, END, render_api_reference
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

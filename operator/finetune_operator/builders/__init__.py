@@ -9,7 +9,7 @@ from .render import render_job
 from .resolve import resolve_config
 from .serving import PoolAdapter, build_serving_objects, canary_split, pool_adapter, served_model_names, serving_endpoint
 from .training_job import build_training_job, build_training_service, training_failure_kind
-from .vllm import LoraModule, max_lora_rank, vllm_args
+from finetune_api.contract.vllm import LoraModule, max_lora_rank, vllm_args
 
 __all__ = [
     "LoraModule",

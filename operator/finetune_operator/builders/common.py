@@ -11,9 +11,9 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from ..api import API_VERSION, FineTuneJob
-from ..api.common import Toleration
-from ..api.job import ResourcesSpec, ServingSpec
+from finetune_api import API_VERSION, FineTuneJob
+from finetune_api.common import Toleration
+from finetune_api.job import ResourcesSpec, ServingSpec
 from ..settings import OperatorSettings
 from .names import config_map_name
 

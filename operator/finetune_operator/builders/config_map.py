@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..api import FineTuneJob
+from finetune_api import FineTuneJob
 from ..settings import OperatorSettings
 from .common import CONFIG_FILE, object_meta
 from .names import config_map_name

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api import FineTuneJob
+from finetune_api import FineTuneJob
 from ..settings import OperatorSettings
 from .common import serving_placement
 from .names import eval_job_name

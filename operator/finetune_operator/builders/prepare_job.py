@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api import FineTuneJob
+from finetune_api import FineTuneJob
 from ..settings import OperatorSettings
 from .names import prepare_job_name
 from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_argv, trainer_container, trainer_pod_spec, user_error_rule

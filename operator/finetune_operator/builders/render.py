@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api import FineTuneJob
+from finetune_api import FineTuneJob
 from ..settings import OperatorSettings
 from .config_map import build_config_map
 from .eval_job import build_eval_job, merges_before_eval

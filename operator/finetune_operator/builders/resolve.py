@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..api import FineTuneJob
-from ..api.job import DatasetRef, FineTuneJobSpec
-from ..api.resolved import ResolvedConfig, ResolvedPaths, uri_to_path
+from finetune_api import FineTuneJob
+from finetune_api.job import DatasetRef, FineTuneJobSpec
+from finetune_api.resolved import ResolvedConfig, ResolvedPaths, uri_to_path
 from ..settings import OperatorSettings
 from .common import job_labels
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..api import API_VERSION, FineTuneJob
-from ..api.job import FineTuneJobSpec, ServingSpec
-from ..api.resolved import ArtifactLayout, claim_of, uri_to_path
+from finetune_api import API_VERSION, FineTuneJob
+from finetune_api.job import FineTuneJobSpec, ServingSpec
+from finetune_api.resolved import ArtifactLayout, claim_of, uri_to_path
 from ..settings import OperatorSettings
 from .common import (
     ANNOTATION_GENERATION,
@@ -48,7 +48,9 @@ from .common import (
 )
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
 from .resolve import namespace, output_uri
-from .vllm import VLLM_COMMAND, VLLM_PORT, LoraModule, cpu_kv_cache_gib, vllm_args, vllm_pod_resources
+from finetune_api.contract.vllm import VLLM_COMMAND, VLLM_PORT, LoraModule, base_model_name, default_max_model_len, vllm_args
+
+from .vllm import cpu_kv_cache_gib, vllm_pod_resources
 
 STARTUP_BUDGET_SECONDS = 1800
 """Time a replica may take to load its model before the kubelet restarts it."""
@@ -58,13 +60,6 @@ TERMINATION_GRACE_SECONDS = 60
 
 
 # ----------------------------------------------------------------------------- model references
-def base_model_name(spec: FineTuneJobSpec) -> str:
-    """`spec.model.name`, or the last element of the model URI, lower-cased."""
-    if spec.model.name:
-        return spec.model.name
-    return PurePosixPath(spec.model.uri.split("://", 1)[-1].rstrip("/")).name.lower()
-
-
 def _model_source(uri: str, pvc_root: str) -> tuple[str, dict[str, str]]:
     """What vLLM's `--model` gets: a mounted path, a hub id, or an S3 URI streamed by run:ai."""
     if uri.startswith("hf://"):
@@ -82,14 +77,6 @@ def tuned_model_dir(job: FineTuneJob, settings: OperatorSettings) -> str:
 
 def adapter_dir(job: FineTuneJob, settings: OperatorSettings) -> str:
     return str(ArtifactLayout(uri_to_path(output_uri(job, settings), settings.pvc_mount_root)).adapter)
-
-
-def default_max_model_len(spec: FineTuneJobSpec) -> int:
-    """`spec.serving.maxModelLen`, else the data's longest example plus an answer, in 256-token steps."""
-    if spec.serving.max_model_len:
-        return spec.serving.max_model_len
-    tokens = spec.datasets.max_length + spec.evaluation.max_new_tokens
-    return 256 * math.ceil(tokens / 256)
 
 
 def served_model_names(job: FineTuneJob) -> list[str]:

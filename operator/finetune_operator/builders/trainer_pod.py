@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune_trainer.train.launch import trainer_module_args
+from finetune_api.contract.launch import trainer_module_args
 
-from ..api import FineTuneJob
-from ..api.resolved import claim_of, pvc_claims
+from finetune_api import FineTuneJob
+from finetune_api.resolved import claim_of, pvc_claims
 from ..settings import OperatorSettings
 from .common import (
     CONFIG_PATH,

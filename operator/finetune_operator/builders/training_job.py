@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from finetune_trainer.train.launch import launcher_prefix, processes_per_node, trainer_module_args
+from finetune_api.contract.launch import launcher_prefix, processes_per_node, trainer_module_args
 
-from ..api import FineTuneJob
-from ..api.job import FineTuneJobSpec, ResourcesSpec
-from ..api.queue import Flavor
+from finetune_api import FineTuneJob
+from finetune_api.job import FineTuneJobSpec, ResourcesSpec
+from finetune_api.queue import Flavor
 from ..settings import OperatorSettings
 from .common import CONFIG_PATH, labels, object_meta, parse_quantity, pod_resources, tolerations
 from .names import train_job_name, train_service_name

@@ -1,116 +1,16 @@
-"""vLLM server flags: ONE pure function for the cluster Deployments and the local server.
-
-`vllm_args` returns the arguments after `python -m vllm.entrypoints.openai.api_server`, so
-`ftctl serve`, `ftctl run` and the Deployments run vLLM the same way.
-"""
+"""Requests, limits and KV-cache size of the vLLM pods (serving and evaluation); the server flags
+themselves are part of the API contract (`finetune_api.contract.vllm`), shared with `ftctl`."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-VLLM_PORT = 8000
-VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-"""`vllm.config.lora.MaxLoRARanks` of vLLM 0.32 (a unit test compares it with the installed vLLM)."""
-MAX_LORAS_PER_BATCH = 16
-"""Adapters resident on the accelerator at once; more stay in CPU memory (`--max-cpu-loras`)."""
-MANAGED_FLAGS = frozenset(
-    {
-        "--model", "--served-model-name", "--port", "--host", "--dtype", "--max-model-len", "--enable-lora",
-        "--lora-modules", "--max-lora-rank", "--max-loras", "--max-cpu-loras", "--tensor-parallel-size",
-        "--enforce-eager",
-    }
-)
-
-
-@dataclass(frozen=True)
-class LoraModule:
-    """One adapter as vLLM's JSON `--lora-modules` entry; it names the base it was trained on."""
-
-    name: str
-    path: str
-    base_model_name: str
-
-    def to_json(self) -> str:
-        return json.dumps({"name": self.name, "path": self.path, "base_model_name": self.base_model_name}, separators=(",", ":"))
-
-
-def max_lora_rank(rank: int) -> int:
-    """The smallest rank vLLM accepts that holds `rank` (vLLM refuses any other value)."""
-    for allowed in LORA_RANKS:
-        if allowed >= rank:
-            return allowed
-    raise ValueError(f"spec.adapter.r={rank}: vLLM serves LoRA ranks up to {LORA_RANKS[-1]}; serve it merged instead")
-
-
-def vllm_dtype(dtype: str, cpu: bool) -> str:
-    """`spec.model.dtype` as vLLM's `--dtype`: auto is bfloat16 on GPUs, float32 on CPU (vLLM's CPU
-    backend has no float16 kernels, so float16 runs as bfloat16 there)."""
-    if cpu:
-        return {"auto": "float32", "float16": "bfloat16"}.get(dtype, dtype)
-    return "bfloat16" if dtype == "auto" else dtype
-
-
-def check_extra_args(extra: Sequence[str]) -> None:
-    """User args may tune vLLM but not override what probes, Services and clients rely on."""
-    for arg in extra:
-        flag = arg.split("=", 1)[0]
-        if flag in MANAGED_FLAGS:
-            raise ValueError(f"spec.serving.args: {flag} is set by the operator; remove it")
-
-
-def vllm_args(
-    model: str,
-    served_names: Sequence[str],
-    *,
-    port: int = VLLM_PORT,
-    host: str | None = None,
-    dtype: str = "auto",
-    max_model_len: int | None = None,
-    cpu: bool = False,
-    lora_modules: Sequence[LoraModule] = (),
-    lora_rank: int | None = None,
-    tensor_parallel_size: int = 1,
-    revision: str | None = None,
-    load_format: str | None = None,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """Flags for one vLLM server. With `lora_modules`, `lora_rank` is the largest adapter rank
-    (rounded up to vLLM's allowed set) and `--max-loras` holds the whole pool, up to 16 at once."""
-    if not served_names:
-        raise ValueError("vllm_args: at least one served model name is needed")
-    check_extra_args(extra)
-    args = ["--model", model, "--served-model-name", *served_names, "--port", str(port)]
-    if host:
-        args += ["--host", host]
-    args += ["--dtype", vllm_dtype(dtype, cpu)]
-    if max_model_len:
-        args += ["--max-model-len", str(max_model_len)]
-    if tensor_parallel_size > 1:
-        args += ["--tensor-parallel-size", str(tensor_parallel_size)]
-    if revision:
-        args += ["--revision", revision]
-    if load_format:
-        args += ["--load-format", load_format]
-    if cpu:
-        args.append("--enforce-eager")
-    if lora_modules:
-        count = len(lora_modules)
-        args += ["--enable-lora", "--lora-modules", *(m.to_json() for m in lora_modules)]
-        args += ["--max-lora-rank", str(max_lora_rank(lora_rank or 1)), "--max-loras", str(min(count, MAX_LORAS_PER_BATCH))]
-        if count > MAX_LORAS_PER_BATCH:
-            args += ["--max-cpu-loras", str(count)]
-    return args + list(extra)
+from .common import pod_resources
 
 
 def vllm_pod_resources(gpus: int, gpu_resource: str, cpu: str | None, memory: str | None) -> dict[str, Any]:
     """Requests and limits of a vLLM pod (serving and evaluation alike): 4 CPU and 32 GiB per GPU,
     2 CPU and 8 GiB on CPU-only nodes, unless the spec names them."""
-    from .common import pod_resources
-
     return pod_resources(gpus, gpu_resource, cpu, memory, 4, 32, ("2", "8Gi"))
 
 

@@ -21,8 +21,8 @@ import httpx
 import kopf
 
 from .. import builders
-from ..api import FineTuneJob, GROUP, VERSION
-from ..api.queue import Flavor
+from finetune_api import FineTuneJob, GROUP, VERSION
+from finetune_api.queue import Flavor
 from ..builders import names
 from ..builders.common import CONFIG_FILE, LABEL_JOB
 from ..k8s import K8s

@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
-from ..api import GROUP, VERSION
+from finetune_api import GROUP, VERSION
 from ..k8s import K8s, K8sError
 from ..queue import admission_cycle, format_quantity, job_view, queue_view
 from ..queue.admission import CycleResult, JobDecision, QueueSummary, describe

@@ -11,7 +11,7 @@ from decimal import Decimal
 from kubernetes.utils.quantity import format_quantity as _format_with_suffix
 from kubernetes.utils.quantity import parse_quantity
 
-from ..api.job import FineTuneJobSpec, ResourcesSpec
+from finetune_api.job import FineTuneJobSpec, ResourcesSpec
 from ..builders.training_job import training_resources
 
 _SUFFIX_FACTORS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..api.common import LabelSelector
+from finetune_api.common import LabelSelector
 
 
 def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:

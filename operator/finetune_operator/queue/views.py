@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api.common import LabelSelector
-from ..api.job import QueueRef, ResourcesSpec
-from ..api.queue import FineTuneQueueSpec
+from finetune_api.common import LabelSelector
+from finetune_api.job import QueueRef, ResourcesSpec
+from finetune_api.queue import FineTuneQueueSpec
 from ..reconcile.observed import parse_time
 from .requests import job_requests, to_milli
 

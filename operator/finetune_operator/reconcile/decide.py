@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..api import FineTuneJob, TERMINAL_PHASES
-from ..api.job import DataReport, EvaluationStatus, FineTuneJobStatus
+from finetune_api import FineTuneJob, TERMINAL_PHASES
+from finetune_api.job import DataReport, EvaluationStatus, FineTuneJobStatus
 from ..builders import names
 from ..settings import OperatorSettings
 from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue

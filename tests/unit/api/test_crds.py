@@ -10,7 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
-from finetune_operator.crdgen import all_crds, render_crds
+from finetune_api.crdgen import all_crds
+from finetune_cli.crds import render_crds
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[3]

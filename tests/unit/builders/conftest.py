@@ -11,8 +11,8 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 
-from finetune_operator.api import FineTuneJob
-from finetune_operator.cli.manifests import load_job
+from finetune_api import FineTuneJob
+from finetune_cli.manifests import load_job
 
 # kubernetes-validate re-reads its 3 MB definitions file on every call; memoising the file read keeps
 # these tests fast and leaves the validation itself untouched.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from finetune_operator.api.resolved import ResolvedConfig
+from finetune_api.resolved import ResolvedConfig
 from finetune_operator.builders import build_config_map, build_eval_job, build_prepare_job, resolve_config
 from finetune_operator.builders.names import pool_name
 from finetune_operator.settings import OperatorSettings

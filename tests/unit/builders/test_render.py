@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_operator.api import FineTuneJob
+from finetune_api import FineTuneJob
 from finetune_operator.builders import render_job
 from finetune_operator.builders.common import LABEL_MANAGED_BY, LABEL_PHASE, MANAGED_BY
 from finetune_operator.settings import OperatorSettings

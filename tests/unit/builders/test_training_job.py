@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_operator.api.queue import Flavor
+from finetune_api.queue import Flavor
 from finetune_operator.builders import build_training_job, build_training_service, training_failure_kind
 from finetune_operator.settings import OperatorSettings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_operator.builders.vllm import LORA_RANKS, LoraModule, max_lora_rank, vllm_args
+from finetune_api.contract.vllm import LORA_RANKS, LoraModule, max_lora_rank, vllm_args
 
 pytestmark = pytest.mark.unit
 

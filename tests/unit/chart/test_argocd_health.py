@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from lupa import lua51
 
-from finetune_operator.api.job import FineTuneJobStatus, Phase
+from finetune_api.job import FineTuneJobStatus, Phase
 
 pytestmark = pytest.mark.unit
 

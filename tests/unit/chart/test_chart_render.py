@@ -9,7 +9,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from finetune_operator.api.queue import FineTuneQueue
+from finetune_api.queue import FineTuneQueue
 from finetune_operator.settings import OperatorSettings
 
 from .chart import CHART, KUBE_VERSION, NAMESPACE, VALUES_DIR, VALUES_SETS, by_kind, container_env, helm, one, template

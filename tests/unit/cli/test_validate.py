@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_operator.cli.main import main
+from finetune_cli.main import main
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[3]
@@ -57,5 +57,5 @@ def test_wrong_kind_and_api_version(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_console_script_exit_code_without_traceback(tmp_path: Path) -> None:
     bad = INVALID[0]
-    proc = subprocess.run([sys.executable, "-m", "finetune_operator.cli.main", "validate", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "finetune_cli.main", "validate", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.strip()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune_operator.cli.manifests import load_job
-from finetune_operator.local.config import inapplicable_fields, local_config, local_path
+from finetune_cli.manifests import load_job
+from finetune_cli.local.config import inapplicable_fields, local_config, local_path
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[3]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_operator.api.job import RetrySpec
-from finetune_operator.local.processes import PhaseResult
-from finetune_operator.local.run import train_with_retries
+from finetune_api.job import RetrySpec
+from finetune_cli.local.processes import PhaseResult
+from finetune_cli.local.run import train_with_retries
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finetune_operator.api.common import LabelSelector
+from finetune_api.common import LabelSelector
 from finetune_operator.queue import FlavorQuota, JobView, QueueView, admission_cycle, apply_decisions
 from finetune_operator.queue.admission import CycleResult
 

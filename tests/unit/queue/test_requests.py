@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from finetune_operator.api.job import ResourcesSpec
+from finetune_api.job import ResourcesSpec
 from finetune_operator.queue.requests import format_quantity, job_requests, pod_requests, to_milli
 
 pytestmark = pytest.mark.unit

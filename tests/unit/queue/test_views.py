@@ -2,7 +2,7 @@
 
 import pytest
 
-from finetune_operator.api.common import LabelSelector
+from finetune_api.common import LabelSelector
 from finetune_operator.queue.selector import selector_matches
 from finetune_operator.queue.views import job_view, queue_view
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from . import rules
 from .formats import Example, Format, Purpose, parse_file

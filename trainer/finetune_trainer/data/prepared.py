@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.resolved import ArtifactLayout
+from finetune_api.resolved import ArtifactLayout
 
 from ..atomic_json import write_json_atomic
 

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_operator.api.resolved import uri_to_path
+from finetune_api.resolved import uri_to_path
 
 JSONL_SUFFIX = ".jsonl"
 

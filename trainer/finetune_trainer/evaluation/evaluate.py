@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.job import GateResult
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_api.job import GateResult
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from ..atomic_json import write_json_atomic
 from .gates import check_gates

@@ -6,7 +6,7 @@ regression set. Every message names the metric and the numbers, so a Rejected jo
 
 from __future__ import annotations
 
-from finetune_operator.api.job import Gate, GateResult
+from finetune_api.job import Gate, GateResult
 
 from .stats import MetricSummary
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 Side = Literal["base", "tuned"]
 Messages = list[dict[str, Any]]
@@ -57,7 +57,7 @@ class ModelPair:
 def resolve_models(config: ResolvedConfig, need_tuned: bool = True) -> ModelPair:
     """Which weights to evaluate: `merged/` when serving merged and it exists, else what train wrote.
     `need_tuned=False` (the baseline, before training) does not require the tuned weights yet."""
-    from finetune_operator.builders.serving import base_model_name, default_max_model_len
+    from finetune_api.contract.vllm import base_model_name, default_max_model_len
 
     spec = config.spec
     layout = ArtifactLayout(config.paths.output)

@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from finetune_operator.api.job import Grader
+from finetune_api.job import Grader
 
 from .metrics import parse_json, token_f1
 

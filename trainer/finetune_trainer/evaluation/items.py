@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from ..data.formats import parse_file
 from ..data.rules import Findings

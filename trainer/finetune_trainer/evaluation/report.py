@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from ..atomic_json import write_json_atomic
 from .stats import MetricSummary

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from finetune_operator.api.job import MetricResult
+from finetune_api.job import MetricResult
 
 from .metrics import MetricTable
 

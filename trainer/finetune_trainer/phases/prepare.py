@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from finetune_operator.api.resolved import ResolvedConfig
+from finetune_api.resolved import ResolvedConfig
 
 from ..data.prepare import EXIT_INFRASTRUCTURE, EXIT_USER_ERROR, run_prepare
 from ..termination import write_termination_message

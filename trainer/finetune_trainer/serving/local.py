@@ -1,6 +1,6 @@
 """A local vLLM OpenAI-compatible server for a merged model or a base model plus LoRA adapters.
 
-The flags come from `finetune_operator.builders.vllm.vllm_args`, the same function the cluster's
+The flags come from `finetune_api.contract.vllm.vllm_args`, the same function the cluster's
 Deployments use. The server runs as a child process group (argv list, no shell), logs to a file,
 and is stopped with SIGTERM then SIGKILL, on exit and on Ctrl-C.
 """
@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
-from finetune_operator.builders.serving import base_model_name, default_max_model_len
-from finetune_operator.builders.vllm import LoraModule, vllm_args
-from finetune_operator.local.processes import stop_process_group
-from finetune_trainer.train.launch import free_port
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_api.contract.vllm import base_model_name, default_max_model_len
+from finetune_api.contract.vllm import LoraModule, vllm_args
+from finetune_trainer.process_group import stop_process_group
+from finetune_api.contract.launch import free_port
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 READY_TIMEOUT_SECONDS = 300.0

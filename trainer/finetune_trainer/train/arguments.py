@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from finetune_operator.api.resolved import ArtifactLayout
+from finetune_api.resolved import ArtifactLayout
 
 from .hyperparams import ResolvedHyperparameters
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.job import FineTuneJobSpec
 
 
 def deepspeed_config(spec: FineTuneJobSpec, precision: str) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.job import FineTuneJobSpec
 
 from .parts import TrainerParts
 

@@ -30,7 +30,7 @@ def run_phase(
     report (rank 0) passes `write_message=True`. `user_errors` are the exception classes that mean a
     user error (exit 1); by default `(ValueError, ValidationError, FileNotFoundError)`.
     """
-    from finetune_operator.api.resolved import ResolvedConfig
+    from finetune_api.resolved import ResolvedConfig
     from pydantic import ValidationError
 
     if user_errors is None:

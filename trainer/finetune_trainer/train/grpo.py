@@ -10,7 +10,7 @@ import math
 import os
 from typing import Any, Callable
 
-from finetune_operator.api.job import FineTuneJobSpec, Grader
+from finetune_api.job import FineTuneJobSpec, Grader
 
 from .parts import TrainerParts
 

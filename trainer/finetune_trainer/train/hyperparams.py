@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.job import FineTuneJobSpec
 
 DEFAULT_GLOBAL_BATCH = 16
 MAX_AUTO_SAVE_STEPS = 500

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from .hyperparams import resolve_dtype
 from .peft_setup import torch_dtype

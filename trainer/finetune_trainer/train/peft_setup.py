@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from finetune_operator.api.job import AdapterSpec, QuantizationSpec
+from finetune_api.job import AdapterSpec, QuantizationSpec
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

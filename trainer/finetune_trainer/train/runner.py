@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import torch
 from transformers.trainer_callback import PrinterCallback
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
-from finetune_operator.builders.serving import base_model_name
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_api.contract.vllm import base_model_name
 
 from . import dpo, grpo, sft
 from .arguments import common_training_kwargs

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Literal
 
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.job import FineTuneJobSpec
 
 from .parts import TrainerParts
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from finetune_operator.api import FineTuneJob
+from finetune_api import FineTuneJob
 from finetune_operator.reconcile import JobState, ObservedChildren, PodState, PatchStatus
 from finetune_operator.settings import OperatorSettings
 

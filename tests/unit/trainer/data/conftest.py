@@ -9,8 +9,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from finetune_operator.api.job import FineTuneJob
-from finetune_operator.api.resolved import ResolvedConfig, ResolvedPaths
+from finetune_api.job import FineTuneJob
+from finetune_api.resolved import ResolvedConfig, ResolvedPaths
 from finetune_trainer.data.tokenize import Tokenizer, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[4]

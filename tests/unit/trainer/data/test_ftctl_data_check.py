@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_operator.cli.main import main
+from finetune_cli.main import main
 
 from .conftest import BAD, QUICKSTART, chat, write_jsonl
 

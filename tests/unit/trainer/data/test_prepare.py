@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune_operator.api.job import DataReport
-from finetune_operator.api.resolved import ArtifactLayout
+from finetune_api.job import DataReport
+from finetune_api.resolved import ArtifactLayout
 from finetune_trainer.data import load_prepared, prepared_info
 from finetune_trainer.data.prepare import EXIT_INFRASTRUCTURE, EXIT_OK, EXIT_USER_ERROR, run_prepare
 from finetune_trainer.phases.prepare import main as prepare_main

@@ -11,9 +11,9 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from finetune_operator.api.job import FineTuneJob
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig
-from finetune_operator.local.config import local_config
+from finetune_api.job import FineTuneJob
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_cli.local.config import local_config
 from tests.unit.trainer.adapters import train_adapter
 from tests.unit.trainer.adapters import untrained_adapter as make_untrained_adapter
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_operator.api.job import Gate
+from finetune_api.job import Gate
 from finetune_trainer.evaluation.gates import check_gates
 from finetune_trainer.evaluation.stats import MetricSummary, Paired
 

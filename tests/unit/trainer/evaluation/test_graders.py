@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from finetune_operator.api.job import Grader
+from finetune_api.job import Grader
 from finetune_trainer.evaluation.graders import GraderConfigError, build_grader, build_reward
 
 pytestmark = pytest.mark.unit

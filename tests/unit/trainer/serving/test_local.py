@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from finetune_operator.api import FineTuneJob
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig, ResolvedPaths
+from finetune_api import FineTuneJob
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig, ResolvedPaths
 from finetune_trainer.serving.local import adapter_rank, chat, load_run, serve_artifacts, server_for_run
 
 pytestmark = [pytest.mark.unit]

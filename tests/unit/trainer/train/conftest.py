@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from finetune_operator.api.resolved import ArtifactLayout, ResolvedConfig, ResolvedPaths
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig, ResolvedPaths
 from finetune_trainer.data.prepare import run_prepare
 
 ROOT = Path(__file__).resolve().parents[4]

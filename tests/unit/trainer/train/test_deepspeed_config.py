@@ -1,5 +1,5 @@
 import pytest
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.job import FineTuneJobSpec
 
 from finetune_trainer.train.deepspeed_config import deepspeed_config
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from finetune_trainer.train.launch import Topology, launch_argv, launch_env
+from finetune_api.contract.launch import Topology, launch_argv, launch_env
 
 from .conftest import layout_of, subprocess_env
 

@@ -1,7 +1,7 @@
 import pytest
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.job import FineTuneJobSpec
 
-from finetune_trainer.train.launch import PET_NODE_RANK_REF, Topology, launch_argv, launch_env
+from finetune_api.contract.launch import PET_NODE_RANK_REF, Topology, launch_argv, launch_env
 
 pytestmark = pytest.mark.unit
 

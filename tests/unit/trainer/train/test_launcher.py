@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_trainer.train.launch import free_port, launcher_prefix
+from finetune_api.contract.launch import free_port, launcher_prefix
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 

@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..api import FineTuneJob
-from ..api.job import RetrySpec
-from ..api.resolved import ArtifactLayout, ResolvedConfig
-from ..cli.manifests import load_job
+from finetune_api import FineTuneJob
+from finetune_api.job import RetrySpec
+from finetune_api.resolved import ArtifactLayout, ResolvedConfig
+from ..manifests import load_job
 from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
 from .processes import PhaseResult, run_phase
 from .report import write_report
@@ -50,7 +50,7 @@ def trainer_argv(phase: str, config_path: Path, *flags: str) -> list[str]:
 
 def train_launch(config: ResolvedConfig, config_path: Path, processes: int) -> tuple[list[str], dict[str, str]]:
     """The training launch (argv, extra env): the same launcher the pods use, on this machine."""
-    from finetune_trainer.train.launch import Topology, launch_argv, launch_env
+    from finetune_api.contract.launch import Topology, launch_argv, launch_env
 
     topology = Topology.local(config.spec, processes)
     return launch_argv(config.spec, str(config_path), topology), launch_env(config.spec)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..api import FineTuneJob
-from ..api.resolved import ResolvedConfig
-from ..builders.resolve import resolve_paths
+from finetune_api import FineTuneJob
+from finetune_api.resolved import ResolvedConfig
+from finetune_operator.builders.resolve import resolve_paths
 
 BOOTSTRAP_ANNOTATION = "finetune.dev/local-bootstrap"
 

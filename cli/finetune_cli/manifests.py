@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..api import API_VERSION, FineTuneJob, FineTuneQueue
+from finetune_api import API_VERSION, FineTuneJob, FineTuneQueue
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster than the pure-Python parser
 KINDS: dict[str, type[BaseModel]] = {"FineTuneJob": FineTuneJob, "FineTuneQueue": FineTuneQueue}

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune_trainer.process_group import stop_process_group
+
 
 @dataclass
 class PhaseResult:
@@ -101,17 +103,3 @@ def run_phase(
         except json.JSONDecodeError:
             summary = {"error": termination.read_text()[:2000]}
     return PhaseResult(name, proc.returncode, summary, tail, time.monotonic() - started, log_path)
-
-
-def stop_process_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    """SIGTERM the child's process group (the trainer checkpoints), then SIGKILL after `grace`."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass

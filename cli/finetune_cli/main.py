@@ -30,7 +30,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
-    from ..crdgen import render_crds, write_crds
+    from .crds import render_crds, write_crds
 
     if args.stdout:
         sys.stdout.write("---\n".join(render_crds().values()))
@@ -42,7 +42,7 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
 
 def _cmd_api_docs(args: argparse.Namespace) -> int:
-    from ..apidocs import BEGIN, END, render_api_reference
+    from finetune_api.apidocs import BEGIN, END, render_api_reference
 
     text = render_api_reference()
     if args.readme:
@@ -58,7 +58,7 @@ def _cmd_api_docs(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps start-up fast
-    from ..settings import OperatorSettings
+    from finetune_operator.settings import OperatorSettings
 
     settings = OperatorSettings.from_env()
     if getattr(args, "queue_mode", None):
@@ -71,7 +71,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps sta
 def _cmd_render(args: argparse.Namespace) -> int:
     import yaml
 
-    from ..builders.render import render_job
+    from finetune_operator.builders.render import render_job
     from .manifests import load_job
 
     try:
@@ -100,7 +100,7 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..local.run import run_from_cli
+    from .local.run import run_from_cli
 
     return run_from_cli(args)
 

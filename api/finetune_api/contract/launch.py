@@ -14,7 +14,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.job import FineTuneJobSpec
 
 PET_NODE_RANK_REF = "$(PET_NODE_RANK)"
 DEFAULT_MASTER_PORT = 29500
