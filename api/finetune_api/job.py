@@ -494,6 +494,23 @@ class RetrySpec(ApiModel):
     """Wait before a retry."""
 
 
+class DeadlinesSpec(ApiModel):
+    """Per-job deadlines of the phases that wait on something (unset: the operator's settings decide).
+
+    A phase past its deadline ends `Failed` with a reason naming the phase and what it waited for.
+    """
+
+    validating_seconds: int | None = Field(default=None, ge=1, le=604800)
+    """Validating: the prepare Job (data checks) must finish within this."""
+    training_seconds: int | None = Field(default=None, ge=1, le=2592000)
+    """Training: `activeDeadlineSeconds` of each training attempt; unset: estimated from the data's
+    token count with a margin."""
+    evaluating_seconds: int | None = Field(default=None, ge=1, le=604800)
+    """Evaluating: the evaluation Job must finish within this."""
+    deploying_seconds: int | None = Field(default=None, ge=1, le=86400)
+    """Deploying: a vLLM replica must be ready and answer the smoke request within this."""
+
+
 METHOD = opt("self.method.type", "sft")
 TRAIN_FORMAT = opt("self.datasets.train.format", "auto")
 ADAPTER = opt("self.adapter.type", "lora")
@@ -536,6 +553,8 @@ class FineTuneJobSpec(ApiModel):
     """Where artifacts are written."""
     retry: RetrySpec = Field(default_factory=RetrySpec)
     """Retry budget for infrastructure failures."""
+    deadlines: DeadlinesSpec = Field(default_factory=DeadlinesSpec)
+    """How long each phase may wait before the job fails."""
     trainer_image: str | None = Field(default=None, max_length=512)
     """Trainer image override; defaults to the operator's configured image."""
 

@@ -15,7 +15,7 @@ from finetune_api.queue import Flavor
 from ..builders.training_job import training_failure_kind
 
 JobOutcome = Literal["running", "succeeded", "failed"]
-FailureClass = Literal["user", "infrastructure", "preempted"]
+FailureClass = Literal["user", "infrastructure", "preempted", "deadline"]
 USER_ERROR_EXIT_CODE = 1
 
 
@@ -31,6 +31,11 @@ class PodState:
     disrupted: bool = False
     index: int | None = None
     started_at: str | None = None
+    waiting: str = ""
+    """Why a container has not started or not become ready ("ImagePullBackOff: …"), or why the pod is
+    not scheduled; what a deadline message names."""
+    owner_uid: str = ""
+    """The uid of the pod's controller (its batch Job): pods of a deleted Job of the same name are not ours."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class JobState:
     deleting: bool = False
     generation: int = 0
     """The FineTuneJob generation the child was built from (`finetune.dev/generation`)."""
+    uid: str = ""
+    owner_uid: str = ""
+    """The uid of the Job's controller: children are matched by it, not by labels alone."""
     pods: tuple[PodState, ...] = ()
 
     def summary(self) -> dict[str, Any] | None:
@@ -61,7 +69,10 @@ class JobState:
         return [p.exit_code for p in self.pods if p.exit_code is not None]
 
     def failure_class(self) -> FailureClass:
-        """Exit 1 is the user's; a disruption (preemption, drain, eviction) is free; the rest is infra."""
+        """Exit 1 is the user's; a disruption (preemption, drain, eviction) is free; a Job past its
+        `activeDeadlineSeconds` is out of time; the rest is infra."""
+        if self.failure_reason == "deadline":
+            return "deadline"
         if self.failure_reason == "user" or USER_ERROR_EXIT_CODE in self.exit_codes():
             return "user"
         if self.failure_reason == "preempted" or any(p.disrupted for p in self.pods):
@@ -83,6 +94,16 @@ class JobState:
         if self.failure_message:
             parts.append(self.failure_message)
         return "; ".join(parts) or "the Job failed"
+
+    def waiting_text(self) -> str:
+        """What the Job was waiting for, for a deadline message: its pods' waiting reasons, else its state."""
+        waiting = sorted({f"pod {p.name}: {p.waiting}" for p in self.pods if p.waiting})
+        if waiting:
+            return "; ".join(waiting)
+        if not self.pods:
+            return "no pod was created" + (" (the Job is suspended)" if self.suspended else "")
+        running = [p.name for p in self.pods if p.phase == "Running"]
+        return f"pod {', '.join(running)} still running" if running else "its pods did not finish"
 
 
 @dataclass(frozen=True)
@@ -107,6 +128,8 @@ class ServingState:
     smoke_ok: bool | None = None
     smoke_message: str = ""
     endpoint: str = ""
+    pods_waiting: str = ""
+    """Why the serving pods are not ready ("ImagePullBackOff: …"), read from their container statuses."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +188,17 @@ def pod_state(pod: dict[str, Any]) -> PodState:
     disrupted = any(
         c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in status.get("conditions") or []
     )
+    waiting = ""
+    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        state = (cs.get("state") or {}).get("waiting")
+        if state and state.get("reason") not in (None, "", "ContainerCreating", "PodInitializing"):
+            waiting = ": ".join(x for x in (state.get("reason"), state.get("message")) if x)
+            break
+    if not waiting:
+        unscheduled = next((c for c in status.get("conditions") or []
+                            if c.get("type") == "PodScheduled" and c.get("status") == "False"), None)
+        if unscheduled:
+            waiting = ": ".join(x for x in (unscheduled.get("reason") or "Unschedulable", unscheduled.get("message")) if x)
     raw_index = (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index") or (
         meta.get("labels") or {}
     ).get("batch.kubernetes.io/job-completion-index")
@@ -177,6 +211,8 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         disrupted=disrupted,
         index=int(raw_index) if raw_index not in (None, "") else None,
         started_at=status.get("startTime"),
+        waiting=waiting[:512],
+        owner_uid=controller_uid(meta),
     )
 
 
@@ -206,8 +242,15 @@ def job_state(job: dict[str, Any], pods: list[PodState] | tuple[PodState, ...] =
         suspended=bool(spec.get("suspend")),
         deleting=bool(meta.get("deletionTimestamp")),
         generation=int((meta.get("annotations") or {}).get("finetune.dev/generation") or 0),
+        uid=meta.get("uid") or "",
+        owner_uid=controller_uid(meta),
         pods=tuple(pods),
     )
+
+
+def controller_uid(meta: dict[str, Any]) -> str:
+    """The uid of the object's controller ownerReference ("" when none)."""
+    return next((o.get("uid") or "" for o in meta.get("ownerReferences") or [] if o.get("controller")), "")
 
 
 def workload_state(workload: dict[str, Any]) -> WorkloadState:
