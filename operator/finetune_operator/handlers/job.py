@@ -32,7 +32,9 @@ from ..reconcile import (
     Apply, Create, Delete, DeleteServing, Emit, JobState, ObservedChildren, Observe, PatchStatus, PodState, Requeue,
     ServingState, decide, job_state, pod_state, workload_state,
 )
-from ..reconcile.decide import AFTER_TRAINING
+from ..deadlines import deadline_remaining_seconds
+from ..reconcile.decide import AFTER_TRAINING, reconcile_failed, reconcile_recovered
+from ..reconcile.failures import ForeignObject, NotYetCollected, classify, ownership
 from ..reconcile.observed import WorkloadState
 from ..settings import OperatorSettings
 
@@ -145,19 +147,48 @@ class Controller:
                 children = await self.observe(job)
                 actions = decide(job, children, self.clock(), self.settings)
                 await self.execute(key, job, actions)
-                self.errors.pop(key, None)
-            except Exception as e:  # noqa: BLE001 - an API hiccup must not stop the job's reconciles
-                failures = self.errors[key] = self.errors.get(key, 0) + 1
-                delay = min(2.0 ** failures, ERROR_BACKOFF_MAX)
-                log.warning("reconcile of %s/%s failed (%s); retrying in %.0fs", *key, e, delay)
-                self.requeue(key, delay)
+            except Exception as e:  # noqa: BLE001 - every error is classified and reaches the job's status
+                await self._failed(key, e)
+                return
+            self.errors.pop(key, None)
+            await self._settled(key)
+
+    async def _failed(self, key: Key, error: Exception) -> None:
+        """Classify the error (`reconcile.failures.classify`), let `reconcile_failed` say what the user
+        sees (condition, Event, `Failed` after the permanent-error budget), retry with backoff."""
+        failure = classify(error)
+        failures = self.errors[key] = self.errors.get(key, 0) + 1
+        delay = min(2.0 ** failures, ERROR_BACKOFF_MAX)
+        log.warning("reconcile of %s/%s failed (%s, %s); retrying in %.0fs", *key, failure.error_class,
+                    failure.message, delay)
+        try:
+            job = FineTuneJob.model_validate(dict(self.bodies[key]))
+            await self.execute(key, job, reconcile_failed(job, failure, failures, self.clock(), self.settings))
+        except Exception as e:  # noqa: BLE001 - the status write may meet the same outage; the retry will tell
+            log.warning("could not record the failure of %s/%s: %s", *key, e)
+        self.requeue(key, delay)
+
+    async def _settled(self, key: Key) -> None:
+        """After a reconcile that went through: clear a failure condition, and come back at the phase's
+        deadline (a phase that nothing changes still ends)."""
+        body = self.bodies.get(key)
+        if body is None:
+            return
+        job = FineTuneJob.model_validate(dict(body))
+        try:
+            await self.execute(key, job, reconcile_recovered(job, self.clock()))
+        except Exception as e:  # noqa: BLE001 - the condition is cleared by the next reconcile instead
+            log.info("could not clear the failure condition of %s/%s: %s", *key, e)
+        remaining = deadline_remaining_seconds(job, self.clock(), self.settings)
+        if remaining is not None:
+            self.requeue(key, max(remaining, 0.0) + 1.0)
 
     async def observe(self, job: FineTuneJob) -> ObservedChildren:
         """What the watches show of the job's children, plus the few reads a phase needs."""
         ns, name = job.metadata.namespace or "", job.metadata.name
         status = job.status
         phase = status.phase if status else "Pending"
-        jobs = {j.name: j for j in self._child_jobs(ns, name)}
+        jobs = {j.name: j for j in self._child_jobs(ns, name, job.metadata.uid or "")}
         queue_spec = self._queue_spec(job.spec.queue.name)
         grace = ((queue_spec or {}).get("preemption") or {}).get("gracePeriodSeconds")
         observed = ObservedChildren(jobs=jobs, flavor=self._admitted_flavor(job), eviction_grace_seconds=grace)
@@ -174,12 +205,17 @@ class Controller:
             observed = dataclasses.replace(observed, config_spec=await self._config_spec(ns, name))
         return observed
 
-    def _child_jobs(self, ns: str, name: str) -> list[JobState]:
+    def _child_jobs(self, ns: str, name: str, uid: str) -> list[JobState]:
+        """The job's batch Jobs and their pods, matched by controller uid: a job deleted and created again
+        under the same name does not adopt its predecessor's children (they wait for the garbage collector)."""
         jobs_index = self.indexes.get("ft_child_jobs") or {}
         pods_index = self.indexes.get("ft_child_pods") or {}
         out = []
         for state in list(jobs_index.get((ns, name), [])):
-            pods = tuple(sorted(pods_index.get((ns, state.name), []), key=lambda p: p.name))
+            if state.owner_uid != uid:
+                continue
+            pods = tuple(sorted((p for p in pods_index.get((ns, state.name), []) if p.owner_uid == state.uid),
+                                key=lambda p: p.name))
             out.append(dataclasses.replace(state, pods=pods))
         return out
 
@@ -219,7 +255,7 @@ class Controller:
         ns = job.metadata.namespace or ""
         # Only kinds and names are read: the adapter pool's peers change neither (see DeleteServing below).
         objects = builders.build_serving_objects(job, self.settings)
-        ready_replicas, waiting = 0, []
+        ready_replicas, waiting, pods_waiting = 0, [], []
         for obj in objects:
             if obj["kind"] != "Deployment":
                 continue
@@ -230,15 +266,24 @@ class Controller:
             ready = (current.get("status") or {}).get("readyReplicas") or 0
             if ready < min(want, 1) or (want and ready == 0):
                 waiting.append(f"{obj['metadata']['name']} {ready}/{want} ready")
+                pods_waiting.extend(await self._pods_waiting(ns, current))
             ready_replicas += ready
         if waiting:
-            return ServingState(ready=False, ready_replicas=ready_replicas, message="; ".join(waiting))
+            return ServingState(ready=False, ready_replicas=ready_replicas, message="; ".join(waiting),
+                                pods_waiting="; ".join(dict.fromkeys(pods_waiting)))
         service = names.serve_name(job.metadata.name)
         slices = await self.call(self.k8s.list, "EndpointSlice", ns, f"kubernetes.io/service-name={service}")
         base = smoke_base_url(service, ns, slices)
         ok, message = await self.call(smoke_request, base, job.metadata.name)
         return ServingState(ready=True, ready_replicas=ready_replicas, smoke_ok=ok, smoke_message=message,
                             endpoint=builders.serving_endpoint(job))
+
+    async def _pods_waiting(self, ns: str, deployment: dict[str, Any]) -> list[str]:
+        """Why a Deployment's pods are not ready (container waiting reasons, scheduling), for deadline messages."""
+        match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+        pods = await self.call(self.k8s.list, "Pod", ns, selector) if selector else []
+        return [state.waiting for state in map(pod_state, pods) if state.waiting]
 
     # -- carrying out ---------------------------------------------------------------------------------
     def render(self, child: str, job: FineTuneJob, attempt: int | None = None) -> list[dict[str, Any]]:
@@ -292,7 +337,10 @@ class Controller:
                     await self._create_once(obj)
             elif isinstance(action, Apply):
                 for obj in self.render(action.child, job):
-                    await self.call(self.k8s.apply, obj)
+                    if not await self._create_checked(obj):
+                        meta = obj["metadata"]
+                        await self.call(self.k8s.patch, obj["kind"], ns, meta["name"],
+                                        {k: v for k, v in obj.items() if k != "status"})
             elif isinstance(action, Delete):
                 await self.call(self.k8s.delete, action.kind, ns, action.name, action.propagation,
                                 action.grace_period_seconds)
@@ -322,11 +370,28 @@ class Controller:
         ident = (obj["kind"], obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
         if loop.time() - self.created.get(ident, -1e9) < CREATE_EXPECTATION_SECONDS:
             return
-        await self.call(self.k8s.create, obj)
+        await self._create_checked(obj)
         self.created[ident] = loop.time()
         if len(self.created) > 10000:
             horizon = loop.time() - CREATE_EXPECTATION_SECONDS
             self.created = {k: t for k, t in self.created.items() if t >= horizon}
+
+    async def _create_checked(self, obj: dict[str, Any]) -> bool:
+        """Create `obj` (True), or find that this job already owns it (False); an object of that name that
+        is not ours is never taken over (`reconcile.failures.ownership`)."""
+        if await self.call(self.k8s.create, obj):
+            return True
+        meta = obj["metadata"]
+        existing = await self.call(self.k8s.get, obj["kind"], meta.get("namespace"), meta["name"])
+        if existing is None:
+            raise NotYetCollected(f"{obj['kind']} {meta.get('namespace')}/{meta['name']} was deleted while "
+                                  "being created; creating it again")
+        verdict, message = ownership(existing, obj)
+        if verdict == "foreign":
+            raise ForeignObject(message)
+        if verdict == "previous":
+            raise NotYetCollected(message)
+        return False
 
     async def _emit(self, job: FineTuneJob, event: Emit) -> None:
         involved = {"apiVersion": job.api_version, "kind": job.kind, "name": job.metadata.name,

@@ -52,14 +52,13 @@ def classify(error: BaseException) -> ReconcileFailure:
         return ReconcileFailure("permanent", "ForeignObject", str(error))
     if isinstance(status, int):
         return ReconcileFailure("transient" if status in TRANSIENT_STATUS else "permanent", "ApiError",
-                                f"API error {_one_line(str(error))}")
+                                _one_line(f"API error {error}"))
     unreachable = (TimeoutError, ConnectionError, socket.timeout, http.client.HTTPException)
     if isinstance(error, unreachable) or type(error).__module__.startswith("urllib3"):
-        return ReconcileFailure("transient", "ApiUnreachable",
-                                f"API unreachable: {type(error).__name__}: {_one_line(str(error))}")
+        return ReconcileFailure("transient", "ApiUnreachable", _one_line(f"API unreachable: {type(error).__name__}: {error}"))
     if isinstance(error, PermissionError):
         return ReconcileFailure("permanent", "NotPermitted", _one_line(str(error)))
-    return ReconcileFailure("permanent", "ReconcileError", f"{type(error).__name__}: {_one_line(str(error))}")
+    return ReconcileFailure("permanent", "ReconcileError", _one_line(f"{type(error).__name__}: {error}"))
 
 
 def ownership(existing: dict[str, Any], wanted: dict[str, Any]) -> tuple[Ownership, str]:
