@@ -126,13 +126,13 @@ class Grader(ApiModel):
     similarity: Literal["fuzzy_ratio", "token_f1"] = "token_f1"
     """For `text_similarity`: the measure."""
     pattern: str | None = Field(default=None, max_length=4096)
-    """For `regex`: the pattern the output must match (Python `re.search`)."""
+    """For `regex`: the pattern the output must match (Python `re.search` syntax)."""
     json_schema: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     """For `json_schema`: the JSON Schema the output must satisfy."""
     source: str | None = Field(default=None, max_length=65536)
     """For `python`: source that defines `grade(output: str, item: dict) -> float`."""
     timeout_seconds: float = Field(default=5.0, gt=0, le=300)
-    """For `python`: time limit per item; a timeout scores 0 and is reported for that item."""
+    """For `python` and `regex`: time limit per item; a timeout scores 0 and is reported for that item."""
     components: list[GraderComponent] | None = Field(default=None, max_length=16)
     """For `multi`: the graders to combine and their weights."""
     pass_threshold: float = Field(default=0.5, ge=0, le=1)
