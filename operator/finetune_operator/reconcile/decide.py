@@ -130,10 +130,11 @@ def reconcile_failed(job: FineTuneJob, failure: ReconcileFailure, failures: int,
         return plan.result()
     attempts = settings.reconcile_error_attempts
     if failures < attempts:
-        text = f"{failure.message} (attempt {failures} of {attempts})"
+        # The same text on every attempt: one write and one Event, and no status event that would
+        # reconcile again at once and spend the budget without the backoff.
+        text = f"{failure.message} (the job fails if this persists for {attempts} attempts)"
         plan.condition("Reconciled", False, failure.reason, text[:1024])
-        if failures == 1:
-            plan.event(failure.reason, failure.message, warning=True)
+        plan.event(failure.reason, failure.message, warning=True)
         return plan.result()
     plan.condition("Reconciled", False, failure.reason, failure.message[:1024])
     if plan.status.queue is not None:
@@ -411,9 +412,9 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
     if kind == "deadline":
         _spend_gpu(plan, gpu_seconds)
         limit = training_deadline_seconds(plan.job, settings)
+        progress = plan.status.progress.summary if plan.status.progress else ""
         waited = train.waiting_text() if any(p.waiting for p in train.pods) else (
-            f"{plan.status.progress.summary} when stopped" if plan.status.progress and plan.status.progress.summary
-            else "the run did not finish")
+            "the run did not finish" + (f" (progress: {progress})" if progress else ""))
         message = f"Training attempt {attempt} exceeded its deadline of {limit}s (activeDeadlineSeconds): {waited}"
         plan.set(attempts=plan.attempts(lastFailure=message[:1024]), queue={"admitted": False})
         plan.condition("Trained", False, "TrainingDeadlineExceeded", message[:1024])

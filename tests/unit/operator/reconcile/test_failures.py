@@ -93,10 +93,12 @@ def test_a_permanent_error_is_a_condition_and_a_warning_event_at_once(settings):
     patch = status_patch(actions)
     assert "phase" not in patch
     cond = next(c for c in patch["conditions"] if c["type"] == "Reconciled")
-    assert cond["message"] == f"{PERMANENT.message} (attempt 1 of {settings.reconcile_error_attempts})"
+    assert cond["message"] == (f"{PERMANENT.message} (the job fails if this persists for "
+                               f"{settings.reconcile_error_attempts} attempts)")
     assert [a for a in actions if isinstance(a, Emit)] == [Emit("Warning", "ReconcileError", PERMANENT.message)]
-    later = reconcile_failed(at("Validating"), PERMANENT, 2, NOW, settings)
-    assert not [a for a in later if isinstance(a, Emit)], "one Event per error, not one per retry"
+    recorded = apply_patch(at("Validating"), patch)
+    assert reconcile_failed(recorded, PERMANENT, 2, NOW, settings) == [], \
+        "one write and one Event per error, not one per retry (a status write would reconcile again at once)"
 
 
 def test_a_permanent_error_fails_the_job_after_the_budget_and_releases_its_admission(settings):
