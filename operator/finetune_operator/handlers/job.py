@@ -35,7 +35,7 @@ from ..reconcile import (
 from ..deadlines import deadline_remaining_seconds
 from ..reconcile.decide import AFTER_TRAINING, reconcile_failed, reconcile_recovered
 from ..reconcile.failures import ForeignObject, NotYetCollected, classify, ownership
-from ..reconcile.observed import WorkloadState
+from ..reconcile.observed import WorkloadState, controller_uid
 from ..settings import OperatorSettings
 
 log = logging.getLogger("finetune_operator.job")
@@ -73,7 +73,7 @@ class Controller:
         self.timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
         self.errors: dict[Key, int] = {}
         self.progress_read: dict[Key, float] = {}
-        self.created: dict[tuple[str, str, str], float] = {}
+        self.created: dict[tuple[str, str, str, str], float] = {}
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="k8s")
 
     # -- events -------------------------------------------------------------------------------------
@@ -365,9 +365,11 @@ class Controller:
                 self.metrics.record(action)
 
     async def _create_once(self, obj: dict[str, Any]) -> None:
-        """Create, unless this process created it moments ago and the watch has not shown it yet."""
+        """Create, unless this process created it for the same owner moments ago and the watch has not
+        shown it yet (a job re-created under the same name is a different owner)."""
         loop = asyncio.get_running_loop()
-        ident = (obj["kind"], obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        meta = obj["metadata"]
+        ident = (obj["kind"], meta.get("namespace") or "", meta["name"], controller_uid(meta))
         if loop.time() - self.created.get(ident, -1e9) < CREATE_EXPECTATION_SECONDS:
             return
         await self._create_checked(obj)
