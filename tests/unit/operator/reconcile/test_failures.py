@@ -9,6 +9,7 @@ import urllib3
 
 from finetune_operator import builders
 from finetune_operator.k8s import K8sError, NotPermitted
+from finetune_operator.queue.views import job_view
 from finetune_operator.reconcile import Emit, PatchStatus
 from finetune_operator.reconcile.decide import reconcile_failed, reconcile_recovered
 from finetune_operator.reconcile.failures import ForeignObject, NotYetCollected, ReconcileFailure, classify, ownership
@@ -109,6 +110,8 @@ def test_a_permanent_error_fails_the_job_after_the_budget_and_releases_its_admis
     assert patch["queue"] == {"admitted": False, "evictionRequested": False}
     assert patch["completionTime"] == "2030-01-01T12:00:00Z"
     assert [a for a in actions if isinstance(a, Emit)] == [Emit("Warning", "ReconcileError", PERMANENT.message)]
+    before, after = job_view(job.to_api()), job_view(apply_patch(job, patch).to_api())
+    assert before.holds_quota and not after.holds_quota, "the queue gives the quota to the next job"
 
 
 def test_a_terminal_job_records_no_reconcile_errors(settings):
