@@ -9,6 +9,7 @@ pods in ImagePullBackOff) and a training run past its deadline end `Failed` with
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -97,6 +98,9 @@ def test_a_500_storm_during_creates_loses_and_duplicates_nothing(cluster, namesp
         submit(cluster, namespace, names)
         found = settle(cluster, namespace, names, "Succeeded")
         assert storm.injected == 12, "the storm hit the operator's creates"
+        counted = re.search(r'finetune_reconcile_errors_total\{class="transient",reason="ApiError"\} (\S+)',
+                            op.metrics_text())
+        assert counted and float(counted.group(1)) == storm.injected, "each failed reconcile counted once as transient"
         assert_children_exactly_once(cluster, namespace, names)
         for n, s in found.items():
             assert s["attempts"]["count"] == 1 and s["attempts"]["infrastructureFailures"] == 0, n

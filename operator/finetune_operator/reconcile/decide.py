@@ -125,6 +125,7 @@ def reconcile_failed(job: FineTuneJob, failure: ReconcileFailure, failures: int,
     plan = Plan(job, now)
     if plan.status.phase in TERMINAL_PHASES:
         return []
+    plan.do(Observe("reconcile_error", 1, {"class": failure.error_class, "reason": failure.reason}))
     if failure.error_class == "transient":
         plan.condition("Reconciled", False, failure.reason, f"{failure.message}; retrying with backoff"[:1024])
         return plan.result()

@@ -10,7 +10,7 @@ import urllib3
 from finetune_operator import builders
 from finetune_operator.k8s import K8sError, NotPermitted
 from finetune_operator.queue.views import job_view
-from finetune_operator.reconcile import Emit, PatchStatus
+from finetune_operator.reconcile import Emit, Observe, writes
 from finetune_operator.reconcile.decide import reconcile_failed, reconcile_recovered
 from finetune_operator.reconcile.failures import ForeignObject, NotYetCollected, ReconcileFailure, classify, ownership
 
@@ -86,7 +86,8 @@ def test_a_transient_error_is_a_condition_only_and_never_fails_the_job(settings)
 def test_the_same_transient_error_again_writes_nothing(settings):
     job = at("Validating")
     job = apply_patch(job, status_patch(reconcile_failed(job, TRANSIENT, 1, NOW, settings)))
-    assert reconcile_failed(job, TRANSIENT, 2, NOW, settings) == []
+    assert reconcile_failed(job, TRANSIENT, 2, NOW, settings) == [
+        Observe("reconcile_error", 1, {"class": "transient", "reason": "ApiError"})], "counted, not written"
 
 
 def test_a_permanent_error_is_a_condition_and_a_warning_event_at_once(settings):
@@ -98,7 +99,7 @@ def test_a_permanent_error_is_a_condition_and_a_warning_event_at_once(settings):
                                f"{settings.reconcile_error_attempts} attempts)")
     assert [a for a in actions if isinstance(a, Emit)] == [Emit("Warning", "ReconcileError", PERMANENT.message)]
     recorded = apply_patch(at("Validating"), patch)
-    assert reconcile_failed(recorded, PERMANENT, 2, NOW, settings) == [], \
+    assert writes(reconcile_failed(recorded, PERMANENT, 2, NOW, settings)) == [], \
         "one write and one Event per error, not one per retry (a status write would reconcile again at once)"
 
 
