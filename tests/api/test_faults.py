@@ -36,8 +36,8 @@ def proxy(cluster):
 
 def start_operator(proxy: FaultProxy, operator_kubeconfig: str, tmp_path, **env: str) -> Operator:
     kubeconfig = proxy.kubeconfig_for(operator_kubeconfig, tmp_path / "through-proxy.kubeconfig")
-    return Operator(kubeconfig, tmp_path / "operator.log", FT_QUEUE_MODE="none", FT_RECONCILE_ERROR_ATTEMPTS="3",
-                    **env).start()
+    env = {"FT_QUEUE_MODE": "none", "FT_RECONCILE_ERROR_ATTEMPTS": "3", **env}
+    return Operator(kubeconfig, tmp_path / "operator.log", **env).start()
 
 
 @pytest.fixture
@@ -123,6 +123,50 @@ def test_429_bursts_on_every_write_lose_and_duplicate_nothing(cluster, namespace
         assert burst.injected > 0
         assert proxy.injected("PATCH", "/status") > 0, "status writes were rate limited too"
         assert_children_exactly_once(cluster, namespace, names)
+    finally:
+        op.stop()
+
+
+def test_a_lasting_503_is_a_condition_not_a_failure_and_the_job_resumes(cluster, namespace, proxy,
+                                                                          operator_kubeconfig, tmp_path, pods):
+    outage = proxy.add(FaultRule("POST", CREATES, 503))
+    op = start_operator(proxy, operator_kubeconfig, tmp_path)
+    try:
+        submit(cluster, namespace, ["outage"])
+        cond = wait_for("the outage in the job's conditions", lambda: next((
+            c for c in status(cluster, namespace, "outage").get("conditions") or []
+            if c["type"] == "Reconciled" and c["status"] == "False"), None), timeout=60)
+        assert cond["reason"] == "ApiError" and cond["message"].startswith("API error 503 Service Unavailable: ")
+        assert cond["message"].endswith("; retrying with backoff")
+        wait_for("more failed attempts than the permanent-error budget (3)", lambda: outage.injected >= 5, timeout=90)
+        assert status(cluster, namespace, "outage").get("phase") in (None, "Pending"), "a transient error never fails"
+        proxy.clear()
+        found = settle(cluster, namespace, ["outage"], "Succeeded")
+        assert_children_exactly_once(cluster, namespace, ["outage"])
+        reconciled = next(c for c in found["outage"]["conditions"] if c["type"] == "Reconciled")
+        assert reconciled["status"] == "True"
+    finally:
+        op.stop()
+
+
+def test_a_permanent_error_fails_the_job_and_releases_its_queue_admission(cluster, namespace, proxy,
+                                                                         operator_kubeconfig, tmp_path, pods):
+    """Admitted by the (embedded) queue, the job cannot create its training Job (a 422): an Event and a
+    condition at once, then `Failed` after the budget, with the admission given back."""
+    op = start_operator(proxy, operator_kubeconfig, tmp_path, FT_QUEUE_MODE="embedded")
+    try:
+        submit(cluster, namespace, ["refused"])
+        wait_phase(cluster, namespace, "refused", "Queued", timeout=60)
+        refused = proxy.add(FaultRule("POST", r"^/apis/batch/v1/namespaces/[^/]+/jobs$", 422))
+        cluster.kubectl("patch", "finetunejob", "refused", "-n", namespace, "--subresource=status", "--type=merge",
+                        "-p", json.dumps({"status": {"queue": {"admitted": True}}}))
+        failed = settle(cluster, namespace, ["refused"], "Failed", timeout=90)["refused"]
+        assert failed["reason"] == "ApiError"
+        assert failed["message"].startswith("API error 422 Unprocessable Entity: injected by the test fault proxy")
+        assert failed["queue"]["admitted"] is False
+        assert refused.injected == 3, "a bounded number of attempts"
+        assert events_of(cluster, namespace, "refused").count("ApiError") == 2, "one Event at once, one on Failed"
+        assert names_of(cluster, namespace, "jobs") == ["refused-prepare"]
     finally:
         op.stop()
 

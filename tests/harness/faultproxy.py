@@ -32,10 +32,10 @@ import yaml
 
 from tests.harness.operator import free_port
 
-REASONS = {409: "AlreadyExists", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
-           504: "Timeout"}
-PHRASES = {409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
-           504: "Gateway Timeout"}
+REASONS = {403: "Forbidden", 409: "AlreadyExists", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+           503: "ServiceUnavailable", 504: "Timeout"}
+PHRASES = {403: "Forbidden", 409: "Conflict", 422: "Unprocessable Entity", 429: "Too Many Requests",
+           500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 @dataclass
