@@ -66,6 +66,17 @@ def read_model_config(model_dir: str) -> dict[str, Any]:
     return config
 
 
+def with_class_defaults(model_dir: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The config as transformers (and so vLLM) reads it: the architecture's class defaults fill the
+    keys the file omits (a Llama config without `max_position_embeddings` has 2048)."""
+    from transformers import AutoConfig
+
+    try:
+        return dict(AutoConfig.from_pretrained(model_dir).to_dict())
+    except Exception:  # noqa: BLE001 - an architecture transformers does not know: the file as it is
+        return raw
+
+
 def _rope_factor(config: dict[str, Any]) -> float:
     if "gemma3" in str(config.get("model_type", "")):
         return 1.0  # its length is already scaled (vLLM's note)
@@ -103,7 +114,7 @@ def position_limit(config: dict[str, Any], tokenizer_config: dict[str, Any] | No
 def model_position_limit(model_dir: str, findings: Findings) -> PositionLimit | None:
     """Read `config.json` (and `tokenizer_config.json`) of a model directory; a finding when unreadable."""
     try:
-        config = read_model_config(model_dir)
+        config = with_class_defaults(model_dir, read_model_config(model_dir))
     except ModelConfigUnavailable as exc:
         findings.add(MODEL_CONFIG, str(Path(model_dir) / "config.json"), 0, str(exc).split(": ", 1)[-1])
         return None

@@ -23,9 +23,10 @@ from finetune_operator.builders import build_serving_objects
 from finetune_operator.reconcile import JobState, ObservedChildren, PatchStatus, PodState, decide
 from finetune_operator.settings import OperatorSettings
 from finetune_trainer.data import prepared_info
-from finetune_trainer.data.model_fit import PositionLimit, position_limit
+from finetune_trainer.data.model_fit import PositionLimit, model_position_limit, position_limit
 from finetune_trainer.data.prepare import EXIT_OK, EXIT_USER_ERROR, run_prepare
 from finetune_trainer.data.prepared import prepared_spec
+from finetune_trainer.data.rules import Findings
 from finetune_trainer.evaluation.generate import resolve_models
 from finetune_trainer.phases.prepare import main as prepare_main
 from finetune_trainer.tiny_model import CHAT_TEMPLATE
@@ -170,6 +171,13 @@ def test_a_model_directory_without_config_json_is_refused(tmp_path: Path, tiny_m
 )
 def test_position_limit_follows_vllm(config: dict[str, Any], tokenizer: dict[str, Any] | None, limit: PositionLimit | None) -> None:
     assert position_limit(config, tokenizer) == limit
+
+
+def test_keys_the_config_file_omits_take_the_architecture_defaults(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    findings = Findings()
+    assert model_position_limit(str(tmp_path), findings) == PositionLimit(2048, "config.json max_position_embeddings")
+    assert not findings.items
 
 
 # -- the operator reads the prepare phase's termination message ------------------------------------------
