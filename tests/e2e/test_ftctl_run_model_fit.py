@@ -43,7 +43,7 @@ def test_stock_manifest_on_a_short_context_model_is_served(tmp_path: Path) -> No
     workdir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "finetune_cli.main", "run", str(manifest), "--workdir", str(workdir), "--plain"],
-        capture_output=True, text=True, timeout=1500, cwd=REPO,
+        capture_output=True, text=True, timeout=1500, cwd=REPO, check=False,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"ftctl run exited {proc.returncode}:\n{output[-6000:]}"
