@@ -324,7 +324,8 @@ def _model_limits(
     config: ResolvedConfig, limit: PositionLimit | None, settings: CheckSettings, longest: int, where: str, findings: Findings
 ) -> dict[str, Any]:
     """The lengths later phases use (the report's `model` section): what the model takes, what the
-    data needs, and the maxLength / maxModelLen resolved from both."""
+    data needs, and the maxLength / maxModelLen resolved from both (resolving maxModelLen adds its
+    finding: an explicit value beyond the positions, or a derived one the positions cut short)."""
     spec = config.spec
     return {
         "positions": limit.positions if limit else None,
