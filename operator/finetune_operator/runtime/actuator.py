@@ -14,6 +14,7 @@ from ..builders.children import build_child
 from ..k8s import K8s
 from ..metrics import Metrics
 from ..reconcile import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
+from ..reconcile.actions import Child
 from ..settings import OperatorSettings
 from .executor import Executor
 from .expectations import CreateExpectations
@@ -70,7 +71,7 @@ class Actuator:
             elif isinstance(action, Observe):
                 self.metrics.record(action)
 
-    def _build(self, child: Any, job: FineTuneJob, attempt: int | None = None) -> list[dict[str, Any]]:
+    def _build(self, child: Child, job: FineTuneJob, attempt: int | None = None) -> list[dict[str, Any]]:
         peers = self.cache.bodies() if child == "serving" else ()
         return build_child(child, job, self.settings, attempt, self.observer.flavor(job), peers)
 

@@ -64,7 +64,7 @@ class Context:
 def of(memo: Any, indexes: Indexes | None = None) -> Context:
     """The process's context: made on first use (by a startup handler, which passes Kopf's live indexes)
     from the process settings and the API credentials, then kept in the operator's memo."""
-    context = memo.get(MEMO_KEY)
+    context: Context | None = memo.get(MEMO_KEY)
     if context is None:
         if indexes is None:
             raise RuntimeError("the context is made by a startup handler (finetune_operator.handlers)")

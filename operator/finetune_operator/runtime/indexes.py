@@ -60,10 +60,12 @@ class Indexes:
         return out
 
     def queue(self, name: str) -> dict[str, Any] | None:
-        return _first(self.queues, name)
+        queue: dict[str, Any] | None = _first(self.queues, name)
+        return queue
 
     def workload(self, namespace: str, train_job: str) -> WorkloadState | None:
-        return _first(self.workloads, (namespace, train_job))
+        workload: WorkloadState | None = _first(self.workloads, (namespace, train_job))
+        return workload
 
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         return {ns: next(iter(values), {}) for ns, values in list(self.namespaces.items())}
