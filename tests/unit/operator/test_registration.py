@@ -14,10 +14,10 @@ pytestmark = pytest.mark.unit
 
 def test_one_index_per_resource_and_the_runtime_reads_every_one():
     registry = kopf.get_default_registry()
-    handlers = list(registry._indexing.get_all_handlers())  # noqa: SLF001 - no public listing
+    handlers = list(registry._indexing.get_all_handlers())  # private: Kopf has no public listing
     kueue = kopf.OperatorRegistry()
     register_kueue(kueue)
-    handlers += list(kueue._indexing.get_all_handlers())  # noqa: SLF001
+    handlers += list(kueue._indexing.get_all_handlers())
     resources = [(h.selector.group, h.selector.any_name) for h in handlers]
     assert len(resources) == len(set(resources)) == 6, resources
     live = Indexes.from_kwargs({h.id: {"marker": [h.id]} for h in handlers})
