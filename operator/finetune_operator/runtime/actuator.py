@@ -8,6 +8,7 @@ from typing import Any
 
 from finetune_api import FineTuneJob
 from finetune_api.job import FineTuneJobStatus
+from finetune_api.queue import Flavor
 
 from .. import builders, merge_patch
 from ..builders.children import build_child
@@ -19,7 +20,6 @@ from ..settings import OperatorSettings
 from .executor import Executor
 from .expectations import CreateExpectations
 from .job_cache import JobCache, Key
-from .observe import Observer
 from .timers import Timers
 
 log = logging.getLogger("finetune_operator.job")
@@ -38,24 +38,24 @@ class Actuator:
     """One per controller; `run` carries out one reconcile's actions."""
 
     def __init__(self, k8s: K8s, settings: OperatorSettings, metrics: Metrics, executor: Executor,
-                 cache: JobCache, observer: Observer, timers: Timers) -> None:
+                 cache: JobCache, timers: Timers) -> None:
         self.k8s = k8s
         self.settings = settings
         self.metrics = metrics
         self.executor = executor
         self.cache = cache
-        self.observer = observer
         self.timers = timers
         self.expectations = CreateExpectations()
 
-    async def run(self, key: Key, job: FineTuneJob, actions: list[Action]) -> None:
+    async def run(self, key: Key, job: FineTuneJob, actions: list[Action], flavor: Flavor | None) -> None:
+        """Carry out `actions` for `job`; `flavor` is the admitted one that training is placed on."""
         ns = key[0]
         for action in actions:
             if isinstance(action, Create):
-                for obj in self._build(action.child, job, action.attempt):
+                for obj in self._build(action.child, job, flavor, action.attempt):
                     await self._create_once(obj)
             elif isinstance(action, Apply):
-                for obj in self._build(action.child, job):
+                for obj in self._build(action.child, job, flavor):
                     await self.executor.call(self.k8s.apply, obj)
             elif isinstance(action, Delete):
                 await self.executor.call(self.k8s.delete, action.kind, ns, action.name, action.propagation,
@@ -71,9 +71,10 @@ class Actuator:
             elif isinstance(action, Observe):
                 self.metrics.record(action)
 
-    def _build(self, child: Child, job: FineTuneJob, attempt: int | None = None) -> list[dict[str, Any]]:
+    def _build(self, child: Child, job: FineTuneJob, flavor: Flavor | None,
+               attempt: int | None = None) -> list[dict[str, Any]]:
         peers = self.cache.bodies() if child == "serving" else ()
-        return build_child(child, job, self.settings, attempt, self.observer.flavor(job), peers)
+        return build_child(child, job, self.settings, attempt, flavor, peers)
 
     async def _create_once(self, obj: dict[str, Any]) -> None:
         """Create, unless this process created it moments ago and the watch has not shown it yet."""

@@ -63,7 +63,7 @@ class JobController:
         self.backoff = Backoff()
         self.timers = Timers(self._timer_fired)
         self.observer = Observer(k8s, settings, executor, indexes)
-        self.actuator = Actuator(k8s, settings, metrics, executor, self.cache, self.observer, self.timers)
+        self.actuator = Actuator(k8s, settings, metrics, executor, self.cache, self.timers)
 
     # -- events -------------------------------------------------------------------------------------
     async def on_job_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -114,7 +114,7 @@ class JobController:
             try:
                 children = await self.observer.observe(job)
                 actions = decide(job, children, self.clock(), self.settings)
-                await self.actuator.run(key, job, actions)
+                await self.actuator.run(key, job, actions, children.flavor)
                 self.backoff.forget(key)
             except Exception as e:  # noqa: BLE001 - an API hiccup must not stop the job's reconciles
                 delay = self.backoff.failed(key)

@@ -42,7 +42,7 @@ class Observer:
     def forget(self, key: Key) -> None:
         self.progress_read.pop(key, None)
 
-    def flavor(self, job: FineTuneJob) -> Flavor | None:
+    def _flavor(self, job: FineTuneJob) -> Flavor | None:
         """The flavor the embedded queue admitted the job to."""
         queue = job.status.queue if job.status else None
         return admitted_flavor(self.indexes.queue(job.spec.queue.name), queue.flavor if queue else None)
@@ -54,7 +54,7 @@ class Observer:
         jobs = {j.name: j for j in self.indexes.children(ns, name)}
         queue = self.indexes.queue(job.spec.queue.name)
         grace = (((queue or {}).get("spec") or {}).get("preemption") or {}).get("gracePeriodSeconds")
-        observed = ObservedChildren(jobs=jobs, flavor=self.flavor(job), eviction_grace_seconds=grace)
+        observed = ObservedChildren(jobs=jobs, flavor=self._flavor(job), eviction_grace_seconds=grace)
         attempt = (status.attempts.count - 1) if status else -1
         if self.settings.queue_mode == "kueue" and attempt >= 0:
             observed = dataclasses.replace(observed, workload=self.indexes.workload(ns, names.train_job_name(name, attempt)))
