@@ -78,11 +78,11 @@ log = logging.getLogger("podrunner")
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def now_micro() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def pod_spec_for_runner(pod_spec: dict) -> dict:
@@ -214,7 +214,7 @@ class Container:
 # -- one pod -----------------------------------------------------------------------------------
 
 class PodWorker(threading.Thread):
-    def __init__(self, runner: "Runner", pod: dict) -> None:
+    def __init__(self, runner: Runner, pod: dict) -> None:
         md = pod["metadata"]
         super().__init__(name=f"pod-{md['namespace']}/{md['name']}", daemon=True)
         self.runner = runner
@@ -1184,7 +1184,7 @@ class LocalRunnerProcess:
 
     @classmethod
     def start(cls, cluster, work_dir: str | os.PathLike, *, node_name: str = NODE_NAME,
-              timeout: float = 60) -> "LocalRunnerProcess":
+              timeout: float = 60) -> LocalRunnerProcess:
         from tests.harness.cluster import REPO, _set_pdeathsig, wait_nodes_ready
 
         work = Path(work_dir).resolve()

@@ -15,7 +15,8 @@ import datetime as dt
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 import httpx
 import kopf
@@ -46,7 +47,7 @@ SMOKE_TIMEOUT_SECONDS = 30.0
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _rv(body: Mapping[str, Any]) -> int:

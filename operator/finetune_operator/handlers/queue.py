@@ -82,7 +82,8 @@ def queue_objects(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     return {body.metadata.name: {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.get("status") or {})}}
 
 
-@kopf.on.startup()
+# kopf injects the indices by name; its ActivityFn protocol cannot declare them.
+@kopf.on.startup()  # type: ignore[arg-type]
 async def start_admission_loop(memo: kopf.Memo, queue_objects: kopf.Index, queue_jobs: kopf.Index,
                                namespace_labels: kopf.Index, **_: Any) -> None:
     """Start the admission loop; it reads the live indices, so it sees every later change."""
@@ -126,14 +127,14 @@ def admission_cycle_of(queue_body: Mapping[str, Any], jobs: Any, namespace_label
             logger.warning(warning)
         _set_queue_status(queue_body, None, warning=f"queue mode is {settings.queue_mode}: this queue admits nothing")
         return
-    labels = {ns: next(iter(values), {}) for ns, values in namespace_labels.items()}
+    labels: dict[str, dict[str, str]] = {ns: next(iter(values), {}) for ns, values in namespace_labels.items()}
     try:
         queue = queue_view(queue_body)
     except ValueError as error:
         _set_queue_status(queue_body, None, warning=f"invalid spec: {error}")
         return
     result = admission_cycle([queue], [job_view(s) for s in snapshots], labels)
-    now = format_time(dt.datetime.now(dt.timezone.utc))
+    now = format_time(dt.datetime.now(dt.UTC))
     for snapshot in snapshots:
         decision = result.jobs.get(f"{snapshot['metadata']['namespace']}/{snapshot['metadata']['name']}")
         if decision is not None:
