@@ -32,7 +32,9 @@ ALLOWED_OWN = {
     "finetune_cli": set(PACKAGES),
 }
 # What the operator image must not load: the ML stack lives in the trainer image only.
-HEAVY = ("torch", "transformers", "numpy", "trl", "peft", "datasets", "accelerate", "deepspeed", "finetune_trainer")
+HEAVY = (
+    "torch", "transformers", "numpy", "trl", "peft", "datasets", "accelerate", "deepspeed", "finetune_trainer", "finetune_cli",
+)
 
 
 def imports(path: Path, package: str) -> list[tuple[str, int]]:
