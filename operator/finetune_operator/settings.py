@@ -68,7 +68,7 @@ class OperatorSettings(BaseModel):
     """Deploying may last this long before a never-ready vLLM fails the job (`spec.deadlines.deployingSeconds`)."""
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
         """Read `FT_<FIELD>` variables (upper-case field names); string lists are comma-separated,
         maps and lists of objects are JSON."""
         env = dict(os.environ if env is None else env)

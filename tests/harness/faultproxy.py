@@ -84,7 +84,7 @@ class FaultProxy:
         self._server: socketserver.ThreadingTCPServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         proxy = self
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_ctx.load_cert_chain(self._dir / "cert.pem", self._dir / "key.pem")
@@ -272,7 +272,7 @@ def _self_signed(directory: Path) -> bytes:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ft-fault-proxy")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     public = key.public_key()
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)

@@ -102,9 +102,9 @@ def decide(job: FineTuneJob, children: ObservedChildren, now: dt.datetime, setti
         if (plan.status.observed_generation or 0) < plan.generation:
             plan.set(observedGeneration=plan.generation)
         return plan.result()
-    if job.status is not None and (plan.status.observed_generation or 0) < plan.generation and phase != "Pending":
-        if _spec_changed(plan, children, settings):
-            return plan.result()
+    new_generation = job.status is not None and (plan.status.observed_generation or 0) < plan.generation and phase != "Pending"
+    if new_generation and _spec_changed(plan, children, settings):
+        return plan.result()
     deadline = phase_deadline_seconds(job, phase, settings)
     remaining = deadline_remaining_seconds(job, now, settings)
     if deadline is not None and remaining is not None and remaining < 0:
