@@ -113,7 +113,12 @@ class Condition(StatusModel):
     observed_generation: int | None = None
 
 
-QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+QUANTITY_PATTERN = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+"""A non-negative Kubernetes quantity (apimachinery's `resource.Quantity` grammar): `1.2.3` or `lots` is not."""
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+"""An RFC 1123 label: PVC claims and other object names that appear in pod specs."""
 
 
 def quantity_field(default: str | None = None, description: str | None = None) -> Any:

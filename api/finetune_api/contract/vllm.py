@@ -11,9 +11,10 @@ import math
 from pathlib import PurePosixPath
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..job import FineTuneJobSpec
+if TYPE_CHECKING:  # job.py builds its CEL rules from the constants below
+    from ..job import FineTuneJobSpec
 
 VLLM_PORT = 8000
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
@@ -28,6 +29,19 @@ MANAGED_FLAGS = frozenset(
         "--enforce-eager",
     }
 )
+"""Flags the operator sets: probes, Services, clients and the adapter pool rely on their values."""
+SHORT_FLAGS: dict[str, str] = {"-tp": "--tensor-parallel-size"}
+"""vLLM 0.32's one-dash aliases of managed flags (`EngineArgs.add_cli_args`)."""
+RESERVED_FLAGS: tuple[str, ...] = tuple(
+    sorted(
+        MANAGED_FLAGS
+        | {"--no-enable-lora", "--no-enforce-eager"}  # boolean flags are BooleanOptionalActions
+        | {"--config"}  # reads any flag from a YAML file
+        | set(SHORT_FLAGS)
+    )
+)
+"""Option strings `spec.serving.args` may not name. vLLM's parser turns `_` into `-` in `--` names, and
+argparse also takes any unambiguous prefix (`--por=9000`), so the admission rule matches by prefix."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +72,6 @@ def vllm_dtype(dtype: str, cpu: bool) -> str:
     return "bfloat16" if dtype == "auto" else dtype
 
 
-def check_extra_args(extra: Sequence[str]) -> None:
-    """User args may tune vLLM but not override what probes, Services and clients rely on."""
-    for arg in extra:
-        flag = arg.split("=", 1)[0]
-        if flag in MANAGED_FLAGS:
-            raise ValueError(f"spec.serving.args: {flag} is set by the operator; remove it")
-
-
 def vllm_args(
     model: str,
     served_names: Sequence[str],
@@ -86,7 +92,6 @@ def vllm_args(
     (rounded up to vLLM's allowed set) and `--max-loras` holds the whole pool, up to 16 at once."""
     if not served_names:
         raise ValueError("vllm_args: at least one served model name is needed")
-    check_extra_args(extra)
     args = ["--model", model, "--served-model-name", *served_names, "--port", str(port)]
     if host:
         args += ["--host", host]
