@@ -23,7 +23,9 @@ from finetune_api.crdgen import all_crds
 
 @cache
 def _env() -> Any:
-    return cel.NewEnv(variables={"self": cel.Type.DYN}, extensions=[ExtOptional(), ExtStrings()])
+    return cel.NewEnv(
+        variables={"self": cel.Type.DYN, "oldSelf": cel.Type.DYN}, extensions=[ExtOptional(), ExtStrings()]
+    )
 
 
 @cache
