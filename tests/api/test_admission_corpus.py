@@ -1,6 +1,6 @@
 """Every admission rule proven twice: the invalid corpus is refused by the real kube-apiserver (server-side
 dry-run create of the generated CRDs) AND by `ftctl validate`, both naming the same field; the examples
-are accepted by both."""
+are accepted by both; and generated specs that are admitted render into objects the API server accepts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, assume, given, settings
 
 from finetune_cli.manifests import validate_files
+from finetune_operator.builders.render import render_job
+from finetune_operator.settings import OperatorSettings
+from tests.unit.api.spec_strategies import job_documents
+from tests.unit.api.test_admitted_is_buildable import admitted
 from tests.unit.cli.test_validate import INVALID, expected_field, expected_message
 
 pytestmark = pytest.mark.api
@@ -69,3 +74,20 @@ def test_examples_are_admitted_by_both(objects_api, path: Path) -> None:
     for doc in yaml.safe_load_all(path.read_text()):
         assert dry_run_create(objects_api, doc) == []
     assert all(v.ok for v in validate_files([path])), [v.errors for v in validate_files([path])]
+
+
+@settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(doc=job_documents())
+def test_every_admitted_spec_and_every_child_it_renders_pass_the_api_servers_validation(cluster, objects_api, doc) -> None:
+    """Generated specs that `ftctl validate` admits are admitted by the API server, and so is every object
+    the operator builds for them (names, quantities, label values, volumes): server-side dry-run."""
+    job = admitted(doc)
+    assume(job is not None)
+    _, namespace = objects_api
+    job.metadata.namespace = namespace
+    children = [obj for objects in render_job(job, OperatorSettings()).values() for obj in objects]
+    items = [{**doc, "metadata": {**doc["metadata"], "namespace": namespace}}, *children]
+    manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})  # JSON: no YAML 1.1 `n` → false
+    out = cluster.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=manifest, check=False)
+    assert out.returncode == 0, f"{out.stderr}\n--- spec:\n{yaml.safe_dump(doc)}"
+    assert out.stdout.count("(server dry run)") == len(children) + 1, out.stdout
