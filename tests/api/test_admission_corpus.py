@@ -5,6 +5,7 @@ are accepted by both; and generated specs that are admitted render into objects 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_examples_are_admitted_by_both(objects_api, path: Path) -> None:
     assert all(v.ok for v in validate_files([path])), [v.errors for v in validate_files([path])]
 
 
-@settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("FT_PROPERTY_EXAMPLES", "50")), deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(doc=job_documents())
 def test_every_admitted_spec_and_every_child_it_renders_pass_the_api_servers_validation(cluster, objects_api, doc) -> None:
     """Generated specs that `ftctl validate` admits are admitted by the API server, and so is every object
