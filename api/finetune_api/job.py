@@ -18,7 +18,7 @@ from .common import (
     opt,
     quantity_field,
 )
-from .contract.vllm import LORA_RANKS, RESERVED_FLAGS
+from .contract.vllm_flags import LORA_RANKS, RESERVED_FLAGS
 
 Phase = Literal[
     "Pending",
@@ -89,8 +89,9 @@ class DataSpec(ApiModel):
     eval: DatasetRef | None = None
     """The held-out set that gates promotion. Defaults to the validation set; rows that also appear in
     the training data are removed and reported as leakage."""
-    max_length: int = Field(default=1024, ge=16, le=262144)
-    """Longest tokenized example, in tokens."""
+    max_length: int | None = Field(default=None, ge=16, le=262144)
+    """Longest tokenized example, in tokens. Unset: 1024, or the base model's position limit when it is
+    smaller (the Validating phase reports the value it used in `status.data.maxLength`)."""
     over_length: Literal["drop", "truncate", "fail"] = "drop"
     """What happens to longer examples: drop them, truncate them (keeping at least one trainable token),
     or fail the Validating phase. Counts are reported either way."""
@@ -101,6 +102,10 @@ class DataSpec(ApiModel):
     leakage: Literal["remove", "fail", "ignore"] = "remove"
     """Rows shared between train and the validation / eval sets: removed from train and reported,
     a failure, or ignored."""
+
+
+DEFAULT_MAX_LENGTH = 1024
+"""`datasets.maxLength` when unset, unless the base model has fewer positions."""
 
 
 # --------------------------------------------------------------------------------------- graders
@@ -171,14 +176,16 @@ class SftSpec(ApiModel):
     when the model's attention supports it and the data is length-skewed."""
 
 
+DpoLoss = Literal["sigmoid", "ipo", "hinge", "robust", "sft"]
+DEFAULT_DPO_LOSSES: tuple[DpoLoss, ...] = ("sigmoid", "sft")
+
+
 class DpoSpec(ApiModel):
     """Direct preference optimisation settings."""
 
     beta: float = Field(default=0.1, gt=0, le=10)
     """Strength of the KL constraint to the reference (base) model."""
-    loss_types: list[Literal["sigmoid", "ipo", "hinge", "robust", "sft"]] = Field(
-        default_factory=lambda: ["sigmoid", "sft"], min_length=1, max_length=4
-    )
+    loss_types: list[DpoLoss] = Field(default_factory=lambda: list(DEFAULT_DPO_LOSSES), min_length=1, max_length=4)
     """DPO loss terms; `sft` adds the chosen answer's NLL so the model keeps its accuracy."""
     loss_weights: list[float] | None = Field(default=None, max_length=4)
     """Weights of the loss terms, in the same order (as many as `lossTypes`); equal when unset."""
@@ -411,12 +418,15 @@ class Gate(ApiModel):
     }
 
 
+DEFAULT_METRICS: tuple[Metric, ...] = ("exact_match", "normalized_match", "token_f1")
+
+
 class EvaluationSpec(ApiModel):
     """How the tuned model is compared with its base on the held-out set, and what it must reach."""
 
     enabled: bool = True
     """Without evaluation nothing is gated: serving then requires `gates` to be empty."""
-    metrics: list[Metric] = Field(default_factory=lambda: ["exact_match", "normalized_match", "token_f1"], max_length=8)
+    metrics: list[Metric] = Field(default_factory=lambda: list(DEFAULT_METRICS), max_length=8)
     """Built-in metrics computed on every item."""
     graders: list[Grader] = Field(default_factory=list, max_length=16)
     """Graders scored on every item (also usable as GRPO rewards)."""
@@ -507,7 +517,9 @@ class ServingSpec(ApiModel):
     memory: str | None = quantity_field(None)
     """Memory request and limit per replica."""
     max_model_len: int | None = Field(default=None, ge=16)
-    """`--max-model-len`; defaults to the data's maxLength rounded up."""
+    """`--max-model-len`. Unset: the longest tokenized example plus `evaluation.maxNewTokens`, in
+    256-token steps, at most the base model's position limit (the Validating phase derives it and
+    reports it in `status.data.maxModelLen`). A value beyond the model's positions fails validation."""
     canary: CanarySpec | None = None
     """Split traffic between the tuned model and its base behind one Service."""
     node_selector: dict[str, str] | None = None
@@ -679,6 +691,15 @@ class DataReport(StatusModel):
     train_tokens: int = 0
     report_path: str | None = None
     message: str = ""
+    model_max_positions: int | None = None
+    """The base model's position limit, as vLLM derives it from `config.json` (unset when it states none)."""
+    max_length: int | None = None
+    """`datasets.maxLength` as used: the spec's value, or the default lowered to the model's positions."""
+    longest_example: int | None = None
+    """Longest tokenized example of any split, in tokens."""
+    max_model_len: int | None = None
+    """`--max-model-len` for evaluation and serving: the spec's value, or derived from the model and the
+    data (the serving builders read it when `serving.maxModelLen` is unset)."""
 
 
 class MetricResult(StatusModel):

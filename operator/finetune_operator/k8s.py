@@ -3,7 +3,7 @@
 Every call is checked against `rbac.REQUIRED_RULES` before it leaves (a call the chart's ClusterRole
 would not allow raises `NotPermitted` here, in unit tests and in the cluster alike) and counted by
 verb and resource, so tests and `bench/operator_500_jobs.py` can read how many requests a job costs.
-Calls are synchronous; the handlers run them in Kopf's executor threads.
+Calls are synchronous; the runtime runs them on its executor threads (`runtime/executor.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
 from kubernetes import client
@@ -207,7 +208,7 @@ class K8s:
 
     def post_event(self, involved: dict[str, Any], event_type: str, reason: str, message: str, component: str) -> None:
         """A core/v1 Event about `involved` (apiVersion, kind, name, namespace, uid)."""
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         meta = involved
         event = {
             "apiVersion": "v1",

@@ -11,37 +11,14 @@ import math
 from pathlib import PurePosixPath
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # job.py builds its CEL rules from the constants below
-    from ..job import FineTuneJobSpec
+from ..job import DEFAULT_MAX_LENGTH, DataReport, FineTuneJobSpec
+from .vllm_flags import LORA_RANKS
 
 VLLM_PORT = 8000
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-"""`vllm.config.lora.MaxLoRARanks` of vLLM 0.32 (a unit test compares it with the installed vLLM)."""
 MAX_LORAS_PER_BATCH = 16
 """Adapters resident on the accelerator at once; more stay in CPU memory (`--max-cpu-loras`)."""
-MANAGED_FLAGS = frozenset(
-    {
-        "--model", "--served-model-name", "--port", "--host", "--dtype", "--max-model-len", "--enable-lora",
-        "--lora-modules", "--max-lora-rank", "--max-loras", "--max-cpu-loras", "--tensor-parallel-size",
-        "--enforce-eager",
-    }
-)
-"""Flags the operator sets: probes, Services, clients and the adapter pool rely on their values."""
-SHORT_FLAGS: dict[str, str] = {"-tp": "--tensor-parallel-size"}
-"""vLLM 0.32's one-dash aliases of managed flags (`EngineArgs.add_cli_args`)."""
-RESERVED_FLAGS: tuple[str, ...] = tuple(
-    sorted(
-        MANAGED_FLAGS
-        | {"--no-enable-lora", "--no-enforce-eager"}  # boolean flags are BooleanOptionalActions
-        | {"--config"}  # reads any flag from a YAML file
-        | set(SHORT_FLAGS)
-    )
-)
-"""Option strings `spec.serving.args` may not name. vLLM's parser turns `_` into `-` in `--` names, and
-argparse also takes any unambiguous prefix (`--por=9000`), so the admission rule matches by prefix."""
 
 
 @dataclass(frozen=True)
@@ -122,9 +99,21 @@ def base_model_name(spec: FineTuneJobSpec) -> str:
     return PurePosixPath(spec.model.uri.split("://", 1)[-1].rstrip("/")).name.lower()
 
 
-def default_max_model_len(spec: FineTuneJobSpec) -> int:
-    """`spec.serving.maxModelLen`, else the data's longest example plus an answer, in 256-token steps."""
+MAX_MODEL_LEN_STEP = 256
+
+
+def derive_max_model_len(longest_example: int, max_new_tokens: int, model_positions: int | None) -> int:
+    """The longest example plus an answer, in 256-token steps, never above the model's positions
+    (vLLM refuses a `--max-model-len` beyond them)."""
+    length = MAX_MODEL_LEN_STEP * math.ceil((longest_example + max_new_tokens) / MAX_MODEL_LEN_STEP)
+    return min(length, model_positions) if model_positions else length
+
+
+def default_max_model_len(spec: FineTuneJobSpec, data: DataReport | None = None) -> int:
+    """`spec.serving.maxModelLen`, else what the Validating phase derived from the model and the data
+    (`status.data.maxModelLen`), else (before it ran) an estimate from `datasets.maxLength`."""
     if spec.serving.max_model_len:
         return spec.serving.max_model_len
-    tokens = spec.datasets.max_length + spec.evaluation.max_new_tokens
-    return 256 * math.ceil(tokens / 256)
+    if data is not None and data.max_model_len:
+        return data.max_model_len
+    return derive_max_model_len(spec.datasets.max_length or DEFAULT_MAX_LENGTH, spec.evaluation.max_new_tokens, None)

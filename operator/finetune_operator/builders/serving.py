@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from finetune_api import API_VERSION, FineTuneJob
-from finetune_api.job import FineTuneJobSpec, ServingSpec
+from finetune_api.job import ServingSpec
 from finetune_api.resolved import ArtifactLayout, claim_of, uri_to_path
 from ..settings import OperatorSettings
 from .common import (
@@ -138,9 +137,15 @@ def pool_adapter(job: FineTuneJob, settings: OperatorSettings) -> PoolAdapter:
         rank=job.spec.adapter.r,
         path=adapter_dir(job, settings),
         claims=tuple(_job_claims(job, settings, with_output=True)),
-        max_model_len=default_max_model_len(job.spec),
+        max_model_len=serving_max_model_len(job),
         serving=job.spec.serving,
     )
+
+
+def serving_max_model_len(job: FineTuneJob) -> int:
+    """`--max-model-len`: the spec's, else what the Validating phase derived from the base model and
+    the data (`status.data.maxModelLen`), so a default never exceeds the model's positions."""
+    return default_max_model_len(job.spec, job.status.data if job.status else None)
 
 
 def _largest(values: list[str | None]) -> str | None:
@@ -262,7 +267,7 @@ def _common_flags(job: FineTuneJob, settings: OperatorSettings, serving: Serving
 
 def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
     serving = job.spec.serving
-    flags = _common_flags(job, settings, serving, default_max_model_len(job.spec))
+    flags = _common_flags(job, settings, serving, serving_max_model_len(job))
     if serving.mode == "merged":
         args = vllm_args(tuned_model_dir(job, settings), served_model_names(job), **flags)
         return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
@@ -275,7 +280,7 @@ def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -
 def _base_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
     """The canary's base arm answers to the base's name (first: metrics) and to `<job>` (clients)."""
     model, options = _base_source(job, settings)
-    flags = _common_flags(job, settings, job.spec.serving, default_max_model_len(job.spec))
+    flags = _common_flags(job, settings, job.spec.serving, serving_max_model_len(job))
     args = vllm_args(model, [base_model_name(job.spec), job.metadata.name], **options, **flags)
     return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas, hub=job.spec.model.uri.startswith("hf://"))
 
@@ -311,7 +316,7 @@ def _pool_objects(job: FineTuneJob, settings: OperatorSettings, pool_adapters: l
 
     pool_labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PHASE: "serve", LABEL_POOL: name}
     owners = [_pool_owner(a) for a in adapters if a.uid]
-    meta = {"name": name, "namespace": namespace(job), "labels": dict(pool_labels)}
+    meta: dict[str, Any] = {"name": name, "namespace": namespace(job), "labels": dict(pool_labels)}
     if owners:
         meta["ownerReferences"] = owners
     annotations = {"finetune.dev/adapters": ",".join(f"{a.job}@{a.generation}" for a in adapters)}
@@ -394,6 +399,7 @@ __all__ = [
     "build_serving_objects",
     "canary_split",
     "default_max_model_len",
+    "serving_max_model_len",
     "pool_adapter",
     "served_model_names",
     "serving_endpoint",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_api.contract.vllm import MANAGED_FLAGS, RESERVED_FLAGS, SHORT_FLAGS
+from finetune_api.contract.vllm_flags import MANAGED_FLAGS, RESERVED_FLAGS, SHORT_FLAGS
 
 pytestmark = pytest.mark.unit
 

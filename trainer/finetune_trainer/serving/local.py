@@ -23,6 +23,7 @@ import httpx
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_api.contract.vllm import base_model_name, default_max_model_len
 from finetune_api.contract.vllm import LoraModule, vllm_args
+from finetune_trainer.data.report import read_summary
 from finetune_trainer.process_group import stop_process_group
 from finetune_api.contract.launch import free_port
 
@@ -93,7 +94,7 @@ class LocalVllmServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     # -------------------------------------------------------------------- lifecycle
-    def start(self) -> "LocalVllmServer":
+    def start(self) -> LocalVllmServer:
         if self.process is not None:
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +140,7 @@ class LocalVllmServer:
         response.raise_for_status()
         return [m["id"] for m in response.json()["data"]]
 
-    def __enter__(self) -> "LocalVllmServer":
+    def __enter__(self) -> LocalVllmServer:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -166,7 +167,7 @@ def server_for_run(config: ResolvedConfig, layout: ArtifactLayout, port: int | N
     names = [f"{job}@{config.generation}", job]
     common: dict[str, Any] = {
         "port": port,
-        "max_model_len": default_max_model_len(spec),
+        "max_model_len": default_max_model_len(spec, read_summary(layout)),
         "dtype": spec.model.dtype,
         "log_path": log_path,
     }

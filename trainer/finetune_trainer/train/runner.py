@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from transformers.trainer_callback import PrinterCallback
@@ -23,7 +24,7 @@ from .deepspeed_config import deepspeed_config, write_deepspeed_config
 from .hyperparams import resolve_hyperparameters
 from .merge import label_adapter
 from .parts import TrainerParts
-from ..evaluation.generate import load_tokenizer
+from ..evaluation.generate import load_padded_tokenizer
 from .peft_setup import load_base_model, lora_config
 from .run_record import build_run_record, write_run_record
 
@@ -104,11 +105,13 @@ def run_training(
 
     `splits` (train, validation, info) replaces the prepared data on disk, for callers that hold it.
     """
-    spec = config.spec
+    from finetune_trainer.data.prepared import prepared_spec
+
     layout = ArtifactLayout(config.paths.output)
     rank, world_size = world()
     accelerator = torch.cuda.is_available()
     train_ds, eval_ds, info = splits or load_splits(layout)
+    spec = prepared_spec(config.spec, info)
     hp = resolve_hyperparameters(spec, world_size, len(train_ds), accelerator=accelerator)
     ds = deepspeed_config(spec, hp.precision)
     if rank == 0:
@@ -127,7 +130,7 @@ def run_training(
         # With use_cpu the Trainer's state leaves DeepSpeed's own comm unset, and ZeRO-3's zero.Init would
         # then size its batch check for one process; wrap the process group already set up.
         deepspeed.init_distributed(dist_backend="nccl" if accelerator else "gloo", auto_mpi_discovery=False)
-    tokenizer = load_tokenizer(config.paths.model, spec.model.chat_template)
+    tokenizer = load_padded_tokenizer(config.paths.model, spec.model.chat_template)
     model = load_base_model(config.paths.model, spec.adapter, hp.dtype)
 
     resume = latest_checkpoint(layout.checkpoints)
