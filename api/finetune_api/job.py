@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
+from pydantic.config import JsonDict
 
 from .common import (
     API_VERSION,
@@ -821,7 +822,7 @@ class ObjectMeta(ApiModel):
     uid: str | None = None
 
 
-ROOT_RULES: list[dict[str, str]] = [
+ROOT_RULES: list[JsonDict] = [
     cel(
         "!has(self.spec.output) || !has(self.spec.output.uri)"
         " || self.spec.output.uri.endsWith('/' + self.metadata.name)"

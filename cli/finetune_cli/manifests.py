@@ -16,11 +16,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from finetune_api import API_VERSION, FineTuneJob, FineTuneQueue
+from finetune_api.common import ApiModel
 
 from .admission import cel_errors
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster than the pure-Python parser
-KINDS: dict[str, type[BaseModel]] = {"FineTuneJob": FineTuneJob, "FineTuneQueue": FineTuneQueue}
+KINDS: dict[str, type[ApiModel]] = {"FineTuneJob": FineTuneJob, "FineTuneQueue": FineTuneQueue}
 
 
 @dataclass

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..job import DEFAULT_MAX_LENGTH, DataReport, FineTuneJobSpec
-from .vllm_flags import LORA_RANKS
+from .vllm_flags import LORA_RANKS as LORA_RANKS  # re-exported: vLLM's limits are read here too
 
 VLLM_PORT = 8000
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
