@@ -12,6 +12,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from finetune_api.job import DataReport
+
 from .rules import RULES, Findings
 
 # A rough reference accelerator for the cost estimate: bf16 dense peak of an A100 at 40% utilisation.
@@ -86,20 +88,19 @@ def cost_estimate(
     }
 
 
-def summary(report: dict[str, Any], report_path: str | None) -> dict[str, Any]:
-    """The DataReport status summary (api/job.py), camelCase as the operator stores it."""
+def summary(report: dict[str, Any], report_path: str | None) -> DataReport:
+    """The DataReport status summary the prepare phase's termination message carries."""
     splits = report["splits"]
-    message = report["message"]
-    return {
-        "trainExamples": splits.get("train", {}).get("examples", 0),
-        "validationExamples": splits.get("validation", {}).get("examples", 0),
-        "evalExamples": splits.get("eval", {}).get("examples", 0),
-        "dropped": report["dropped"],
-        "warnings": report["warnings"],
-        "trainTokens": splits.get("train", {}).get("tokens", 0),
-        "reportPath": report_path,
-        "message": message,
-    }
+    return DataReport(
+        train_examples=splits.get("train", {}).get("examples", 0),
+        validation_examples=splits.get("validation", {}).get("examples", 0),
+        eval_examples=splits.get("eval", {}).get("examples", 0),
+        dropped=report["dropped"],
+        warnings=report["warnings"],
+        train_tokens=splits.get("train", {}).get("tokens", 0),
+        report_path=report_path,
+        message=report["message"],
+    )
 
 
 def build_report(
