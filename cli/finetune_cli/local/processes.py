@@ -4,7 +4,6 @@ file, JSON progress lines on stdout, and a clean stop on Ctrl-C (the whole proce
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time

@@ -1,6 +1,5 @@
 """Merging a trained LoRA adapter gives a standalone model that answers like base + adapter."""
 
-import json
 import subprocess
 import sys
 
