@@ -76,14 +76,15 @@ def pod(exit_code: int, message: str, log_tail: str = "") -> dict[str, Any]:
 
 def child(name: str, exit_code: int | None, message: str = "") -> Any:
     """A child Job (running when `exit_code` is None) and its pod, reduced by the operator's readers."""
+    meta = {"name": name, "annotations": {"finetune.dev/generation": "1"}}
     if exit_code is None:
-        return job_state({"metadata": {"name": name}, "status": {"startTime": "2030-01-01T11:00:00Z"}})
+        return job_state({"metadata": meta, "status": {"startTime": "2030-01-01T11:00:00Z"}})
     condition = {"type": "Complete", "status": "True", "lastTransitionTime": "2030-01-01T11:30:00Z"}
     if exit_code != 0:
         condition = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
                      "lastTransitionTime": "2030-01-01T11:30:00Z",
                      "message": f"Container trainer for pod x failed with exit code {exit_code} matching FailJob rule at index 0"}
-    body = {"metadata": {"name": name}, "status": {"startTime": "2030-01-01T11:00:00Z", "conditions": [condition]}}
+    body = {"metadata": meta, "status": {"startTime": "2030-01-01T11:00:00Z", "conditions": [condition]}}
     return job_state(body, [pod_state(pod(exit_code, message))])
 
 
