@@ -77,6 +77,12 @@ class PhaseSummary(ContractModel):
         except (ValidationError, ValueError):
             return None
 
+    def to_wire(self) -> dict[str, Any]:
+        """`phase`, `ok` and the fields the writer set: a failure carries no zero step or empty results."""
+        wire = super().to_wire()
+        kept = {type(self).model_fields[name].alias or name for name in self.model_fields_set} | {"phase", "ok"}
+        return {key: value for key, value in wire.items() if key in kept}
+
     def encode(self, max_bytes: int = MAX_BYTES) -> str:
         """Compact JSON of at most `max_bytes` UTF-8 bytes, shortened where needed."""
         return encode_message(self.to_wire(), max_bytes)

@@ -27,6 +27,8 @@ def test_a_summary_round_trips_in_camel_case() -> None:
 
 def test_a_failure_carries_the_trainers_reason_and_text() -> None:
     failure = PhaseSummary.failure("UserError", "datasets.train line 3: empty assistant turn", phase="evaluate")
+    assert json.loads(TrainSummary.failure("UserError", "bad").encode()) == {
+        "phase": "train", "ok": False, "reason": "UserError", "message": "bad"}  # no zero step, no empty results
     read = EvaluateSummary.parse(failure.encode())
     assert read is not None and (read.ok, read.reason, read.message) == (
         False, "UserError", "datasets.train line 3: empty assistant turn")
@@ -79,4 +81,4 @@ def test_the_trainer_writes_it_where_kubernetes_reads_it(tmp_path: Path, monkeyp
     target = tmp_path / "termination-log"
     monkeypatch.setenv("FT_TERMINATION_LOG", str(target))
     write_termination_message(PrepareSummary(message="ok"))
-    assert json.loads(target.read_text()) == {"phase": "prepare", "ok": True, "message": "ok", "truncated": False}
+    assert json.loads(target.read_text()) == {"phase": "prepare", "ok": True, "message": "ok"}
