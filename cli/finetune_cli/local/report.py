@@ -110,7 +110,8 @@ def write_report(
     if data is not None:
         counts = data.to_api()
         lines += [f"- {key}: {counts[key]}" for key in
-                  ("trainExamples", "validationExamples", "evalExamples", "trainTokens", "warnings")]
+                  ("trainExamples", "validationExamples", "evalExamples", "trainTokens", "warnings",
+                   "modelMaxPositions", "maxLength", "longestExample", "maxModelLen", "message") if key in counts]
         lines += [f"- dropped by {rule}: {count}" for rule, count in data.dropped.items()]
     lines += ["", "## Evaluation (held-out set)", "", "| metric | base | tuned | delta | CI low | CI high | P(tuned > base) |"]
     lines += ["| --- | --- | --- | --- | --- | --- | --- |"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune_api.job import DataReport
+from finetune_api.resolved import ArtifactLayout
 
 from .rules import RULES, Findings
 
@@ -91,6 +92,7 @@ def cost_estimate(
 def summary(report: dict[str, Any], report_path: str | None) -> DataReport:
     """The DataReport status summary the prepare phase's termination message carries."""
     splits = report["splits"]
+    model = report.get("model") or {}
     return DataReport(
         train_examples=splits.get("train", {}).get("examples", 0),
         validation_examples=splits.get("validation", {}).get("examples", 0),
@@ -100,7 +102,21 @@ def summary(report: dict[str, Any], report_path: str | None) -> DataReport:
         train_tokens=splits.get("train", {}).get("tokens", 0),
         report_path=report_path,
         message=report["message"],
+        model_max_positions=model.get("positions"),
+        max_length=model.get("max_length"),
+        longest_example=model.get("longest_example"),
+        max_model_len=model.get("max_model_len"),
     )
+
+
+def read_summary(layout: ArtifactLayout) -> DataReport | None:
+    """The prepare phase's DataReport from `data/report.json`: later phases read the lengths it
+    resolved against the model (maxModelLen). None before prepare ran."""
+    try:
+        report = json.loads(layout.data_report.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary(report, str(layout.data_report))
 
 
 def build_report(
@@ -113,13 +129,16 @@ def build_report(
     estimate: dict[str, Any] | None,
     settings: dict[str, Any],
     timings: dict[str, float],
+    model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The full report as a JSON-ready dict."""
+    """The full report as a JSON-ready dict; `model` holds the base model's position limit and the
+    lengths resolved against it (maxLength, maxModelLen)."""
     items = findings.items
     return {
         "ok": ok,
         "message": message,
         "settings": settings,
+        "model": model or {},
         "splits": splits,
         "dropped": dict(findings.count("dropped")),
         "errors": dict(findings.count("error")),
@@ -154,6 +173,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += ["", "## Train example lengths (tokens)", "", "```"]
         out += [f"≤{h['le']:>7} {h['count']:>8} {_bar(h['count'], top)}" for h in hist]
         out += ["```", "", "Length: " + ", ".join(f"{k} {v}" for k, v in train.get("length", {}).items())]
+    model = report.get("model") or {}
+    if model:
+        out += ["", "## Model limits", "", "| | tokens | from |", "| --- | ---: | --- |",
+                f"| base model positions | {model.get('positions') or '–'} | {model.get('positions_source') or 'not stated'} |",
+                f"| datasets.maxLength | {model.get('max_length')} | {model.get('max_length_source')} |",
+                f"| longest example | {model.get('longest_example')} | the data |",
+                f"| serving.maxModelLen | {model.get('max_model_len')} | {model.get('max_model_len_source')} |"]
     leak = report["leakage"]
     out += ["", "## Leakage", "", f"Policy `{leak.get('policy')}`: train rows whose prompt is in another split: "
             + (", ".join(f"{k} {v}" for k, v in leak.get("train", {}).items()) or "none")
