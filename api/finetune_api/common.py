@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
 
-GROUP = "finetune.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+ApiVersion = Literal["finetune.dev/v1alpha1"]
+API_VERSION: ApiVersion = "finetune.dev/v1alpha1"
+GROUP, _, VERSION = API_VERSION.partition("/")
 
 
 class ApiModel(BaseModel):
@@ -38,9 +39,9 @@ class StatusModel(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
 
-def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> JsonDict:
     """One `x-kubernetes-validations` entry; fieldPath makes the API server name the field."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     if reason:
@@ -56,13 +57,13 @@ def opt(path: str, default: object) -> str:
     `has()` instead: the cost estimator loses their maxItems through `orValue`.
     """
     head, *rest = path.split(".")
-    literal = {True: "true", False: "false"}.get(default, None) if isinstance(default, bool) else None
+    literal = {True: "true", False: "false"}.get(default) if isinstance(default, bool) else None
     if literal is None:
         literal = f"'{default}'" if isinstance(default, str) else ("[]" if default == [] else str(default))
     return head + "".join(f".?{part}" for part in rest) + f".orValue({literal})"
 
 
-def immutable(name: str) -> dict[str, str]:
+def immutable(name: str) -> JsonDict:
     """A CEL transition rule that refuses any change of a field once the object exists."""
     return cel("self == oldSelf", f"{name} is immutable: create a new FineTuneJob to train with other settings")
 

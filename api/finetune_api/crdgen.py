@@ -132,7 +132,7 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
             out["x-kubernetes-preserve-unknown-fields"] = True
         return out
 
-    schema = resolve(raw, model.__name__)
+    schema: dict[str, Any] = resolve(raw, model.__name__)
     _check_structural(schema, model.__name__)
     return schema
 
@@ -234,7 +234,7 @@ def _crd(
 
 def job_crd() -> dict[str, Any]:
     """The FineTuneJob CRD."""
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
         {"name": "Eval", "type": "string", "jsonPath": ".status.evaluation.score"},
@@ -244,20 +244,20 @@ def job_crd() -> dict[str, Any]:
         {"name": "Queue", "type": "string", "jsonPath": ".spec.queue.name", "priority": 1},
         {"name": "Method", "type": "string", "jsonPath": ".spec.method.type", "priority": 1},
     ]
-    root = _root_schema(FineTuneJobSpec, FineTuneJobStatus, name_max=40, description=FineTuneJob.__doc__.strip())
+    root = _root_schema(FineTuneJobSpec, FineTuneJobStatus, name_max=40, description=(FineTuneJob.__doc__ or "").strip())
     return _crd("FineTuneJob", "finetunejobs", "ftj", "Namespaced", root, columns)
 
 
 def queue_crd() -> dict[str, Any]:
     """The FineTuneQueue CRD."""
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy"},
         {"name": "Usage", "type": "string", "jsonPath": ".status.usageSummary"},
         {"name": "Admitted", "type": "integer", "jsonPath": ".status.admitted"},
         {"name": "Pending", "type": "integer", "jsonPath": ".status.pending"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    root = _root_schema(FineTuneQueueSpec, FineTuneQueueStatus, name_max=None, description=FineTuneQueue.__doc__.strip())
+    root = _root_schema(FineTuneQueueSpec, FineTuneQueueStatus, name_max=None, description=(FineTuneQueue.__doc__ or "").strip())
     return _crd("FineTuneQueue", "finetunequeues", "ftq", "Cluster", root, columns)
 
 

@@ -144,7 +144,7 @@ class Grader(ApiModel):
     """A score at or above this counts as a pass for the paired comparison."""
 
     @model_validator(mode="after")
-    def _check_type_fields(self) -> "Grader":
+    def _check_type_fields(self) -> Grader:
         required = {"regex": "pattern", "json_schema": "json_schema", "python": "source", "multi": "components"}
         field = required.get(self.type)
         if field and getattr(self, field) in (None, [], {}):
@@ -175,14 +175,16 @@ class SftSpec(ApiModel):
     when the model's attention supports it and the data is length-skewed."""
 
 
+DpoLoss = Literal["sigmoid", "ipo", "hinge", "robust", "sft"]
+DEFAULT_DPO_LOSSES: tuple[DpoLoss, ...] = ("sigmoid", "sft")
+
+
 class DpoSpec(ApiModel):
     """Direct preference optimisation settings."""
 
     beta: float = Field(default=0.1, gt=0, le=10)
     """Strength of the KL constraint to the reference (base) model."""
-    loss_types: list[Literal["sigmoid", "ipo", "hinge", "robust", "sft"]] = Field(
-        default_factory=lambda: ["sigmoid", "sft"], min_length=1, max_length=4
-    )
+    loss_types: list[DpoLoss] = Field(default_factory=lambda: list(DEFAULT_DPO_LOSSES), min_length=1, max_length=4)
     """DPO loss terms; `sft` adds the chosen answer's NLL so the model keeps its accuracy."""
     loss_weights: list[float] | None = Field(default=None, max_length=4)
     """Weights of the loss terms, in the same order; equal when unset."""
@@ -376,7 +378,7 @@ class Gate(ApiModel):
     """Bootstrap probability that the tuned model beats the base must be at least this."""
 
     @model_validator(mode="after")
-    def _needs_a_bound(self) -> "Gate":
+    def _needs_a_bound(self) -> Gate:
         if all(v is None for v in (self.min, self.min_improvement_over_base, self.max_regression, self.min_confidence)):
             raise ValueError("a gate needs at least one of min, minImprovementOverBase, maxRegression, minConfidence")
         return self
@@ -393,12 +395,15 @@ class Gate(ApiModel):
     }
 
 
+DEFAULT_METRICS: tuple[Metric, ...] = ("exact_match", "normalized_match", "token_f1")
+
+
 class EvaluationSpec(ApiModel):
     """How the tuned model is compared with its base on the held-out set, and what it must reach."""
 
     enabled: bool = True
     """Without evaluation nothing is gated: serving then requires `gates` to be empty."""
-    metrics: list[Metric] = Field(default_factory=lambda: ["exact_match", "normalized_match", "token_f1"], max_length=8)
+    metrics: list[Metric] = Field(default_factory=lambda: list(DEFAULT_METRICS), max_length=8)
     """Built-in metrics computed on every item."""
     graders: list[Grader] = Field(default_factory=list, max_length=16)
     """Graders scored on every item (also usable as GRPO rewards)."""
@@ -547,7 +552,7 @@ class FineTuneJobSpec(ApiModel):
     """Trainer image override; defaults to the operator's configured image."""
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "FineTuneJobSpec":
+    def _cross_field(self) -> FineTuneJobSpec:
         for rule in cross_field_rules(self):
             raise ValueError(rule)
         return self

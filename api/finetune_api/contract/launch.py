@@ -53,14 +53,14 @@ class Topology:
         return self.nnodes * self.nproc_per_node
 
     @classmethod
-    def for_pod(cls, spec: FineTuneJobSpec) -> "Topology":
+    def for_pod(cls, spec: FineTuneJobSpec) -> Topology:
         """The topology of the training pods (DESIGN.md §4): node rank and rendezvous point come from the
         pod's PET_* variables (the rank from the completion index, the master from the builder)."""
         return cls(spec.resources.nodes, processes_per_node(spec), PET_NODE_RANK_REF, PET_MASTER_ADDR_REF,
                    PET_MASTER_PORT_REF)
 
     @classmethod
-    def local(cls, spec: FineTuneJobSpec, nproc: int | None = None, master_port: int | None = None) -> "Topology":
+    def local(cls, spec: FineTuneJobSpec, nproc: int | None = None, master_port: int | None = None) -> Topology:
         """Every process on this machine (`ftctl run`, tests)."""
         return cls(1, nproc or processes_per_node(spec), "0", "127.0.0.1", str(master_port or free_port()))
 

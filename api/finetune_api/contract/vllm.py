@@ -11,7 +11,6 @@ import math
 from pathlib import PurePosixPath
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..job import DEFAULT_MAX_LENGTH, DataReport, FineTuneJobSpec
 

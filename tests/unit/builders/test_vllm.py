@@ -31,7 +31,7 @@ def _installed_vllm_lora_ranks() -> tuple[int, ...]:
 
 
 def test_lora_ranks_are_those_of_the_installed_vllm() -> None:
-    assert LORA_RANKS == _installed_vllm_lora_ranks()
+    assert _installed_vllm_lora_ranks() == LORA_RANKS
 
 
 @pytest.mark.parametrize(("rank", "flag"), [(8, "8"), (16, "16"), (48, "64"), (512, "512"), (1, "1"), (300, "320")])

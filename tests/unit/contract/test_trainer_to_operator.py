@@ -34,7 +34,7 @@ from tests.unit.trainer.train.conftest import QUICKSTART, layout_of, subprocess_
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
-NOW = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 SETTINGS = OperatorSettings(queue_mode="embedded")
 # A few steps with an evaluation every 2 (the validation loss), and a small held-out set (the validation
 # split doubles as it) answered greedily in a few tokens.

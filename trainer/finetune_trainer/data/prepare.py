@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, USER_ERROR
 from finetune_api.contract.summaries import PrepareSummary
+from finetune_api.contract.termination import FailureReason
 from finetune_api.job import DataReport
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
@@ -227,7 +228,7 @@ class PrepareResult:
         """The termination message: the DataReport summary, and on failure the first findings."""
         if self.ok:
             return PrepareSummary(data=self.summary, message=self.summary.message)
-        reason = "UserError" if self.exit_code == USER_ERROR else "InfrastructureError"
+        reason: FailureReason = "UserError" if self.exit_code == USER_ERROR else "InfrastructureError"
         text = "; ".join(str(f) for f in self.findings.errors[:5]) or self.summary.message
         return PrepareSummary.failure(reason, text, data=self.summary)
 
@@ -389,7 +390,7 @@ def _to_dataset(result: SplitResult) -> Any:
             "assistant_masks": datasets.List(datasets.Value("int8")),
         })
         return datasets.Dataset.from_dict({"input_ids": enc.input_ids, "assistant_masks": enc.masks}, features=features)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ex in result.kept:
         if purpose == "dpo":
             rows.append({"prompt": _messages(ex.prompt), "chosen": _messages(ex.answer), "rejected": _messages(ex.rejected)})

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, SIGTERM_EXIT, USER_ERROR
 from finetune_api.contract.summaries import TrainSummary
