@@ -14,16 +14,15 @@ from typing import Any
 
 import pytest
 
+from finetune_api.contract.summaries import TrainSummary
 from tests.api.test_operator import events_of, ftj
 from tests.harness.cluster import KWOK_NEVER_READY_IMAGE
 from tests.harness.faultproxy import FaultProxy, FaultRule, start_fault_proxy
+from tests.harness.summaries import PREPARED, TRAINED, evaluated
 from tests.harness.operator import Operator, PodDriver, get, names_of, setup_namespace, status, wait_for, wait_phase
 
 pytestmark = pytest.mark.api
 
-EVAL_PASSED = {"ok": True, "passed": True, "score": "exact_match 0.9 (base 0.1)", "items": 12,
-               "metrics": [{"name": "exact_match", "base": 0.1, "tuned": 0.9}],
-               "gates": [{"metric": "exact_match", "passed": True, "message": "0.9 >= 0.8"}]}
 CREATES = r"^/api(s/batch)?/v1/namespaces/[^/]+/(configmaps|services|jobs)$"
 
 
@@ -43,9 +42,9 @@ def start_operator(proxy: FaultProxy, operator_kubeconfig: str, tmp_path, **env:
 @pytest.fixture
 def pods(cluster, namespace):
     driver = PodDriver(cluster, namespace)
-    driver.on("prepare", 0, {"ok": True, "data": {"trainExamples": 120, "evalExamples": 12}})
-    driver.on("train", 0, {"ok": True, "step": 10, "loss": 0.5})
-    driver.on("eval", 0, EVAL_PASSED)
+    driver.on("prepare", 0, PREPARED)
+    driver.on("train", 0, TRAINED)
+    driver.on("eval", 0, evaluated(True))
     yield driver
     driver.close()
 
@@ -209,7 +208,7 @@ def test_a_recreated_job_does_not_adopt_its_predecessors_children(cluster, names
                                                                   tmp_path, pods):
     """Deleted with `--cascade=orphan`, a job leaves its children behind without an owner; a new job of
     the same name must not take them over (they hold its children's names): it fails naming one."""
-    pods.on("train", 0, {"ok": True}, delay="300s")
+    pods.on("train", 0, TrainSummary(), delay="300s")
     op = start_operator(proxy, operator_kubeconfig, tmp_path)
     try:
         submit(cluster, namespace, ["again"])
@@ -249,7 +248,7 @@ def test_deploying_with_a_vllm_pod_that_never_becomes_ready_fails_naming_the_rea
 
 def test_training_past_its_deadline_fails_without_a_retry(cluster, namespace, proxy, operator_kubeconfig, tmp_path,
                                                           pods):
-    pods.on("train", 0, {"ok": True}, delay="300s")
+    pods.on("train", 0, TrainSummary(), delay="300s")
     op = start_operator(proxy, operator_kubeconfig, tmp_path)
     try:
         submit(cluster, namespace, ["slow"], deadlines={"trainingSeconds": 8})
