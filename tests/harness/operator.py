@@ -27,6 +27,7 @@ from tests.harness.cluster import (
 )
 from tests.harness.cluster import wait_for as cluster_wait_for
 
+from finetune_api.contract.termination import PhaseSummary
 from finetune_operator import rbac
 from finetune_api.contract.launch import free_port  # noqa: F401 - the harness's port picker
 
@@ -130,11 +131,12 @@ class PodDriver:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def on(self, phase: str, exit_code: int, message: dict | None = None, delay: str = "2s",
+    def on(self, phase: str, exit_code: int, message: PhaseSummary | None = None, delay: str = "2s",
            job: str | None = None) -> None:
+        """Pods of `phase` (or of Job `job`) end with `exit_code` and the trainer's termination message."""
         annotations = {KWOK_EXIT_CODE: str(exit_code), KWOK_DELAY: delay}
         if message is not None:
-            annotations[KWOK_TERMINATION_MESSAGE] = json.dumps(message)
+            annotations[KWOK_TERMINATION_MESSAGE] = message.encode()
         self.plans[job or phase] = annotations
 
     def outcome(self, labels: dict[str, str]) -> dict[str, str] | None:
