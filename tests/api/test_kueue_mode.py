@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import BIN_DIR, CACHE_DIR, REPO, _set_pdeathsig, apply_crds
+from tests.harness.cluster import BIN_DIR, CACHE_DIR, REPO, _set_pdeathsig, apply_crds, missing_binaries
 from tests.harness.summaries import PREPARED, TRAINED
 from tests.harness.operator import (
     Operator,
@@ -113,7 +113,7 @@ def kueue(cluster, tmp_path):
     """Kueue's CRDs applied (they stay for the session) and its manager running for one test."""
     if cluster.external:
         pytest.skip("starts its own Kueue manager: not on an existing cluster (FT_USE_EXISTING_CLUSTER=1)")
-    if not KUEUE_BIN.exists():
+    if missing_binaries(["kueue"]):
         if os.environ.get("FT_SKIP_BUILD") == "1":
             pytest.skip(f"{KUEUE_BIN} is not built and FT_SKIP_BUILD=1: run scripts/build-controlplane.sh")
         pytest.fail(f"{KUEUE_BIN} is missing although scripts/build-controlplane.sh ran")

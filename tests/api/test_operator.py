@@ -1,7 +1,7 @@
 """The real operator (`python -m finetune_operator.main`) against the test control plane, running as a
 ServiceAccount bound to a ClusterRole built from `rbac.REQUIRED_RULES` (a missing permission fails
-these tests). kwok plays the pods: they succeed after ~1 s unless annotated with an exit code and a
-termination message, which `PodDriver` does as soon as the Job controller creates them.
+these tests). kwok plays the pods: a Job pod runs until it is annotated with an exit code and a termination
+message, which `PodDriver` does as soon as the Job controller creates it (exit 0 for a phase without a plan).
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ from .model_fit import (
     chat_template_needs,
     check_chat_template,
     check_eos,
-    check_lora_rank,
     model_position_limit,
     resolve_max_length,
     resolve_max_model_len,
@@ -275,7 +274,6 @@ def run_prepare(config: ResolvedConfig) -> PrepareResult:
     model_config = str(Path(config.paths.model) / "config.json")
     limit = model_position_limit(config.paths.model, findings) if tokenizer is not None else None
     settings = settings_from_config(config, resolve_max_length(spec, limit, model_config, findings))
-    check_lora_rank(spec, config.paths.model, findings)
     try:
         outcome = check_datasets(sources_from_config(config), settings, tokenizer, findings, evaluation=spec.evaluation.enabled)
     except SourceUnavailable as exc:

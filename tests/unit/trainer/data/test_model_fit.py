@@ -111,15 +111,7 @@ def test_values_within_the_positions_are_used_as_given(tmp_path: Path, tiny_mode
     assert (data.max_length, data.max_model_len) == (512, 384)
 
 
-# -- LoRA rank, chat template, EOS ----------------------------------------------------------------------
-
-def test_a_lora_rank_vllm_cannot_serve_in_adapter_mode_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
-    result = run_prepare(stock_config(tmp_path / "a", tiny_model_dir, adapter={"r": 1024}))
-    assert result.exit_code == EXIT_USER_ERROR and rule_ids(result) == ["FT022"]
-    assert "spec.adapter.r: 1024: vLLM serves LoRA adapters up to rank 512" in (result.termination().message or "")
-    merged = run_prepare(stock_config(tmp_path / "m", tiny_model_dir, adapter={"r": 1024}, serving={"mode": "merged"}))
-    assert merged.exit_code == EXIT_OK, merged.findings.printable()
-
+# -- chat template, EOS ----------------------------------------------------------------------
 
 def test_chat_data_without_a_chat_template_is_refused_once_naming_the_field(tmp_path: Path, tiny_model_dir: Path) -> None:
     model = model_copy(tiny_model_dir, tmp_path / "no-template")
