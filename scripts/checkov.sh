@@ -12,8 +12,10 @@ CHECKOV_VERSION=3.3.30
 VENV="${CHECKOV_VENV:-$REPO/.venv-checkov}"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
-HELM="${HELM:-$REPO/.cache/bin/helm}"
-FTCTL="${FTCTL:-$REPO/.venv/bin/ftctl}"
+# helm where scripts/build-controlplane.sh puts it (FT_CACHE_DIR, shared by worktrees and clones);
+# ftctl from FTCTL_PYTHON (the test suite's interpreter) when set, else the repo's virtualenv.
+HELM="${HELM:-${FT_CACHE_DIR:-$REPO/.cache}/bin/helm}"
+if [ -n "${FTCTL_PYTHON:-}" ]; then FTCTL=("$FTCTL_PYTHON" -m finetune_cli.main); else FTCTL=("${FTCTL:-$REPO/.venv/bin/ftctl}"); fi
 
 if [ ! -x "$VENV/bin/checkov" ] || [ "$("$VENV/bin/python" -m pip show checkov 2>/dev/null | sed -n 's/^Version: //p')" != "$CHECKOV_VERSION" ]; then
     echo "checkov.sh: installing checkov==$CHECKOV_VERSION into $VENV"
@@ -40,9 +42,9 @@ done
 for example in examples/*.yaml; do
     grep -q '^kind: FineTuneJob' "$example" || continue
     name="$(basename "$example" .yaml)"
-    "$FTCTL" render -n ml-team "$example" > "$OUT/k8s/children-$name.yaml"
-    "$FTCTL" render -n ml-team --queue-mode kueue "$example" > "$OUT/k8s/children-$name-kueue.yaml"
-    "$FTCTL" render -n ml-team --cpu "$example" > "$OUT/k8s/children-$name-cpu.yaml"
+    "${FTCTL[@]}" render -n ml-team "$example" > "$OUT/k8s/children-$name.yaml"
+    "${FTCTL[@]}" render -n ml-team --queue-mode kueue "$example" > "$OUT/k8s/children-$name-kueue.yaml"
+    "${FTCTL[@]}" render -n ml-team --cpu "$example" > "$OUT/k8s/children-$name-cpu.yaml"
 done
 
 cd "$OUT"

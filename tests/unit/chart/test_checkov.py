@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -40,7 +41,7 @@ def failed_checks(report: str) -> dict[str, set[str]]:
 def test_scan_passes(tmp_path) -> None:
     helm_binary()  # skips with the reason when helm is not built yet
     proc = subprocess.run(["bash", str(REPO / "scripts" / "checkov.sh"), str(tmp_path)], capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "FTCTL_PYTHON": sys.executable})
     failed = failed_checks(proc.stdout)
     summary = "\n".join(f"{check} ({len(where)}x), e.g. {sorted(where)[:3]}" for check, where in sorted(failed.items()))
     assert proc.returncode == 0, f"checkov failed ({proc.returncode}):\n{summary or proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
