@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.cluster import BIN_DIR, CACHE_DIR, REPO, _set_pdeathsig, apply_crds
+from tests.harness.summaries import PREPARED, TRAINED
 from tests.harness.operator import (
     Operator,
     PodDriver,
@@ -46,7 +47,6 @@ KUEUE_BIN = BIN_DIR / "kueue"
 KUEUE_MODULE = CACHE_DIR / "go" / "pkg" / "mod" / "sigs.k8s.io" / f"kueue@{KUEUE_VERSION}"
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
 METRICS_CERTS = Path("/etc/kueue/metrics/certs")  # fixed in cmd/kueue/main.go when internal certs are off
-TRAINED = {"ok": True, "step": 10, "loss": 0.5, "trainTokens": 1000}
 
 
 def self_signed(directory: Path) -> None:
@@ -58,7 +58,7 @@ def self_signed(directory: Path) -> None:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kueue-test")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
@@ -215,7 +215,7 @@ def test_cluster_queue_of_2_gpus_admits_one_2_gpu_job_and_holds_the_next(
 
     op = Operator(operator_kubeconfig, tmp_path / "operator.log", FT_QUEUE_MODE="kueue").start()
     pods = PodDriver(cluster, namespace)
-    pods.on("prepare", 0, {"ok": True, "data": {"trainExamples": 100, "evalExamples": 10}})
+    pods.on("prepare", 0, PREPARED)
     pods.on("train", 0, TRAINED, delay="1h", job="first-train-a0")    # runs until the test ends it
     pods.on("train", 0, TRAINED, delay="1h", job="second-train-a0")
     t0 = time.monotonic()

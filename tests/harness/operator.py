@@ -15,7 +15,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from tests.harness.cluster import (
     KWOK_DELAY,
@@ -26,6 +27,7 @@ from tests.harness.cluster import (
 )
 from tests.harness.cluster import wait_for as cluster_wait_for
 
+from finetune_api.contract.termination import PhaseSummary
 from finetune_operator import rbac
 from finetune_api.contract.launch import free_port  # noqa: F401 - the harness's port picker
 
@@ -58,15 +60,14 @@ class Operator:
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Operator":
+    def start(self) -> Operator:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "FT_METRICS_PORT": str(self.metrics_port),
                "FT_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz", "FT_QUEUE_MODE": "embedded",
                "FT_PROGRESS_INTERVAL_SECONDS": "2", "OMP_NUM_THREADS": "1", **self.extra_env}
         env.pop("FT_PEERING", None)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "finetune_operator.main"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=REPO)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "finetune_operator.main"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=REPO)
         wait_for("the operator's /metrics", self.metrics_text, timeout=60)
         return self
 
@@ -120,11 +121,12 @@ class PodDriver:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def on(self, phase: str, exit_code: int, message: dict | None = None, delay: str = "2s",
+    def on(self, phase: str, exit_code: int, message: PhaseSummary | None = None, delay: str = "2s",
            job: str | None = None) -> None:
+        """Pods of `phase` (or of Job `job`) end with `exit_code` and the trainer's termination message."""
         annotations = {KWOK_EXIT_CODE: str(exit_code), KWOK_DELAY: delay}
         if message is not None:
-            annotations[KWOK_TERMINATION_MESSAGE] = json.dumps(message)
+            annotations[KWOK_TERMINATION_MESSAGE] = message.encode()
         self.plans[job or phase] = annotations
 
     def _run(self) -> None:

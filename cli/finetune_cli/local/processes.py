@@ -3,18 +3,20 @@ file, JSON progress lines on stdout, and a clean stop on Ctrl-C (the whole proce
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
+from finetune_api.contract.progress import ProgressEvent
+from finetune_api.contract.termination import PhaseSummary
 from finetune_trainer.process_group import stop_process_group
+
+Summary = TypeVar("Summary", bound=PhaseSummary)
 
 
 @dataclass
@@ -23,10 +25,22 @@ class PhaseResult:
 
     name: str
     returncode: int
-    summary: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    """The termination message as the phase wrote it (a `PhaseSummary`)."""
     tail: list[str] = field(default_factory=list)
     seconds: float = 0.0
     log_path: Path | None = None
+
+    def summary(self, model: type[Summary]) -> Summary | None:
+        """The phase's summary as `model`; None when it left none of that shape."""
+        return model.parse(self.message)
+
+    def failure_text(self) -> str:
+        """The trainer's own error when it left one, else the tail of its output."""
+        summary = self.summary(PhaseSummary)
+        if summary is not None and not summary.ok and summary.message:
+            return summary.message
+        return "\n".join(self.tail[-15:])
 
 
 def phase_env(workdir: Path, termination_file: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -58,10 +72,10 @@ def run_phase(
     name: str,
     argv: list[str],
     workdir: Path,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[ProgressEvent], None] | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> PhaseResult:
-    """Run one phase to completion; JSON lines with an `event` key go to `on_event`, all output to a log."""
+    """Run one phase to completion; progress lines go to `on_event`, all output to a log."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     termination = workdir / "termination" / f"{name}.json"
@@ -87,19 +101,11 @@ def run_phase(
                 log.write(line)
                 stripped = line.strip()
                 tail = (tail + [stripped])[-40:]
-                if on_event and stripped.startswith("{") and '"event"' in stripped:
-                    try:
-                        on_event(json.loads(stripped))
-                    except json.JSONDecodeError:
-                        pass
+                if on_event is not None and (event := ProgressEvent.parse_line(stripped)) is not None:
+                    on_event(event)
             proc.wait()
         except BaseException:
             stop_process_group(proc)
             raise
-    summary: dict[str, Any] = {}
-    if termination.exists():
-        try:
-            summary = json.loads(termination.read_text() or "{}")
-        except json.JSONDecodeError:
-            summary = {"error": termination.read_text()[:2000]}
-    return PhaseResult(name, proc.returncode, summary, tail, time.monotonic() - started, log_path)
+    message = termination.read_text(errors="replace") if termination.exists() else ""
+    return PhaseResult(name, proc.returncode, message, tail, time.monotonic() - started, log_path)

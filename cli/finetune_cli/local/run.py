@@ -15,21 +15,26 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from finetune_api import FineTuneJob
-from finetune_api.job import RetrySpec
+from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, USER_ERROR, failure_class, is_retried
+from finetune_api.contract.launch import ATTEMPT_ENV
+from finetune_api.contract.progress import ProgressEvent
+from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary
+from finetune_api.job import DataReport, RetrySpec
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from ..manifests import load_job
 from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
 from .processes import PhaseResult, run_phase
 from .report import write_report
 
-EXIT_PASSED, EXIT_USER, EXIT_INFRA, EXIT_REJECTED = 0, 1, 2, 3
+EXIT_PASSED, EXIT_USER, EXIT_INFRA, EXIT_REJECTED = OK, USER_ERROR, INFRASTRUCTURE_ERROR, 3
 
 
 @dataclass
@@ -37,7 +42,7 @@ class RunState:
     """What the run learned so far; the report and the final table read it."""
 
     phases: list[tuple[str, float, str]] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
+    data: DataReport | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)
     endpoint: str | None = None
     answer: str | None = None
@@ -48,12 +53,18 @@ def trainer_argv(phase: str, config_path: Path, *flags: str) -> list[str]:
     return [sys.executable, "-m", "finetune_trainer", phase, "--config", str(config_path), *flags]
 
 
-def train_launch(config: ResolvedConfig, config_path: Path, processes: int) -> tuple[list[str], dict[str, str]]:
-    """The training launch (argv, extra env): the same launcher the pods use, on this machine."""
+def train_launch(config: ResolvedConfig, config_path: Path, processes: int, attempt: int) -> tuple[list[str], dict[str, str]]:
+    """The training launch (argv, extra env) of attempt `attempt` (0-based, as the operator counts):
+    the same launcher the pods use, on this machine."""
     from finetune_api.contract.launch import Topology, launch_argv, launch_env
 
     topology = Topology.local(config.spec, processes)
-    return launch_argv(config.spec, str(config_path), topology), launch_env(config.spec)
+    return launch_argv(config.spec, str(config_path), topology), {**launch_env(config.spec), ATTEMPT_ENV: str(attempt)}
+
+
+def phase_exit_code(returncode: int) -> int:
+    """`ftctl run`'s exit code for a failed phase: the contract's failure class (1 user, 2 anything else)."""
+    return EXIT_USER if failure_class([returncode]) == "user" else EXIT_INFRA
 
 
 def train_with_retries(
@@ -67,7 +78,7 @@ def train_with_retries(
     attempt = 1
     while True:
         result = attempt_once(attempt)
-        if result.returncode in (0, 1) or attempt >= retry.max_attempts:
+        if not is_retried(result.returncode) or attempt >= retry.max_attempts:
             return result
         say(f"training attempt {attempt} of {retry.max_attempts} failed (exit {result.returncode}); "
             f"attempt {attempt + 1} resumes from the latest checkpoint in {retry.backoff_seconds} s")
@@ -103,28 +114,30 @@ class Ui:
         )
         self._last_step = -1
 
-    def __enter__(self) -> "Ui":
+    def __enter__(self) -> Ui:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
     def phase(self, name: str) -> Any:
         self._last_step = -1
         return self.progress.add_task(name, total=None, info="")
 
-    def event(self, task: Any, event: dict[str, Any]) -> None:
-        step, total = event.get("step"), event.get("total")
+    def event(self, task: Any, event: ProgressEvent) -> None:
+        step = event.step
         info_parts = []
-        if event.get("loss") is not None:
-            info_parts.append(f"loss {event['loss']:.3f}")
-        if event.get("tokensPerSecond"):
-            info_parts.append(f"{event['tokensPerSecond']:.0f} tok/s")
+        if event.loss is not None:
+            info_parts.append(f"loss {event.loss:.3f}")
+        if event.eval_loss is not None:
+            info_parts.append(f"val {event.eval_loss:.3f}")
+        if event.tokens_per_second:
+            info_parts.append(f"{event.tokens_per_second:.0f} tok/s")
         info = " ".join(info_parts)
-        if step is not None:
-            self.progress.update(task, completed=step, total=total or None, info=info)
-        if self.plain and step is not None and step != self._last_step:
+        total = event.total_steps
+        self.progress.update(task, completed=step, total=total or None, info=info)
+        if self.plain and step != self._last_step:
             self._last_step = step
             self.console.print(f"  step {step}/{total} {info}")
 
@@ -133,11 +146,6 @@ class Ui:
         self.progress.stop_task(task)
         if self.plain:
             self.console.print(f"{'ok' if ok else 'FAILED'}: {self.progress.tasks[task].description}: {text}")
-
-
-def _failure_text(result: PhaseResult) -> str:
-    error = result.summary.get("error") if result.summary else None
-    return error or "\n".join(result.tail[-15:])
 
 
 def _bootstrap_model(job: FineTuneJob, config: ResolvedConfig, console: Console) -> None:
@@ -214,41 +222,42 @@ def _pipeline(
         state.phases.append((name, result.seconds, text))
         ui.done(task, ok, text)
         if not ok:
-            ui.console.print(f"[red]{name} failed (exit {result.returncode})[/red]\n{_failure_text(result)}")
+            ui.console.print(f"[red]{name} failed (exit {result.returncode})[/red]\n{result.failure_text()}")
             ui.console.print(f"log: {result.log_path}")
         return result
 
     prepared = phase("prepare", trainer_argv("prepare", config_path))
-    state.data = prepared.summary.get("data", {})
+    state.data = (prepared.summary(PrepareSummary) or PrepareSummary()).data
     if prepared.returncode != 0:
-        return EXIT_USER if prepared.returncode == 1 else EXIT_INFRA
+        return phase_exit_code(prepared.returncode)
 
     if config.spec.evaluation.enabled and config.spec.evaluation.compare_to_base:
         baseline = phase("baseline", trainer_argv("evaluate", config_path, "--baseline"))
         if baseline.returncode != 0:
-            return EXIT_USER if baseline.returncode == 1 else EXIT_INFRA
-        scores = baseline.summary.get("baseline", {})
+            return phase_exit_code(baseline.returncode)
+        scores = (baseline.summary(EvaluateSummary) or EvaluateSummary()).baseline
         ui.console.print("base model: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
 
     trained = train_with_retries(
         config.spec.retry,
         # each attempt gets a fresh rendezvous port: the crashed attempt's may still be held
         lambda attempt: phase("train" if attempt == 1 else f"train (attempt {attempt})",
-                              *train_launch(config, config_path, processes)),
+                              *train_launch(config, config_path, processes, attempt - 1)),
         lambda text: ui.console.print(f"[yellow]{text}[/yellow]"),
     )
     if trained.returncode != 0:
-        return EXIT_USER if trained.returncode == 1 else EXIT_INFRA
+        return phase_exit_code(trained.returncode)
 
     if config.spec.serving.enabled and config.spec.serving.mode == "merged":
         merged = phase("merge", trainer_argv("merge", config_path))
         if merged.returncode != 0:
-            return EXIT_USER if merged.returncode == 1 else EXIT_INFRA
+            return phase_exit_code(merged.returncode)
 
     evaluated = phase("evaluate", trainer_argv("evaluate", config_path))
     if evaluated.returncode != 0:
-        return EXIT_USER if evaluated.returncode == 1 else EXIT_INFRA
-    state.evaluation = _full_eval_report(layout) or evaluated.summary
+        return phase_exit_code(evaluated.returncode)
+    summary = evaluated.summary(EvaluateSummary)
+    state.evaluation = _full_eval_report(layout) or (summary.to_wire() if summary is not None else {})
     if not state.evaluation.get("passed"):
         return EXIT_REJECTED
 
@@ -307,10 +316,10 @@ def _final_table(console: Console, state: RunState, report: Path) -> None:
         mark = "[green]PASS[/green]" if g.get("passed") else "[red]FAIL[/red]"
         console.print(f"{mark} {g.get('metric')}: {g.get('message', '')}")
     data = state.data
-    if data:
+    if data is not None:
         console.print(
-            f"data: {data.get('trainExamples', '?')} train / {data.get('evalExamples', '?')} eval examples, "
-            f"{data.get('trainTokens', '?')} train tokens, dropped {data.get('dropped') or {}}"
+            f"data: {data.train_examples} train / {data.eval_examples} eval examples, "
+            f"{data.train_tokens} train tokens, dropped {data.dropped}"
         )
     if state.endpoint:
         console.print(f"served at {state.endpoint}; answer: {state.answer!r}")

@@ -94,7 +94,7 @@ class LocalVllmServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     # -------------------------------------------------------------------- lifecycle
-    def start(self) -> "LocalVllmServer":
+    def start(self) -> LocalVllmServer:
         if self.process is not None:
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ class LocalVllmServer:
         response.raise_for_status()
         return [m["id"] for m in response.json()["data"]]
 
-    def __enter__(self) -> "LocalVllmServer":
+    def __enter__(self) -> LocalVllmServer:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
