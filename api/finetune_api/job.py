@@ -299,7 +299,8 @@ class HyperparametersSpec(ApiModel):
     max_grad_norm: float = Field(default=1.0, ge=0)
     """Gradient clipping norm (0 disables)."""
     seed: int = Field(default=42, ge=0)
-    """Seed for data order, initialisation and dropout."""
+    """Seed for data order, initialisation, dropout and sampled completions (GRPO, and evaluation at
+    temperature > 0): on the same hardware and versions, the same seed repeats a run."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     save_steps: int | None = Field(default=None, ge=1)
