@@ -242,10 +242,12 @@ def _validating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
         return
     if prep.outcome == "running":
         return
-    summary = prep.summary(PrepareSummary) or PrepareSummary()
+    found = prep.summary(PrepareSummary)
+    summary = found or PrepareSummary(ok=False, message="the prepare Job succeeded but its pod left no data report "
+                                      "(termination message); the data were not checked")
     if prep.outcome == "failed" or not summary.ok:
         message = prep.failure_text() if prep.outcome == "failed" else (summary.message or "data checks failed")
-        kind = prep.failure_class() if prep.outcome == "failed" else "user"
+        kind = prep.failure_class() if prep.outcome == "failed" else ("user" if found else "infrastructure")
         reason = "ValidationFailed" if kind == "user" else "PrepareFailed"
         if summary.data is not None:
             plan.set(data=_data_report(summary.data, message))
