@@ -12,7 +12,8 @@ from typing import Any
 
 from finetune_api import FineTuneJob, TERMINAL_PHASES
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
-from finetune_api.job import Artifacts, DataReport, EvaluationStatus, FineTuneJobStatus, Progress
+from finetune_api.common import Condition
+from finetune_api.job import Artifacts, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus
 from ..builders import names
 from ..builders.resolve import output_uri
 from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
@@ -21,14 +22,15 @@ from ..settings import OperatorSettings
 from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
 from .failures import ReconcileFailure
 from .observed import JobState, ObservedChildren, format_time, parse_time
-from .status import changes, find_condition, set_condition
+from .status import changes, find_condition, model_patch, nested_model, revised, set_condition
 
 DEPLOY_POLL_SECONDS = 5.0
 AFTER_TRAINING = ("Evaluating", "Deploying", "Serving", "Succeeded", "Rejected")
 
 
 class Plan:
-    """Accumulates one reconcile's actions and its single status patch."""
+    """Accumulates one reconcile's actions and its single status patch, planned through the status models
+    (`set`, `update`, `condition`) so that a misspelt field fails here instead of vanishing at the write."""
 
     def __init__(self, job: FineTuneJob, now: dt.datetime) -> None:
         self.job = job
@@ -38,7 +40,7 @@ class Plan:
         self.current: dict[str, Any] = self.status.to_api() if job.status else {}
         self.now = now
         self.now_text = format_time(now)
-        self.conditions: list[dict[str, Any]] = [c.to_api() for c in self.status.conditions]
+        self.conditions: list[Condition] = list(self.status.conditions)
         self.patch: dict[str, Any] = {}
         self.actions: list[Action] = []
         self.events: list[Action] = []
@@ -48,8 +50,23 @@ class Plan:
         self.actions.extend(actions)
 
     def set(self, **fields: Any) -> None:
-        """Set status fields (camelCase); nested dicts merge with what is already planned."""
-        for key, value in fields.items():
+        """Set `FineTuneJobStatus` fields by their snake_case names: values the model holds (a nested object
+        as its status model, written whole; `None` removes it), checked now. Partial nested changes go
+        through `update`."""
+        partial = sorted(name for name, value in fields.items() if isinstance(value, dict))
+        if partial:
+            raise TypeError(f"status {', '.join(partial)}: pass the status model, or plan.update() for some fields")
+        self._merge(model_patch(FineTuneJobStatus, fields))
+
+    def update(self, section: str, **fields: Any) -> None:
+        """Change some fields of the nested status object `section` (`queue`, `attempts`, ...) by their
+        snake_case names, checked against its model now; the rest stay as stored (merge patch)."""
+        changed = model_patch(nested_model(section), fields)
+        self._merge({FineTuneJobStatus.model_fields[section].alias or section: changed})
+
+    def _merge(self, patch: dict[str, Any]) -> None:
+        """Add to the planned patch; a nested object merges with what is already planned for it."""
+        for key, value in patch.items():
             if isinstance(value, dict) and isinstance(self.patch.get(key), dict):
                 self.patch[key] = {**self.patch[key], **value}
             else:
@@ -70,10 +87,10 @@ class Plan:
         started = parse_time(self.status.phase_started_at)
         if started is not None and old != phase:
             self.do(Observe("phase_seconds", (self.now - started).total_seconds(), {"phase": old}))
-        self.set(phase=phase, reason=reason, message=message, phaseStartedAt=self.now_text,
-                 observedGeneration=self.generation)
+        self.set(phase=phase, reason=reason, message=message, phase_started_at=self.now_text,
+                 observed_generation=self.generation)
         if phase in TERMINAL_PHASES:
-            self.set(completionTime=self.now_text)
+            self.set(completion_time=self.now_text)
         self.event(reason, message, warning)
 
     def note(self, message: str, reason: str | None = None) -> None:
@@ -93,9 +110,6 @@ class Plan:
         """The current training attempt (0-based); -1 before the first one starts."""
         return self.status.attempts.count - 1
 
-    def attempts(self, **changes_: int | str) -> dict[str, Any]:
-        return {**self.status.attempts.to_api(), **changes_}
-
 
 def decide(job: FineTuneJob, children: ObservedChildren, now: dt.datetime, settings: OperatorSettings) -> list[Action]:
     """Everything the operator should do now for `job`, given what it observed of its children."""
@@ -103,7 +117,7 @@ def decide(job: FineTuneJob, children: ObservedChildren, now: dt.datetime, setti
     phase = plan.status.phase
     if phase == "Failed":
         if (plan.status.observed_generation or 0) < plan.generation:
-            plan.set(observedGeneration=plan.generation)
+            plan.set(observed_generation=plan.generation)
         return plan.result()
     new_generation = job.status is not None and (plan.status.observed_generation or 0) < plan.generation and phase != "Pending"
     if new_generation and _spec_changed(plan, children, settings):
@@ -142,7 +156,7 @@ def reconcile_failed(job: FineTuneJob, failure: ReconcileFailure, failures: int,
         return plan.result()
     plan.condition("Reconciled", False, failure.reason, failure.message[:1024])
     if plan.status.queue is not None:
-        plan.set(queue={"admitted": False, "evictionRequested": False})
+        plan.update("queue", admitted=False, eviction_requested=False)
     plan.transition("Failed", failure.reason, failure.message[:1024], warning=True)
     return plan.result()
 
@@ -150,7 +164,8 @@ def reconcile_failed(job: FineTuneJob, failure: ReconcileFailure, failures: int,
 def reconcile_recovered(job: FineTuneJob, now: dt.datetime) -> list[Action]:
     """A reconcile went through after errors: the `Reconciled` condition says so (written only once)."""
     plan = Plan(job, now)
-    if (find_condition(plan.conditions, "Reconciled") or {}).get("status") == "False":
+    reconciled = find_condition(plan.conditions, "Reconciled")
+    if reconciled is not None and reconciled.status == "False":
         plan.condition("Reconciled", True, "Reconciled", "the last reconcile went through")
     return plan.result()
 
@@ -222,7 +237,7 @@ def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSett
             plan.set(serving=None)
             plan.transition("Succeeded", "ServingDisabled", f"serving disabled in generation {gen}; endpoint removed")
         return True
-    plan.set(observedGeneration=gen)
+    plan.set(observed_generation=gen)
     return False
 
 
@@ -231,7 +246,7 @@ def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSett
 def _pending(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
     plan.do(Create("config"), Create("prepare"))
     plan.condition("Validated", False, "Validating", "checking the datasets")
-    plan.set(startTime=plan.status.start_time or plan.now_text)
+    plan.set(start_time=plan.status.start_time or plan.now_text)
     plan.transition("Validating", "Validating", "checking the datasets (prepare Job started)")
 
 
@@ -256,31 +271,32 @@ def _validating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
         return
     report = _data_report(summary.data or DataReport(), "")
     plan.set(data=report)
-    counted = f"{report.get('trainExamples', 0)} training examples"
+    counted = f"{report.train_examples} training examples"
     plan.condition("Validated", True, "DataValid", counted)
     if settings.queue_mode == "none":
         _start_training(plan, children, f"data valid ({counted}); no queue: training")
     elif settings.queue_mode == "kueue":
         plan.do(Create("train-service"), Create("train", attempt=plan.attempt + 1))
-        plan.set(attempts=plan.attempts(count=plan.status.attempts.count + 1),
-                 queue={"name": plan.job.spec.queue.name, "admitted": False})
+        plan.update("attempts", count=plan.status.attempts.count + 1)
+        plan.update("queue", name=plan.job.spec.queue.name, admitted=False)
         plan.condition("Admitted", False, "Queued", f"waiting for Kueue LocalQueue {plan.job.spec.queue.name}")
         plan.transition("Queued", "Queued", f"data valid ({counted}); waiting for Kueue admission")
     else:
-        plan.set(queue={"name": plan.job.spec.queue.name, "admitted": False, "evictionRequested": False})
+        plan.update("queue", name=plan.job.spec.queue.name, admitted=False, eviction_requested=False)
         plan.condition("Admitted", False, "Queued", f"waiting in FineTuneQueue {plan.job.spec.queue.name}")
         plan.transition("Queued", "Queued", f"data valid ({counted}); waiting in queue {plan.job.spec.queue.name}")
 
 
-def _data_report(data: DataReport, message: str) -> dict[str, Any]:
-    return (data.model_copy(update={"message": message[:1024]}) if message else data).to_api()
+def _data_report(data: DataReport, message: str) -> DataReport:
+    return revised(data, message=message[:1024]) if message else data
 
 
 def _start_training(plan: Plan, children: ObservedChildren, message: str) -> None:
     """Start the next attempt: Service and Job first, then one status patch."""
     attempt = plan.attempt + 1
     plan.do(Create("train-service"), Create("train", attempt=attempt))
-    plan.set(attempts=plan.attempts(count=attempt + 1), progress=Progress(summary="starting").to_api())
+    plan.update("attempts", count=attempt + 1)
+    plan.set(progress=Progress(summary="starting"))
     flavor = children.flavor.name if children.flavor else None
     plan.condition("Admitted", True, "Admitted", f"admitted{f' to flavor {flavor}' if flavor else ''}")
     plan.condition("Trained", False, "Training", f"attempt {attempt} started")
@@ -305,7 +321,7 @@ def _queued(plan: Plan, children: ObservedChildren, settings: OperatorSettings) 
     if started is not None:
         plan.do(Observe("queue_wait_seconds", (plan.now - started).total_seconds(), {"queue": queue.name}))
     flavor = queue.flavor or (children.flavor.name if children.flavor else None)
-    plan.set(queue={"admittedAt": queue.admitted_at or plan.now_text})
+    plan.update("queue", admitted_at=queue.admitted_at or plan.now_text)
     _start_training(plan, children, f"admitted by queue {queue.name}{f' (flavor {flavor})' if flavor else ''}")
 
 
@@ -314,14 +330,14 @@ def _queued_kueue(plan: Plan, children: ObservedChildren) -> None:
     if train is None:
         plan.do(Create("train-service"), Create("train", attempt=max(plan.attempt, 0)))
         if plan.attempt < 0:
-            plan.set(attempts=plan.attempts(count=1))
+            plan.update("attempts", count=1)
         return
     workload = children.workload
     if workload is not None:
-        plan.set(queue={"name": plan.job.spec.queue.name, "admitted": workload.admitted,
-                        "flavor": workload.flavor, "message": workload.message[:512]})
+        plan.update("queue", name=plan.job.spec.queue.name, admitted=workload.admitted, flavor=workload.flavor,
+                    message=workload.message[:512])
     if not train.suspended:
-        plan.set(queue={"admitted": True, "admittedAt": plan.now_text})
+        plan.update("queue", admitted=True, admitted_at=plan.now_text)
         plan.condition("Admitted", True, "Admitted", "admitted by Kueue")
         plan.condition("Trained", False, "Training", f"attempt {plan.attempt} started")
         plan.transition("Training", "Training", f"admitted by Kueue (attempt {plan.attempt})")
@@ -345,7 +361,7 @@ def _training(plan: Plan, children: ObservedChildren, settings: OperatorSettings
             _preempted_by_kueue(plan, train)
             return
         if children.progress is not None:
-            plan.set(progress=progress_status(children.progress, plan.now_text).to_api())
+            plan.set(progress=progress_status(children.progress, plan.now_text))
         plan.do(Requeue(settings.progress_interval_seconds))
         return
     gpu_seconds = _gpu_seconds(plan, train)
@@ -365,7 +381,7 @@ def _gpu_seconds(plan: Plan, train: JobState) -> float:
 
 
 def _spend_gpu(plan: Plan, seconds: float) -> None:
-    plan.set(gpuSeconds=round(plan.status.gpu_seconds + seconds, 3))
+    plan.set(gpu_seconds=round(plan.status.gpu_seconds + seconds, 3))
     if seconds:
         plan.do(Observe("gpu_hours", seconds / 3600.0, {"namespace": plan.job.metadata.namespace or ""}))
 
@@ -378,8 +394,8 @@ def _trained(plan: Plan, train: JobState, gpu_seconds: float, settings: Operator
         plan.transition("Failed", "TrainingFailed", message, warning=True)
         return
     _spend_gpu(plan, gpu_seconds)
-    plan.set(progress=_final_progress(plan, summary).to_api(), artifacts=_trained_artifacts(plan, summary, settings),
-             queue={"admitted": False, "evictionRequested": False})
+    plan.set(progress=_final_progress(plan, summary), artifacts=_trained_artifacts(plan, summary, settings))
+    plan.update("queue", admitted=False, eviction_requested=False)
     plan.condition("Trained", True, "Trained", f"attempt {plan.attempt} finished")
     spec = plan.job.spec
     if spec.evaluation.enabled:
@@ -395,30 +411,24 @@ def _final_progress(plan: Plan, summary: TrainSummary) -> Progress:
     last = plan.status.progress or Progress()
     loss = summary.train_loss if summary.train_loss is not None else last.loss
     eval_loss = summary.eval_loss if summary.eval_loss is not None else last.eval_loss
-    return last.model_copy(update={
-        "step": summary.step or last.step,
-        "total_steps": summary.total_steps or last.total_steps,
-        "loss": loss,
-        "eval_loss": eval_loss,
-        "percent": 100,
-        "summary": progress_summary("done", loss, eval_loss),
-        "updated_at": plan.now_text,
-    })
+    return revised(last, step=summary.step or last.step, total_steps=summary.total_steps or last.total_steps,
+                   loss=loss, eval_loss=eval_loss, percent=100, summary=progress_summary("done", loss, eval_loss),
+                   updated_at=plan.now_text)
 
 
-def _trained_artifacts(plan: Plan, summary: TrainSummary, settings: OperatorSettings) -> dict[str, Any]:
+def _trained_artifacts(plan: Plan, summary: TrainSummary, settings: OperatorSettings) -> Artifacts:
     """Where the weights and the latest checkpoint are (under the output URI), with the weights' digest."""
     root = output_uri(plan.job, settings)
     artifacts = Artifacts(root=root)
     if summary.weights is not None:
         where = summary.weights.under(root)
         if plan.job.spec.adapter.type == "full":
-            artifacts = artifacts.model_copy(update={"model": where, "model_digest": summary.weights.digest})
+            artifacts = revised(artifacts, model=where, model_digest=summary.weights.digest)
         else:
-            artifacts = artifacts.model_copy(update={"adapter": where, "adapter_digest": summary.weights.digest})
+            artifacts = revised(artifacts, adapter=where, adapter_digest=summary.weights.digest)
     if summary.checkpoint is not None:
-        artifacts = artifacts.model_copy(update={"checkpoint": summary.checkpoint.under(root)})
-    return artifacts.to_api()
+        artifacts = revised(artifacts, checkpoint=summary.checkpoint.under(root))
+    return artifacts
 
 
 def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: OperatorSettings) -> None:
@@ -428,7 +438,8 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
     attempts = plan.status.attempts
     if kind == "user":
         _spend_gpu(plan, gpu_seconds)
-        plan.set(attempts=plan.attempts(lastFailure=f"attempt {attempt}: {text}"[:1024]), queue={"admitted": False})
+        plan.update("attempts", last_failure=f"attempt {attempt}: {text}"[:1024])
+        plan.update("queue", admitted=False)
         plan.condition("Trained", False, "TrainingFailed", text)
         plan.do(Observe("retry", 1, {"class": "user"}))
         plan.transition("Failed", "TrainingFailed", f"attempt {attempt} failed with a user error: {text}", warning=True)
@@ -440,7 +451,8 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
         waited = train.waiting_text() if any(p.waiting for p in train.pods) else (
             "the run did not finish" + (f" (progress: {progress})" if progress else ""))
         message = f"Training attempt {attempt} exceeded its deadline of {limit}s (activeDeadlineSeconds): {waited}"
-        plan.set(attempts=plan.attempts(lastFailure=message[:1024]), queue={"admitted": False})
+        plan.update("attempts", last_failure=message[:1024])
+        plan.update("queue", admitted=False)
         plan.condition("Trained", False, "TrainingDeadlineExceeded", message[:1024])
         plan.transition("Failed", "TrainingDeadlineExceeded", message[:1024], warning=True)
         return
@@ -453,8 +465,8 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
     budget = plan.job.spec.retry.max_attempts
     if failures >= budget:
         _spend_gpu(plan, gpu_seconds)
-        plan.set(attempts=plan.attempts(infrastructureFailures=failures, lastFailure=f"attempt {attempt}: {text}"[:1024]),
-                 queue={"admitted": False})
+        plan.update("attempts", infrastructure_failures=failures, last_failure=f"attempt {attempt}: {text}"[:1024])
+        plan.update("queue", admitted=False)
         plan.condition("Trained", False, "RetriesExhausted", text)
         plan.do(Observe("retry", 1, {"class": "exhausted"}))
         plan.transition("Failed", "RetriesExhausted",
@@ -469,7 +481,7 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
         return
     _next_attempt(plan, gpu_seconds, "infrastructure", "Retrying", f"attempt {attempt}: {text}",
                   f"attempt {attempt} failed ({text}); attempt {attempt + 1} of {budget} resumes from the latest "
-                  "checkpoint", infrastructureFailures=failures)
+                  "checkpoint", infrastructure_failures=failures)
 
 
 def _next_attempt(plan: Plan, gpu_seconds: float, retry_class: str, reason: str, last_failure: str, message: str,
@@ -477,7 +489,7 @@ def _next_attempt(plan: Plan, gpu_seconds: float, retry_class: str, reason: str,
     """End the current attempt and start the next one (a new Job that resumes from the checkpoint)."""
     attempt = plan.attempt
     _spend_gpu(plan, gpu_seconds)
-    plan.set(attempts=plan.attempts(count=attempt + 2, lastFailure=last_failure[:1024], **counters))
+    plan.update("attempts", count=attempt + 2, last_failure=last_failure[:1024], **counters)
     plan.do(Create("train", attempt=attempt + 1), Observe("retry", 1, {"class": retry_class}))
     plan.condition("Trained", False, reason, message)
     plan.event(reason, message, warning=True)
@@ -490,9 +502,9 @@ def _evict(plan: Plan, train: JobState | None, children: ObservedChildren) -> No
         plan.do(Delete("Job", train.name, "Foreground", children.eviction_grace_seconds))
     gpu = _gpu_seconds(plan, train) if train is not None else 0.0
     _spend_gpu(plan, gpu)
-    plan.set(queue={"admitted": False, "evictionRequested": False, "flavor": None, "admittedAt": None},
-             attempts=plan.attempts(preemptions=plan.status.attempts.preemptions + 1,
-                                    lastFailure=f"attempt {plan.attempt} evicted by the queue"))
+    plan.update("queue", admitted=False, eviction_requested=False, flavor=None, admitted_at=None)
+    plan.update("attempts", preemptions=plan.status.attempts.preemptions + 1,
+                last_failure=f"attempt {plan.attempt} evicted by the queue")
     plan.do(Observe("retry", 1, {"class": "preempted"}))
     plan.condition("Admitted", False, "Preempted", "evicted by a higher-priority job; waiting again")
     plan.condition("Trained", False, "Preempted", f"attempt {plan.attempt} checkpoints and stops")
@@ -502,8 +514,8 @@ def _evict(plan: Plan, train: JobState | None, children: ObservedChildren) -> No
 
 
 def _preempted_by_kueue(plan: Plan, train: JobState) -> None:
-    plan.set(queue={"admitted": False},
-             attempts=plan.attempts(preemptions=plan.status.attempts.preemptions + 1))
+    plan.update("queue", admitted=False)
+    plan.update("attempts", preemptions=plan.status.attempts.preemptions + 1)
     plan.do(Observe("retry", 1, {"class": "preempted"}))
     plan.condition("Admitted", False, "Preempted", "Kueue suspended the training Job")
     plan.transition("Queued", "Preempted", "Kueue evicted the training; waiting for admission again", warning=True)
@@ -516,7 +528,8 @@ def _start_evaluating(plan: Plan, message: str, reason: str = "Evaluating") -> N
 
 
 def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
-    floor = (find_condition(plan.conditions, "Evaluated") or {}).get("observedGeneration") or 0
+    evaluated = find_condition(plan.conditions, "Evaluated")
+    floor = (evaluated.observed_generation if evaluated is not None else None) or 0
     ev = children.jobs.get(names.eval_job_name(plan.name))
     if ev is not None and ev.generation < floor:
         if not ev.deleting:
@@ -538,7 +551,7 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
     report = summary.report.under(root) if summary.report is not None else None
     result = EvaluationStatus(passed=summary.passed, score=summary.score, items=summary.items, metrics=summary.metrics,
                               gates=summary.gates, report_path=report, evaluated_generation=floor)
-    plan.set(evaluation=result.to_api(), artifacts=_evaluated_artifacts(root, report, ev.summary(MergeSummary)))
+    plan.set(evaluation=result, artifacts=_evaluated_artifacts(root, report, ev.summary(MergeSummary)))
     if not result.passed:
         failed = [g for g in result.gates if not g.passed]
         text = "; ".join(f"{g.metric}: {g.message}" if g.message else g.metric for g in failed) or "gates not passed"
@@ -554,12 +567,12 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
         plan.transition("Succeeded", "GatesPassed", "gates passed; serving disabled")
 
 
-def _evaluated_artifacts(root: str, report: str | None, merge: MergeSummary | None) -> dict[str, Any]:
+def _evaluated_artifacts(root: str, report: str | None, merge: MergeSummary | None) -> Artifacts:
     """The evaluation report and, when the evaluation merged first, the merged model and its digest."""
     artifacts = Artifacts(root=root, eval_report=report)
     if merge is not None and merge.merged is not None:
-        artifacts = artifacts.model_copy(update={"merged": merge.merged.under(root), "merged_digest": merge.merged.digest})
-    return artifacts.to_api()
+        artifacts = revised(artifacts, merged=merge.merged.under(root), merged_digest=merge.merged.digest)
+    return artifacts
 
 
 def _start_deploying(plan: Plan, message: str, reason: str) -> None:
@@ -583,9 +596,9 @@ def _deploying(plan: Plan, children: ObservedChildren, settings: OperatorSetting
         plan.do(Requeue(DEPLOY_POLL_SECONDS))
         return
     gen = plan.generation
-    plan.set(serving={"endpoint": serving.endpoint, "readyReplicas": serving.ready_replicas,
-                      "deployment": names.serve_name(plan.name), "servedGeneration": gen,
-                      "modelNames": [f"{plan.name}@{gen}", plan.name]})
+    plan.set(serving=ServingStatus(endpoint=serving.endpoint, ready_replicas=serving.ready_replicas,
+                                   deployment=names.serve_name(plan.name), served_generation=gen,
+                                   model_names=[f"{plan.name}@{gen}", plan.name]))
     plan.condition("Deployed", True, "Deployed", f"{serving.ready_replicas} ready replica(s)")
     plan.condition("Ready", True, "SmokeRequestOk", serving.smoke_message or "a chat completion came back")
     plan.transition("Serving", "Serving", f"serving at {serving.endpoint}")

@@ -11,7 +11,7 @@ from finetune_operator.deadlines import deadline_remaining_seconds, phase_deadli
 from finetune_operator.reconcile import Delete, ServingState, decide, job_state, pod_state
 from finetune_operator.settings import OperatorSettings
 
-from .conftest import NOW, children, job, make_job, status_patch
+from .conftest import NOW, apply_patch, children, job, make_job, status_patch
 
 pytestmark = pytest.mark.unit
 
@@ -117,4 +117,5 @@ def test_a_training_job_past_its_deadline_fails_the_job_without_a_retry(settings
     assert (patch["phase"], patch["reason"]) == ("Failed", "TrainingDeadlineExceeded")
     assert patch["message"] == ("Training attempt 0 exceeded its deadline of 3000s (activeDeadlineSeconds): "
                                 'pod demo-train-a0-0: ImagePullBackOff: Back-off pulling image "trainer:0.1.0"')
-    assert patch["queue"] == {"admitted": False} and patch["attempts"]["count"] == 1
+    assert patch["queue"] == {"admitted": False} and patch["attempts"] == {"lastFailure": patch["message"]}
+    assert apply_patch(job_, patch).status.attempts.count == 1, "the attempt count stays as stored"

@@ -258,9 +258,8 @@ def test_preemption_retries_at_once_without_spending_the_budget(settings):
     failed = a0("failed", ended(143, disrupted=True), failure_reason="preempted", finished_at="2030-01-01T11:59:59Z")
     actions = decide(make_job(training()), children(failed), NOW, settings)
     assert creates(actions) == [Create("train", attempt=1)]
-    patch = status_patch(actions)
-    assert patch["attempts"]["preemptions"] == 1 and patch["attempts"]["infrastructureFailures"] == 0
-    assert patch["attempts"]["count"] == 2
+    attempts = apply_patch(make_job(training()), status_patch(actions)).status.attempts
+    assert (attempts.count, attempts.preemptions, attempts.infrastructure_failures) == (2, 1, 0)
     assert Observe("retry", 1, {"class": "preempted"}) in actions
 
 
@@ -272,8 +271,9 @@ def test_queue_eviction_stops_the_gang_and_requeues_without_spending_the_budget(
     patch = status_patch(actions)
     assert patch["phase"] == "Queued" and patch["reason"] == "Preempted"
     assert patch["queue"]["admitted"] is False and patch["queue"]["evictionRequested"] is False
-    assert patch["attempts"]["preemptions"] == 1 and patch["attempts"]["infrastructureFailures"] == 0
-    assert patch["attempts"]["count"] == 1  # the next admission starts attempt 1
+    attempts = apply_patch(make_job(status), patch).status.attempts
+    assert (attempts.preemptions, attempts.infrastructure_failures) == (1, 0)
+    assert attempts.count == 1  # the next admission starts attempt 1
     readmitted = apply_patch(make_job(status), {**patch, "queue": {"admitted": True}})
     assert creates(decide(readmitted, children(), NOW, settings)) == [Create("train-service"), Create("train", attempt=1)]
 
