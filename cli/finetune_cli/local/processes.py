@@ -1,20 +1,24 @@
 """Run trainer phases as child processes, the way pods run them: argv lists, a termination-message
-file, JSON progress lines on stdout, and a clean stop on Ctrl-C (the whole process group)."""
+file, JSON progress lines on stdout. Each phase is its own process group with a parent-death signal:
+stopping `ftctl` (any signal, even SIGKILL) stops the phase and everything it started."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune_trainer.process_group import stop_process_group
+from finetune_trainer.failure_reason import is_disk_full, reason_from_log
+from finetune_trainer.process_group import stop_process_group, supervised_popen_kwargs
+
+STOP_GRACE_SECONDS = 30.0  # the trainer finishes its step and saves a checkpoint on SIGTERM
 
 
 @dataclass
@@ -27,6 +31,19 @@ class PhaseResult:
     tail: list[str] = field(default_factory=list)
     seconds: float = 0.0
     log_path: Path | None = None
+
+    @property
+    def reason(self) -> str:
+        """One line on why the phase failed: its termination message, else the log's last exception."""
+        message = self.summary.get("error") or self.summary.get("message")
+        if isinstance(message, str) and message.strip():
+            return " ".join(message.split())[:300]
+        return reason_from_log(self.tail) or f"exit {self.returncode}"
+
+    @property
+    def disk_full(self) -> bool:
+        """The phase ran out of space (ENOSPC in its message or output): retrying will not help."""
+        return self.returncode != 0 and is_disk_full("\n".join([json.dumps(self.summary), *self.tail]))
 
 
 def phase_env(workdir: Path, termination_file: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -54,6 +71,11 @@ def phase_env(workdir: Path, termination_file: Path, extra: dict[str, str] | Non
     return env
 
 
+def phase_log(workdir: Path, name: str) -> Path:
+    """Where a phase's output goes (appended to by every run of the phase)."""
+    return workdir / "logs" / f"{name}.log"
+
+
 def run_phase(
     name: str,
     argv: list[str],
@@ -67,8 +89,8 @@ def run_phase(
     termination = workdir / "termination" / f"{name}.json"
     termination.parent.mkdir(parents=True, exist_ok=True)
     termination.unlink(missing_ok=True)
-    log_path = logs / f"{name}.log"
-    tail: list[str] = []
+    log_path = phase_log(workdir, name)
+    tail: deque[str] = deque(maxlen=200)
     started = time.monotonic()
     with log_path.open("a") as log:
         log.write(f"$ {' '.join(argv)}\n")
@@ -79,22 +101,23 @@ def run_phase(
             stderr=subprocess.STDOUT,
             text=True,
             env=phase_env(workdir, termination, extra_env),
-            start_new_session=True,
+            **supervised_popen_kwargs(),
         )
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
                 stripped = line.strip()
-                tail = (tail + [stripped])[-40:]
+                tail.append(line.rstrip())
                 if on_event and stripped.startswith("{") and '"event"' in stripped:
                     try:
                         on_event(json.loads(stripped))
                     except json.JSONDecodeError:
                         pass
             proc.wait()
+            stop_process_group(proc)  # anything the phase left behind in its group
         except BaseException:
-            stop_process_group(proc)
+            stop_process_group(proc, STOP_GRACE_SECONDS)
             raise
     summary: dict[str, Any] = {}
     if termination.exists():
@@ -102,4 +125,4 @@ def run_phase(
             summary = json.loads(termination.read_text() or "{}")
         except json.JSONDecodeError:
             summary = {"error": termination.read_text()[:2000]}
-    return PhaseResult(name, proc.returncode, summary, tail, time.monotonic() - started, log_path)
+    return PhaseResult(name, proc.returncode, summary, list(tail), time.monotonic() - started, log_path)
