@@ -31,10 +31,12 @@ def file_digest(path: Path) -> str:
 
 
 def _files(paths: Iterable[Path]) -> list[Path]:
+    """The files of `paths`, directories walked; `datasets` map caches (`cache-*.arrow`, written next to
+    a prepared dataset by the phases that read it) are not outputs."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.is_file())
+            out += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("cache-"))
         else:
             out.append(path)
     return out

@@ -40,7 +40,7 @@ from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
 from .disk import DiskFull, check_free_space, free_bytes, required_bytes
 from .lock import LOCK_NAME, WorkdirBusy, WorkdirLock
 from .processes import PhaseResult, phase_log, run_phase
-from .report import write_report
+from .report import read_progress, write_report
 from .resume import PhaseRecords
 
 EXIT_PASSED, EXIT_USER, EXIT_INFRA, EXIT_REJECTED = 0, 1, 2, 3
@@ -253,12 +253,13 @@ def _locked_run(
     except DiskFull as full:
         state.failed = state.current
         code, last_line = EXIT_INFRA, str(full)
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        full = DiskFull(workdir, state.current or "ftctl", required_bytes(state.current or "", config), free_bytes(workdir))
+    except OSError as exc:  # ftctl's own writes (config, logs, records) into the work directory
         state.failed = state.current
-        code, last_line = EXIT_INFRA, str(full)
+        if exc.errno == errno.ENOSPC:
+            full = DiskFull(workdir, state.current or "ftctl", required_bytes(state.current or "", config), free_bytes(workdir))
+            code, last_line = EXIT_INFRA, str(full)
+        else:
+            code, last_line = EXIT_INFRA, f"{state.current or 'ftctl'}: {exc}"
     except StopRequested as stop:
         state.stopped_by = str(stop)
         code, last_line = stop.exit_code, _stopped_line(state, layout, stop)
@@ -282,8 +283,10 @@ def _stopped_line(state: RunState, layout: ArtifactLayout, stop: StopRequested) 
     where = state.current or "start-up"
     if state.current and state.current.startswith("train"):
         checkpoint = latest_checkpoint(layout.checkpoints)
-        step = checkpoint_step(checkpoint) if checkpoint else (state.progress[0] if state.progress else None)
-        total = state.progress[1] if state.progress else None
+        logged = read_progress(layout.progress_log)  # this run's and earlier runs' steps
+        last = state.progress or ((logged[-1]["step"], logged[-1].get("total")) if logged else None)
+        step = checkpoint_step(checkpoint) if checkpoint else (last[0] if last else None)
+        total = last[1] if last else None
         if step is not None:
             where += f" at step {step}/{total or '?'}"
     how = "run the same command to serve again" if state.current == "serve" else "run the same command to resume"

@@ -61,6 +61,11 @@ def test_a_damaged_output_means_the_phase_runs_again(finished: PhaseRecords, dam
     assert finished.finished("prepare") is not None
 
 
+def test_map_caches_next_to_the_prepared_data_are_not_outputs(finished: PhaseRecords) -> None:
+    (finished.workdir / "artifacts" / "data" / "abc" / "train" / "cache-0123.arrow").write_bytes(b"cache")
+    assert finished.finished("prepare") is not None
+
+
 def test_a_corrupt_record_is_not_trusted(finished: PhaseRecords) -> None:
     finished.path("evaluate").write_text("{not json")
     assert finished.finished("evaluate") is None
