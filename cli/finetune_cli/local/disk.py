@@ -54,10 +54,15 @@ def _input_bytes(config: ResolvedConfig) -> int:
 
 
 def required_bytes(phase: str, config: ResolvedConfig) -> int:
-    """About what `phase` writes into the work directory (FT_MIN_FREE_BYTES overrides it)."""
+    """The free space `phase` needs to start: FT_MIN_FREE_BYTES when set, else the estimate."""
     override = os.environ.get(MIN_FREE_ENV)
     if override is not None and override.strip():
         return int(override)
+    return estimated_bytes(phase, config)
+
+
+def estimated_bytes(phase: str, config: ResolvedConfig) -> int:
+    """About what `phase` writes into the work directory."""
     model = _weights_bytes(config.paths.model)
     full = config.spec.adapter.type == "full"
     if phase == "prepare":

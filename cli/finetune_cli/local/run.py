@@ -37,7 +37,7 @@ from finetune_trainer.train.checkpoint import checkpoint_step, latest_checkpoint
 
 from ..manifests import load_job
 from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
-from .disk import DiskFull, check_free_space, free_bytes, required_bytes
+from .disk import DiskFull, check_free_space, estimated_bytes, free_bytes
 from .lock import LOCK_NAME, WorkdirBusy, WorkdirLock
 from .processes import PhaseResult, phase_log, run_phase
 from .report import read_progress, write_report
@@ -256,7 +256,7 @@ def _locked_run(
     except OSError as exc:  # ftctl's own writes (config, logs, records) into the work directory
         state.failed = state.current
         if exc.errno == errno.ENOSPC:
-            full = DiskFull(workdir, state.current or "ftctl", required_bytes(state.current or "", config), free_bytes(workdir))
+            full = DiskFull(workdir, state.current or "ftctl", estimated_bytes(state.current or "", config), free_bytes(workdir))
             code, last_line = EXIT_INFRA, str(full)
         else:
             code, last_line = EXIT_INFRA, f"{state.current or 'ftctl'}: {exc}"
@@ -328,7 +328,7 @@ def _pipeline(
             records.record(name, result.summary)
             return result.summary
         if result.disk_full:
-            raise DiskFull(workdir, name, required_bytes(name, config), free_bytes(workdir))
+            raise DiskFull(workdir, name, estimated_bytes(name, config), free_bytes(workdir))
         raise PhaseFailed(name, EXIT_USER if result.returncode == 1 else EXIT_INFRA, result.reason, result.log_path)
 
     def phase(name: str, run: Callable[[], PhaseResult]) -> dict[str, Any]:
