@@ -80,8 +80,9 @@ class DataSpec(ApiModel):
     eval: DatasetRef | None = None
     """The held-out set that gates promotion. Defaults to the validation set; rows that also appear in
     the training data are removed and reported as leakage."""
-    max_length: int = Field(default=1024, ge=16, le=262144)
-    """Longest tokenized example, in tokens."""
+    max_length: int | None = Field(default=None, ge=16, le=262144)
+    """Longest tokenized example, in tokens. Unset: 1024, or the base model's position limit when it is
+    smaller (the Validating phase reports the value it used in `status.data.maxLength`)."""
     over_length: Literal["drop", "truncate", "fail"] = "drop"
     """What happens to longer examples: drop them, truncate them (keeping at least one trainable token),
     or fail the Validating phase. Counts are reported either way."""
@@ -92,6 +93,10 @@ class DataSpec(ApiModel):
     leakage: Literal["remove", "fail", "ignore"] = "remove"
     """Rows shared between train and the validation / eval sets: removed from train and reported,
     a failure, or ignored."""
+
+
+DEFAULT_MAX_LENGTH = 1024
+"""`datasets.maxLength` when unset, unless the base model has fewer positions."""
 
 
 # --------------------------------------------------------------------------------------- graders
@@ -458,7 +463,9 @@ class ServingSpec(ApiModel):
     memory: str | None = quantity_field(None)
     """Memory request and limit per replica."""
     max_model_len: int | None = Field(default=None, ge=16)
-    """`--max-model-len`; defaults to the data's maxLength rounded up."""
+    """`--max-model-len`. Unset: the longest tokenized example plus `evaluation.maxNewTokens`, in
+    256-token steps, at most the base model's position limit (the Validating phase derives it and
+    reports it in `status.data.maxModelLen`). A value beyond the model's positions fails validation."""
     canary: CanarySpec | None = None
     """Split traffic between the tuned model and its base behind one Service."""
     node_selector: dict[str, str] | None = None
@@ -654,6 +661,15 @@ class DataReport(StatusModel):
     train_tokens: int = 0
     report_path: str | None = None
     message: str = ""
+    model_max_positions: int | None = None
+    """The base model's position limit, as vLLM derives it from `config.json` (unset when it states none)."""
+    max_length: int | None = None
+    """`datasets.maxLength` as used: the spec's value, or the default lowered to the model's positions."""
+    longest_example: int | None = None
+    """Longest tokenized example of any split, in tokens."""
+    max_model_len: int | None = None
+    """`--max-model-len` for evaluation and serving: the spec's value, or derived from the model and the
+    data (the serving builders read it when `serving.maxModelLen` is unset)."""
 
 
 class MetricResult(StatusModel):

@@ -3,7 +3,7 @@
 Every call is checked against `rbac.REQUIRED_RULES` before it leaves (a call the chart's ClusterRole
 would not allow raises `NotPermitted` here, in unit tests and in the cluster alike) and counted by
 verb and resource, so tests and `bench/operator_500_jobs.py` can read how many requests a job costs.
-Calls are synchronous; the handlers run them in Kopf's executor threads.
+Calls are synchronous; the runtime runs them on its executor threads (`runtime/executor.py`).
 """
 
 from __future__ import annotations

@@ -18,27 +18,15 @@ from typing import Any
 
 import kopf
 
-from . import k8s as k8s_layer
 from .handlers import job as job_handlers
-from .handlers import queue as queue_handlers  # noqa: F401  (registers the queue's indices and loop)
-from .metrics import Metrics
-from .settings import OperatorSettings
+from .handlers import queue as queue_handlers  # noqa: F401  (registers the admission loop)
+from .runtime import context
+from .runtime.executor import WORKERS
+from .runtime.indexes import Indexes
 
 PREFIX = "finetune.dev"
-SETTINGS = OperatorSettings.from_env()
-if SETTINGS.queue_mode == "kueue":
+if context.process_settings().queue_mode == "kueue":
     job_handlers.register_kueue()
-
-
-def api_client():
-    """In-cluster credentials (the chart's ServiceAccount), else the `KUBECONFIG` file."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException:
-        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
 
 
 def peering_priority(env: Mapping[str, str]) -> int:
@@ -51,8 +39,8 @@ def peering_priority(env: Mapping[str, str]) -> int:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Kopf under our own prefixes, one status writer, no finalizer, and the controller."""
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Kopf under our own prefixes, one status writer, no finalizer; the shared context and /metrics."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")
@@ -64,28 +52,26 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.peering.name = peering
         settings.peering.clusterwide = True
         settings.peering.priority = peering_priority(os.environ)
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = WORKERS
     settings.watching.server_timeout = 600
-    metrics = Metrics(phases=lambda: job_handlers.controller().phases())
-    client = k8s_layer.K8s(api_client(), on_request=metrics.count_request)
-    job_handlers.CONTROLLER = job_handlers.Controller(client, SETTINGS, metrics)
-    metrics.serve(int(os.environ.get("FT_METRICS_PORT", "9090")))
+    ctx = context.of(memo, Indexes.from_kwargs(kwargs))
+    ctx.metrics.serve(int(os.environ.get("FT_METRICS_PORT", "9090")))
 
 
 @kopf.on.probe(id="finetunejobs")
-def cached_jobs(**_: Any) -> int:
+def cached_jobs(memo: kopf.Memo, **_: Any) -> int:
     """Liveness detail: how many FineTuneJobs the operator holds."""
-    return len(job_handlers.controller().bodies)
+    return len(context.of(memo).jobs.cache)
 
 
 @kopf.on.probe(id="apiRequests")
-def api_requests(**_: Any) -> int:
-    return job_handlers.controller().k8s.total_requests
+def api_requests(memo: kopf.Memo, **_: Any) -> int:
+    return context.of(memo).k8s.total_requests
 
 
 def main() -> None:
     """`python -m finetune_operator.main`: watch `FT_WATCH_NAMESPACES` (or the whole cluster)."""
-    namespaces = SETTINGS.watch_namespaces
+    namespaces = context.process_settings().watch_namespaces
     kopf.configure(verbose=os.environ.get("FT_VERBOSE") == "1")
     kopf.run(
         clusterwide=not namespaces,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..job import FineTuneJobSpec
+from ..job import DEFAULT_MAX_LENGTH, DataReport, FineTuneJobSpec
 
 VLLM_PORT = 8000
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
@@ -117,9 +117,21 @@ def base_model_name(spec: FineTuneJobSpec) -> str:
     return PurePosixPath(spec.model.uri.split("://", 1)[-1].rstrip("/")).name.lower()
 
 
-def default_max_model_len(spec: FineTuneJobSpec) -> int:
-    """`spec.serving.maxModelLen`, else the data's longest example plus an answer, in 256-token steps."""
+MAX_MODEL_LEN_STEP = 256
+
+
+def derive_max_model_len(longest_example: int, max_new_tokens: int, model_positions: int | None) -> int:
+    """The longest example plus an answer, in 256-token steps, never above the model's positions
+    (vLLM refuses a `--max-model-len` beyond them)."""
+    length = MAX_MODEL_LEN_STEP * math.ceil((longest_example + max_new_tokens) / MAX_MODEL_LEN_STEP)
+    return min(length, model_positions) if model_positions else length
+
+
+def default_max_model_len(spec: FineTuneJobSpec, data: DataReport | None = None) -> int:
+    """`spec.serving.maxModelLen`, else what the Validating phase derived from the model and the data
+    (`status.data.maxModelLen`), else (before it ran) an estimate from `datasets.maxLength`."""
     if spec.serving.max_model_len:
         return spec.serving.max_model_len
-    tokens = spec.datasets.max_length + spec.evaluation.max_new_tokens
-    return 256 * math.ceil(tokens / 256)
+    if data is not None and data.max_model_len:
+        return data.max_model_len
+    return derive_max_model_len(spec.datasets.max_length or DEFAULT_MAX_LENGTH, spec.evaluation.max_new_tokens, None)

@@ -108,7 +108,8 @@ def write_report(
     lines += ["## Phases", "", "| phase | seconds | result |", "| --- | --- | --- |"]
     lines += [f"| {name} | {secs:.1f} | {result} |" for name, secs, result in phases]
     lines += ["", "## Data", ""]
-    for key in ("trainExamples", "validationExamples", "evalExamples", "trainTokens", "warnings"):
+    for key in ("trainExamples", "validationExamples", "evalExamples", "trainTokens", "warnings",
+                "modelMaxPositions", "maxLength", "longestExample", "maxModelLen", "message"):
         if key in data:
             lines.append(f"- {key}: {data[key]}")
     for rule, count in (data.get("dropped") or {}).items():

@@ -138,9 +138,15 @@ def pool_adapter(job: FineTuneJob, settings: OperatorSettings) -> PoolAdapter:
         rank=job.spec.adapter.r,
         path=adapter_dir(job, settings),
         claims=tuple(_job_claims(job, settings, with_output=True)),
-        max_model_len=default_max_model_len(job.spec),
+        max_model_len=serving_max_model_len(job),
         serving=job.spec.serving,
     )
+
+
+def serving_max_model_len(job: FineTuneJob) -> int:
+    """`--max-model-len`: the spec's, else what the Validating phase derived from the base model and
+    the data (`status.data.maxModelLen`), so a default never exceeds the model's positions."""
+    return default_max_model_len(job.spec, job.status.data if job.status else None)
 
 
 def _largest(values: list[str | None]) -> str | None:
@@ -262,7 +268,7 @@ def _common_flags(job: FineTuneJob, settings: OperatorSettings, serving: Serving
 
 def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
     serving = job.spec.serving
-    flags = _common_flags(job, settings, serving, default_max_model_len(job.spec))
+    flags = _common_flags(job, settings, serving, serving_max_model_len(job))
     if serving.mode == "merged":
         args = vllm_args(tuned_model_dir(job, settings), served_model_names(job), **flags)
         return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
@@ -275,7 +281,7 @@ def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -
 def _base_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
     """The canary's base arm answers to the base's name (first: metrics) and to `<job>` (clients)."""
     model, options = _base_source(job, settings)
-    flags = _common_flags(job, settings, job.spec.serving, default_max_model_len(job.spec))
+    flags = _common_flags(job, settings, job.spec.serving, serving_max_model_len(job))
     args = vllm_args(model, [base_model_name(job.spec), job.metadata.name], **options, **flags)
     return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas, hub=job.spec.model.uri.startswith("hf://"))
 
@@ -394,6 +400,7 @@ __all__ = [
     "build_serving_objects",
     "canary_split",
     "default_max_model_len",
+    "serving_max_model_len",
     "pool_adapter",
     "served_model_names",
     "serving_endpoint",

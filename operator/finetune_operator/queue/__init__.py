@@ -1,5 +1,5 @@
 """Embedded queueing (DESIGN.md §6): a pure admission cycle over FineTuneQueues and FineTuneJobs, and
-Kueue-mode helpers. The Kopf glue lives in `finetune_operator.handlers.queue`."""
+Kueue-mode helpers. The loop that runs it lives in `finetune_operator.runtime.admission_loop`."""
 
 from .admission import CycleResult, JobDecision, QueueSummary, admission_cycle, apply_decisions
 from .requests import format_quantity, job_requests, pod_requests

@@ -12,7 +12,7 @@ from typing import Any
 
 from finetune_api.common import LabelSelector
 from finetune_api.job import QueueRef, ResourcesSpec
-from finetune_api.queue import FineTuneQueueSpec
+from finetune_api.queue import Flavor, FineTuneQueueSpec
 from ..reconcile.observed import parse_time
 from .requests import job_requests, to_milli
 
@@ -123,6 +123,35 @@ def job_view(obj: Mapping[str, Any]) -> JobView:
         eviction_requested=bool(queue_status.get("evictionRequested")),
         eta_seconds=(status.get("progress") or {}).get("etaSeconds"),
     )
+
+
+def job_snapshot(obj: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(queue name, the part of a FineTuneJob the cycle reads); None unless the job waits (Queued), trains
+    or still holds an admission."""
+    status = obj.get("status") or {}
+    queue_status = status.get("queue") or {}
+    if status.get("phase") not in HOLDING_PHASES and not queue_status.get("admitted"):
+        return None
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    snapshot = {
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "creationTimestamp", "resourceVersion")},
+        "spec": {"queue": spec.get("queue") or {}, "resources": spec.get("resources") or {}},
+        "status": {
+            "phase": status.get("phase"),
+            "queue": dict(queue_status),
+            "progress": {"etaSeconds": (status.get("progress") or {}).get("etaSeconds")},
+        },
+    }
+    return (spec.get("queue") or {}).get("name") or "default", snapshot
+
+
+def admitted_flavor(queue: Mapping[str, Any] | None, flavor: str | None) -> Flavor | None:
+    """The flavor `flavor` of a FineTuneQueue object (dict), or None when either is unknown."""
+    if not queue or not flavor:
+        return None
+    flavors = (queue.get("spec") or {}).get("flavors") or []
+    return next((Flavor.model_validate(f) for f in flavors if f.get("name") == flavor), None)
 
 
 def _timestamp(value: str | None) -> float:

@@ -1,10 +1,11 @@
-"""Kueue mode's Kopf registrations: the Workload index must be reachable under the name the controller
-reads (`Controller.remember`), whatever Kopf would derive from the nested function's `__qualname__`."""
+"""Kueue mode's Kopf registrations: the Workload index must be reachable under the name the runtime
+reads (`Indexes.from_kwargs`), whatever Kopf would derive from the nested function's `__qualname__`."""
 
 import kopf
 import pytest
 
-from finetune_operator.handlers.job import Controller, register_kueue
+from finetune_operator.handlers.job import register_kueue
+from finetune_operator.runtime.indexes import Indexes
 
 pytestmark = pytest.mark.unit
 
@@ -15,13 +16,8 @@ def test_the_workload_index_is_registered_under_the_name_the_controller_reads():
     indexes = {h.id for h in registry._indexing.get_all_handlers()}  # noqa: SLF001 - no public listing
     assert indexes == {"ft_workloads"}
 
-    class Remembering(Controller):
-        def __init__(self) -> None:
-            self.indexes = {}
-
-    ctl = Remembering()
-    ctl.remember({name: {("ns", "job-train-a0"): ["state"]} for name in indexes})
-    assert ctl._workload("ns", "job-train-a0") == "state"  # noqa: SLF001
+    live = Indexes.from_kwargs({name: {("ns", "job-train-a0"): ["state"]} for name in indexes})
+    assert live.workload("ns", "job-train-a0") == "state"
 
 
 def test_workloads_are_watched_at_the_preferred_version():

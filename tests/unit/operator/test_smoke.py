@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from finetune_operator.handlers.job import smoke_base_url, smoke_request
+from finetune_operator.runtime.smoke import smoke_base_url, smoke_request
 
 pytestmark = pytest.mark.unit
 

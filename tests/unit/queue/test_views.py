@@ -4,7 +4,7 @@ import pytest
 
 from finetune_api.common import LabelSelector
 from finetune_operator.queue.selector import selector_matches
-from finetune_operator.queue.views import job_view, queue_view
+from finetune_operator.queue.views import admitted_flavor, job_snapshot, job_view, queue_view
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +60,21 @@ def test_a_job_without_queue_or_status_waits_in_the_default_queue() -> None:
 )
 def test_namespace_selectors_match_as_in_kubernetes(selector, labels, matches) -> None:
     assert selector_matches(selector, labels) is matches
+
+
+def test_the_queue_index_holds_waiting_and_admitted_jobs_only() -> None:
+    def obj(phase: str, admitted: bool = False) -> dict:
+        return {"metadata": {"name": "a", "namespace": "team", "resourceVersion": "7", "uid": "u"},
+                "spec": {"queue": {"name": "gpus"}, "resources": {"gpusPerNode": 4}, "model": {"uri": "pvc://m"}},
+                "status": {"phase": phase, "queue": {"admitted": admitted}, "progress": {"etaSeconds": 60, "step": 3}}}
+
+    queue, snapshot = job_snapshot(obj("Queued"))
+    assert queue == "gpus" and "model" not in snapshot["spec"] and snapshot["status"]["progress"] == {"etaSeconds": 60}
+    assert job_view(snapshot).requests == job_view(obj("Queued")).requests
+    assert job_snapshot(obj("Evaluating")) is None
+    assert job_snapshot(obj("Evaluating", admitted=True)) is not None, "still holds quota until un-admitted"
+
+
+def test_the_admitted_flavor_is_read_from_the_queue() -> None:
+    assert admitted_flavor(QUEUE, "a100").node_labels == {"gpu": "a100"}
+    assert admitted_flavor(QUEUE, "h100") is None and admitted_flavor(None, "a100") is None

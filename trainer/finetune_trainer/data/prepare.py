@@ -1,9 +1,12 @@
 """The prepare phase: check the datasets on CPU, tokenize them once, and write the prepared dataset.
 
-Order: read → structural checks per row → dedup (train) → leakage (train vs validation/eval, keyed
-by the prompt) → tokenize (template, over-length, trainable tokens, end-of-turn in the loss) →
-minimum example count → report. Any error finding fails the phase with exit 1 (do not retry) and
-nothing is written but the report; a store that cannot be read exits 2 (retry).
+Order: the model checks (config.json positions against maxLength, the LoRA rank vLLM serves;
+`model_fit.py`) → read → structural checks per row → dedup (train) → leakage (train vs
+validation/eval, keyed by the prompt) → the tokenizer checks (chat template where needed, EOS) →
+tokenize (template, over-length, trainable tokens, end-of-turn in the loss) → minimum example count
+→ the serving length (maxModelLen from the model and the longest example) → report. Any error
+finding fails the phase with exit 1 (do not retry) and nothing is written but the report; a store
+that cannot be read exits 2 (retry).
 
 Exactly what the prepared splits hold (so `train` passes them straight to TRL):
 - sft train/validation: `input_ids` (int32 lists) and `assistant_masks` (int8 lists, 1 = the token
@@ -26,6 +29,16 @@ from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from . import rules
 from .formats import Example, Format, Purpose, parse_file
+from .model_fit import (
+    PositionLimit,
+    chat_template_needs,
+    check_chat_template,
+    check_eos,
+    check_lora_rank,
+    model_position_limit,
+    resolve_max_length,
+    resolve_max_model_len,
+)
 from .prepared import clear_pointer, content_hash, write_json_atomic, write_prepared
 from .report import build_report, cost_estimate, count_parameters, length_histogram, length_stats, render_markdown, summary
 from .rules import Findings
@@ -109,11 +122,21 @@ class CheckOutcome:
     leakage: dict[str, Any]
     timings: dict[str, float]
 
+    @property
+    def longest_example(self) -> int:
+        """Tokens of the longest example kept in any split (0 when nothing was tokenized)."""
+        return max((max(s.encoded.lengths, default=0) for s in self.splits.values() if s.encoded is not None), default=0)
+
 
 def check_datasets(
-    sources: list[SplitSource], settings: CheckSettings, tokenizer: Tokenizer | None, findings: Findings | None = None
+    sources: list[SplitSource],
+    settings: CheckSettings,
+    tokenizer: Tokenizer | None,
+    findings: Findings | None = None,
+    evaluation: bool = False,
 ) -> CheckOutcome:
-    """Run every check on the splits; tokenizer None runs the structural checks only.
+    """Run every check on the splits; tokenizer None runs the structural checks only. `evaluation`:
+    the held-out set will be evaluated (its prompts are rendered with the chat template).
 
     Raises SourceUnavailable when a store cannot be read (infrastructure).
     """
@@ -161,6 +184,11 @@ def check_datasets(
 
     t0 = time.perf_counter()
     if tokenizer is not None:
+        check_eos(tokenizer, findings)
+        needs = chat_template_needs(settings.method, [s.format for s in splits.values() if s.source.purpose == "sft"], evaluation)
+        if check_chat_template(tokenizer, needs, findings):
+            tokenizer = None  # every row would fail to render: one finding instead of one per row
+    if tokenizer is not None:
         for result in splits.values():
             result.encoded = _tokenize_split(result, settings, tokenizer, findings)
     timings["tokenize"] = time.perf_counter() - t0
@@ -203,10 +231,11 @@ class PrepareResult:
         return out
 
 
-def settings_from_config(config: ResolvedConfig) -> CheckSettings:
+def settings_from_config(config: ResolvedConfig, max_length: int) -> CheckSettings:
+    """The checks' knobs from the spec, with `datasets.maxLength` as resolved against the model."""
     data, method = config.spec.datasets, config.spec.method
     return CheckSettings(
-        method=method.type, loss_on=method.sft.loss_on, max_length=data.max_length, over_length=data.over_length,
+        method=method.type, loss_on=method.sft.loss_on, max_length=max_length, over_length=data.over_length,
         dedup=data.dedup, min_examples=data.min_examples, leakage=data.leakage,
     )
 
@@ -232,24 +261,29 @@ def _infrastructure_failure(message: str) -> PrepareResult:
 def run_prepare(config: ResolvedConfig) -> PrepareResult:
     """The Validating phase's work, before any GPU is requested."""
     layout = ArtifactLayout(config.paths.output)
-    settings = settings_from_config(config)
+    spec = config.spec
     findings = Findings()
     tokenizer = None
     t0 = time.perf_counter()
     try:
-        tokenizer = load_tokenizer(config.paths.model, config.spec.model.chat_template)
+        tokenizer = load_tokenizer(config.paths.model, spec.model.chat_template)
     except TokenizerUnavailable as exc:
         tokenizer_finding(exc, findings)
     load_seconds = time.perf_counter() - t0
+    model_config = str(Path(config.paths.model) / "config.json")
+    limit = model_position_limit(config.paths.model, findings) if tokenizer is not None else None
+    settings = settings_from_config(config, resolve_max_length(spec, limit, model_config, findings))
+    check_lora_rank(spec, config.paths.model, findings)
     try:
-        outcome = check_datasets(sources_from_config(config), settings, tokenizer, findings)
+        outcome = check_datasets(sources_from_config(config), settings, tokenizer, findings, evaluation=spec.evaluation.enabled)
     except SourceUnavailable as exc:
         return _infrastructure_failure(f"cannot read a dataset: {exc}")
     outcome.timings["load_tokenizer"] = load_seconds
+    model = _model_limits(config, limit, settings, outcome.longest_example, model_config, findings)
     ok = not findings.errors
     splits = outcome.splits
     train = splits["train"]
-    message = _message(ok, outcome)
+    message = _message(ok, outcome, model)
     hp = config.spec.hyperparameters
     estimate = None
     if train.encoded is not None:
@@ -275,7 +309,7 @@ def run_prepare(config: ResolvedConfig) -> PrepareResult:
         report = build_report(
             ok=ok, message=message, splits={n: s.to_json(settings.max_length) for n, s in splits.items()},
             findings=findings, leakage=outcome.leakage, estimate=estimate, settings=settings.to_json(),
-            timings=outcome.timings,
+            timings=outcome.timings, model=model,
         )
         if prepared_dir is not None:
             report["prepared"] = str(prepared_dir)
@@ -286,12 +320,33 @@ def run_prepare(config: ResolvedConfig) -> PrepareResult:
     return PrepareResult(EXIT_OK if ok else EXIT_USER_ERROR, findings, report, summary(report, str(layout.data_report)), prepared_dir)
 
 
-def _message(ok: bool, outcome: CheckOutcome) -> str:
+def _model_limits(
+    config: ResolvedConfig, limit: PositionLimit | None, settings: CheckSettings, longest: int, where: str, findings: Findings
+) -> dict[str, Any]:
+    """The lengths later phases use (the report's `model` section): what the model takes, what the
+    data needs, and the maxLength / maxModelLen resolved from both (resolving maxModelLen adds its
+    finding: an explicit value beyond the positions, or a derived one the positions cut short)."""
+    spec = config.spec
+    return {
+        "positions": limit.positions if limit else None,
+        "positions_source": limit.source if limit else None,
+        "max_length": settings.max_length,
+        "max_length_source": "spec" if spec.datasets.max_length is not None else "default",
+        "longest_example": longest,
+        "max_model_len": resolve_max_model_len(spec, limit, longest, where, findings),
+        "max_model_len_source": "spec" if spec.serving.max_model_len is not None else "derived",
+    }
+
+
+def _message(ok: bool, outcome: CheckOutcome, model: dict[str, Any]) -> str:
     findings = outcome.findings
     train = outcome.splits["train"]
     dropped = sum(findings.count("dropped").values())
     if ok:
-        return f"{len(train.kept)} training examples ready ({dropped} rows dropped, {len(findings.warnings)} warnings)"
+        lowered = any(f.rule is rules.CONTEXT_LENGTH for f in findings.warnings)
+        limits = (f"; maxLength {model['max_length']}, maxModelLen {model['max_model_len']} "
+                  f"(the base model takes {model['positions']} positions)") if lowered else ""
+        return f"{len(train.kept)} training examples ready ({dropped} rows dropped, {len(findings.warnings)} warnings){limits}"
     errors = findings.count("error")
     top = ", ".join(f"{rid} {rules.RULES[rid].name} ×{n}" for rid, n in errors.most_common(3))
     first = findings.errors[0]

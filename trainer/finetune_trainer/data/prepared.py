@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from finetune_api.job import FineTuneJobSpec
 from finetune_api.resolved import ArtifactLayout
 
 from ..atomic_json import write_json_atomic
@@ -73,6 +74,13 @@ def prepared_info(layout: ArtifactLayout) -> dict[str, Any]:
     if not pointer.exists():
         raise FileNotFoundError(f"{pointer}: no prepared dataset; run the prepare phase first")
     return json.loads(pointer.read_text())
+
+
+def prepared_spec(spec: FineTuneJobSpec, info: dict[str, Any]) -> FineTuneJobSpec:
+    """`spec` with `datasets.maxLength` as prepare tokenized with it (an unset one may have been
+    lowered to the base model's positions), so training truncates exactly as prepare did."""
+    datasets = spec.datasets.model_copy(update={"max_length": info["settings"]["max_length"]})
+    return spec.model_copy(update={"datasets": datasets})
 
 
 def load_prepared(layout: ArtifactLayout, split: str) -> Any:

@@ -12,6 +12,9 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from finetune_api.job import DataReport
+from finetune_api.resolved import ArtifactLayout
+
 from .rules import RULES, Findings
 
 # A rough reference accelerator for the cost estimate: bf16 dense peak of an A100 at 40% utilisation.
@@ -90,6 +93,7 @@ def summary(report: dict[str, Any], report_path: str | None) -> dict[str, Any]:
     """The DataReport status summary (api/job.py), camelCase as the operator stores it."""
     splits = report["splits"]
     message = report["message"]
+    model = report.get("model") or {}
     return {
         "trainExamples": splits.get("train", {}).get("examples", 0),
         "validationExamples": splits.get("validation", {}).get("examples", 0),
@@ -99,7 +103,21 @@ def summary(report: dict[str, Any], report_path: str | None) -> dict[str, Any]:
         "trainTokens": splits.get("train", {}).get("tokens", 0),
         "reportPath": report_path,
         "message": message,
+        "modelMaxPositions": model.get("positions"),
+        "maxLength": model.get("max_length"),
+        "longestExample": model.get("longest_example"),
+        "maxModelLen": model.get("max_model_len"),
     }
+
+
+def read_summary(layout: ArtifactLayout) -> DataReport | None:
+    """The prepare phase's DataReport from `data/report.json`: later phases read the lengths it
+    resolved against the model (maxModelLen). None before prepare ran."""
+    try:
+        report = json.loads(layout.data_report.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return DataReport.model_validate(summary(report, str(layout.data_report)))
 
 
 def build_report(
@@ -112,13 +130,16 @@ def build_report(
     estimate: dict[str, Any] | None,
     settings: dict[str, Any],
     timings: dict[str, float],
+    model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The full report as a JSON-ready dict."""
+    """The full report as a JSON-ready dict; `model` holds the base model's position limit and the
+    lengths resolved against it (maxLength, maxModelLen)."""
     items = findings.items
     return {
         "ok": ok,
         "message": message,
         "settings": settings,
+        "model": model or {},
         "splits": splits,
         "dropped": dict(findings.count("dropped")),
         "errors": dict(findings.count("error")),
@@ -153,6 +174,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += ["", "## Train example lengths (tokens)", "", "```"]
         out += [f"≤{h['le']:>7} {h['count']:>8} {_bar(h['count'], top)}" for h in hist]
         out += ["```", "", "Length: " + ", ".join(f"{k} {v}" for k, v in train.get("length", {}).items())]
+    model = report.get("model") or {}
+    if model:
+        out += ["", "## Model limits", "", "| | tokens | from |", "| --- | ---: | --- |",
+                f"| base model positions | {model.get('positions') or '–'} | {model.get('positions_source') or 'not stated'} |",
+                f"| datasets.maxLength | {model.get('max_length')} | {model.get('max_length_source')} |",
+                f"| longest example | {model.get('longest_example')} | the data |",
+                f"| serving.maxModelLen | {model.get('max_model_len')} | {model.get('max_model_len_source')} |"]
     leak = report["leakage"]
     out += ["", "## Leakage", "", f"Policy `{leak.get('policy')}`: train rows whose prompt is in another split: "
             + (", ".join(f"{k} {v}" for k, v in leak.get("train", {}).items()) or "none")

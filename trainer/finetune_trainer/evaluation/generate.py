@@ -59,6 +59,8 @@ def resolve_models(config: ResolvedConfig, need_tuned: bool = True) -> ModelPair
     `need_tuned=False` (the baseline, before training) does not require the tuned weights yet."""
     from finetune_api.contract.vllm import base_model_name, default_max_model_len
 
+    from ..data.report import read_summary
+
     spec = config.spec
     layout = ArtifactLayout(config.paths.output)
     tuned = layout.tuned_weights(spec.adapter.type)
@@ -71,7 +73,7 @@ def resolve_models(config: ResolvedConfig, need_tuned: bool = True) -> ModelPair
     return ModelPair(
         base_dir=config.paths.model, tuned_dir=str(tuned), tuned_is_adapter=is_adapter,
         base_name=base_model_name(spec), tuned_name=config.served_model_name or config.job,
-        dtype=spec.model.dtype, chat_template=spec.model.chat_template, max_model_len=default_max_model_len(spec),
+        dtype=spec.model.dtype, chat_template=spec.model.chat_template, max_model_len=default_max_model_len(spec, read_summary(layout)),
     )
 
 

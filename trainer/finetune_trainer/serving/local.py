@@ -24,6 +24,7 @@ import httpx
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_api.contract.vllm import base_model_name, default_max_model_len
 from finetune_api.contract.vllm import LoraModule, vllm_args
+from finetune_trainer.data.report import read_summary
 from finetune_trainer.failure_reason import reason_from_log
 from finetune_trainer.process_group import StopRequested, stop_process_group, supervised_popen_kwargs
 from finetune_api.contract.launch import free_port
@@ -189,7 +190,7 @@ def server_for_run(config: ResolvedConfig, layout: ArtifactLayout, port: int | N
     names = [f"{job}@{config.generation}", job]
     common: dict[str, Any] = {
         "port": port,
-        "max_model_len": default_max_model_len(spec),
+        "max_model_len": default_max_model_len(spec, read_summary(layout)),
         "dtype": spec.model.dtype,
         "log_path": log_path,
     }

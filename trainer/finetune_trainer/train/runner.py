@@ -104,11 +104,13 @@ def run_training(
 
     `splits` (train, validation, info) replaces the prepared data on disk, for callers that hold it.
     """
-    spec = config.spec
+    from finetune_trainer.data.prepared import prepared_spec
+
     layout = ArtifactLayout(config.paths.output)
     rank, world_size = world()
     accelerator = torch.cuda.is_available()
     train_ds, eval_ds, info = splits or load_splits(layout)
+    spec = prepared_spec(config.spec, info)
     hp = resolve_hyperparameters(spec, world_size, len(train_ds), accelerator=accelerator)
     ds = deepspeed_config(spec, hp.precision)
     if rank == 0:

@@ -1,0 +1,111 @@
+"""Carries out `reconcile.decide`'s actions in order: renders child kinds with the builders, makes the API
+calls, writes status through the status model, posts Events, sets timers and records metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from finetune_api import FineTuneJob
+from finetune_api.job import FineTuneJobStatus
+from finetune_api.queue import Flavor
+
+from .. import builders, merge_patch
+from ..builders.children import build_child
+from ..k8s import K8s
+from ..metrics import Metrics
+from ..reconcile import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
+from ..reconcile.actions import Child
+from ..settings import OperatorSettings
+from .executor import Executor
+from .expectations import CreateExpectations
+from .job_cache import JobCache, Key
+from .timers import Timers
+
+log = logging.getLogger("finetune_operator.job")
+COMPONENT = "finetune-operator"
+
+
+def status_write(status: FineTuneJobStatus | None, patch: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that stores `status` with `patch` applied, as the status model dumps it: fields the
+    model does not declare are not written, and a value of the wrong type fails here, before the API call."""
+    current = status.to_api() if status else {}
+    desired = FineTuneJobStatus.model_validate(merge_patch.apply(current, patch))
+    return merge_patch.diff(current, desired.to_api())
+
+
+class Actuator:
+    """One per controller; `run` carries out one reconcile's actions."""
+
+    def __init__(self, k8s: K8s, settings: OperatorSettings, metrics: Metrics, executor: Executor,
+                 cache: JobCache, timers: Timers) -> None:
+        self.k8s = k8s
+        self.settings = settings
+        self.metrics = metrics
+        self.executor = executor
+        self.cache = cache
+        self.timers = timers
+        self.expectations = CreateExpectations()
+
+    async def run(self, key: Key, job: FineTuneJob, actions: list[Action], flavor: Flavor | None) -> None:
+        """Carry out `actions` for `job`; `flavor` is the admitted one that training is placed on."""
+        ns = key[0]
+        for action in actions:
+            if isinstance(action, Create):
+                for obj in self._build(action.child, job, flavor, action.attempt):
+                    await self._create_once(obj)
+            elif isinstance(action, Apply):
+                for obj in self._build(action.child, job, flavor):
+                    await self.executor.call(self.k8s.apply, obj)
+            elif isinstance(action, Delete):
+                await self.executor.call(self.k8s.delete, action.kind, ns, action.name, action.propagation,
+                                         action.grace_period_seconds)
+            elif isinstance(action, DeleteServing):
+                await self._delete_serving(job)
+            elif isinstance(action, PatchStatus):
+                job = await self._write_status(key, job, action.patch)
+            elif isinstance(action, Emit):
+                await self._emit(job, action)
+            elif isinstance(action, Requeue):
+                self.timers.request(key, action.after)
+            elif isinstance(action, Observe):
+                self.metrics.record(action)
+
+    def _build(self, child: Child, job: FineTuneJob, flavor: Flavor | None,
+               attempt: int | None = None) -> list[dict[str, Any]]:
+        peers = self.cache.bodies() if child == "serving" else ()
+        return build_child(child, job, self.settings, attempt, flavor, peers)
+
+    async def _create_once(self, obj: dict[str, Any]) -> None:
+        """Create, unless this process created it moments ago and the watch has not shown it yet."""
+        ident = (obj["kind"], obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        if self.expectations.pending(ident):
+            return
+        await self.executor.call(self.k8s.create, obj)
+        self.expectations.created(ident)
+
+    async def _delete_serving(self, job: FineTuneJob) -> None:
+        # Without the pool's peers: they change no kind or name, and add only non-controller
+        # owner references, which never match this job's controller reference.
+        for obj in builders.build_serving_objects(job, self.settings):
+            owners = obj["metadata"].get("ownerReferences") or []
+            if any(o.get("uid") == job.metadata.uid and o.get("controller") for o in owners):
+                await self.executor.call(self.k8s.delete, obj["kind"], job.metadata.namespace or "", obj["metadata"]["name"])
+
+    async def _write_status(self, key: Key, job: FineTuneJob, patch: dict[str, Any]) -> FineTuneJob:
+        write = status_write(job.status, patch)
+        if not write:
+            return job
+        stored = await self.executor.call(self.k8s.patch_status, "FineTuneJob", key[0], key[1], write)
+        if not stored:
+            return job
+        self.cache.stored(key, stored)
+        return FineTuneJob.model_validate(stored)
+
+    async def _emit(self, job: FineTuneJob, event: Emit) -> None:
+        involved = {"apiVersion": job.api_version, "kind": job.kind, "name": job.metadata.name,
+                    "namespace": job.metadata.namespace, "uid": job.metadata.uid}
+        try:
+            await self.executor.call(self.k8s.post_event, involved, event.type, event.reason, event.message, COMPONENT)
+        except Exception as e:  # noqa: BLE001 - an Event that cannot be posted must not undo a transition
+            log.warning("event %s for %s not posted: %s", event.reason, job.metadata.name, e)

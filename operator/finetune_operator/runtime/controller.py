@@ -1,0 +1,122 @@
+"""The FineTuneJob controller: watch events in, `reconcile.decide` in the middle, API calls out.
+
+Level-triggered and restart-safe: every event (of the job or of a child) reconciles the job from
+what the watches show; nothing is remembered that the cluster does not hold. Children are observed
+through Kopf indexes (filled from watches before any handler runs), never through extra list calls.
+Per job, reconciles are serialised by a lock; `Requeue` actions become timers (retry backoff, progress
+refresh, readiness polling). No finalizer: children go with the job through owner references.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from finetune_api import FineTuneJob
+
+from ..builders import names
+from ..builders.common import LABEL_JOB
+from ..k8s import K8s
+from ..metrics import Metrics
+from ..reconcile import decide
+from ..settings import OperatorSettings
+from .actuator import Actuator
+from .executor import Executor
+from .indexes import Indexes
+from .job_cache import JobCache, Key, key_of
+from .locks import KeyedLocks
+from .observe import Observer
+from .timers import Backoff, Timers
+
+log = logging.getLogger("finetune_operator.job")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def parent_of(body: Mapping[str, Any]) -> Key | None:
+    """The FineTuneJob a child (Job, Pod) belongs to, by its `finetune.dev/job` label."""
+    meta = body.get("metadata") or {}
+    parent = (meta.get("labels") or {}).get(LABEL_JOB)
+    return (meta.get("namespace") or "", parent) if parent else None
+
+
+def training_job_of(body: Mapping[str, Any]) -> Key | None:
+    """The batch Job a Kueue Workload was made for (its owner)."""
+    meta = body.get("metadata") or {}
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"), None)
+    return (meta.get("namespace") or "", owner["name"]) if owner else None
+
+
+class JobController:
+    """One per operator process: the job cache, locks, timers, and the observe → decide → act loop."""
+
+    def __init__(self, k8s: K8s, settings: OperatorSettings, metrics: Metrics, executor: Executor,
+                 indexes: Indexes, clock: Callable[[], dt.datetime] = _now) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.cache = JobCache()
+        self.locks = KeyedLocks()
+        self.backoff = Backoff()
+        self.timers = Timers(self._timer_fired)
+        self.observer = Observer(k8s, settings, executor, indexes)
+        self.actuator = Actuator(k8s, settings, metrics, executor, self.cache, self.timers)
+
+    # -- events -------------------------------------------------------------------------------------
+    async def on_job_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = key_of(body)
+        if event_type == "DELETED":
+            self.forget(key)
+            return
+        self.cache.seen(body)
+        await self.reconcile(key)
+
+    async def on_child_event(self, body: Mapping[str, Any]) -> None:
+        key = parent_of(body)
+        if key is not None and key in self.cache:
+            await self.reconcile(key)
+
+    async def on_workload_event(self, body: Mapping[str, Any]) -> None:
+        """Kueue mode: reconcile the job whose current training Job the Workload admits."""
+        train = training_job_of(body)
+        if train is None:
+            return
+        for (ns, name), ftj in self.cache.items():
+            count = ((ftj.get("status") or {}).get("attempts") or {}).get("count", 0)
+            if (ns, names.train_job_name(name, max(count - 1, 0))) == train:
+                await self.reconcile((ns, name))
+
+    def forget(self, key: Key) -> None:
+        self.cache.forget(key)
+        self.locks.forget(key)
+        self.backoff.forget(key)
+        self.observer.forget(key)
+        self.timers.forget(key)
+
+    async def _timer_fired(self, key: Any) -> None:
+        if key in self.cache:
+            await self.reconcile(key)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    async def reconcile(self, key: Key) -> None:
+        async with self.locks(key):
+            body = self.cache.get(key)
+            if body is None:
+                return
+            try:
+                job = FineTuneJob.model_validate(dict(body))
+            except ValueError as e:
+                log.warning("FineTuneJob %s/%s does not parse: %s", *key, e)
+                return
+            try:
+                children = await self.observer.observe(job)
+                actions = decide(job, children, self.clock(), self.settings)
+                await self.actuator.run(key, job, actions, children.flavor)
+                self.backoff.forget(key)
+            except Exception as e:  # noqa: BLE001 - an API hiccup must not stop the job's reconciles
+                delay = self.backoff.failed(key)
+                log.warning("reconcile of %s/%s failed (%s); retrying in %.0fs", *key, e, delay)
+                self.timers.request(key, delay)

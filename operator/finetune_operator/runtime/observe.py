@@ -1,0 +1,118 @@
+"""What a reconcile knows of a job's children: the indexes, plus the few reads a phase needs (the
+trainer's progress line, the serving Deployments and smoke request, the ConfigMap's spec)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from typing import Any
+
+from finetune_api import FineTuneJob
+from finetune_api.queue import Flavor
+
+from .. import builders
+from ..builders import names
+from ..builders.common import CONFIG_FILE
+from ..k8s import K8s
+from ..progress import TAIL_LINES, latest_progress
+from ..queue.views import admitted_flavor
+from ..reconcile import JobState, ObservedChildren, ServingState, TrainingProgress
+from ..reconcile.decide import AFTER_TRAINING
+from ..settings import OperatorSettings
+from .executor import Executor
+from .indexes import Indexes
+from .job_cache import Key
+from .smoke import smoke_base_url, smoke_request
+
+log = logging.getLogger("finetune_operator.job")
+
+
+class Observer:
+    """Builds `ObservedChildren` for `reconcile.decide`; reads the trainer's log at most every progress interval."""
+
+    def __init__(self, k8s: K8s, settings: OperatorSettings, executor: Executor, indexes: Indexes) -> None:
+        self.k8s = k8s
+        self.settings = settings
+        self.executor = executor
+        self.indexes = indexes
+        self.progress_read: dict[Key, float] = {}
+
+    def forget(self, key: Key) -> None:
+        self.progress_read.pop(key, None)
+
+    def _flavor(self, job: FineTuneJob) -> Flavor | None:
+        """The flavor the embedded queue admitted the job to."""
+        queue = job.status.queue if job.status else None
+        return admitted_flavor(self.indexes.queue(job.spec.queue.name), queue.flavor if queue else None)
+
+    async def observe(self, job: FineTuneJob) -> ObservedChildren:
+        ns, name = job.metadata.namespace or "", job.metadata.name
+        status = job.status
+        phase = status.phase if status else "Pending"
+        jobs = {j.name: j for j in self.indexes.children(ns, name)}
+        queue = self.indexes.queue(job.spec.queue.name)
+        grace = (((queue or {}).get("spec") or {}).get("preemption") or {}).get("gracePeriodSeconds")
+        observed = ObservedChildren(jobs=jobs, flavor=self._flavor(job), eviction_grace_seconds=grace)
+        attempt = (status.attempts.count - 1) if status else -1
+        if self.settings.queue_mode == "kueue" and attempt >= 0:
+            observed = dataclasses.replace(observed, workload=self.indexes.workload(ns, names.train_job_name(name, attempt)))
+        if phase == "Training" and attempt >= 0:
+            observed = dataclasses.replace(observed, progress=await self._progress(job, jobs.get(
+                names.train_job_name(name, attempt))))
+        if phase == "Deploying":
+            observed = dataclasses.replace(observed, serving=await self._serving(job))
+        generation = job.metadata.generation or 1
+        if status and (status.observed_generation or 0) < generation and phase in AFTER_TRAINING:
+            observed = dataclasses.replace(observed, config_spec=await self._config_spec(ns, name))
+        return observed
+
+    async def _progress(self, job: FineTuneJob, train: JobState | None) -> TrainingProgress | None:
+        """The rank-0 trainer's latest progress line, read at most every progress interval."""
+        key = (job.metadata.namespace or "", job.metadata.name)
+        loop = asyncio.get_running_loop()
+        if train is None or loop.time() - self.progress_read.get(key, -1e9) < self.settings.progress_interval_seconds - 1:
+            return None
+        rank0 = next((p for p in train.pods if p.index in (0, None) and p.phase == "Running"), None)
+        if rank0 is None:
+            return None
+        self.progress_read[key] = loop.time()
+        try:
+            tail = await self.executor.call(self.k8s.pod_log_tail, key[0], rank0.name, None, TAIL_LINES)
+        except Exception as e:  # noqa: BLE001 - progress is best effort; the phase does not depend on it
+            log.info("no progress for %s/%s: %s", *key, e)
+            return None
+        return latest_progress(tail)
+
+    async def _config_spec(self, ns: str, name: str) -> dict[str, Any]:
+        cm = await self.executor.call(self.k8s.get, "ConfigMap", ns, names.config_map_name(name))
+        try:
+            return json.loads(((cm or {}).get("data") or {}).get(CONFIG_FILE) or "{}").get("spec") or {}
+        except ValueError:
+            return {}
+
+    async def _serving(self, job: FineTuneJob) -> ServingState:
+        ns = job.metadata.namespace or ""
+        # Only kinds and names are read: the adapter pool's peers change neither.
+        objects = builders.build_serving_objects(job, self.settings)
+        ready_replicas, waiting = 0, []
+        for obj in objects:
+            if obj["kind"] != "Deployment":
+                continue
+            current = await self.executor.call(self.k8s.get, "Deployment", ns, obj["metadata"]["name"])
+            if current is None:
+                return ServingState(message="missing")
+            want = (current.get("spec") or {}).get("replicas", 1)
+            ready = (current.get("status") or {}).get("readyReplicas") or 0
+            if ready < min(want, 1) or (want and ready == 0):
+                waiting.append(f"{obj['metadata']['name']} {ready}/{want} ready")
+            ready_replicas += ready
+        if waiting:
+            return ServingState(ready=False, ready_replicas=ready_replicas, message="; ".join(waiting))
+        service = names.serve_name(job.metadata.name)
+        slices = await self.executor.call(self.k8s.list, "EndpointSlice", ns, f"kubernetes.io/service-name={service}")
+        base = smoke_base_url(service, ns, slices)
+        ok, message = await self.executor.call(smoke_request, base, job.metadata.name)
+        return ServingState(ready=True, ready_replicas=ready_replicas, smoke_ok=ok, smoke_message=message,
+                            endpoint=builders.serving_endpoint(job))

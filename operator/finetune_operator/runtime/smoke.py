@@ -1,0 +1,47 @@
+"""The smoke request that makes a deployed endpoint Serving: one chat completion from the served model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+SMOKE_TIMEOUT_SECONDS = 30.0
+
+
+def smoke_base_url(service: str, namespace: str, endpoint_slices: list[dict[str, Any]], port: int = 8000) -> str:
+    """Where to send the smoke request: a ready endpoint of the Service when one is listed (works where
+    Service IPs are not routed, e.g. the local pod runner), else the Service's cluster DNS name."""
+    for es in endpoint_slices:
+        ports = es.get("ports") or []
+        target = next((p.get("port") for p in ports if p.get("name") == "http"), None) or (
+            ports[0].get("port") if ports else None)
+        for ep in es.get("endpoints") or []:
+            if (ep.get("conditions") or {}).get("ready") is False:
+                continue
+            addresses = ep.get("addresses") or []
+            if addresses and target:
+                host = addresses[0]
+                host = f"[{host}]" if ":" in host else host
+                return f"http://{host}:{target}"
+    return f"http://{service}.{namespace}.svc:{port}"
+
+
+def smoke_request(base_url: str, model: str, timeout: float = SMOKE_TIMEOUT_SECONDS) -> tuple[bool, str]:
+    """One chat completion from `model`; ok only when a completion comes back from that model."""
+    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 4, "temperature": 0}
+    try:
+        response = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=timeout)
+    except httpx.HTTPError as e:
+        return False, f"smoke request to {base_url} failed: {e}"
+    if response.status_code != 200:
+        return False, f"smoke request: HTTP {response.status_code}: {response.text[:200]}"
+    try:
+        answer = response.json()
+        content = answer["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False, f"smoke request: no completion in {response.text[:200]}"
+    served = answer.get("model")
+    if served not in (model, None) and not str(served).startswith(f"{model}@"):
+        return False, f"smoke request answered by model {served!r}, not {model!r}"
+    return True, f"model {model} answered {content[:40]!r}"

@@ -1,0 +1,97 @@
+"""The controller runtime's small parts: the job cache, timers, backoff, expectations and the indexes."""
+
+import asyncio
+
+import pytest
+
+from finetune_operator.reconcile import JobState, PodState
+from finetune_operator.runtime.expectations import (
+    CREATE_EXPECTATION_SECONDS,
+    CreateExpectations,
+    WrittenQueueStatus,
+)
+from finetune_operator.runtime.indexes import Indexes
+from finetune_operator.runtime.job_cache import JobCache
+from finetune_operator.runtime.timers import ERROR_BACKOFF_MAX, Backoff, Timers
+
+pytestmark = pytest.mark.unit
+
+
+def body(rv: str, uid: str = "u1", phase: str = "Training") -> dict:
+    return {"metadata": {"namespace": "team", "name": "demo", "uid": uid, "resourceVersion": rv},
+            "status": {"phase": phase}}
+
+
+def test_the_cache_keeps_the_newest_version_of_an_object():
+    cache = JobCache()
+    cache.seen(body("5"))
+    cache.stored(("team", "demo"), body("9", phase="Evaluating"))
+    cache.seen(body("7"))  # a late watch event older than our own write
+    assert cache.get(("team", "demo"))["status"]["phase"] == "Evaluating"
+    cache.seen(body("2", uid="u2", phase="Pending"))  # same name, new object
+    assert cache.phases() == ["Pending"]
+    cache.forget(("team", "demo"))
+    assert ("team", "demo") not in cache and len(cache) == 0
+
+
+def test_the_earliest_timer_wins_and_fires_once():
+    fired: list[tuple[str, float]] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def fire(key):
+            fired.append((key, loop.time() - start))
+
+        timers = Timers(fire)
+        timers.request("a", 0.3)
+        timers.request("a", 0.05)
+        timers.request("a", 0.2)
+        timers.request("b", 0.05)
+        timers.forget("b")
+        await asyncio.sleep(0.5)
+
+    asyncio.run(scenario())
+    assert [k for k, _ in fired] == ["a"] and fired[0][1] < 0.2
+
+
+def test_backoff_doubles_up_to_its_cap_and_a_success_resets_it():
+    backoff = Backoff()
+    delays = [backoff.failed("k") for _ in range(8)]
+    assert delays[:3] == [2.0, 4.0, 8.0] and delays[-1] == ERROR_BACKOFF_MAX
+    backoff.forget("k")
+    assert backoff.failed("k") == 2.0
+
+
+def test_a_fresh_creation_is_not_repeated_until_the_expectation_lapses():
+    now = [100.0]
+    expectations = CreateExpectations(clock=lambda: now[0])
+    ident = ("Job", "team", "demo-prepare")
+    assert not expectations.pending(ident)
+    expectations.created(ident)
+    assert expectations.pending(ident)
+    now[0] += CREATE_EXPECTATION_SECONDS
+    assert not expectations.pending(ident)
+
+
+def test_the_queue_reads_its_own_write_until_the_index_moves_on():
+    written = WrittenQueueStatus()
+    snapshot = {"metadata": {"namespace": "team", "name": "a", "resourceVersion": "4"},
+                "status": {"phase": "Queued", "queue": {"admitted": False, "position": 1}}}
+    written.wrote("team/a", "4", {"admitted": True, "flavor": "a100"})
+    assert written.view(snapshot)["status"]["queue"] == {"admitted": True, "flavor": "a100"}
+    moved = {**snapshot, "metadata": {**snapshot["metadata"], "resourceVersion": "5"}}
+    assert written.view(moved) == moved
+    assert written.view(snapshot) == snapshot, "once the index moved, the write is forgotten"
+
+
+def test_children_come_with_their_pods_in_name_order():
+    indexes = Indexes.from_kwargs({
+        "ft_child_jobs": {("team", "demo"): [JobState(name="demo-prepare")]},
+        "ft_child_pods": {("team", "demo-prepare"): [PodState(name="p-b"), PodState(name="p-a")]},
+        "unrelated": {},
+    })
+    [prepare] = indexes.children("team", "demo")
+    assert [p.name for p in prepare.pods] == ["p-a", "p-b"]
+    assert indexes.children("team", "other") == [] and indexes.queue("gpus") is None
