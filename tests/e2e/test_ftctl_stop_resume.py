@@ -31,6 +31,7 @@ import yaml
 
 from finetune_api.contract.launch import free_port
 from finetune_cli.local.lock import WorkdirLock
+from finetune_trainer.tiny_model import build_tiny_model, is_built
 from tests.harness.processes import (
     MARKER_ENV,
     cmdline,
@@ -46,6 +47,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
+PREBUILT_MODEL = REPO / ".cache" / "models" / "tiny-chat"
 LOSS_TOLERANCE = 0.05
 
 
@@ -120,18 +122,17 @@ class Ftctl:
         self.proc.wait()
 
 
-def write_manifest(directory: Path, name: str, epochs: int = 2, serving: dict | None = None) -> Path:
+def write_manifest(directory: Path, name: str, model: Path, epochs: int = 2) -> Path:
     """The quickstart with absolute paths, a shorter training (2 epochs, 50 steps: exact match ≈ 0.4, far
     from saturated, so a resume that changed anything would show in the numbers) and a gate it passes."""
     manifest = yaml.safe_load(QUICKSTART.read_text())
     spec = manifest["spec"]
     manifest["metadata"]["name"] = name
-    spec["model"]["uri"] = str((QUICKSTART.parent / spec["model"]["uri"]).resolve())
+    spec["model"]["uri"] = str(model)
     for split in ("train", "validation", "eval"):
         spec["datasets"][split]["uri"] = str((QUICKSTART.parent / spec["datasets"][split]["uri"]).resolve())
     spec["hyperparameters"]["epochs"] = epochs
     spec["evaluation"]["gates"] = [{"metric": "exact_match", "min": 0.25}]
-    spec["serving"].update(serving or {})
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     return path
@@ -174,8 +175,18 @@ def vllm_port(workdir: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_manifest(tmp_path_factory.mktemp("manifests"), "stop-resume")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's own copy of the tiny chat model (one test changes its config for a while)."""
+    copy = tmp_path_factory.mktemp("models") / "tiny-chat"
+    if is_built(PREBUILT_MODEL):
+        shutil.copytree(PREBUILT_MODEL, copy)
+        return copy
+    return build_tiny_model(copy)
+
+
+@pytest.fixture(scope="module")
+def manifest(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_manifest(tmp_path_factory.mktemp("manifests"), "stop-resume", model)
 
 
 @pytest.fixture(scope="module")
@@ -330,27 +341,31 @@ def test_sigkill_of_ftctl_serve_leaves_no_server(reference: Path, tmp_path: Path
     assert port_free(port)
 
 
-def test_a_failed_server_is_one_line_and_not_passed(manifest: Path, reference: Path, tmp_path: Path) -> None:
-    """Issue 14's case: maxModelLen beyond the base model's 512 positions. vLLM refuses; ftctl says why
-    in one line with the log, and the verdict is not PASSED."""
-    too_long = write_manifest(tmp_path, "stop-resume", serving={"maxModelLen": 1280})
+def test_a_failed_server_is_one_line_and_not_passed(model: Path, manifest: Path, reference: Path, tmp_path: Path) -> None:
+    """Issue 14's case: a serving length beyond the base model's positions. Here the model's config
+    changed after the gates passed (the Validating phase refuses it when it is known in time); vLLM
+    refuses to start, and `ftctl` says why in one line with the log, and the verdict is not PASSED."""
     workdir = tmp_path / "work"
     shutil.copytree(reference, workdir)
-    done = Ftctl(run_args(too_long, workdir), tmp_path / "run.log").finish()
-    expected = "the base model supports 512 positions; spec.serving.maxModelLen is 1280"
+    config_path = model / "config.json"
+    original = config_path.read_text()
+    config_path.write_text(json.dumps({**json.loads(original), "max_position_embeddings": 128}))
+    try:
+        done = Ftctl(run_args(manifest, workdir), tmp_path / "run.log").finish()
+        served = Ftctl(["serve", str(workdir / "artifacts")], tmp_path / "serve.log").finish()
+    finally:
+        config_path.write_text(original)
+    expected = "the base model supports 128 positions; spec.serving.maxModelLen is 256"
+    log = workdir / "artifacts" / "logs" / "vllm.log"
     assert done.code == 2, done.output[-4000:]
     assert "Traceback" not in done.output
-    assert done.last_line == f"serving: {expected} (log: {workdir / 'artifacts' / 'logs' / 'vllm.log'})"
+    assert skipped(done.output) == ["prepare", "baseline", "train", "evaluate"]
+    assert done.last_line == f"serving: {expected} (log: {log})"
     assert "verdict: PASSED gates, SERVING FAILED" in done.output
     assert (workdir / "report.md").read_text().startswith("# FineTuneJob `stop-resume` — PASSED gates, SERVING FAILED")
 
-    run_json = workdir / "artifacts" / "run.json"
-    record = json.loads(run_json.read_text())
-    record["config"]["spec"]["serving"]["maxModelLen"] = 1280
-    run_json.write_text(json.dumps(record))
-    served = Ftctl(["serve", str(workdir / "artifacts")], tmp_path / "serve.log").finish()
-    assert served.code == 2 and "Traceback" not in served.output
-    assert served.last_line == f"serving failed: {expected} (log: {workdir / 'artifacts' / 'logs' / 'vllm.log'})"
+    assert served.code == 2 and "Traceback" not in served.output, served.output[-3000:]
+    assert served.last_line == f"serving failed: {expected} (log: {log})"
 
 
 @pytest.fixture

@@ -74,12 +74,12 @@ def phase_inputs(phase: str, config: ResolvedConfig) -> dict[str, str]:
 
 def config_digest(config: ResolvedConfig) -> str:
     """The resolved config's digest, without the serving settings the recorded phases do not read
-    (a changed `spec.serving.maxModelLen` must not train again; a changed `mode` adds or drops merge)
-    and without the output path (records are relative: a work directory may be moved or copied)."""
+    (replicas, placement, extra vLLM args; prepare does read `maxModelLen`, and `mode` adds or drops
+    merge) and without the output path (records are relative: a work directory may be moved or copied)."""
     dumped = config.model_dump(by_alias=True, mode="json", exclude_none=True)
     dumped["paths"].pop("output", None)
     serving = dumped["spec"].get("serving", {})
-    dumped["spec"]["serving"] = {k: serving.get(k) for k in ("enabled", "mode")}
+    dumped["spec"]["serving"] = {k: serving.get(k) for k in ("enabled", "mode", "maxModelLen")}
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
 
 

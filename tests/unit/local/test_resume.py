@@ -79,8 +79,9 @@ def test_changed_data_runs_prepare_again(finished: PhaseRecords, tmp_path: Path)
     assert records.finished("prepare") is None
 
 
-def test_the_config_decides_but_not_the_serving_length_nor_the_workdir(finished: PhaseRecords, tmp_path: Path) -> None:
-    assert records_for(tmp_path, max_model_len=1280).finished("train") == {"phase": "train"}
+def test_the_config_decides_but_not_the_serving_placement_nor_the_workdir(finished: PhaseRecords, tmp_path: Path) -> None:
+    assert records_for(tmp_path, replicas=3).finished("train") == {"phase": "train"}
+    assert records_for(tmp_path, max_model_len=1280).finished("prepare") is None  # prepare checks it against the model
     job = load_job(MANIFEST)
     job.spec.hyperparameters.epochs = 1
     assert PhaseRecords(tmp_path, local_config(job, MANIFEST, tmp_path)).finished("train") is None
