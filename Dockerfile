@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # Images of finetune-operator (DESIGN.md §2). Targets:
-#   operator     the Kopf operator and `ftctl`: python slim, only the core dependencies of pyproject.toml.
+#   operator     the Kopf operator: python slim, the finetune_api and finetune_operator packages and what they
+#                import (kopf, kubernetes, pydantic, prometheus-client, httpx); no trainer, no CLI.
 #   trainer      prepare/train/evaluate pods: PyPI's CUDA build of torch 2.13.0 (it carries its CUDA
 #                libraries; the node's NVIDIA driver is mounted by the container toolkit), the `trainer`
 #                extra (transformers, peft, trl, accelerate, datasets, bitsandbytes) and DeepSpeed.
@@ -48,12 +49,14 @@ WORKDIR /src
 COPY requirements/ requirements/
 
 # ------------------------------------------------------------------------------------- operator build
+# Only the API and operator packages go in (DESIGN.md §2: the operator never imports the trainer). The
+# root pyproject.toml discovers all four packages and declares `ftctl` (the CLI), so this stage builds
+# requirements/operator-image.pyproject.toml instead: the same project name, version and pins, package
+# discovery limited to api/ and operator/, and only the dependencies those two import.
 FROM base AS operator-build
-COPY pyproject.toml ./
+COPY requirements/operator-image.pyproject.toml pyproject.toml
 COPY api/ api/
 COPY operator/ operator/
-COPY trainer/ trainer/
-COPY cli/ cli/
 RUN python -m pip install . -c requirements/constraints.txt
 
 # ------------------------------------------------------------------------------------------- operator

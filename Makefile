@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install quickstart test test-unit test-fast controlplane crds bench
+.PHONY: install quickstart test test-unit test-fast lint controlplane crds bench
 
 install:
 	scripts/install.sh
@@ -21,12 +21,17 @@ controlplane:
 
 # Every tier that can run here: unit (with the slow training tests), api, e2e. The cluster tier
 # runs only when KUBECONFIG names a real cluster (FT_USE_EXISTING_CLUSTER=1).
-test: install controlplane
+test: install controlplane lint
 	$(PY) -m pytest -m "unit or api or e2e" --durations=25
 
-# The fast inner loop: pure unit tests, seconds.
-test-fast: install
+# The fast inner loop: lint, type check, pure unit tests.
+test-fast: install lint
 	$(PY) -m pytest -m "unit and not slow" -q
+
+# ruff, then mypy (strict on finetune_api); both configured in pyproject.toml.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test-unit: install
 	$(PY) -m pytest -m unit

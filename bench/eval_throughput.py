@@ -43,7 +43,7 @@ def main() -> None:
         TransformersBackend,
         VllmBackend,
         encode_prompts,
-        load_tokenizer,
+        load_padded_tokenizer,
     )
     from finetune_trainer.tiny_model import build_tiny_model
     from tests.unit.trainer.adapters import untrained_adapter
@@ -55,7 +55,7 @@ def main() -> None:
     prompts = [rows[i % len(rows)]["messages"][:-1] for i in range(args.items)]
     pair = ModelPair(str(model_dir), str(adapter), True, "tiny-chat", "tuned", dtype="float32")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    tokenizer = load_tokenizer(pair.base_dir)
+    tokenizer = load_padded_tokenizer(pair.base_dir)
     ids = encode_prompts(tokenizer, prompts)
 
     outputs: dict[str, dict[str, list[str]]] = {}

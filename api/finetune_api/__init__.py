@@ -1,7 +1,7 @@
 """The API models: the single source of truth for CRDs, validation, the operator and the trainer."""
 
 from .common import API_VERSION, GROUP, VERSION
-from .job import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, TERMINAL_PHASES, cross_field_rules
+from .job import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, TERMINAL_PHASES
 from .queue import FineTuneQueue, FineTuneQueueSpec, FineTuneQueueStatus
 
 __all__ = [
@@ -15,5 +15,4 @@ __all__ = [
     "FineTuneQueueSpec",
     "FineTuneQueueStatus",
     "TERMINAL_PHASES",
-    "cross_field_rules",
 ]

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
 
-GROUP = "finetune.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+ApiVersion = Literal["finetune.dev/v1alpha1"]
+API_VERSION: ApiVersion = "finetune.dev/v1alpha1"
+GROUP, _, VERSION = API_VERSION.partition("/")
 
 
 class ApiModel(BaseModel):
@@ -38,9 +39,9 @@ class StatusModel(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
 
-def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> JsonDict:
     """One `x-kubernetes-validations` entry; fieldPath makes the API server name the field."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     if reason:
@@ -56,30 +57,59 @@ def opt(path: str, default: object) -> str:
     `has()` instead: the cost estimator loses their maxItems through `orValue`.
     """
     head, *rest = path.split(".")
-    literal = {True: "true", False: "false"}.get(default, None) if isinstance(default, bool) else None
+    literal = {True: "true", False: "false"}.get(default) if isinstance(default, bool) else None
     if literal is None:
         literal = f"'{default}'" if isinstance(default, str) else ("[]" if default == [] else str(default))
     return head + "".join(f".?{part}" for part in rest) + f".orValue({literal})"
 
 
-def immutable(name: str) -> dict[str, str]:
+def immutable(name: str) -> JsonDict:
     """A CEL transition rule that refuses any change of a field once the object exists."""
     return cel("self == oldSelf", f"{name} is immutable: create a new FineTuneJob to train with other settings")
 
 
-class Toleration(ApiModel):
-    """A Kubernetes toleration (core/v1 Toleration)."""
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+"""A label key or taint key: an optional DNS-subdomain prefix and a name."""
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 
-    key: str | None = None
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration (core/v1 Toleration); the pod validation rules are admission rules here."""
+
+    key: str | None = Field(default=None, pattern=QUALIFIED_NAME_PATTERN, max_length=317)
     """Taint key to tolerate; empty with operator Exists tolerates everything."""
     operator: Literal["Exists", "Equal"] | None = None
     """Exists or Equal (default Equal)."""
-    value: str | None = None
+    value: str | None = Field(default=None, pattern=LABEL_VALUE_PATTERN, max_length=63)
     """Taint value for operator Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to tolerate; empty tolerates all effects."""
     toleration_seconds: int | None = None
     """For NoExecute: how long the pod stays bound after the taint appears."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.key) && self.key != '' || self.?operator.orValue('Equal') == 'Exists'",
+                    "a toleration without a key needs operator Exists (it then tolerates every taint)",
+                    ".operator",
+                ),
+                cel(
+                    "self.?operator.orValue('Equal') != 'Exists' || self.?value.orValue('') == ''",
+                    "operator Exists takes no value",
+                    ".value",
+                ),
+                cel(
+                    "!has(self.tolerationSeconds) || self.?effect.orValue('') == 'NoExecute'",
+                    "tolerationSeconds applies only to effect NoExecute",
+                    ".tolerationSeconds",
+                ),
+            ]
+        }
+    }
 
 
 class LabelSelectorRequirement(ApiModel):
@@ -113,9 +143,13 @@ class Condition(StatusModel):
     observed_generation: int | None = None
 
 
-QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]))?$"
+"""A non-negative Kubernetes quantity as apimachinery parses it (`1.2.3` or `lots` is not one); the
+exponent is a single integer digit and the text at most 24 characters, so the value fits the pod's int64."""
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+"""An RFC 1123 label: PVC claims and other object names that appear in pod specs."""
 
 
 def quantity_field(default: str | None = None, description: str | None = None) -> Any:
     """A resource quantity field: a string checked against the Kubernetes quantity pattern."""
-    return Field(default=default, pattern=QUANTITY_PATTERN, description=description)
+    return Field(default=default, pattern=QUANTITY_PATTERN, max_length=24, description=description)

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from . import GROUP, VERSION
 from .common import ApiModel
-from .job import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus
+from .job import ROOT_RULES, FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, ObjectMeta
 from .queue import FineTuneQueue, FineTuneQueueSpec, FineTuneQueueStatus
 
 DROP_KEYS = {"title", "$schema", "discriminator"}
@@ -132,7 +132,7 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
             out["x-kubernetes-preserve-unknown-fields"] = True
         return out
 
-    schema = resolve(raw, model.__name__)
+    schema: dict[str, Any] = resolve(raw, model.__name__)
     _check_structural(schema, model.__name__)
     return schema
 
@@ -167,32 +167,41 @@ def _check_structural(node: Any, path: str) -> None:
         _check_structural(node["additionalProperties"], f"{path}{{}}")
 
 
+def _metadata_schema(name_field: Any) -> dict[str, Any]:
+    """`metadata.name` restricted as the model restricts it (the only metadata a CRD schema may restrict)."""
+    if name_field is None:
+        return {"type": "object"}
+    name = structural_schema_of_field(name_field)
+    return {"type": "object", "properties": {"name": name}}
+
+
+def structural_schema_of_field(field: Any) -> dict[str, Any]:
+    """A string field's pattern and length bounds, as OpenAPI keywords."""
+    out: dict[str, Any] = {"type": "string"}
+    for meta in field.metadata:
+        for attr, key in (("pattern", "pattern"), ("max_length", "maxLength"), ("min_length", "minLength")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                out[key] = value
+    return out
+
+
 def _root_schema(
-    spec: type[ApiModel], status: type[ApiModel], name_max: int | None, description: str
+    spec: type[ApiModel], status: type[ApiModel], name_field: Any, description: str
 ) -> dict[str, Any]:
-    root: dict[str, Any] = {
+    return {
         "type": "object",
         "description": description,
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "metadata": _metadata_schema(name_field),
             "spec": structural_schema(spec),
             "status": structural_schema(status),
         },
+        **({"x-kubernetes-validations": ROOT_RULES} if spec is FineTuneJobSpec else {}),
     }
-    if name_max:
-        root["x-kubernetes-validations"] = [
-            {
-                "rule": f"size(self.metadata.name) <= {name_max} && self.metadata.name.matches('^[a-z]')",
-                "message": (
-                    f"metadata.name must start with a letter and be at most {name_max} characters "
-                    "(it names Services, which follow DNS-1035, and child names add suffixes)"
-                ),
-            }
-        ]
-    return root
 
 
 def _crd(
@@ -234,7 +243,7 @@ def _crd(
 
 def job_crd() -> dict[str, Any]:
     """The FineTuneJob CRD."""
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
         {"name": "Eval", "type": "string", "jsonPath": ".status.evaluation.score"},
@@ -244,20 +253,20 @@ def job_crd() -> dict[str, Any]:
         {"name": "Queue", "type": "string", "jsonPath": ".spec.queue.name", "priority": 1},
         {"name": "Method", "type": "string", "jsonPath": ".spec.method.type", "priority": 1},
     ]
-    root = _root_schema(FineTuneJobSpec, FineTuneJobStatus, name_max=40, description=FineTuneJob.__doc__.strip())
+    root = _root_schema(FineTuneJobSpec, FineTuneJobStatus, ObjectMeta.model_fields["name"], (FineTuneJob.__doc__ or "").strip())
     return _crd("FineTuneJob", "finetunejobs", "ftj", "Namespaced", root, columns)
 
 
 def queue_crd() -> dict[str, Any]:
     """The FineTuneQueue CRD."""
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy"},
         {"name": "Usage", "type": "string", "jsonPath": ".status.usageSummary"},
         {"name": "Admitted", "type": "integer", "jsonPath": ".status.admitted"},
         {"name": "Pending", "type": "integer", "jsonPath": ".status.pending"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    root = _root_schema(FineTuneQueueSpec, FineTuneQueueStatus, name_max=None, description=FineTuneQueue.__doc__.strip())
+    root = _root_schema(FineTuneQueueSpec, FineTuneQueueStatus, None, (FineTuneQueue.__doc__ or "").strip())
     return _crd("FineTuneQueue", "finetunequeues", "ftq", "Cluster", root, columns)
 
 

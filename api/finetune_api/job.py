@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field
+from pydantic.config import JsonDict
 
 from .common import (
     API_VERSION,
+    DNS_LABEL_PATTERN,
     ApiModel,
     Condition,
     StatusModel,
@@ -18,6 +19,7 @@ from .common import (
     opt,
     quantity_field,
 )
+from .contract.vllm_flags import LORA_RANKS, RESERVED_FLAGS
 
 Phase = Literal[
     "Pending",
@@ -33,7 +35,15 @@ Phase = Literal[
 ]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Rejected"})
 
-URI_PATTERN = r"^((pvc|s3|hf|file)://.+|/.+|\./.+|[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*)$"
+_SEGMENT = r"([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)"
+"""One path segment that is neither `.` nor `..` (RE2 and Rust regex have no look-ahead)."""
+URI_PATTERN = (
+    rf"^(pvc://{DNS_LABEL_PATTERN[1:-1]}(/{_SEGMENT})*/?"
+    rf"|(s3|hf)://[^/:]+(/{_SEGMENT})*/?"
+    r"|/.+|\./.+|[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*)$"
+)
+"""`pvc://<claim>/<path>` (the claim a DNS label, no `.`/`..` segments), `s3://`, `hf://`, or a local path
+for `ftctl run` (no scheme: `file://` is not a URI the cluster can read)."""
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
 
 
@@ -143,14 +153,6 @@ class Grader(ApiModel):
     pass_threshold: float = Field(default=0.5, ge=0, le=1)
     """A score at or above this counts as a pass for the paired comparison."""
 
-    @model_validator(mode="after")
-    def _check_type_fields(self) -> "Grader":
-        required = {"regex": "pattern", "json_schema": "json_schema", "python": "source", "multi": "components"}
-        field = required.get(self.type)
-        if field and getattr(self, field) in (None, [], {}):
-            raise ValueError(f".{to_camel(field)}: a {self.type} grader needs `{to_camel(field)}`")
-        return self
-
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
@@ -175,17 +177,31 @@ class SftSpec(ApiModel):
     when the model's attention supports it and the data is length-skewed."""
 
 
+DpoLoss = Literal["sigmoid", "ipo", "hinge", "robust", "sft"]
+DEFAULT_DPO_LOSSES: tuple[DpoLoss, ...] = ("sigmoid", "sft")
+
+
 class DpoSpec(ApiModel):
     """Direct preference optimisation settings."""
 
     beta: float = Field(default=0.1, gt=0, le=10)
     """Strength of the KL constraint to the reference (base) model."""
-    loss_types: list[Literal["sigmoid", "ipo", "hinge", "robust", "sft"]] = Field(
-        default_factory=lambda: ["sigmoid", "sft"], min_length=1, max_length=4
-    )
+    loss_types: list[DpoLoss] = Field(default_factory=lambda: list(DEFAULT_DPO_LOSSES), min_length=1, max_length=4)
     """DPO loss terms; `sft` adds the chosen answer's NLL so the model keeps its accuracy."""
     loss_weights: list[float] | None = Field(default=None, max_length=4)
-    """Weights of the loss terms, in the same order; equal when unset."""
+    """Weights of the loss terms, in the same order (as many as `lossTypes`); equal when unset."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.lossWeights) || (has(self.lossTypes) && size(self.lossWeights) == size(self.lossTypes))",
+                    "lossWeights needs one weight per entry of lossTypes",
+                    ".lossWeights",
+                ),
+            ]
+        }
+    }
 
 
 class GrpoSpec(ApiModel):
@@ -306,6 +322,10 @@ class DeepSpeedSpec(ApiModel):
     """Keep parameters in CPU memory (ZeRO-3 only)."""
 
 
+EXTENDED_RESOURCE_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+"""A domain-prefixed resource name: `cpu`, `memory`, `ephemeral-storage` and `hugepages-*` have no domain."""
+
+
 class ResourcesSpec(ApiModel):
     """Compute for the training pods."""
 
@@ -313,8 +333,20 @@ class ResourcesSpec(ApiModel):
     """Number of training pods (one per node)."""
     gpus_per_node: int = Field(default=1, ge=0, le=16)
     """Accelerators per pod; 0 trains on CPU."""
-    gpu_resource_name: str = Field(default="nvidia.com/gpu", max_length=253)
-    """Extended resource name of the accelerator."""
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu",
+        max_length=253,
+        pattern=EXTENDED_RESOURCE_PATTERN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.startsWith('kubernetes.io/') && !self.split('/')[0].endsWith('.kubernetes.io')",
+                    "gpuResourceName must be an extended resource (`<domain>/<name>` outside kubernetes.io), not cpu, memory or another native resource",
+                )
+            ]
+        },
+    )
+    """Extended resource name of the accelerator (`<domain>/<name>`, e.g. `nvidia.com/gpu`)."""
     processes_per_node: int | None = Field(default=None, ge=1, le=256)
     """Training processes per pod; defaults to the GPUs per node (or 1 on CPU)."""
     cpu: str | None = quantity_field(None)
@@ -375,12 +407,6 @@ class Gate(ApiModel):
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     """Bootstrap probability that the tuned model beats the base must be at least this."""
 
-    @model_validator(mode="after")
-    def _needs_a_bound(self) -> "Gate":
-        if all(v is None for v in (self.min, self.min_improvement_over_base, self.max_regression, self.min_confidence)):
-            raise ValueError("a gate needs at least one of min, minImprovementOverBase, maxRegression, minConfidence")
-        return self
-
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
@@ -393,12 +419,15 @@ class Gate(ApiModel):
     }
 
 
+DEFAULT_METRICS: tuple[Metric, ...] = ("exact_match", "normalized_match", "token_f1")
+
+
 class EvaluationSpec(ApiModel):
     """How the tuned model is compared with its base on the held-out set, and what it must reach."""
 
     enabled: bool = True
     """Without evaluation nothing is gated: serving then requires `gates` to be empty."""
-    metrics: list[Metric] = Field(default_factory=lambda: ["exact_match", "normalized_match", "token_f1"], max_length=8)
+    metrics: list[Metric] = Field(default_factory=lambda: list(DEFAULT_METRICS), max_length=8)
     """Built-in metrics computed on every item."""
     graders: list[Grader] = Field(default_factory=list, max_length=16)
     """Graders scored on every item (also usable as GRPO rewards)."""
@@ -429,6 +458,26 @@ class EvaluationSpec(ApiModel):
                     "every gate's metric must be a built-in metric or the name of a grader",
                     ".gates",
                 ),
+                cel(
+                    f"{opt('self.enabled', True)} || !has(self.gates) || size(self.gates) == 0",
+                    "gates need evaluation: set evaluation.enabled to true or remove the gates",
+                    ".gates",
+                ),
+                cel(
+                    "has(self.regression) || !has(self.gates) || self.gates.all(g, !has(g.maxRegression))",
+                    "a maxRegression gate needs evaluation.regression (the general-instruction set it is measured on)",
+                    ".gates",
+                ),
+                cel(
+                    "!has(self.graders) || self.graders.all(g, self.graders.exists_one(h, h.name == g.name))",
+                    "grader names must be unique",
+                    ".graders",
+                ),
+                cel(
+                    "!has(self.graders) || self.graders.all(g, !has(g.components) || g.components.all(c, c.grader != g.name && self.graders.exists(h, h.name == c.grader)))",
+                    "every component of a multi grader must name another grader in evaluation.graders",
+                    ".graders",
+                ),
             ]
         }
     }
@@ -440,6 +489,11 @@ class CanarySpec(ApiModel):
 
     weight: int = Field(default=10, ge=0, le=100)
     """Percent of requests for the tuned model."""
+
+
+_RESERVED_FLAGS_CEL = "[" + ",".join(f"'{f}'" for f in RESERVED_FLAGS) + "]"
+_FLAG_NAME = "a.split('=')[0].split('.')[0].replace('_', '-')"
+"""How vLLM reads an option's name: before `=`, before a `.` (JSON sub-keys), `_` as `-`."""
 
 
 class ServingSpec(ApiModel):
@@ -454,8 +508,9 @@ class ServingSpec(ApiModel):
     """vLLM replicas of the tuned model (with a canary: replicas of the model group in all)."""
     image: str | None = Field(default=None, max_length=512)
     """vLLM image; defaults to the operator's configured image."""
-    args: list[str] = Field(default_factory=list, max_length=64)
-    """Extra `vllm serve` arguments."""
+    args: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64)
+    """Extra `vllm serve` arguments. Flags the operator sets (port, served names, LoRA, tensor parallel
+    size, …) are refused in every spelling vLLM accepts: `_` for `-`, abbreviations, short aliases."""
     gpus: int = Field(default=1, ge=0, le=16)
     """Accelerators per replica (tensor parallel size)."""
     cpu: str | None = quantity_field(None)
@@ -472,6 +527,19 @@ class ServingSpec(ApiModel):
     """Node labels for the serving pods."""
     tolerations: list[Toleration] | None = Field(default=None, max_length=32)
     """Tolerations for the serving pods."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    f"!has(self.args) || self.args.all(a, !a.startsWith('-') || [{_FLAG_NAME}].all(k, size(k) < 2 || k == '--'"
+                    f" || !{_RESERVED_FLAGS_CEL}.exists(f, f.startsWith(k))))",
+                    "args may not set (or abbreviate) a flag the operator sets: " + ", ".join(RESERVED_FLAGS),
+                    ".args",
+                ),
+            ]
+        }
+    }
 
 
 # --------------------------------------------------------------------------------------- the rest
@@ -546,12 +614,6 @@ class FineTuneJobSpec(ApiModel):
     trainer_image: str | None = Field(default=None, max_length=512)
     """Trainer image override; defaults to the operator's configured image."""
 
-    @model_validator(mode="after")
-    def _cross_field(self) -> "FineTuneJobSpec":
-        for rule in cross_field_rules(self):
-            raise ValueError(rule)
-        return self
-
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
@@ -590,46 +652,15 @@ class FineTuneJobSpec(ApiModel):
                     "a canary splits traffic with the base: evaluation.compareToBase must be true",
                     ".serving.canary",
                 ),
+                cel(
+                    f"!{SERVING} || {opt('self.serving.mode', 'adapter')} != 'adapter' || {ADAPTER} == 'full'"
+                    f" || {opt('self.adapter.r', 16)} <= {LORA_RANKS[-1]}",
+                    f"vLLM serves LoRA ranks up to {LORA_RANKS[-1]}: lower adapter.r or set serving.mode to merged",
+                    ".adapter.r",
+                ),
             ]
         }
     }
-
-
-def cross_field_rules(spec: FineTuneJobSpec) -> list[str]:
-    """The CEL rules above, checked in Python so `ftctl validate` gives the API server's verdict offline.
-
-    Each message starts with the field path, as the API server's `fieldPath` does.
-    """
-    errors: list[str] = []
-    if spec.method.type == "dpo" and spec.datasets.train.format != "preference":
-        errors.append("spec.datasets.train.format: method dpo needs a preference dataset: set datasets.train.format to preference")
-    if spec.method.type != "dpo" and spec.datasets.train.format == "preference":
-        errors.append("spec.method.type: a preference dataset needs method dpo")
-    if spec.method.type == "grpo":
-        if spec.method.grpo is None:
-            errors.append("spec.method.grpo: method grpo needs method.grpo with at least one reward grader")
-        else:
-            names = {g.name for g in spec.evaluation.graders}
-            if any(r not in names for r in spec.method.grpo.rewards):
-                errors.append("spec.method.grpo.rewards: every method.grpo.rewards entry must name a grader in evaluation.graders")
-    if spec.serving.enabled and spec.serving.mode == "adapter" and spec.adapter.type == "full":
-        errors.append("spec.serving.mode: serving.mode adapter needs an adapter: a full fine-tune is served merged")
-    if spec.adapter.type == "qlora" and spec.resources.deepspeed.zero_stage == 3:
-        errors.append("spec.resources.deepspeed.zeroStage: qlora does not shard with ZeRO-3: use zeroStage 0 or 2")
-    if spec.serving.enabled and spec.serving.canary is not None and not spec.evaluation.compare_to_base:
-        errors.append("spec.serving.canary: a canary splits traffic with the base: evaluation.compareToBase must be true")
-    if spec.adapter.quantization is not None and spec.adapter.type != "qlora":
-        errors.append("spec.adapter.quantization: quantization applies only to a qlora adapter")
-    if spec.resources.nodes > 1 and spec.resources.gpus_per_node < 1:
-        errors.append("spec.resources.gpusPerNode: more than one node needs gpusPerNode >= 1")
-    if spec.resources.deepspeed.offload_params and spec.resources.deepspeed.zero_stage != 3:
-        errors.append("spec.resources.deepspeed.offloadParams: offloadParams needs zeroStage 3")
-    builtin = set(GATE_METRICS)
-    graders = {g.name for g in spec.evaluation.graders}
-    for i, gate in enumerate(spec.evaluation.gates):
-        if gate.metric not in builtin and gate.metric not in graders:
-            errors.append(f"spec.evaluation.gates[{i}].metric: every gate's metric must be a built-in metric or the name of a grader")
-    return errors
 
 
 # --------------------------------------------------------------------------------------- status
@@ -789,6 +820,19 @@ class ObjectMeta(ApiModel):
     annotations: dict[str, str] | None = None
     generation: int | None = None
     uid: str | None = None
+
+
+ROOT_RULES: list[JsonDict] = [
+    cel(
+        "!has(self.spec.output) || !has(self.spec.output.uri)"
+        " || self.spec.output.uri.endsWith('/' + self.metadata.name)"
+        " || self.spec.output.uri.endsWith('/' + self.metadata.name + '/')",
+        "output.uri must be the job's own directory: its last path element must be the job's name"
+        " (another job's directory holds the adapter its serving pool loads)",
+        ".spec.output.uri",
+    ),
+]
+"""Rules over the whole object (they need `metadata.name`); crdgen puts them at the CRD's root."""
 
 
 class FineTuneJob(ApiModel):

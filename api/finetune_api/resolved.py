@@ -54,8 +54,6 @@ def uri_to_path(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> str:
     if uri.startswith("pvc://"):
         claim, _, rest = uri[len("pvc://") :].partition("/")
         return str(Path(pvc_root) / claim / rest) if rest else str(Path(pvc_root) / claim)
-    if uri.startswith("file://"):
-        return uri[len("file://") :]
     return uri
 
 

@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from .data import add_parser as add_data_check
     except ImportError:  # the data tools need the trainer extra
-        add_data_check = None
-    if add_data_check is not None:
+        pass
+    else:
         add_data_check(data)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)

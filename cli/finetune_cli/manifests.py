@@ -1,7 +1,9 @@
 """Load and validate FineTuneJob / FineTuneQueue manifests offline, with the API server's verdict.
 
-The checks are the pydantic models (the CRD schema is generated from them) plus
-`cross_field_rules` (the CEL rules, mirrored). Every message starts with the field path.
+Three checks, each declared once: the pydantic models (the CRD schema is generated from them), the
+CRD's CEL rules (evaluated offline from the same text, `admission.py`), and, for a job, the operator's
+builders (admitted means buildable: a spec the operator cannot render is refused here, with the
+builder's message). Every message starts with the field path.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from finetune_api import API_VERSION, FineTuneJob, FineTuneQueue
+from finetune_api.common import ApiModel
+
+from .admission import cel_errors
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster than the pure-Python parser
-KINDS: dict[str, type[BaseModel]] = {"FineTuneJob": FineTuneJob, "FineTuneQueue": FineTuneQueue}
+KINDS: dict[str, type[ApiModel]] = {"FineTuneJob": FineTuneJob, "FineTuneQueue": FineTuneQueue}
 
 
 @dataclass
@@ -82,10 +87,30 @@ def validate_document(doc: Any, source: str) -> Verdict:
         verdict.errors.append(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
         return verdict
     try:
-        verdict.obj = model.model_validate(doc, by_alias=True, by_name=False)
+        obj = model.model_validate(doc, by_alias=True, by_name=False)
     except ValidationError as exc:
         verdict.errors.extend(format_validation_error(exc))
+        return verdict
+    verdict.errors.extend(cel_errors(kind, obj.to_api()))
+    if not verdict.errors and isinstance(obj, FineTuneJob):
+        verdict.errors.extend(build_errors(obj))
+    if not verdict.errors:
+        verdict.obj = obj
     return verdict
+
+
+def build_errors(job: FineTuneJob) -> list[str]:
+    """The builders' refusals: every object of every phase is rendered, as the operator would."""
+    from finetune_operator.builders.render import render_job
+    from finetune_operator.settings import OperatorSettings
+
+    job = job.model_copy(deep=True)
+    job.metadata.namespace = job.metadata.namespace or "default"
+    try:
+        render_job(job, OperatorSettings.from_env())
+    except ValueError as exc:
+        return [str(exc)]
+    return []
 
 
 def load_documents(path: Path) -> list[tuple[Any, str]]:

@@ -13,7 +13,8 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
 from kubernetes import client
@@ -207,7 +208,7 @@ class K8s:
 
     def post_event(self, involved: dict[str, Any], event_type: str, reason: str, message: str, component: str) -> None:
         """A core/v1 Event about `involved` (apiVersion, kind, name, namespace, uid)."""
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         meta = involved
         event = {
             "apiVersion": "v1",

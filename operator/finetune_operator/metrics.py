@@ -7,7 +7,8 @@ series are fed by the `Observe` actions of `reconcile.decide` and by `k8s.K8s` (
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterable, get_args
+from typing import get_args
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter as PromCounter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily

@@ -50,7 +50,7 @@ class OperatorSettings(BaseModel):
     """Tolerations added to every pod the operator creates (JSON list in the env)."""
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
         """Read `FT_<FIELD>` variables (upper-case field names); string lists are comma-separated,
         maps and lists of objects are JSON."""
         env = dict(os.environ if env is None else env)

@@ -55,7 +55,7 @@ class ChartOperator(Operator):
         self.env.update(FT_METRICS_PORT=str(self.metrics_port), POD_ID=f"test-{self.metrics_port}",
                         KUBECONFIG=str(kubeconfig), OMP_NUM_THREADS="1")
 
-    def start(self) -> "ChartOperator":
+    def start(self) -> ChartOperator:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command, env={**os.environ, **self.env}, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=self.log_path.parent)

@@ -30,7 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import yaml
 
@@ -230,14 +231,11 @@ class Cluster:
             return None
 
     def _spawn(self, name: str, cmd: list[str], log: Path) -> subprocess.Popen:
-        f = open(log, "ab")
-        try:
+        with open(log, "ab") as f:
             proc = subprocess.Popen(
                 cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_set_pdeathsig, env=self.env(),
             )
-        finally:
-            f.close()
         self._procs.append((name, proc))
         return proc
 
@@ -251,7 +249,7 @@ class Cluster:
         if self._stopped:
             return
         self._stopped = True
-        for name, proc in reversed(self._procs):
+        for _name, proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -260,7 +258,7 @@ class Cluster:
                     proc.kill()
                     proc.wait(10)
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc: Any) -> None:

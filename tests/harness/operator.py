@@ -15,7 +15,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from tests.harness.cluster import (
     KWOK_DELAY,
@@ -58,15 +59,14 @@ class Operator:
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Operator":
+    def start(self) -> Operator:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "FT_METRICS_PORT": str(self.metrics_port),
                "FT_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz", "FT_QUEUE_MODE": "embedded",
                "FT_PROGRESS_INTERVAL_SECONDS": "2", "OMP_NUM_THREADS": "1", **self.extra_env}
         env.pop("FT_PEERING", None)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "finetune_operator.main"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=REPO)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "finetune_operator.main"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=REPO)
         wait_for("the operator's /metrics", self.metrics_text, timeout=60)
         return self
 

@@ -37,7 +37,7 @@ OPENERS = ["Hello,", "Hi,", "Hey there,", "Good morning,", "Excuse me,", "Help:"
 CLOSERS = ["please help.", "what now?", "any idea?", "thanks.", "urgent!", "can you check?"]
 SYSTEM_PROMPT = "Classify the support message as billing, technical, shipping or account."
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - a word list reads best as prose
     "the a an and or but if then when while river mountain cloud green blue red yellow quick slow "
     "small large happy quiet loud city forest garden window table chair book paper music river story "
     "morning evening night summer winter spring autumn coffee tea bread apple orange water light "

@@ -48,12 +48,12 @@ class Topology:
         return self.nnodes * self.nproc_per_node
 
     @classmethod
-    def for_pod(cls, spec: FineTuneJobSpec, master_addr: str, master_port: int = DEFAULT_MASTER_PORT) -> "Topology":
+    def for_pod(cls, spec: FineTuneJobSpec, master_addr: str, master_port: int = DEFAULT_MASTER_PORT) -> Topology:
         """The topology of the training pods (DESIGN.md §4): the node rank comes from PET_NODE_RANK."""
         return cls(spec.resources.nodes, processes_per_node(spec), PET_NODE_RANK_REF, master_addr, master_port)
 
     @classmethod
-    def local(cls, spec: FineTuneJobSpec, nproc: int | None = None, master_port: int | None = None) -> "Topology":
+    def local(cls, spec: FineTuneJobSpec, nproc: int | None = None, master_port: int | None = None) -> Topology:
         """Every process on this machine (`ftctl run`, tests)."""
         return cls(1, nproc or processes_per_node(spec), "0", "127.0.0.1", master_port or free_port())
 

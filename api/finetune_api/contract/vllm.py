@@ -11,23 +11,14 @@ import math
 from pathlib import PurePosixPath
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..job import DEFAULT_MAX_LENGTH, DataReport, FineTuneJobSpec
+from .vllm_flags import LORA_RANKS as LORA_RANKS  # re-exported: vLLM's limits are read here too
 
 VLLM_PORT = 8000
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-"""`vllm.config.lora.MaxLoRARanks` of vLLM 0.32 (a unit test compares it with the installed vLLM)."""
 MAX_LORAS_PER_BATCH = 16
 """Adapters resident on the accelerator at once; more stay in CPU memory (`--max-cpu-loras`)."""
-MANAGED_FLAGS = frozenset(
-    {
-        "--model", "--served-model-name", "--port", "--host", "--dtype", "--max-model-len", "--enable-lora",
-        "--lora-modules", "--max-lora-rank", "--max-loras", "--max-cpu-loras", "--tensor-parallel-size",
-        "--enforce-eager",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -58,14 +49,6 @@ def vllm_dtype(dtype: str, cpu: bool) -> str:
     return "bfloat16" if dtype == "auto" else dtype
 
 
-def check_extra_args(extra: Sequence[str]) -> None:
-    """User args may tune vLLM but not override what probes, Services and clients rely on."""
-    for arg in extra:
-        flag = arg.split("=", 1)[0]
-        if flag in MANAGED_FLAGS:
-            raise ValueError(f"spec.serving.args: {flag} is set by the operator; remove it")
-
-
 def vllm_args(
     model: str,
     served_names: Sequence[str],
@@ -86,7 +69,6 @@ def vllm_args(
     (rounded up to vLLM's allowed set) and `--max-loras` holds the whole pool, up to 16 at once."""
     if not served_names:
         raise ValueError("vllm_args: at least one served model name is needed")
-    check_extra_args(extra)
     args = ["--model", model, "--served-model-name", *served_names, "--port", str(port)]
     if host:
         args += ["--host", host]

@@ -16,7 +16,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -145,11 +146,11 @@ class Ui:
         )
         self._last_step = -1
 
-    def __enter__(self) -> "Ui":
+    def __enter__(self) -> Ui:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
     def phase(self, name: str, log: Path) -> Any:

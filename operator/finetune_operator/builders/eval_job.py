@@ -9,7 +9,7 @@ from finetune_api import FineTuneJob
 from ..settings import OperatorSettings
 from .common import serving_placement
 from .names import eval_job_name
-from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_argv, trainer_container, trainer_pod_spec, user_error_rule
+from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_command, trainer_container, trainer_pod_spec, user_error_rule
 from .vllm import cpu_kv_cache_gib, vllm_pod_resources
 
 EVAL_BACKOFF_LIMIT = 1
@@ -32,8 +32,8 @@ def build_eval_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, An
     if settings.cpu_runtime:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(None))
         env["DS_ACCELERATOR"] = "cpu"
-    evaluate = trainer_container(job, settings, TRAINER_CONTAINER, trainer_argv("evaluate"), env=env, resources=resources)
-    init = [trainer_container(job, settings, "merge", trainer_argv("merge"), env=env, resources=resources)] if merges_before_eval(job) else None
+    evaluate = trainer_container(job, settings, TRAINER_CONTAINER, trainer_command("evaluate"), env=env, resources=resources)
+    init = [trainer_container(job, settings, "merge", trainer_command("merge"), env=env, resources=resources)] if merges_before_eval(job) else None
     node_selector, tols = serving_placement(job.spec.serving, job.spec.resources)
     pod = trainer_pod_spec(
         job,

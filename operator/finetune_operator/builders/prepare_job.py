@@ -7,7 +7,7 @@ from typing import Any
 from finetune_api import FineTuneJob
 from ..settings import OperatorSettings
 from .names import prepare_job_name
-from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_argv, trainer_container, trainer_pod_spec, user_error_rule
+from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_command, trainer_container, trainer_pod_spec, user_error_rule
 
 PREPARE_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
 PREPARE_BACKOFF_LIMIT = 2
@@ -16,7 +16,7 @@ PREPARE_BACKOFF_LIMIT = 2
 def build_prepare_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
     """CPU only, no GPU node selector; infrastructure failures are retried by the Job, exit code 1 (bad data) is final."""
     container = trainer_container(
-        job, settings, TRAINER_CONTAINER, trainer_argv("prepare"), env={"OMP_NUM_THREADS": "1"}, resources=PREPARE_RESOURCES
+        job, settings, TRAINER_CONTAINER, trainer_command("prepare"), env={"OMP_NUM_THREADS": "1"}, resources=PREPARE_RESOURCES
     )
     pod = trainer_pod_spec(job, settings, [container], shm_size="1Gi")
     return batch_job(job, prepare_job_name(job.metadata.name), "prepare", pod, PREPARE_BACKOFF_LIMIT, [user_error_rule()])

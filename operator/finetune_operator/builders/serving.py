@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from finetune_api import API_VERSION, FineTuneJob
-from finetune_api.job import FineTuneJobSpec, ServingSpec
+from finetune_api.job import ServingSpec
 from finetune_api.resolved import ArtifactLayout, claim_of, uri_to_path
 from ..settings import OperatorSettings
 from .common import (
@@ -317,7 +316,7 @@ def _pool_objects(job: FineTuneJob, settings: OperatorSettings, pool_adapters: l
 
     pool_labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PHASE: "serve", LABEL_POOL: name}
     owners = [_pool_owner(a) for a in adapters if a.uid]
-    meta = {"name": name, "namespace": namespace(job), "labels": dict(pool_labels)}
+    meta: dict[str, Any] = {"name": name, "namespace": namespace(job), "labels": dict(pool_labels)}
     if owners:
         meta["ownerReferences"] = owners
     annotations = {"finetune.dev/adapters": ",".join(f"{a.job}@{a.generation}" for a in adapters)}

@@ -30,7 +30,7 @@ TRAINER_CONTAINER = "trainer"
 USER_ERROR_EXIT_CODE = 1
 
 
-def trainer_argv(phase: str) -> list[str]:
+def trainer_command(phase: str) -> list[str]:
     """`python -m finetune_trainer <phase> --config …` as a list (never a shell string)."""
     return ["python", *trainer_module_args(phase, CONFIG_PATH)]
 

@@ -126,10 +126,7 @@ Vector = list[int]
 
 def _fits(need: Vector, used: Vector, cap: Vector) -> bool:
     """Room for the whole request beside what is used (a resource the flavor does not list has cap 0)."""
-    for n, u, c in zip(need, used, cap):
-        if n > 0 and u + n > c:
-            return False
-    return True
+    return all(n <= 0 or u + n <= c for n, u, c in zip(need, used, cap))
 
 
 def _plus(into: Vector, amounts: Vector, sign: int = 1) -> None:
@@ -157,6 +154,10 @@ class _QueueCycle:
         self.need: dict[str, Vector] = {}
         self.zero = [0] * len(self.resources)
         self._freeable: dict[tuple[str, int], Vector] = {}
+
+    def _frees_in(self, holder: JobView) -> int | None:
+        """Seconds until a holder's resources come back: its grace period when evicted, else its ETA."""
+        return self.queue.grace_period_seconds if holder.key in self.evicting else holder.eta_seconds
 
     def vector(self, amounts: Amounts) -> Vector:
         return [amounts.get(name, 0) for name in self.resources]
@@ -330,11 +331,7 @@ class _QueueCycle:
         freed: dict[str, list[Vector]] = {}
         for name in self.names:
             events = sorted(
-                (
-                    (self.queue.grace_period_seconds if h.key in self.evicting else h.eta_seconds, self.vector(h.holding))
-                    for h in self.holders[name]
-                    if h.key in self.evicting or h.eta_seconds is not None
-                ),
+                ((at, self.vector(h.holding)) for h in self.holders[name] if (at := self._frees_in(h)) is not None),
                 key=lambda event: event[0],
             )
             running = [0] * len(self.resources)
@@ -346,7 +343,7 @@ class _QueueCycle:
         free = {name: [c - u for c, u in zip(self.cap[name], self.used[name])] for name in self.names}
         strict = self.queue.strategy == "StrictFIFO"
         estimates: list[int | None] = []
-        earliest_allowed = 0
+        earliest_allowed: int | None = 0
         for job in waiting:
             if strict and earliest_allowed is None:
                 estimates.append(None)

@@ -100,9 +100,9 @@ def decide(job: FineTuneJob, children: ObservedChildren, now: dt.datetime, setti
         if (plan.status.observed_generation or 0) < plan.generation:
             plan.set(observedGeneration=plan.generation)
         return plan.result()
-    if job.status is not None and (plan.status.observed_generation or 0) < plan.generation and phase != "Pending":
-        if _spec_changed(plan, children, settings):
-            return plan.result()
+    new_generation = job.status is not None and (plan.status.observed_generation or 0) < plan.generation and phase != "Pending"
+    if new_generation and _spec_changed(plan, children, settings):
+        return plan.result()
     step = _PHASES.get(phase, _pending)
     step(plan, children, settings)
     return plan.result()

@@ -1,14 +1,23 @@
 """The Dockerfile cannot be built here (no Docker engine), so its promises are checked as text: the same
-pins and install steps as pyproject.toml and scripts/install.sh, non-root users, OCI labels."""
+pins and install steps as pyproject.toml and scripts/install.sh, non-root users, OCI labels; and the
+operator image's project is installed offline into a directory and imported, as its stage would."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
+from ..test_layers import PACKAGES, imports
 from .chart import REPO
 
 pytestmark = pytest.mark.unit
@@ -56,6 +65,8 @@ def pins(text: str) -> dict[str, str]:
 STAGES = parse_dockerfile((REPO / "Dockerfile").read_text())
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 INSTALL_SH = (REPO / "scripts" / "install.sh").read_text()
+OPERATOR_PROJECT = REPO / "requirements" / "operator-image.pyproject.toml"
+OPERATOR_PYPROJECT = tomllib.loads(OPERATOR_PROJECT.read_text())
 
 
 def runs(stage: str) -> str:
@@ -102,6 +113,60 @@ def test_operator_image_installs_only_the_core_dependencies() -> None:
     assert STAGES["operator"].base == STAGES["base"].base == "runtime"  # the venv is built apart, then copied
     assert STAGES["runtime"].base == "python:3.11-slim"
     assert STAGES["operator"].all("COPY") == ["--from=operator-build /opt/venv /opt/venv"]
+
+
+def test_operator_image_copies_only_the_api_and_operator_packages() -> None:
+    assert STAGES["operator-build"].all("COPY") == [
+        f"{OPERATOR_PROJECT.relative_to(REPO)} pyproject.toml", "api/ api/", "operator/ operator/",
+    ]
+    for path in ("requirements/", "api/", "operator/"):
+        assert f"!{path}" in (REPO / ".dockerignore").read_text(), f".dockerignore leaves out {path}"
+
+
+def test_operator_image_project_is_the_root_project_cut_down() -> None:
+    project, root = OPERATOR_PYPROJECT["project"], PYPROJECT["project"]
+    assert OPERATOR_PYPROJECT["build-system"] == PYPROJECT["build-system"]
+    assert (project["name"], project["version"]) == (root["name"], root["version"])
+    assert OPERATOR_PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"] == ["api", "operator"]
+    assert "scripts" not in project, "ftctl is the CLI: it is not in the operator image"
+    root_pins = pins("\n".join(root["dependencies"]))
+    for name, version in pins("\n".join(project["dependencies"])).items():
+        assert root_pins.get(name) == version, f"operator image pins {name}=={version}, pyproject.toml {root_pins.get(name)}"
+
+
+def test_operator_image_declares_every_distribution_the_api_and_operator_import() -> None:
+    declared = {_normalise(name) for name in pins("\n".join(OPERATOR_PYPROJECT["project"]["dependencies"]))}
+    provided = declared | {_normalise(re.split(r"[\s;<>=!~\[]", r)[0]) for d in declared for r in metadata.requires(d) or []}
+    by_module = metadata.packages_distributions()
+    for package in ("finetune_api", "finetune_operator"):
+        modules = {name for path in PACKAGES[package].rglob("*.py") for name, _ in imports(path, package)}
+        for module in sorted(modules - set(sys.stdlib_module_names) - {"__future__", *PACKAGES}):
+            dists = {_normalise(d) for d in by_module.get(module, [])}
+            assert dists & provided, f"{package} imports {module} ({sorted(dists)}), which the operator image does not install"
+
+
+def test_operator_image_project_installs_and_runs_without_the_trainer(tmp_path: Path) -> None:
+    """The `operator-build` stage without Docker: the same three inputs, installed offline into a target dir."""
+    src = tmp_path / "src"
+    for package in ("api", "operator"):
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(OPERATOR_PROJECT, src / "pyproject.toml")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--target", str(site), str(src)], check=True, capture_output=True, timeout=300)
+    installed = {p.name for p in site.iterdir() if not p.name.endswith(".dist-info")}
+    assert installed == {"finetune_api", "finetune_operator"}
+    probe = ("import json, sys, finetune_operator.main; "  # a namespace package has a __path__, no __file__
+             "print(json.dumps([m.__file__ or list(m.__path__)[0] for n, m in sys.modules.items() if n.startswith('finetune_')]))")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, check=True)
+    files = json.loads(out.stdout.splitlines()[-1])
+    assert files and all(f.startswith(str(site)) for f in files), files
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_trainer_installs_like_the_install_script() -> None:

@@ -194,6 +194,8 @@ def normalise_row(
         reference = None
     tools = row.get("tools")
     ex: Example | None = None
+    prompt: list[Message] | None
+    answer: list[Message] | None
     if fmt == "messages":
         conv = check.messages(row["messages"], "messages", "user")
         if conv is None:

@@ -388,7 +388,7 @@ def _to_dataset(result: SplitResult) -> Any:
             "assistant_masks": datasets.List(datasets.Value("int8")),
         })
         return datasets.Dataset.from_dict({"input_ids": enc.input_ids, "assistant_masks": enc.masks}, features=features)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ex in result.kept:
         if purpose == "dpo":
             rows.append({"prompt": _messages(ex.prompt), "chosen": _messages(ex.answer), "rejected": _messages(ex.rejected)})

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Literal
+from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterable
 
 if TYPE_CHECKING:
     from .formats import Example
@@ -165,7 +166,8 @@ def leakage(
             owners.setdefault(ex.prompt_key, (split, ex))
     counts: Counter[str] = Counter()
     kept = []
-    severity: Severity = {"remove": "dropped", "fail": "error", "ignore": "warning"}[policy]
+    severities: dict[str, Severity] = {"remove": "dropped", "fail": "error", "ignore": "warning"}
+    severity = severities[policy]
     for ex in train:
         hit = owners.get(ex.prompt_key)
         if hit is None:

@@ -9,6 +9,7 @@ infrastructure (exit 2, retried).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class SourceFile:
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
-    def lines(self) -> list[str] | list[bytes]:
+    def lines(self) -> Sequence[str | bytes]:
         """The file's lines without their newline (a final newline adds no empty line); as bytes when
         the file is not UTF-8, so that the JSON parser reports the bad line."""
         try:

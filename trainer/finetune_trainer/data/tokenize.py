@@ -26,6 +26,7 @@ from .rules import (
     TEMPLATE,
     TOKENIZER,
     Findings,
+    Severity,
 )
 
 LossOn = Literal["assistant", "completion", "all"]
@@ -291,7 +292,7 @@ def measure(
         length = max(lengths)
         if length > max_length:
             if over_length != "truncate":
-                severity = "dropped" if over_length == "drop" else "error"
+                severity: Severity = "dropped" if over_length == "drop" else "error"
                 findings.add(OVER_LENGTH, ex.file, ex.line, f"{length} tokens > datasets.maxLength {max_length}", severity)
                 continue
             result.truncated += 1

@@ -25,14 +25,14 @@ from .generate import (
     Side,
     TransformersBackend,
     encode_prompts,
-    load_tokenizer,
+    load_padded_tokenizer,
     open_backend,
     resolve_models,
 )
 from .graders import BaseGrader, GradeResult, GraderConfigError, build_grader
 from .items import EvalDataError, EvalItem, held_out_items, regression_items
 from .metrics import CLASSIFICATION_METRICS, PER_ITEM, class_labels, mean_table, metric_tables
-from .report import ItemRecord, SetResult, write_report
+from .report import ItemRecord, SetResult, write_eval_report
 from .stats import MetricSummary, summarize
 
 BUILTIN_GATE_METRICS = frozenset({*PER_ITEM, *CLASSIFICATION_METRICS})
@@ -71,7 +71,7 @@ class EvaluateResult:
 
 
 def _metric_names(config: ResolvedConfig) -> list[str]:
-    names = list(dict.fromkeys(config.spec.evaluation.metrics))
+    names: list[str] = list(dict.fromkeys(config.spec.evaluation.metrics))
     graders = {g.name for g in config.spec.evaluation.graders}
     for i, gate in enumerate(config.spec.evaluation.gates):
         if gate.metric in graders:
@@ -195,7 +195,7 @@ def run_baseline(config: ResolvedConfig) -> dict[str, float]:
     items, _ = held_out_items(config)
     pair = resolve_models(config, need_tuned=False)
     settings = GenerationSettings.from_config(config)
-    tokenizer = load_tokenizer(pair.base_dir, pair.chat_template)
+    tokenizer = load_padded_tokenizer(pair.base_dir, pair.chat_template)
     prompt_sets = _prompt_sets(tokenizer, items, regression_items(config))
     cache = BaseOutputCache(ArtifactLayout(config.paths.output).base_outputs, pair, settings, prompt_sets)
     backend = open_backend(config, pair, settings, ev.backend, tokenizer)
@@ -223,7 +223,7 @@ def run_evaluate(config: ResolvedConfig, backend: GenerationBackend | str | None
     timings: dict[str, float] = {}
     notes: list[str] = []
     try:
-        tokenizer = load_tokenizer(pair.base_dir, pair.chat_template)
+        tokenizer = load_padded_tokenizer(pair.base_dir, pair.chat_template)
         prompt_sets = _prompt_sets(tokenizer, items, regression)
         sides: list[Side] = ["base", "tuned"] if ev.compare_to_base else ["tuned"]
         cache = BaseOutputCache(ArtifactLayout(config.paths.output).base_outputs, pair, settings, prompt_sets)
@@ -255,7 +255,7 @@ def run_evaluate(config: ResolvedConfig, backend: GenerationBackend | str | None
         passed=all(g.passed for g in gates), score=headline(held_out.metrics, config), held_out=held_out,
         gates=gates, regression=reg, notes=notes,
     )
-    result.report_path = write_report(
+    result.report_path = write_eval_report(
         ArtifactLayout(config.paths.output), result, config,
         {"backend": active.name, "source": source, "pair": pair, "settings": settings, "timings": timings},
     )

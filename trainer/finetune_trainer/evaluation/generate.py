@@ -16,7 +16,8 @@ import asyncio
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
+from collections.abc import Callable
 
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
@@ -35,7 +36,7 @@ class GenerationSettings:
     concurrency: int = 16
 
     @classmethod
-    def from_config(cls, config: ResolvedConfig) -> "GenerationSettings":
+    def from_config(cls, config: ResolvedConfig) -> GenerationSettings:
         ev = config.spec.evaluation
         return cls(max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, seed=config.spec.hyperparameters.seed)
 
@@ -77,7 +78,7 @@ def resolve_models(config: ResolvedConfig, need_tuned: bool = True) -> ModelPair
     )
 
 
-def load_tokenizer(model_dir: str | Path, chat_template: str | None = None) -> Any:
+def load_padded_tokenizer(model_dir: str | Path, chat_template: str | None = None) -> Any:
     """The base's tokenizer, with the spec's chat template when one is given and a pad token always."""
     from transformers import AutoTokenizer
 
@@ -110,7 +111,7 @@ class TransformersBackend:
 
     def __init__(self, pair: ModelPair, settings: GenerationSettings, tokenizer: Any | None = None) -> None:
         self.pair, self.settings = pair, settings
-        self.tokenizer = tokenizer or load_tokenizer(pair.base_dir, pair.chat_template)
+        self.tokenizer = tokenizer or load_padded_tokenizer(pair.base_dir, pair.chat_template)
         self._loaded: tuple[str, Any] | None = None
 
     def _load(self, path: str) -> Any:

@@ -61,7 +61,7 @@ class SetResult:
         }
 
 
-def report_json(result: "EvaluateResult", config: ResolvedConfig, run: dict[str, Any]) -> dict[str, Any]:
+def report_json(result: EvaluateResult, config: ResolvedConfig, run: dict[str, Any]) -> dict[str, Any]:
     ev = config.spec.evaluation
     held = result.held_out.to_json()
     return {
@@ -143,7 +143,7 @@ def render_markdown(report: dict[str, Any], examples: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(layout: ArtifactLayout, result: "EvaluateResult", config: ResolvedConfig, run: dict[str, Any]) -> Path:
+def write_eval_report(layout: ArtifactLayout, result: EvaluateResult, config: ResolvedConfig, run: dict[str, Any]) -> Path:
     """Write eval/report.json and eval/report.md; the JSON path."""
     report = report_json(result, config, run)
     write_json_atomic(layout.eval_report, report)

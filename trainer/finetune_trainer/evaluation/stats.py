@@ -65,7 +65,7 @@ def _bootstrap_values(table: MetricTable, counts: np.ndarray) -> np.ndarray:
 
 def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(values, [alpha, 1 - alpha])
+    low, high = np.asarray(np.quantile(values, [alpha, 1 - alpha]))  # numpy's stubs type it as one float
     return float(low), float(high)
 
 

@@ -106,7 +106,7 @@ class LocalVllmServer:
         self._log_start = 0
 
     # -------------------------------------------------------------------- lifecycle
-    def start(self) -> "LocalVllmServer":
+    def start(self) -> LocalVllmServer:
         if self.process is not None:
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,7 @@ class LocalVllmServer:
         response.raise_for_status()
         return [m["id"] for m in response.json()["data"]]
 
-    def __enter__(self) -> "LocalVllmServer":
+    def __enter__(self) -> LocalVllmServer:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

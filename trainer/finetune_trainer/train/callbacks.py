@@ -144,7 +144,7 @@ class StopOnSigterm(TrainerCallback):
         self.requested = False
         self.stopped = False
 
-    def install(self) -> "StopOnSigterm":
+    def install(self) -> StopOnSigterm:
         signal.signal(signal.SIGTERM, self._handle)
         return self
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from finetune_trainer.termination import write_termination_message
 

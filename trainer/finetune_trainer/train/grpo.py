@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from finetune_api.job import FineTuneJobSpec, Grader
 

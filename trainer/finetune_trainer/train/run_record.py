@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ def build_run_record(
         "hyperparameters": hyperparameters,
         "versions": library_versions(),
         "dataHash": data_hash,
-        "writtenAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "writtenAt": datetime.now(UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
 

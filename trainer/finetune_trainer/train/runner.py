@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from transformers.trainer_callback import PrinterCallback
@@ -23,7 +24,7 @@ from .deepspeed_config import deepspeed_config, write_deepspeed_config
 from .hyperparams import resolve_hyperparameters
 from .merge import label_adapter
 from .parts import TrainerParts
-from ..evaluation.generate import load_tokenizer
+from ..evaluation.generate import load_padded_tokenizer
 from .peft_setup import load_base_model, lora_config
 from .run_record import build_run_record, write_run_record
 
@@ -129,7 +130,7 @@ def run_training(
         # With use_cpu the Trainer's state leaves DeepSpeed's own comm unset, and ZeRO-3's zero.Init would
         # then size its batch check for one process; wrap the process group already set up.
         deepspeed.init_distributed(dist_backend="nccl" if accelerator else "gloo", auto_mpi_discovery=False)
-    tokenizer = load_tokenizer(config.paths.model, spec.model.chat_template)
+    tokenizer = load_padded_tokenizer(config.paths.model, spec.model.chat_template)
     model = load_base_model(config.paths.model, spec.adapter, hp.dtype)
 
     resume = latest_checkpoint(layout.checkpoints)

@@ -11,7 +11,7 @@ from finetune_api import FineTuneJob
 from finetune_operator.reconcile import JobState, ObservedChildren, PodState, PatchStatus
 from finetune_operator.settings import OperatorSettings
 
-NOW = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 
 
 def make_job(status: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> FineTuneJob:

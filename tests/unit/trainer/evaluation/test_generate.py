@@ -16,7 +16,7 @@ from finetune_trainer.evaluation.generate import (
     VllmBackend,
     api_root,
     encode_prompts,
-    load_tokenizer,
+    load_padded_tokenizer,
 )
 
 from .conftest import QUICKSTART
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
 
 def test_prompts_are_rendered_once_with_the_chat_template(tiny_model_dir: Path) -> None:
-    tokenizer = load_tokenizer(str(tiny_model_dir))
+    tokenizer = load_padded_tokenizer(str(tiny_model_dir))
     (ids,) = encode_prompts(tokenizer, [[{"role": "user", "content": "hi"}]])
     assert tokenizer.decode(ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert api_root("http://h:8000/") == "http://h:8000/v1" and api_root("http://h/v1") == "http://h/v1"
@@ -37,7 +37,7 @@ def test_vllm_and_transformers_give_the_same_greedy_outputs(
     rows = [json.loads(line) for line in (QUICKSTART / "eval.jsonl").read_text().splitlines()][:24]
     pair = ModelPair(str(tiny_model_dir), str(lora_only_adapter), True, "tiny-chat", "tuned", dtype="float32")
     settings = GenerationSettings(max_new_tokens=8, batch_size=8)
-    tokenizer = load_tokenizer(pair.base_dir)
+    tokenizer = load_padded_tokenizer(pair.base_dir)
     ids = encode_prompts(tokenizer, [r["messages"][:-1] for r in rows])
     hf = TransformersBackend(pair, settings, tokenizer)
     expected = {side: hf.generate(ids, side) for side in ("base", "tuned")}

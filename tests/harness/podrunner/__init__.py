@@ -1,0 +1,50 @@
+"""Local pod runner: a stand-in kubelet that runs pods as local processes (DESIGN.md §8, e2e tier).
+
+It registers the Node `local-runner` (kept Ready through its Lease and status heartbeats; kwok
+does not manage it), watches the pods bound to it and runs each container's command+args (an exec
+list, never a shell) as a process group with the runner's Python environment first on PATH (the
+repo's `.venv`: `python` in a container command is the venv's python). It writes the pod status
+back like a kubelet: Pending -> Running -> Succeeded/Failed, containerStatuses (running /
+terminated with exitCode, reason and the termination message), podIP 127.0.0.1, Ready from the
+readinessProbe (httpGet / tcpSocket / exec), restarts per restartPolicy, and on deletion sends
+SIGTERM to the process group and SIGKILL after terminationGracePeriodSeconds.
+
+Scheduling: the node is tainted `finetune.dev/local-runner=true:NoSchedule` and labelled
+`finetune.dev/local-runner=true`; a pod runs here only with NODE_SELECTOR and TOLERATIONS below.
+
+Paths: each volumeMount.mountPath (and terminationMessagePath, workingDir) is mapped to a host
+directory (emptyDir/configMap/secret/projected/downwardAPI -> a per-pod directory; PVC -> the PV's
+hostPath or `<pvc-root>/<namespace>/<claim>`, shared by all pods of the claim; hostPath -> the same
+path). Programs cannot see that mapping, so mount paths are substituted *textually* in command,
+args, env values and in the text files materialised from configMap/secret volumes; a path a
+program builds at run time or reads from elsewhere is not mapped (documented limitation). Host
+names of the pod's own subdomain (`<host>.<subdomain>[.<ns>[.svc[.cluster.local]]]`) are
+rewritten to 127.0.0.1 in the same way, so Indexed Job peers find each other on loopback.
+
+Run: `python -m tests.harness.podrunner --kubeconfig K --work-dir D` (the `local_runner` pytest
+fixture does this). Container logs: `<work-dir>/pods/<ns>_<pod>_<uid8>/<container>.log`.
+
+Modules, one concern each: `node` (the Node, its Lease, scheduling constants, POD_IP), `runner` (the
+watch and one worker per pod), `worker` (a pod's life), `container` (a container's state and host
+paths), `processes` (spawning, signals, exits), `probes`, `env` (env, downward API, ConfigMap and Secret
+data), `volumes`, `paths` (textual path mapping), `status` (the pod status), `logs` (log tail and
+termination message), `fixture` (the pytest fixture's handle on the subprocess), `main` (the command).
+"""
+
+from .fixture import LocalRunnerProcess
+from .main import main
+from .node import NODE_NAME, NODE_SELECTOR, POD_IP, RUNNER_LABEL, TAINT, TOLERATIONS, pod_spec_for_runner
+from .runner import Runner
+
+__all__ = [
+    "NODE_NAME",
+    "NODE_SELECTOR",
+    "POD_IP",
+    "RUNNER_LABEL",
+    "TAINT",
+    "TOLERATIONS",
+    "LocalRunnerProcess",
+    "Runner",
+    "main",
+    "pod_spec_for_runner",
+]
