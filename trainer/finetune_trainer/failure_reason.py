@@ -42,11 +42,9 @@ def reason_from_log(lines: Iterable[str]) -> str | None:
     lines = [_PREFIX.sub("", line.rstrip()) for line in lines]
     text = "\n".join(lines)
     for pattern, template in KNOWN:
-        found = None
-        for found in pattern.finditer(text):
-            pass
-        if found is not None:
-            return template.format(**found.groupdict())
+        matches = list(pattern.finditer(text))
+        if matches:
+            return template.format(**matches[-1].groupdict())
     for i in range(len(lines) - 1, -1, -1):
         match = _EXCEPTION.match(lines[i].strip())
         if match is None or not match.group("message"):

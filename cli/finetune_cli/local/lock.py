@@ -30,7 +30,7 @@ class WorkdirLock:
         self.path = workdir / LOCK_NAME
         self._fd: int | None = None
 
-    def acquire(self) -> "WorkdirLock":
+    def acquire(self) -> WorkdirLock:
         self.workdir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -49,7 +49,7 @@ class WorkdirLock:
             os.close(self._fd)  # closing drops the flock; the file stays (removing it would race a waiter)
             self._fd = None
 
-    def __enter__(self) -> "WorkdirLock":
+    def __enter__(self) -> WorkdirLock:
         return self.acquire()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -251,16 +251,17 @@ def _locked_run(
     except PhaseFailed as failed:
         state.failed = failed.phase
         code, last_line = failed.exit_code, str(failed)
-    except DiskFull as full:
+    except DiskFull as disk_full:
         state.failed = state.current
-        code, last_line = EXIT_INFRA, str(full)
+        code, last_line = EXIT_INFRA, str(disk_full)
     except OSError as exc:  # ftctl's own writes (config, logs, records) into the work directory
         state.failed = state.current
         if exc.errno == errno.ENOSPC:
-            full = DiskFull(workdir, state.current or "ftctl", estimated_bytes(state.current or "", config), free_bytes(workdir))
-            code, last_line = EXIT_INFRA, str(full)
+            phase = state.current or "ftctl"
+            last_line = str(DiskFull(workdir, phase, estimated_bytes(phase, config), free_bytes(workdir)))
         else:
-            code, last_line = EXIT_INFRA, f"{state.current or 'ftctl'}: {exc}"
+            last_line = f"{state.current or 'ftctl'}: {exc}"
+        code = EXIT_INFRA
     except StopRequested as stop:
         state.stopped_by = str(stop)
         code, last_line = stop.exit_code, _stopped_line(state, layout, stop)

@@ -238,9 +238,10 @@ def serve_artifacts(artifacts_dir: str | Path, port: int | None = None, block: b
             if not block:
                 return EXIT_OK
             print("Ctrl-C stops the server.", flush=True)
-            while server.process is not None and server.process.poll() is None:
+            assert server.process is not None  # started by wait_ready
+            while (returncode := server.process.poll()) is None:
                 time.sleep(1.0)
-            reason = reason_from_log(server.log_tail(200).splitlines()) or f"vLLM exited with code {server.process.returncode}"
+            reason = reason_from_log(server.log_tail(200).splitlines()) or f"vLLM exited with code {returncode}"
             raise ServerFailed(reason, server.log_path)
     except ServerFailed as exc:
         print(f"serving failed: {exc}", file=sys.stderr)
