@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.api.test_operator import ftj  # noqa: E402
-from tests.harness.operator import Operator, operator_kubeconfig_for, setup_namespace  # noqa: E402
+from tests.harness.operator import Operator, PodDriver, operator_kubeconfig_for, setup_namespace  # noqa: E402
 from tests.harness.cluster import start_from_env  # noqa: E402
 
 
@@ -54,6 +54,7 @@ def main() -> int:
         namespace = f"bench-{int(time.time())}"
         cluster.create_namespace(namespace)
         setup_namespace(cluster, namespace)
+        pods = PodDriver(cluster, namespace)  # kwok ends a pod only once its outcome is set: every pod succeeds
         op = Operator(operator_kubeconfig_for(cluster, work), work / "operator.log", FT_QUEUE_MODE="none").start()
         api = client.CustomObjectsApi(cluster.api_client())
         seen: dict[str, float] = {}
@@ -87,6 +88,7 @@ def main() -> int:
             time.sleep(0.5)
         all_training = time.monotonic() - start
         stop.set()
+        pods.close()
         requests = op.requests()
         rss = peak_rss_mb(op.proc.pid)
         latencies = [seen[n] - created[n] for n in created if n in seen]

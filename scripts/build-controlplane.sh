@@ -2,6 +2,10 @@
 # Build the test control plane (tests/controlplane, Kubernetes v1.34.3 + etcd v3.6.4 in one
 # binary), kwok, helm and Kueue's manager into $REPO/.cache/bin. Idempotent: each tool is rebuilt
 # only when it is missing or its inputs/pinned version changed (a stamp file sits next to each binary).
+# Safe to run concurrently on one cache (worktrees share it through FT_CACHE_DIR): a second run waits
+# for the first (flock on $CACHE/.build.lock), then finds everything up to date. Each binary is built
+# aside and renamed into place, then stamped, so a binary with a stamp is a finished one (the harness's
+# "is it built" check, tests/harness/cluster.py missing_binaries) and running copies are never overwritten.
 # Go caches live under $REPO/.cache/go (GOPATH, GOMODCACHE, GOCACHE), so a CI run that keeps
 # .cache/ rebuilds nothing.
 #
@@ -20,6 +24,15 @@ mkdir -p "$BIN" "$CACHE/go"
 # .cache/ ignores itself, whatever the repository's .gitignore says.
 [ -f "$CACHE/.gitignore" ] || printf '*\n' > "$CACHE/.gitignore"
 
+log() { echo "build-controlplane: $*"; }
+
+LOCK="$CACHE/.build.lock"
+exec 9>"$LOCK"
+if ! flock -n 9; then
+    log "another build holds $LOCK; waiting for it to finish"
+    flock 9
+fi
+
 export GOPATH="$CACHE/go"
 export GOMODCACHE="$CACHE/go/pkg/mod"
 export GOCACHE="$CACHE/go/cache"
@@ -32,9 +45,7 @@ FORCE=0
 command -v go >/dev/null || { echo "build-controlplane: go not found in PATH" >&2; exit 1; }
 NICE="nice -n 10"
 
-log() { echo "build-controlplane: $*"; }
-
-# build NAME STAMP_CONTENT COMMAND...
+# build NAME STAMP_CONTENT COMMAND...   (COMMAND writes the binary NAME into the directory $OUT)
 build() {
     local name="$1" stamp="$2"; shift 2
     local stampfile="$BIN/.$name.stamp"
@@ -44,7 +55,11 @@ build() {
     fi
     log "building $name ..."
     local t0=$SECONDS
-    "$@"
+    local out="$BIN/.building-$name"
+    rm -rf "$out" && mkdir -p "$out"
+    OUT="$out" "$@"
+    mv -f "$out/$name" "$BIN/$name"
+    rmdir "$out"
     echo "$stamp" > "$stampfile"
     log "built $name in $((SECONDS - t0))s -> $BIN/$name"
 }
@@ -58,10 +73,10 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     CP_LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 build ft-controlplane "$cp_stamp" \
-    bash -c "cd '$CP_DIR' && $NICE go build -trimpath -ldflags='$CP_LDFLAGS' -o '$BIN/ft-controlplane' ."
+    bash -c "cd '$CP_DIR' && $NICE go build -trimpath -ldflags='$CP_LDFLAGS' -o \"\$OUT/ft-controlplane\" ."
 
 build kwok "$KWOK_VERSION $(go version)" \
-    bash -c "GOBIN='$BIN' $NICE go install -trimpath \
+    bash -c "GOBIN=\"\$OUT\" $NICE go install -trimpath \
         -ldflags='-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION' \
         sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 
@@ -72,14 +87,14 @@ for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
     HELM_K8S_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$K8S_MINOR"
 done
 build helm "$HELM_VERSION $(go version) k8s-$K8S_MINOR" \
-    bash -c "GOBIN='$BIN' $NICE go install -trimpath \
+    bash -c "GOBIN=\"\$OUT\" $NICE go install -trimpath \
         -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION $HELM_K8S_LDFLAGS' \
         helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 
 # Kueue's manager (the `kueue` binary), run as a local process by tests/api/test_kueue_mode.py.
 # Its CRDs come from the same module: $GOMODCACHE/sigs.k8s.io/kueue@$KUEUE_VERSION/config/components/crd.
 build kueue "$KUEUE_VERSION $(go version)" \
-    bash -c "GOBIN='$BIN' $NICE go install -trimpath \
+    bash -c "GOBIN=\"\$OUT\" $NICE go install -trimpath \
         -ldflags='-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION' \
         sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
 

@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
 # Security scan (issue 10): checkov over the rendered Helm chart, the children the operator generates
 # for every example, and the Dockerfile. checkov has heavy, conflicting dependencies, so it lives in its
-# own virtualenv (.venv-checkov), created on first use (pinned). Accepted findings are skipped in
-# .checkov.yaml, each with its reason; any other failed check fails this script.
+# own virtualenv in the cache (`${FT_CACHE_DIR:-.cache}/venv-checkov`, shared by worktrees like helm in
+# `.cache/bin`), created on first use (pinned; one install at a time, flock). Accepted findings are
+# skipped in .checkov.yaml, each with its reason; any other failed check fails this script.
 #
 # Usage: scripts/checkov.sh [OUT_DIR]   (OUT_DIR keeps the scanned manifests; default: a temp dir)
+# Environment: FT_CACHE_DIR (as scripts/build-controlplane.sh), HELM, FTCTL, CHECKOV_VENV override the defaults.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 CHECKOV_VERSION=3.3.30
-VENV="${CHECKOV_VENV:-$REPO/.venv-checkov}"
+CACHE="${FT_CACHE_DIR:-$REPO/.cache}"
+VENV="${CHECKOV_VENV:-$CACHE/venv-checkov}"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
-HELM="${HELM:-$REPO/.cache/bin/helm}"
+HELM="${HELM:-$CACHE/bin/helm}"
 FTCTL="${FTCTL:-$REPO/.venv/bin/ftctl}"
 
-if [ ! -x "$VENV/bin/checkov" ] || [ "$("$VENV/bin/python" -m pip show checkov 2>/dev/null | sed -n 's/^Version: //p')" != "$CHECKOV_VERSION" ]; then
-    echo "checkov.sh: installing checkov==$CHECKOV_VERSION into $VENV"
-    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q "checkov==$CHECKOV_VERSION"
-fi
+checkov_installed() {
+    [ -x "$VENV/bin/checkov" ] &&
+        [ "$("$VENV/bin/python" -m pip show checkov 2>/dev/null | sed -n 's/^Version: //p')" = "$CHECKOV_VERSION" ]
+}
+mkdir -p "$(dirname "$VENV")"
+(
+    flock 9
+    if ! checkov_installed; then
+        echo "checkov.sh: installing checkov==$CHECKOV_VERSION into $VENV"
+        [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q "checkov==$CHECKOV_VERSION"
+    fi
+) 9>"$VENV.lock"
 
 OUT="${1:-}"
 if [ -z "$OUT" ]; then
@@ -30,6 +41,7 @@ mkdir -p "$OUT/k8s"
 
 # The chart, rendered with every values set the chart tests use (tests/unit/chart/values/*.yaml).
 [ -x "$HELM" ] || { echo "checkov.sh: helm not found at $HELM (run scripts/build-controlplane.sh)" >&2; exit 2; }
+[ -x "$FTCTL" ] || { echo "checkov.sh: ftctl not found at $FTCTL (run scripts/install.sh, or set FTCTL)" >&2; exit 2; }
 for values in tests/unit/chart/values/*.yaml; do
     name="$(basename "$values" .yaml)"
     "$HELM" template ft charts/finetune-operator --namespace finetune-system --kube-version 1.32.0 -f "$values" \

@@ -671,6 +671,9 @@ class Progress(StatusModel):
     total_steps: int = 0
     epoch: float = 0
     loss: float | None = None
+    """Training loss: the latest logging interval's while training, the run's mean when done."""
+    eval_loss: float | None = None
+    """Validation loss at the latest evaluation (every `saveSteps` and at the end)."""
     learning_rate: float | None = None
     tokens_per_second: float | None = None
     eta_seconds: int | None = None
@@ -777,14 +780,24 @@ class Attempts(StatusModel):
 
 
 class Artifacts(StatusModel):
-    """Where the outputs are."""
+    """Where the outputs are, under the output location, with the digests of the weights.
+
+    A digest is `sha256:` over the directory's `sha256sum` manifest (`find . -type f | LC_ALL=C sort |
+    xargs sha256sum`, run inside it): check a copied adapter or model with it."""
 
     root: str = ""
+    """The output location (`spec.output.uri`, or the operator's artifacts claim)."""
     adapter: str | None = None
+    adapter_digest: str | None = None
     model: str | None = None
+    """The fully fine-tuned model (`adapter.type: full`)."""
+    model_digest: str | None = None
     merged: str | None = None
+    """The adapter merged into its base (serving mode `merged`)."""
+    merged_digest: str | None = None
     eval_report: str | None = None
     checkpoint: str | None = None
+    """The latest checkpoint of the last training attempt."""
 
 
 class FineTuneJobStatus(StatusModel):

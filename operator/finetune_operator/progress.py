@@ -1,6 +1,4 @@
-"""Training progress from the trainer's stdout: one JSON line per logging step.
-
-`{"event":"progress","step":..,"total":..,"epoch":..,"loss":..,"lr":..,"tokensPerSecond":..,"etaSeconds":..}`
+"""Training progress from the rank-0 trainer's log: the contract's progress events, as `status.progress`.
 
 The operator reads the rank-0 pod's log tail every `progress_interval_seconds` (pods/log `get`), so
 training pods need no API rights at all: other log lines, partial lines and garbage are skipped.
@@ -8,54 +6,40 @@ training pods need no API rights at all: other log lines, partial lines and garb
 
 from __future__ import annotations
 
-import json
-import math
-
-from .reconcile.observed import TrainingProgress
+from finetune_api.contract.progress import ProgressEvent, latest_progress as latest_event
+from finetune_api.job import Progress
 
 TAIL_LINES = 50
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+def latest_progress(log_tail: str) -> ProgressEvent | None:
+    """The latest progress in a log tail, with the last training and validation losses in it."""
+    return latest_event(log_tail.splitlines())
 
 
-def parse_progress_line(line: str) -> TrainingProgress | None:
-    """One progress event, or None for any other line."""
-    line = line.strip()
-    if not line.startswith("{"):
-        # container runtimes may prefix a timestamp; the JSON starts at the first brace
-        start = line.find("{")
-        if start < 0:
-            return None
-        line = line[start:]
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(event, dict) or event.get("event") != "progress":
-        return None
-    step, total = _number(event.get("step")), _number(event.get("total"))
-    if step is None or total is None:
-        return None
-    eta = _number(event.get("etaSeconds"))
-    return TrainingProgress(
-        step=int(step),
-        total=int(total),
-        epoch=round(_number(event.get("epoch")) or 0.0, 4),
-        loss=_number(event.get("loss")),
-        learning_rate=_number(event.get("lr")),
-        tokens_per_second=_number(event.get("tokensPerSecond")),
-        eta_seconds=int(eta) if eta is not None else None,
+def progress_status(event: ProgressEvent, now: str) -> Progress:
+    """`status.progress` for one progress event (`summary` is what `kubectl get` shows)."""
+    percent = int(100 * event.step / event.total_steps) if event.total_steps else 0
+    return Progress(
+        step=event.step,
+        total_steps=event.total_steps,
+        epoch=event.epoch,
+        loss=event.loss,
+        eval_loss=event.eval_loss,
+        learning_rate=event.learning_rate,
+        tokens_per_second=event.tokens_per_second,
+        eta_seconds=event.eta_seconds,
+        percent=percent,
+        summary=progress_summary(f"{event.step}/{event.total_steps}", event.loss, event.eval_loss),
+        updated_at=now,
     )
 
 
-def latest_progress(log_tail: str) -> TrainingProgress | None:
-    """The last progress event in a log tail."""
-    for line in reversed(log_tail.splitlines()):
-        progress = parse_progress_line(line)
-        if progress is not None:
-            return progress
-    return None
+def progress_summary(head: str, loss: float | None, eval_loss: float | None) -> str:
+    """`40/100 loss 1.23 val 1.31`: the short text of `status.progress.summary`."""
+    parts = [head]
+    if loss is not None:
+        parts.append(f"loss {loss:.4g}")
+    if eval_loss is not None:
+        parts.append(f"val {eval_loss:.4g}")
+    return " ".join(parts)

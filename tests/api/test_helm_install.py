@@ -23,19 +23,15 @@ from typing import Any
 import pytest
 import yaml
 
+from finetune_api.contract.termination import PhaseSummary
 from tests.harness.operator import Operator, PodDriver, free_port, wait_for
+from tests.harness.summaries import PREPARED, TRAINED, evaluated
 from tests.unit.chart.chart import CHART
 
 pytestmark = pytest.mark.api
 
 # What the trainer would write as its termination message, per phase (label finetune.dev/phase).
-TRAINER_RESULTS: dict[str, dict[str, Any]] = {
-    "prepare": {"ok": True, "data": {"trainExamples": 120, "evalExamples": 12}},
-    "train": {"ok": True, "step": 10, "loss": 0.5, "trainTokens": 1000},
-    "eval": {"ok": True, "passed": True, "score": "exact_match 0.9 (base 0.1)", "items": 12,
-             "metrics": [{"name": "exact_match", "base": 0.1, "tuned": 0.9}],
-             "gates": [{"metric": "exact_match", "passed": True, "message": "0.9 >= 0.8"}]},
-}
+TRAINER_RESULTS: dict[str, PhaseSummary] = {"prepare": PREPARED, "train": TRAINED, "eval": evaluated(True)}
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "FineTuneQueue"}
 
 

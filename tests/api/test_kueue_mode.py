@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import BIN_DIR, CACHE_DIR, REPO, _set_pdeathsig, apply_crds
+from tests.harness.cluster import BIN_DIR, CACHE_DIR, REPO, _set_pdeathsig, apply_crds, missing_binaries
+from tests.harness.summaries import PREPARED, TRAINED
 from tests.harness.operator import (
     Operator,
     PodDriver,
@@ -46,7 +47,6 @@ KUEUE_BIN = BIN_DIR / "kueue"
 KUEUE_MODULE = CACHE_DIR / "go" / "pkg" / "mod" / "sigs.k8s.io" / f"kueue@{KUEUE_VERSION}"
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
 METRICS_CERTS = Path("/etc/kueue/metrics/certs")  # fixed in cmd/kueue/main.go when internal certs are off
-TRAINED = {"ok": True, "step": 10, "loss": 0.5, "trainTokens": 1000}
 
 
 def self_signed(directory: Path) -> None:
@@ -113,7 +113,7 @@ def kueue(cluster, tmp_path):
     """Kueue's CRDs applied (they stay for the session) and its manager running for one test."""
     if cluster.external:
         pytest.skip("starts its own Kueue manager: not on an existing cluster (FT_USE_EXISTING_CLUSTER=1)")
-    if not KUEUE_BIN.exists():
+    if missing_binaries(["kueue"]):
         if os.environ.get("FT_SKIP_BUILD") == "1":
             pytest.skip(f"{KUEUE_BIN} is not built and FT_SKIP_BUILD=1: run scripts/build-controlplane.sh")
         pytest.fail(f"{KUEUE_BIN} is missing although scripts/build-controlplane.sh ran")
@@ -215,7 +215,7 @@ def test_cluster_queue_of_2_gpus_admits_one_2_gpu_job_and_holds_the_next(
 
     op = Operator(operator_kubeconfig, tmp_path / "operator.log", FT_QUEUE_MODE="kueue").start()
     pods = PodDriver(cluster, namespace)
-    pods.on("prepare", 0, {"ok": True, "data": {"trainExamples": 100, "evalExamples": 10}})
+    pods.on("prepare", 0, PREPARED)
     pods.on("train", 0, TRAINED, delay="1h", job="first-train-a0")    # runs until the test ends it
     pods.on("train", 0, TRAINED, delay="1h", job="second-train-a0")
     t0 = time.monotonic()

@@ -7,7 +7,6 @@ kwok plays the pods, as in test_operator.py.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import pytest
 from finetune_api import FineTuneJob
 from finetune_api.resolved import ResolvedConfig, ResolvedPaths
 from finetune_trainer.data.prepare import run_prepare
-from finetune_trainer.termination import encode_summary
+from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary, TrainSummary
+from finetune_api.job import MetricResult
 from finetune_trainer.tiny_model import build_tiny_model
 from tests.api.test_operator import operator, pods, start_training  # noqa: F401 - fixtures
 from tests.harness.operator import get, setup_namespace, wait_phase
@@ -28,21 +28,21 @@ STOCK = {"model": {"uri": "pvc://models/tiny-chat"},
          "datasets": {"train": {"uri": "pvc://data/train.jsonl"}, "eval": {"uri": "pvc://data/eval.jsonl"}}}
 
 
-def prepare_termination(tmp_path: Path, **datasets: Any) -> dict[str, Any]:
+def prepare_termination(tmp_path: Path, **datasets: Any) -> PrepareSummary:
     """The termination message the prepare pod of the stock manifest (+ `datasets`) leaves."""
     model = build_tiny_model(REPO / ".cache" / "models" / "tiny-chat")
     train, held_out = write_seasons(tmp_path / "data")
     spec = FineTuneJob.model_validate({"metadata": {"name": "seasons"},
                                        "spec": {**STOCK, "datasets": {**STOCK["datasets"], **datasets}}}).spec
     paths = ResolvedPaths(output=str(tmp_path / "out"), model=str(model), train=str(train), eval=str(held_out))
-    return json.loads(encode_summary(run_prepare(ResolvedConfig(job="seasons", spec=spec, paths=paths)).termination()))
+    return run_prepare(ResolvedConfig(job="seasons", spec=spec, paths=paths)).termination()
 
 
 def test_the_derived_max_model_len_reaches_status_and_the_pool(cluster, namespace, operator, pods, tmp_path):  # noqa: F811
     pods.on("prepare", 0, prepare_termination(tmp_path))
-    pods.on("train", 0, {"ok": True, "step": 18, "loss": 0.5, "trainTokens": 6816})
-    pods.on("eval", 0, {"ok": True, "passed": True, "score": "exact_match 0.9 (base 0.0)", "items": 24,
-                        "metrics": [{"name": "exact_match", "base": 0.0, "tuned": 0.9}], "gates": []})
+    pods.on("train", 0, TrainSummary(step=18, total_steps=18, train_loss=0.5, train_tokens=6816))
+    pods.on("eval", 0, EvaluateSummary(passed=True, score="exact_match 0.9 (base 0.0)", items=24,
+                                       metrics=[MetricResult(name="exact_match", base=0.0, tuned=0.9)]))
     training = start_training(cluster, namespace, "seasons", pods, **STOCK, evaluation={})
     data = training["data"]
     assert (data["modelMaxPositions"], data["maxLength"], data["maxModelLen"]) == (512, 512, 256)
@@ -54,7 +54,7 @@ def test_the_derived_max_model_len_reaches_status_and_the_pool(cluster, namespac
 
 def test_a_max_length_beyond_the_positions_fails_validation_naming_the_field(cluster, namespace, operator, pods, tmp_path):  # noqa: F811
     termination = prepare_termination(tmp_path, maxLength=1024)
-    assert termination["ok"] is False
+    assert termination.ok is False
     pods.on("prepare", 1, termination)
     setup_namespace(cluster, namespace)
     cluster.apply({"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",

@@ -1,7 +1,7 @@
 """The real operator (`python -m finetune_operator.main`) against the test control plane, running as a
 ServiceAccount bound to a ClusterRole built from `rbac.REQUIRED_RULES` (a missing permission fails
-these tests). kwok plays the pods: they succeed after ~1 s unless annotated with an exit code and a
-termination message, which `PodDriver` does as soon as the Job controller creates them.
+these tests). kwok plays the pods: a Job pod runs until it is annotated with an exit code and a termination
+message, which `PodDriver` does as soon as the Job controller creates it (exit 0 for a phase without a plan).
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from finetune_api.contract.summaries import PrepareSummary, TrainSummary
+from finetune_api.job import DataReport
+from tests.harness.summaries import PREPARED, TRAINED, evaluated
 from tests.harness.operator import (
     Operator,
     PodDriver,
@@ -78,11 +81,9 @@ def start_training(cluster, namespace: str, name: str, pods: PodDriver, **spec: 
 # -- tests -----------------------------------------------------------------------------------------
 
 def test_happy_path_through_training_and_as_far_as_kwok_drives_evaluation(cluster, namespace, operator, pods):
-    pods.on("train", 0, {"ok": True, "step": 10, "loss": 0.5, "trainTokens": 1000}, delay="4s")
-    pods.on("prepare", 0, {"ok": True, "data": {"trainExamples": 120, "evalExamples": 12}})
-    pods.on("eval", 0, {"ok": True, "passed": True, "score": "exact_match 0.9 (base 0.1)", "items": 12,
-                        "metrics": [{"name": "exact_match", "base": 0.1, "tuned": 0.9}],
-                        "gates": [{"metric": "exact_match", "passed": True, "message": "0.9 >= 0.8"}]})
+    pods.on("train", 0, TRAINED, delay="4s")
+    pods.on("prepare", 0, PREPARED)
+    pods.on("eval", 0, evaluated(True))
     training = start_training(cluster, namespace, "happy", pods)
     assert training["attempts"]["count"] == 1 and training["observedGeneration"] == 1
     assert training["data"]["trainExamples"] == 120
@@ -92,6 +93,11 @@ def test_happy_path_through_training_and_as_far_as_kwok_drives_evaluation(cluste
         assert [o["kind"] for o in owners] == ["FineTuneJob"], (kind, name)
     deploying = wait_phase(cluster, namespace, "happy", "Deploying", timeout=90)
     assert deploying["evaluation"]["passed"] is True and deploying["gpuSeconds"] > 0
+    # what the trainer's summaries carry reaches the status: final losses, the weights and their digest
+    assert (deploying["progress"]["loss"], deploying["progress"]["evalLoss"]) == (0.5, 0.6)
+    artifacts = deploying["artifacts"]
+    assert artifacts["adapter"] == f"{artifacts['root']}/adapter" and artifacts["adapterDigest"] == TRAINED.weights.digest
+    assert artifacts["evalReport"] == deploying["evaluation"]["reportPath"] == f"{artifacts['root']}/eval/report.json"
     conditions = {c["type"]: c["status"] for c in deploying["conditions"]}
     assert conditions["Validated"] == conditions["Admitted"] == conditions["Trained"] == conditions["Evaluated"] == "True"
     assert get(cluster, namespace, "deployment", "vllm-tiny") is not None
@@ -101,7 +107,7 @@ def test_happy_path_through_training_and_as_far_as_kwok_drives_evaluation(cluste
 
 def test_bad_data_fails_at_validating_with_the_trainers_reason(cluster, namespace, operator, pods):
     error = "datasets.train line 7: a row needs `messages`"
-    pods.on("prepare", 1, {"ok": False, "error": error, "data": {"trainExamples": 6}})
+    pods.on("prepare", 1, PrepareSummary.failure("UserError", error, data=DataReport(train_examples=6)))
     setup_namespace(cluster, namespace)
     cluster.apply({**ftj("bad"), "metadata": {"name": "bad", "namespace": namespace}})
     failed = wait_phase(cluster, namespace, "bad", "Failed")
@@ -112,7 +118,7 @@ def test_bad_data_fails_at_validating_with_the_trainers_reason(cluster, namespac
 
 
 def test_user_error_in_training_fails_without_retry(cluster, namespace, operator, pods):
-    pods.on("train", 1, {"ok": False, "error": "loss is NaN at step 3"})
+    pods.on("train", 1, TrainSummary.failure("UserError", "loss is NaN at step 3"))
     start_training(cluster, namespace, "user", pods)
     failed = wait_phase(cluster, namespace, "user", "Failed")
     assert failed["reason"] == "TrainingFailed" and "loss is NaN" in failed["message"]
@@ -123,7 +129,7 @@ def test_user_error_in_training_fails_without_retry(cluster, namespace, operator
 
 def test_killed_training_retries_as_the_next_attempt(cluster, namespace, operator, pods):
     pods.on("train", 137, job="kill-train-a0")
-    pods.on("train", 0, {"ok": True, "step": 5}, job="kill-train-a1", delay="30s")
+    pods.on("train", 0, TrainSummary(step=5), job="kill-train-a1", delay="30s")
     start_training(cluster, namespace, "kill", pods)
     retried = wait_for("attempt 1", lambda: (s := status(cluster, namespace, "kill"))["attempts"]["count"] == 2 and s)
     assert retried["attempts"]["infrastructureFailures"] == 1
@@ -133,7 +139,7 @@ def test_killed_training_retries_as_the_next_attempt(cluster, namespace, operato
 
 
 def test_queue_eviction_stops_training_and_resumes_as_a_new_attempt(cluster, namespace, operator, pods):
-    pods.on("train", 0, {"ok": True}, delay="60s")
+    pods.on("train", 0, TrainSummary(), delay="60s")
     start_training(cluster, namespace, "evict", pods)
     patch = {"status": {"queue": {"evictionRequested": True}}}
     cluster.kubectl("patch", "finetunejob", "evict", "-n", namespace, "--subresource=status", "--type=merge",
@@ -153,8 +159,8 @@ def test_an_evicted_training_pod_resumes_without_spending_the_retry_budget(clust
     Job's podFailurePolicy fails it, and the operator starts the next attempt as a preemption."""
     from kubernetes import client
 
-    pods.on("train", 0, {"ok": True}, delay="120s", job="drain-train-a0")
-    pods.on("train", 0, {"ok": True, "step": 5}, delay="60s", job="drain-train-a1")
+    pods.on("train", 0, TrainSummary(), delay="120s", job="drain-train-a0")
+    pods.on("train", 0, TrainSummary(step=5), delay="60s", job="drain-train-a1")
     start_training(cluster, namespace, "drain", pods)
     core = client.CoreV1Api(cluster.api_client())
     pod = wait_for("a running training pod", lambda: next((
@@ -171,10 +177,8 @@ def test_an_evicted_training_pod_resumes_without_spending_the_retry_budget(clust
 
 
 def test_a_failing_gate_ends_rejected_without_a_deployment(cluster, namespace, operator, pods):
-    pods.on("eval", 0, {"ok": True, "passed": False, "score": "exact_match 0.4 (base 0.1)", "items": 12,
-                        "metrics": [{"name": "exact_match", "base": 0.1, "tuned": 0.4}],
-                        "gates": [{"metric": "exact_match", "passed": False, "message": "0.4 < 0.8"}]})
-    pods.on("train", 0, {"ok": True, "step": 10})
+    pods.on("eval", 0, evaluated(False))
+    pods.on("train", 0, TrainSummary(step=10))
     start_training(cluster, namespace, "gate", pods)
     rejected = wait_phase(cluster, namespace, "gate", "Rejected", timeout=90)
     assert rejected["reason"] == "GatesNotPassed" and "0.4 < 0.8" in rejected["message"]
@@ -184,7 +188,7 @@ def test_a_failing_gate_ends_rejected_without_a_deployment(cluster, namespace, o
 
 def test_operator_crash_mid_training_creates_no_duplicates(cluster, namespace, operator, pods, operator_kubeconfig,
                                                            tmp_path):
-    pods.on("train", 0, {"ok": True}, delay="60s")
+    pods.on("train", 0, TrainSummary(), delay="60s")
     before = start_training(cluster, namespace, "crash", pods)
     operator.kill()
     restarted = Operator(operator_kubeconfig, tmp_path / "restarted.log").start()
@@ -201,7 +205,7 @@ def test_operator_crash_mid_training_creates_no_duplicates(cluster, namespace, o
 
 
 def test_deleting_a_job_mid_training_leaves_no_children(cluster, namespace, operator, pods):
-    pods.on("train", 0, {"ok": True}, delay="60s")
+    pods.on("train", 0, TrainSummary(), delay="60s")
     start_training(cluster, namespace, "gone", pods)
     cluster.kubectl("delete", "finetunejob", "gone", "-n", namespace, "--wait=true", timeout=60)
     for kind in ("jobs", "configmaps", "services", "pods"):

@@ -109,6 +109,8 @@ def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner,
         exact = next(m for m in final["evaluation"]["metrics"] if m["name"] == "exact_match")
         assert exact["tuned"] >= 0.8 and exact["base"] <= 0.3, exact
         assert final["progress"]["step"] == final["progress"]["totalSteps"] > 0
+        assert final["progress"].get("loss") is not None  # the train summary's final loss
+        assert final["artifacts"]["adapterDigest"].startswith("sha256:"), final.get("artifacts")
 
         serving = final["serving"]
         assert serving["readyReplicas"] >= 1 and "support" in serving["modelNames"], serving

@@ -1,6 +1,6 @@
 """Start and stop the test control plane (DESIGN.md §8, docs/controlplane.md).
 
-`start_cluster(work_dir)` builds (once, cached in `.cache/bin`) and starts:
+`start_cluster(work_dir)` builds what is missing (once, cached in `.cache/bin`; see `build`) and starts:
 
 * `ft-controlplane up`: embedded etcd, kube-apiserver (RBAC on), kube-controller-manager and
   kube-scheduler of Kubernetes v1.34.3, all on 127.0.0.1 (tests/controlplane/main.go);
@@ -71,12 +71,21 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fo
         pass
 
 
-def build(verbose: bool = False) -> str:
-    """Run scripts/build-controlplane.sh (idempotent; a no-op when everything is cached)."""
-    if os.environ.get("FT_SKIP_BUILD") == "1" and all(
-        (BIN_DIR / b).exists() for b in ("ft-controlplane", "kwok")
-    ):
-        return "skipped (FT_SKIP_BUILD=1)"
+# What scripts/build-controlplane.sh puts in BIN_DIR; it writes a stamp (`.<name>.stamp`) after each binary.
+CONTROLPLANE_BINARIES = ("ft-controlplane", "kwok", "helm", "kueue")
+# What start_cluster runs; helm and kueue are only needed by the tests that use them.
+CLUSTER_BINARIES = ("ft-controlplane", "kwok")
+
+
+def missing_binaries(names: Iterable[str] = CONTROLPLANE_BINARIES) -> list[str]:
+    """The one answer to "is the control plane built": the named binaries that have no finished build in
+    BIN_DIR (the build script installs a binary atomically, then writes its stamp)."""
+    return [n for n in names if not ((BIN_DIR / n).is_file() and (BIN_DIR / f".{n}.stamp").is_file())]
+
+
+def run_build_script(verbose: bool = False) -> str:
+    """Run scripts/build-controlplane.sh: it rebuilds what is missing or stale, and waits for a build
+    another process is already running on the same cache (flock) instead of starting a second one."""
     proc = subprocess.run(
         ["bash", str(REPO / "scripts" / "build-controlplane.sh")],
         capture_output=True,
@@ -88,6 +97,21 @@ def build(verbose: bool = False) -> str:
     if proc.returncode != 0:
         raise ClusterError(f"scripts/build-controlplane.sh failed ({proc.returncode}):\n{out[-6000:]}")
     return out
+
+
+def build(verbose: bool = False) -> str:
+    """Build only when a binary is missing: a built control plane starts no Go build, even when its
+    stamps are stale (`make controlplane` rebuilds stale binaries). With FT_SKIP_BUILD=1 nothing is
+    built; missing cluster binaries are then an error, a missing helm/kueue only touches the tests that run it."""
+    missing = missing_binaries()
+    if not missing:
+        return f"built: {', '.join(CONTROLPLANE_BINARIES)} in {BIN_DIR}"
+    if os.environ.get("FT_SKIP_BUILD") == "1":
+        if needed := missing_binaries(CLUSTER_BINARIES):
+            raise ClusterError(f"{', '.join(needed)} not built in {BIN_DIR} and FT_SKIP_BUILD=1: "
+                               "run scripts/build-controlplane.sh")
+        return f"skipped (FT_SKIP_BUILD=1); not built: {', '.join(missing)}"
+    return run_build_script(verbose)
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -457,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="only build the binaries")
     args = ap.parse_args(argv)
     if args.cmd == "build":
-        print(build(), end="")
+        print(run_build_script(), end="")
         return 0
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="ft-controlplane-"))
     print(f"starting the test control plane in {work} ...", flush=True)

@@ -1,7 +1,7 @@
 """The operator as the tests run it: a subprocess (`python -m finetune_operator.main`) with the
 ServiceAccount of a ClusterRole built from `rbac.REQUIRED_RULES`, plus helpers the api and e2e tiers
 share (waiting, reading a job's status, a namespace with the claims and ServiceAccount an admin
-provides, and `PodDriver`, which plays kwok pods' exit codes)."""
+provides, and `PodDriver`, which decides how kwok's Job pods end)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from tests.harness.cluster import (
 )
 from tests.harness.cluster import wait_for as cluster_wait_for
 
+from finetune_api.contract.termination import PhaseSummary
 from finetune_operator import rbac
 from finetune_api.contract.launch import free_port  # noqa: F401 - the harness's port picker
 
@@ -109,23 +110,41 @@ class Operator:
         assert denied is None, f"the operator was refused an API call ({denied.group(0)!r}):\n{self.log_tail()}"
 
 
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+PHASE_LABEL = "finetune.dev/phase"
+DEFAULT_OUTCOME = {KWOK_EXIT_CODE: "0", KWOK_DELAY: "1s"}
+
+
 class PodDriver:
-    """Annotates the pods of a given job phase with a kwok exit code the moment they appear."""
+    """Decides how every Job pod of a namespace ends, the moment the pod appears: the plan registered for
+    its Job or its phase, else `DEFAULT_OUTCOME` (exit 0 after 1 s, no termination message).
+
+    kwok ends a pod only once it carries an exit code (tests/controlplane/kwok/kwok.yaml), so a pod waits
+    for this decision however late the watch delivers it: there is no race against a default completion.
+    Register plans with `on` before creating the objects whose pods they decide."""
 
     def __init__(self, cluster, namespace: str) -> None:
         self.cluster, self.namespace = cluster, namespace
         self.plans: dict[str, dict[str, str]] = {}
-        self.done: set[str] = set()
+        self.decided: set[str] = set()
         self.stop_flag = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def on(self, phase: str, exit_code: int, message: dict | None = None, delay: str = "2s",
+    def on(self, phase: str, exit_code: int, message: PhaseSummary | None = None, delay: str = "2s",
            job: str | None = None) -> None:
+        """Pods of `phase` (or of Job `job`) end with `exit_code` and the trainer's termination message."""
         annotations = {KWOK_EXIT_CODE: str(exit_code), KWOK_DELAY: delay}
         if message is not None:
-            annotations[KWOK_TERMINATION_MESSAGE] = json.dumps(message)
+            annotations[KWOK_TERMINATION_MESSAGE] = message.encode()
         self.plans[job or phase] = annotations
+
+    def outcome(self, labels: dict[str, str]) -> dict[str, str] | None:
+        """The annotations that end a pod with these labels; None for a pod no Job owns (it keeps running)."""
+        if JOB_NAME_LABEL not in labels:
+            return None
+        plan = self.plans.get(labels[JOB_NAME_LABEL]) or self.plans.get(labels.get(PHASE_LABEL, ""))
+        return plan or DEFAULT_OUTCOME
 
     def _run(self) -> None:
         from kubernetes import client, watch
@@ -133,18 +152,23 @@ class PodDriver:
         api = client.CoreV1Api(self.cluster.api_client())
         while not self.stop_flag.is_set():
             try:
+                # each stream starts with a full list, so a pod created while the watch restarts is not missed
                 for event in watch.Watch().stream(api.list_namespaced_pod, self.namespace, timeout_seconds=5):
-                    pod = event["object"]
-                    labels = pod.metadata.labels or {}
-                    plan = self.plans.get(labels.get("batch.kubernetes.io/job-name", "")) or self.plans.get(
-                        labels.get("finetune.dev/phase", ""))
-                    if plan and pod.metadata.name not in self.done and not pod.metadata.deletion_timestamp:
-                        self.done.add(pod.metadata.name)
-                        api.patch_namespaced_pod(pod.metadata.name, self.namespace, {"metadata": {"annotations": plan}})
+                    if event["type"] != "DELETED":
+                        self._decide(api, event["object"])
                     if self.stop_flag.is_set():
                         return
-            except Exception:  # noqa: BLE001 - the watch restarts; a real failure shows in the test's asserts
+            except Exception:  # noqa: BLE001 - the watch restarts; the next list decides any undecided pod
                 time.sleep(0.2)
+
+    def _decide(self, api, pod) -> None:
+        meta = pod.metadata
+        outcome = self.outcome(meta.labels or {})
+        if (outcome is None or meta.uid in self.decided or meta.deletion_timestamp
+                or KWOK_EXIT_CODE in (meta.annotations or {})):
+            return
+        api.patch_namespaced_pod(meta.name, self.namespace, {"metadata": {"annotations": outcome}})
+        self.decided.add(meta.uid)
 
     def close(self) -> None:
         self.stop_flag.set()

@@ -2,8 +2,8 @@
 
 One function serves the operator's pod builder and `ftctl run`. In a pod, the node rank is only
 known at runtime (the Indexed Job's completion index): pass `Topology.for_pod(...)`, whose node rank
-is the Kubernetes env reference `$(PET_NODE_RANK)` — the kubelet expands it in container args, no
-shell involved. Locally, `Topology.local(...)` runs every process on this machine (gloo on CPU).
+and the rendezvous point are the Kubernetes env references `$(PET_NODE_RANK)`, `$(PET_MASTER_ADDR)` and
+`$(PET_MASTER_PORT)` — the kubelet expands them in container args, no shell involved. Locally, `Topology.local(...)` runs every process on this machine (gloo on CPU).
 DeepSpeed's config does not travel on the command line: every process builds it from the spec and
 hands it to the Trainer, so the launcher only starts processes and the ZeRO settings have one source.
 """
@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from finetune_api.job import FineTuneJobSpec
 
 PET_NODE_RANK_REF = "$(PET_NODE_RANK)"
+PET_MASTER_ADDR_REF = "$(PET_MASTER_ADDR)"
+PET_MASTER_PORT_REF = "$(PET_MASTER_PORT)"
 DEFAULT_MASTER_PORT = 29500
+ATTEMPT_ENV = "FT_ATTEMPT"
+"""The training attempt (0-based) of this launch: set on the pods and by `ftctl run`, recorded in run.json."""
 
 
 def processes_per_node(spec: FineTuneJobSpec) -> int:
@@ -41,21 +45,24 @@ class Topology:
     nproc_per_node: int
     node_rank: str
     master_addr: str
-    master_port: int
+    master_port: str
+    """A port number, or the env reference the kubelet expands in a pod."""
 
     @property
     def world_size(self) -> int:
         return self.nnodes * self.nproc_per_node
 
     @classmethod
-    def for_pod(cls, spec: FineTuneJobSpec, master_addr: str, master_port: int = DEFAULT_MASTER_PORT) -> Topology:
-        """The topology of the training pods (DESIGN.md §4): the node rank comes from PET_NODE_RANK."""
-        return cls(spec.resources.nodes, processes_per_node(spec), PET_NODE_RANK_REF, master_addr, master_port)
+    def for_pod(cls, spec: FineTuneJobSpec) -> Topology:
+        """The topology of the training pods (DESIGN.md §4): node rank and rendezvous point come from the
+        pod's PET_* variables (the rank from the completion index, the master from the builder)."""
+        return cls(spec.resources.nodes, processes_per_node(spec), PET_NODE_RANK_REF, PET_MASTER_ADDR_REF,
+                   PET_MASTER_PORT_REF)
 
     @classmethod
     def local(cls, spec: FineTuneJobSpec, nproc: int | None = None, master_port: int | None = None) -> Topology:
         """Every process on this machine (`ftctl run`, tests)."""
-        return cls(1, nproc or processes_per_node(spec), "0", "127.0.0.1", master_port or free_port())
+        return cls(1, nproc or processes_per_node(spec), "0", "127.0.0.1", str(master_port or free_port()))
 
 
 def trainer_module_args(phase: str, config_path: str) -> list[str]:
@@ -75,6 +82,8 @@ def launch_argv(spec: FineTuneJobSpec, config_path: str, topology: Topology, pyt
     torchrun derives RANK/WORLD_SIZE from nodes, processes and node rank (it also reads the same
     values from the `PET_*` variables). accelerate launch gets the total process count and
     `--multi_gpu` whenever more than one process runs (on CPU too: `--cpu` would start only one).
+    Without DeepSpeed, `--mixed_precision no` keeps an accelerate config file's default out of the run:
+    the Trainer's own bf16/fp16 arguments set the precision.
     """
     python = python or sys.executable
     if spec.resources.launcher == "accelerate":
@@ -83,7 +92,7 @@ def launch_argv(spec: FineTuneJobSpec, config_path: str, topology: Topology, pyt
             "--num_machines", str(topology.nnodes),
             "--machine_rank", topology.node_rank,
             "--main_process_ip", topology.master_addr,
-            "--main_process_port", str(topology.master_port),
+            "--main_process_port", topology.master_port,
             "--num_processes", str(topology.world_size),
             "--dynamo_backend", "no",
         ]
@@ -98,9 +107,16 @@ def launch_argv(spec: FineTuneJobSpec, config_path: str, topology: Topology, pyt
         "--nproc_per_node", str(topology.nproc_per_node),
         "--node_rank", topology.node_rank,
         "--master_addr", topology.master_addr,
-        "--master_port", str(topology.master_port),
+        "--master_port", topology.master_port,
         *trainer_module_args("train", config_path),
     ]
+
+
+def pod_launch(spec: FineTuneJobSpec, config_path: str) -> tuple[list[str], list[str]]:
+    """Container command and args of a training pod: the launcher wrapper, then its arguments."""
+    prefix = launcher_prefix("python")
+    argv = launch_argv(spec, config_path, Topology.for_pod(spec), python="python")
+    return argv[: len(prefix)], argv[len(prefix):]
 
 
 def launch_env(spec: FineTuneJobSpec, threads_per_process: int = 1) -> dict[str, str]:

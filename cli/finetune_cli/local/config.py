@@ -17,9 +17,8 @@ BOOTSTRAP_ANNOTATION = "finetune.dev/local-bootstrap"
 
 
 def local_path(uri: str, base_dir: Path) -> str:
-    """A spec URI as a local path: relative paths against `base_dir`; remote URIs stay as they are."""
-    if uri.startswith("file://"):
-        return uri[len("file://") :]
+    """A spec URI as a local path: relative paths against `base_dir`; remote URIs stay as they are.
+    (`file://` never gets here: admission refuses it, local paths carry no scheme.)"""
     if "://" in uri:
         return uri
     path = Path(uri)

@@ -4,7 +4,6 @@ stopping `ftctl` (any signal, even SIGKILL) stops the phase and everything it st
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,12 +12,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
+from finetune_api.contract.progress import ProgressEvent
+from finetune_api.contract.termination import PhaseSummary
 from finetune_trainer.failure_reason import is_disk_full, reason_from_log
 from finetune_trainer.process_group import stop_process_group, supervised_popen_kwargs
 
 STOP_GRACE_SECONDS = 30.0  # the trainer finishes its step and saves a checkpoint on SIGTERM
+
+Summary = TypeVar("Summary", bound=PhaseSummary)
 
 
 @dataclass
@@ -27,23 +30,28 @@ class PhaseResult:
 
     name: str
     returncode: int
-    summary: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    """The termination message as the phase wrote it (a `PhaseSummary`)."""
     tail: list[str] = field(default_factory=list)
     seconds: float = 0.0
     log_path: Path | None = None
 
+    def summary(self, model: type[Summary]) -> Summary | None:
+        """The phase's summary as `model`; None when it left none of that shape."""
+        return model.parse(self.message)
+
     @property
     def reason(self) -> str:
         """One line on why the phase failed: its termination message, else the log's last exception."""
-        message = self.summary.get("error") or self.summary.get("message")
-        if isinstance(message, str) and message.strip():
-            return " ".join(message.split())[:300]
+        summary = self.summary(PhaseSummary)
+        if summary is not None and not summary.ok and summary.message and summary.message.strip():
+            return " ".join(summary.message.split())[:300]
         return reason_from_log(self.tail) or f"exit {self.returncode}"
 
     @property
     def disk_full(self) -> bool:
         """The phase ran out of space (ENOSPC in its message or output): retrying will not help."""
-        return self.returncode != 0 and is_disk_full("\n".join([json.dumps(self.summary), *self.tail]))
+        return self.returncode != 0 and is_disk_full("\n".join([self.message, *self.tail]))
 
 
 def phase_env(workdir: Path, termination_file: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -80,10 +88,10 @@ def run_phase(
     name: str,
     argv: list[str],
     workdir: Path,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[ProgressEvent], None] | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> PhaseResult:
-    """Run one phase to completion; JSON lines with an `event` key go to `on_event`, all output to a log."""
+    """Run one phase to completion; progress lines go to `on_event`, all output to a log."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     termination = workdir / "termination" / f"{name}.json"
@@ -109,20 +117,12 @@ def run_phase(
                 log.write(line)
                 stripped = line.strip()
                 tail.append(line.rstrip())
-                if on_event and stripped.startswith("{") and '"event"' in stripped:
-                    try:
-                        on_event(json.loads(stripped))
-                    except json.JSONDecodeError:
-                        pass
+                if on_event is not None and (event := ProgressEvent.parse_line(stripped)) is not None:
+                    on_event(event)
             proc.wait()
             stop_process_group(proc)  # anything the phase left behind in its group
         except BaseException:
             stop_process_group(proc, STOP_GRACE_SECONDS)
             raise
-    summary: dict[str, Any] = {}
-    if termination.exists():
-        try:
-            summary = json.loads(termination.read_text() or "{}")
-        except json.JSONDecodeError:
-            summary = {"error": termination.read_text()[:2000]}
-    return PhaseResult(name, proc.returncode, summary, list(tail), time.monotonic() - started, log_path)
+    message = termination.read_text(errors="replace") if termination.exists() else ""
+    return PhaseResult(name, proc.returncode, message, list(tail), time.monotonic() - started, log_path)

@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from finetune_api.contract.progress import ProgressEvent, read_events
+from finetune_api.job import DataReport
 
-def read_progress(path: Path) -> list[dict[str, Any]]:
-    """Progress events the trainer appended (one JSON object per line); unreadable lines are skipped."""
+
+def read_progress(path: Path) -> list[ProgressEvent]:
+    """Progress events the trainer appended to `progress.jsonl`; unreadable lines are skipped."""
     if not path.exists():
         return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and event.get("loss") is not None:
-            events.append(event)
-    return events
+    return read_events(path.read_text().splitlines())
 
 
-def plot_loss(events: list[dict[str, Any]], out: Path) -> Path | None:
-    """Training loss by step (and eval loss when present)."""
-    if not events:
+def loss_curves(events: list[ProgressEvent]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(step, training loss) and (step, validation loss) points."""
+    train = [(e.step, e.loss) for e in events if e.loss is not None]
+    validation = [(e.step, e.eval_loss) for e in events if e.eval_loss is not None]
+    return train, validation
+
+
+def plot_loss(events: list[ProgressEvent], out: Path) -> Path | None:
+    """Training loss by step, and the validation loss at its evaluation steps."""
+    train, evals = loss_curves(events)
+    if not train and not evals:
         return None
     import matplotlib
 
@@ -32,10 +34,8 @@ def plot_loss(events: list[dict[str, Any]], out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
-    train = [(e["step"], e["loss"]) for e in events if e.get("event", "progress") == "progress"]
     if train:
         ax.plot(*zip(*train), label="train loss", color="#1f77b4")
-    evals = [(e["step"], e["evalLoss"]) for e in events if e.get("evalLoss") is not None]
     if evals:
         ax.plot(*zip(*evals), "o-", label="validation loss", color="#ff7f0e")
     ax.set_xlabel("step")
@@ -90,7 +90,7 @@ def write_report(
     workdir: Path,
     job_name: str,
     verdict: str,
-    data: dict[str, Any],
+    data: DataReport | None,
     evaluation: dict[str, Any],
     phases: list[tuple[str, float, str]],
     endpoint: str | None,
@@ -108,12 +108,12 @@ def write_report(
     lines += ["## Phases", "", "| phase | seconds | result |", "| --- | --- | --- |"]
     lines += [f"| {name} | {secs:.1f} | {result} |" for name, secs, result in phases]
     lines += ["", "## Data", ""]
-    for key in ("trainExamples", "validationExamples", "evalExamples", "trainTokens", "warnings",
-                "modelMaxPositions", "maxLength", "longestExample", "maxModelLen", "message"):
-        if key in data:
-            lines.append(f"- {key}: {data[key]}")
-    for rule, count in (data.get("dropped") or {}).items():
-        lines.append(f"- dropped by {rule}: {count}")
+    if data is not None:
+        counts = data.to_api()
+        lines += [f"- {key}: {counts[key]}" for key in
+                  ("trainExamples", "validationExamples", "evalExamples", "trainTokens", "warnings",
+                   "modelMaxPositions", "maxLength", "longestExample", "maxModelLen", "message") if key in counts]
+        lines += [f"- dropped by {rule}: {count}" for rule, count in data.dropped.items()]
     lines += ["", "## Evaluation (held-out set)", "", "| metric | base | tuned | delta | CI low | CI high | P(tuned > base) |"]
     lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
     for m in evaluation.get("metrics", []):

@@ -1,6 +1,6 @@
 """Which phases of a local run are finished, checked rather than trusted (DESIGN.md §7, resume rules).
 
-After a phase succeeds, `<workdir>/phases/<phase>.json` records its summary (termination message),
+After a phase succeeds, `<workdir>/phases/<phase>.json` records its termination message,
 the digest of the resolved config and of its inputs, and the SHA-256 of every output file. On the
 next run a phase counts as finished only when its record parses, the config and inputs are the same
 and every output is still there with the same digest; otherwise it runs again, and so does every
@@ -13,7 +13,6 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_trainer.atomic_json import write_json_atomic
@@ -98,8 +97,9 @@ class PhaseRecords:
     def _outputs(self, phase: str) -> dict[str, str]:
         return {str(p.relative_to(self.workdir)): file_digest(p) for p in _files(phase_outputs(phase, self.config))}
 
-    def finished(self, phase: str) -> dict[str, Any] | None:
-        """The phase's summary when it finished and its outputs are intact; None when it must run."""
+    def finished(self, phase: str) -> str | None:
+        """The phase's termination message when it finished and its outputs are intact; None when it
+        must run."""
         try:
             record = json.loads(self.path(phase).read_text())
             if (
@@ -116,15 +116,15 @@ class PhaseRecords:
                 return None
         except (OSError, ValueError, AttributeError):
             return None
-        summary = record.get("summary")
-        return summary if isinstance(summary, dict) else None
+        message = record.get("message")
+        return message if isinstance(message, str) else None
 
-    def record(self, phase: str, summary: dict[str, Any]) -> None:
-        """Mark `phase` finished with `summary`, after checking that its outputs exist."""
+    def record(self, phase: str, message: str) -> None:
+        """Mark `phase` finished with its termination `message` and the digests of its outputs."""
         outputs = self._outputs(phase)
         write_json_atomic(self.path(phase), {
             "version": RECORD_VERSION, "phase": phase, "config": self.config_digest,
-            "inputs": phase_inputs(phase, self.config), "outputs": outputs, "summary": summary,
+            "inputs": phase_inputs(phase, self.config), "outputs": outputs, "message": message,
         })
 
     def forget_from(self, phase: str) -> None:

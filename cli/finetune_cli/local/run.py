@@ -31,7 +31,11 @@ from rich.progress import (
 from rich.table import Table
 
 from finetune_api import FineTuneJob
-from finetune_api.job import RetrySpec
+from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, USER_ERROR, failure_class, is_retried
+from finetune_api.contract.launch import ATTEMPT_ENV
+from finetune_api.contract.progress import ProgressEvent
+from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary
+from finetune_api.job import DataReport, RetrySpec
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_trainer.process_group import StopRequested
 from finetune_trainer.train.checkpoint import checkpoint_step, latest_checkpoint
@@ -44,7 +48,7 @@ from .processes import PhaseResult, phase_log, run_phase
 from .report import read_progress, write_report
 from .resume import PhaseRecords
 
-EXIT_PASSED, EXIT_USER, EXIT_INFRA, EXIT_REJECTED = 0, 1, 2, 3
+EXIT_PASSED, EXIT_USER, EXIT_INFRA, EXIT_REJECTED = OK, USER_ERROR, INFRASTRUCTURE_ERROR, 3
 
 
 @dataclass
@@ -52,7 +56,7 @@ class RunState:
     """What the run learned so far; the report, the final table and the last line read it."""
 
     phases: list[tuple[str, float, str]] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
+    data: DataReport | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)
     endpoint: str | None = None
     answer: str | None = None
@@ -90,12 +94,18 @@ def trainer_argv(phase: str, config_path: Path, *flags: str) -> list[str]:
     return [sys.executable, "-m", "finetune_trainer", phase, "--config", str(config_path), *flags]
 
 
-def train_launch(config: ResolvedConfig, config_path: Path, processes: int) -> tuple[list[str], dict[str, str]]:
-    """The training launch (argv, extra env): the same launcher the pods use, on this machine."""
+def train_launch(config: ResolvedConfig, config_path: Path, processes: int, attempt: int) -> tuple[list[str], dict[str, str]]:
+    """The training launch (argv, extra env) of attempt `attempt` (0-based, as the operator counts):
+    the same launcher the pods use, on this machine."""
     from finetune_api.contract.launch import Topology, launch_argv, launch_env
 
     topology = Topology.local(config.spec, processes)
-    return launch_argv(config.spec, str(config_path), topology), launch_env(config.spec)
+    return launch_argv(config.spec, str(config_path), topology), {**launch_env(config.spec), ATTEMPT_ENV: str(attempt)}
+
+
+def phase_exit_code(returncode: int) -> int:
+    """`ftctl run`'s exit code for a failed phase: the contract's failure class (1 user, 2 anything else)."""
+    return EXIT_USER if failure_class([returncode]) == "user" else EXIT_INFRA
 
 
 def train_with_retries(
@@ -110,7 +120,7 @@ def train_with_retries(
     attempt = 1
     while True:
         result = attempt_once(attempt)
-        if result.returncode in (0, 1) or result.disk_full or attempt >= retry.max_attempts:
+        if not is_retried(result.returncode) or result.disk_full or attempt >= retry.max_attempts:
             return result
         say(f"training attempt {attempt} of {retry.max_attempts} failed (exit {result.returncode}); "
             f"attempt {attempt + 1} resumes from the latest checkpoint in {retry.backoff_seconds} s")
@@ -159,17 +169,19 @@ class Ui:
             self.console.print(f"{name}: running (log: {log})", soft_wrap=True)
         return self.progress.add_task(name, total=None, info="")
 
-    def event(self, task: Any, event: dict[str, Any]) -> None:
-        step, total = event.get("step"), event.get("total")
+    def event(self, task: Any, event: ProgressEvent) -> None:
+        step = event.step
         info_parts = []
-        if event.get("loss") is not None:
-            info_parts.append(f"loss {event['loss']:.3f}")
-        if event.get("tokensPerSecond"):
-            info_parts.append(f"{event['tokensPerSecond']:.0f} tok/s")
+        if event.loss is not None:
+            info_parts.append(f"loss {event.loss:.3f}")
+        if event.eval_loss is not None:
+            info_parts.append(f"val {event.eval_loss:.3f}")
+        if event.tokens_per_second:
+            info_parts.append(f"{event.tokens_per_second:.0f} tok/s")
         info = " ".join(info_parts)
-        if step is not None:
-            self.progress.update(task, completed=step, total=total or None, info=info)
-        if self.plain and step is not None and step != self._last_step:
+        total = event.total_steps
+        self.progress.update(task, completed=step, total=total or None, info=info)
+        if self.plain and step != self._last_step:
             self._last_step = step
             self.console.print(f"  step {step}/{total} {info}")
 
@@ -286,7 +298,7 @@ def _stopped_line(state: RunState, layout: ArtifactLayout, stop: StopRequested) 
     if state.current and state.current.startswith("train"):
         checkpoint = latest_checkpoint(layout.checkpoints)
         logged = read_progress(layout.progress_log)  # this run's and earlier runs' steps
-        last = state.progress or ((logged[-1]["step"], logged[-1].get("total")) if logged else None)
+        last = state.progress or ((logged[-1].step, logged[-1].total_steps) if logged else None)
         step = checkpoint_step(checkpoint) if checkpoint else (last[0] if last else None)
         total = last[1] if last else None
         if step is not None:
@@ -308,9 +320,8 @@ def _pipeline(
 ) -> int:
     records = PhaseRecords(workdir, config)
 
-    def on_event(task: Any, event: dict[str, Any]) -> None:
-        if event.get("step") is not None:
-            state.progress = (int(event["step"]), event.get("total"))
+    def on_event(task: Any, event: ProgressEvent) -> None:
+        state.progress = (event.step, event.total_steps)
         ui.event(task, event)
 
     def attempt(name: str, argv: list[str], env: dict[str, str] | None = None) -> PhaseResult:
@@ -324,16 +335,17 @@ def _pipeline(
         ui.done(task, ok, text)
         return result
 
-    def checked(name: str, result: PhaseResult) -> dict[str, Any]:
-        """The phase's summary when it succeeded; PhaseFailed (one line: why, and the log) otherwise."""
+    def checked(name: str, result: PhaseResult) -> str:
+        """The phase's termination message when it succeeded; PhaseFailed (one line: why, and the
+        log) otherwise."""
         if result.returncode == 0:
-            records.record(name, result.summary)
-            return result.summary
+            records.record(name, result.message)
+            return result.message
         if result.disk_full:
             raise DiskFull(workdir, name, estimated_bytes(name, config), free_bytes(workdir))
-        raise PhaseFailed(name, EXIT_USER if result.returncode == 1 else EXIT_INFRA, result.reason, result.log_path)
+        raise PhaseFailed(name, phase_exit_code(result.returncode), result.reason, result.log_path)
 
-    def phase(name: str, run: Callable[[], PhaseResult]) -> dict[str, Any]:
+    def phase(name: str, run: Callable[[], PhaseResult]) -> str:
         """Reuse a finished phase whose outputs check out; otherwise run it (and every later phase)."""
         summary = records.finished(name)
         if summary is not None:
@@ -344,25 +356,26 @@ def _pipeline(
         records.forget_from(name)
         return checked(name, run())
 
-    state.data = phase("prepare", lambda: attempt("prepare", trainer_argv("prepare", config_path))).get("data", {})
+    prepared = phase("prepare", lambda: attempt("prepare", trainer_argv("prepare", config_path)))
+    state.data = (PrepareSummary.parse(prepared) or PrepareSummary()).data
 
     if config.spec.evaluation.enabled and config.spec.evaluation.compare_to_base:
         baseline = phase("baseline", lambda: attempt("baseline", trainer_argv("evaluate", config_path, "--baseline")))
-        scores = baseline.get("baseline", {})
+        scores = (EvaluateSummary.parse(baseline) or EvaluateSummary()).baseline
         ui.console.print("base model: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
 
     phase("train", lambda: train_with_retries(
         config.spec.retry,
         # each attempt gets a fresh rendezvous port: the crashed attempt's may still be held
-        lambda n: attempt("train" if n == 1 else f"train (attempt {n})", *train_launch(config, config_path, processes)),
+        lambda n: attempt("train" if n == 1 else f"train (attempt {n})", *train_launch(config, config_path, processes, n - 1)),
         lambda text: ui.console.print(f"[yellow]{text}[/yellow]"),
     ))
 
     if config.spec.serving.enabled and config.spec.serving.mode == "merged":
         phase("merge", lambda: attempt("merge", trainer_argv("merge", config_path)))
 
-    evaluated = phase("evaluate", lambda: attempt("evaluate", trainer_argv("evaluate", config_path)))
-    state.evaluation = _full_eval_report(layout) or evaluated
+    evaluated = EvaluateSummary.parse(phase("evaluate", lambda: attempt("evaluate", trainer_argv("evaluate", config_path))))
+    state.evaluation = _full_eval_report(layout) or (evaluated.to_wire() if evaluated is not None else {})
     if not state.evaluation.get("passed"):
         return EXIT_REJECTED
 
@@ -422,10 +435,10 @@ def _final_table(console: Console, state: RunState, report: Path) -> None:
         mark = "[green]PASS[/green]" if g.get("passed") else "[red]FAIL[/red]"
         console.print(f"{mark} {g.get('metric')}: {g.get('message', '')}")
     data = state.data
-    if data:
+    if data is not None:
         console.print(
-            f"data: {data.get('trainExamples', '?')} train / {data.get('evalExamples', '?')} eval examples, "
-            f"{data.get('trainTokens', '?')} train tokens, dropped {data.get('dropped') or {}}"
+            f"data: {data.train_examples} train / {data.eval_examples} eval examples, "
+            f"{data.train_tokens} train tokens, dropped {data.dropped}"
         )
     if state.endpoint:
         console.print(f"served at {state.endpoint}; answer: {state.answer!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from finetune_api.contract.launch import trainer_module_args
+from finetune_api.contract.exit_codes import USER_ERROR
 
 from finetune_api import FineTuneJob
 from finetune_api.resolved import claim_of, pvc_claims
@@ -27,7 +28,6 @@ from .common import (
 from .resolve import output_uri
 
 TRAINER_CONTAINER = "trainer"
-USER_ERROR_EXIT_CODE = 1
 
 
 def trainer_command(phase: str) -> list[str]:
@@ -106,7 +106,7 @@ def user_error_rule() -> dict[str, Any]:
     """Exit code 1 is a user error (bad data or config): retrying cannot help."""
     return {
         "action": "FailJob",
-        "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In", "values": [USER_ERROR_EXIT_CODE]},
+        "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In", "values": [USER_ERROR]},
     }
 
 

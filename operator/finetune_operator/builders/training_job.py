@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from finetune_api.contract.launch import launcher_prefix, processes_per_node, trainer_module_args
+from finetune_api.contract.launch import ATTEMPT_ENV, DEFAULT_MASTER_PORT, pod_launch, processes_per_node
 
 from finetune_api import FineTuneJob
 from finetune_api.job import FineTuneJobSpec, ResourcesSpec
@@ -27,14 +27,13 @@ from .common import CONFIG_PATH, labels, object_meta, parse_quantity, pod_resour
 from .names import train_job_name, train_service_name
 from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_container, trainer_pod_spec, user_error_rule
 
-MASTER_PORT = 29500
+MASTER_PORT = DEFAULT_MASTER_PORT
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 RULE_USER_ERROR = 0
 RULE_DISRUPTION = 1
 CHECKPOINT_GRACE_SECONDS = 120
-TRAIN_MODULE_ARGS = trainer_module_args("train", CONFIG_PATH)
 
 
 def training_resources(res: ResourcesSpec) -> dict[str, Any]:
@@ -45,26 +44,6 @@ def training_resources(res: ResourcesSpec) -> dict[str, Any]:
 def threads_per_process(spec: FineTuneJobSpec) -> int:
     cpu = training_resources(spec.resources)["requests"]["cpu"]
     return max(1, int(parse_quantity(cpu)) // processes_per_node(spec))
-
-
-def launch_command(spec: FineTuneJobSpec) -> tuple[list[str], list[str]]:
-    """Command and args of the launcher; node rank and master come from the PET_* env at run time."""
-    res = spec.resources
-    if res.launcher == "torchrun":
-        return launcher_prefix(), ["torchrun", *TRAIN_MODULE_ARGS]
-    total = res.nodes * processes_per_node(spec)
-    args = [
-        "accelerate",
-        "--num_machines", str(res.nodes),
-        "--machine_rank", "$(PET_NODE_RANK)",
-        "--main_process_ip", "$(PET_MASTER_ADDR)",
-        "--main_process_port", "$(PET_MASTER_PORT)",
-        "--num_processes", str(total),
-        "--dynamo_backend", "no",
-    ]
-    if total > 1:
-        args.append("--multi_gpu")
-    return launcher_prefix(), args + TRAIN_MODULE_ARGS
 
 
 def build_training_service(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
@@ -95,7 +74,7 @@ def build_training_job(
         "PET_NPROC_PER_NODE": str(processes_per_node(job.spec)),
         "PET_MASTER_ADDR": f"{job_name}-0.{train_service_name(name)}",
         "PET_MASTER_PORT": str(MASTER_PORT),
-        "FT_ATTEMPT": str(attempt),
+        ATTEMPT_ENV: str(attempt),
         "OMP_NUM_THREADS": str(threads_per_process(job.spec)),
     }
     if settings.cpu_runtime or res.gpus_per_node == 0:
@@ -104,7 +83,7 @@ def build_training_job(
         "name": "PET_NODE_RANK",
         "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}},
     }
-    command, args = launch_command(job.spec)
+    command, args = pod_launch(job.spec, CONFIG_PATH)
     container = trainer_container(
         job, settings, TRAINER_CONTAINER, command, args, env=env, resources=training_resources(res), extra_env=[node_rank]
     )

@@ -7,7 +7,6 @@ from .observed import (
     ObservedChildren,
     PodState,
     ServingState,
-    TrainingProgress,
     WorkloadState,
     job_state,
     pod_state,
@@ -16,6 +15,6 @@ from .observed import (
 
 __all__ = [
     "Action", "Apply", "Create", "Delete", "DeleteServing", "Emit", "Observe", "PatchStatus", "Requeue", "writes",
-    "decide", "JobState", "ObservedChildren", "PodState", "ServingState", "TrainingProgress", "WorkloadState",
+    "decide", "JobState", "ObservedChildren", "PodState", "ServingState", "WorkloadState",
     "job_state", "pod_state", "workload_state",
 ]

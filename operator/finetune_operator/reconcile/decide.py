@@ -11,8 +11,11 @@ import datetime as dt
 from typing import Any
 
 from finetune_api import FineTuneJob, TERMINAL_PHASES
-from finetune_api.job import DataReport, EvaluationStatus, FineTuneJobStatus
+from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
+from finetune_api.job import Artifacts, DataReport, EvaluationStatus, FineTuneJobStatus, Progress
 from ..builders import names
+from ..builders.resolve import output_uri
+from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
 from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
 from .observed import JobState, ObservedChildren, format_time, parse_time
@@ -163,17 +166,17 @@ def _validating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
         return
     if prep.outcome == "running":
         return
-    summary = prep.summary() or {}
-    if prep.outcome == "failed" or summary.get("ok") is False:
-        message = prep.failure_text() if prep.outcome == "failed" else str(summary.get("error") or "data checks failed")
+    summary = prep.summary(PrepareSummary) or PrepareSummary()
+    if prep.outcome == "failed" or not summary.ok:
+        message = prep.failure_text() if prep.outcome == "failed" else (summary.message or "data checks failed")
         kind = prep.failure_class() if prep.outcome == "failed" else "user"
         reason = "ValidationFailed" if kind == "user" else "PrepareFailed"
-        if summary.get("data"):
-            plan.set(data=_data_report(summary["data"], message))
+        if summary.data is not None:
+            plan.set(data=_data_report(summary.data, message))
         plan.condition("Validated", False, reason, message)
         plan.transition("Failed", reason, message, warning=True)
         return
-    report = _data_report(summary.get("data") or {}, "")
+    report = _data_report(summary.data or DataReport(), "")
     plan.set(data=report)
     counted = f"{report.get('trainExamples', 0)} training examples"
     plan.condition("Validated", True, "DataValid", counted)
@@ -191,19 +194,15 @@ def _validating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
         plan.transition("Queued", "Queued", f"data valid ({counted}); waiting in queue {plan.job.spec.queue.name}")
 
 
-def _data_report(data: dict[str, Any], message: str) -> dict[str, Any]:
-    report = DataReport.model_validate(data).to_api()
-    if message:
-        report["message"] = message[:1024]
-    return report
+def _data_report(data: DataReport, message: str) -> dict[str, Any]:
+    return (data.model_copy(update={"message": message[:1024]}) if message else data).to_api()
 
 
 def _start_training(plan: Plan, children: ObservedChildren, message: str) -> None:
     """Start the next attempt: Service and Job first, then one status patch."""
     attempt = plan.attempt + 1
     plan.do(Create("train-service"), Create("train", attempt=attempt))
-    plan.set(attempts=plan.attempts(count=attempt + 1),
-             progress={"step": 0, "totalSteps": 0, "percent": 0, "summary": "starting"})
+    plan.set(attempts=plan.attempts(count=attempt + 1), progress=Progress(summary="starting").to_api())
     flavor = children.flavor.name if children.flavor else None
     plan.condition("Admitted", True, "Admitted", f"admitted{f' to flavor {flavor}' if flavor else ''}")
     plan.condition("Trained", False, "Training", f"attempt {attempt} started")
@@ -268,12 +267,12 @@ def _training(plan: Plan, children: ObservedChildren, settings: OperatorSettings
             _preempted_by_kueue(plan, train)
             return
         if children.progress is not None:
-            plan.set(progress=_progress(children.progress, plan.now_text))
+            plan.set(progress=progress_status(children.progress, plan.now_text).to_api())
         plan.do(Requeue(settings.progress_interval_seconds))
         return
     gpu_seconds = _gpu_seconds(plan, train)
     if train.outcome == "succeeded":
-        _trained(plan, train, gpu_seconds)
+        _trained(plan, train, gpu_seconds, settings)
         return
     _training_failed(plan, train, gpu_seconds, settings)
 
@@ -293,25 +292,16 @@ def _spend_gpu(plan: Plan, seconds: float) -> None:
         plan.do(Observe("gpu_hours", seconds / 3600.0, {"namespace": plan.job.metadata.namespace or ""}))
 
 
-def _trained(plan: Plan, train: JobState, gpu_seconds: float) -> None:
-    summary = train.summary() or {}
-    if summary.get("ok") is False:
-        message = str(summary.get("error") or "the trainer reported a failure")
+def _trained(plan: Plan, train: JobState, gpu_seconds: float, settings: OperatorSettings) -> None:
+    summary = train.summary(TrainSummary) or TrainSummary()
+    if not summary.ok:
+        message = summary.message or "the trainer reported a failure"
         plan.condition("Trained", False, "TrainingFailed", message)
         plan.transition("Failed", "TrainingFailed", message, warning=True)
         return
     _spend_gpu(plan, gpu_seconds)
-    progress = dict(plan.current.get("progress") or {})
-    if "step" in summary:
-        progress["step"] = int(summary["step"])
-    if summary.get("totalSteps"):
-        progress["totalSteps"] = int(summary["totalSteps"])
-    if summary.get("loss") is not None:
-        progress["loss"] = float(summary["loss"])
-    loss = progress.get("loss")
-    progress.update(percent=100, summary="done" + (f" loss {loss:.4g}" if loss is not None else ""),
-                    updatedAt=plan.now_text)
-    plan.set(progress=progress, queue={"admitted": False, "evictionRequested": False})
+    plan.set(progress=_final_progress(plan, summary).to_api(), artifacts=_trained_artifacts(plan, summary, settings),
+             queue={"admitted": False, "evictionRequested": False})
     plan.condition("Trained", True, "Trained", f"attempt {plan.attempt} finished")
     spec = plan.job.spec
     if spec.evaluation.enabled:
@@ -320,6 +310,37 @@ def _trained(plan: Plan, train: JobState, gpu_seconds: float) -> None:
         _start_deploying(plan, "trained; evaluation disabled: deploying", "Deploying")
     else:
         plan.transition("Succeeded", "Trained", "trained (no evaluation, serving disabled)")
+
+
+def _final_progress(plan: Plan, summary: TrainSummary) -> Progress:
+    """The progress as the trainer's summary leaves it: its last step, final training and validation loss."""
+    last = plan.status.progress or Progress()
+    loss = summary.train_loss if summary.train_loss is not None else last.loss
+    eval_loss = summary.eval_loss if summary.eval_loss is not None else last.eval_loss
+    return last.model_copy(update={
+        "step": summary.step or last.step,
+        "total_steps": summary.total_steps or last.total_steps,
+        "loss": loss,
+        "eval_loss": eval_loss,
+        "percent": 100,
+        "summary": progress_summary("done", loss, eval_loss),
+        "updated_at": plan.now_text,
+    })
+
+
+def _trained_artifacts(plan: Plan, summary: TrainSummary, settings: OperatorSettings) -> dict[str, Any]:
+    """Where the weights and the latest checkpoint are (under the output URI), with the weights' digest."""
+    root = output_uri(plan.job, settings)
+    artifacts = Artifacts(root=root)
+    if summary.weights is not None:
+        where = summary.weights.under(root)
+        if plan.job.spec.adapter.type == "full":
+            artifacts = artifacts.model_copy(update={"model": where, "model_digest": summary.weights.digest})
+        else:
+            artifacts = artifacts.model_copy(update={"adapter": where, "adapter_digest": summary.weights.digest})
+    if summary.checkpoint is not None:
+        artifacts = artifacts.model_copy(update={"checkpoint": summary.checkpoint.under(root)})
+    return artifacts.to_api()
 
 
 def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: OperatorSettings) -> None:
@@ -399,16 +420,6 @@ def _preempted_by_kueue(plan: Plan, train: JobState) -> None:
     plan.transition("Queued", "Preempted", "Kueue evicted the training; waiting for admission again", warning=True)
 
 
-def _progress(p: Any, now: str) -> dict[str, Any]:
-    percent = int(100 * p.step / p.total) if p.total else 0
-    summary = f"{p.step}/{p.total}" + (f" loss {p.loss:.4g}" if p.loss is not None else "")
-    return {
-        "step": p.step, "totalSteps": p.total, "epoch": p.epoch, "loss": p.loss, "learningRate": p.learning_rate,
-        "tokensPerSecond": p.tokens_per_second, "etaSeconds": p.eta_seconds, "percent": percent,
-        "summary": summary, "updatedAt": now,
-    }
-
-
 def _start_evaluating(plan: Plan, message: str, reason: str = "Evaluating") -> None:
     plan.do(Create("eval"))
     plan.condition("Evaluated", False, reason, "evaluation started")
@@ -427,17 +438,18 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
         return
     if ev.outcome == "running":
         return
-    summary = ev.summary()
-    if ev.outcome == "failed" or summary is None or summary.get("ok") is False:
-        text = ev.failure_text() if ev.outcome == "failed" else str(
-            (summary or {}).get("error") or "the evaluation ended without a summary")
+    summary = ev.summary(EvaluateSummary)
+    if ev.outcome == "failed" or summary is None or not summary.ok:
+        text = ev.failure_text() if ev.outcome == "failed" else (
+            (summary.message if summary else None) or "the evaluation ended without a summary")
         plan.condition("Evaluated", False, "EvaluationFailed", text, floor)
         plan.transition("Failed", "EvaluationFailed", text, warning=True)
         return
-    result = EvaluationStatus.model_validate({k: v for k, v in summary.items() if k in
-                                              ("passed", "score", "items", "metrics", "gates", "reportPath")})
-    evaluation = {**result.to_api(), "evaluatedGeneration": floor}
-    plan.set(evaluation=evaluation)
+    root = output_uri(plan.job, settings)
+    report = summary.report.under(root) if summary.report is not None else None
+    result = EvaluationStatus(passed=summary.passed, score=summary.score, items=summary.items, metrics=summary.metrics,
+                              gates=summary.gates, report_path=report, evaluated_generation=floor)
+    plan.set(evaluation=result.to_api(), artifacts=_evaluated_artifacts(root, report, ev.summary(MergeSummary)))
     if not result.passed:
         failed = [g for g in result.gates if not g.passed]
         text = "; ".join(f"{g.metric}: {g.message}" if g.message else g.metric for g in failed) or "gates not passed"
@@ -451,6 +463,14 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
                          "Deploying")
     else:
         plan.transition("Succeeded", "GatesPassed", "gates passed; serving disabled")
+
+
+def _evaluated_artifacts(root: str, report: str | None, merge: MergeSummary | None) -> dict[str, Any]:
+    """The evaluation report and, when the evaluation merged first, the merged model and its digest."""
+    artifacts = Artifacts(root=root, eval_report=report)
+    if merge is not None and merge.merged is not None:
+        artifacts = artifacts.model_copy(update={"merged": merge.merged.under(root), "merged_digest": merge.merged.digest})
+    return artifacts.to_api()
 
 
 def _start_deploying(plan: Plan, message: str, reason: str) -> None:

@@ -7,16 +7,17 @@ values, so every transition is a pure function of (job, observed children, now).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from finetune_api.contract.exit_codes import FailureClass, failure_class
+from finetune_api.contract.progress import ProgressEvent
+from finetune_api.contract.termination import PhaseSummary
 from finetune_api.queue import Flavor
 from ..builders.training_job import training_failure_kind
 
 JobOutcome = Literal["running", "succeeded", "failed"]
-FailureClass = Literal["user", "infrastructure", "preempted"]
-USER_ERROR_EXIT_CODE = 1
+Summary = TypeVar("Summary", bound=PhaseSummary)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class PodState:
     phase: str = "Pending"
     exit_code: int | None = None
     message: str = ""
+    """The termination message of the container that ended the pod (its first failure)."""
+    init_messages: tuple[str, ...] = ()
+    """The init containers' termination messages (the merge before an evaluation)."""
     reason: str = ""
     disrupted: bool = False
     index: int | None = None
@@ -49,30 +53,31 @@ class JobState:
     """The FineTuneJob generation the child was built from (`finetune.dev/generation`)."""
     pods: tuple[PodState, ...] = ()
 
-    def summary(self) -> dict[str, Any] | None:
-        """The trainer's termination-message JSON (first pod that left one; rank 0 first)."""
+    def summary(self, model: type[Summary]) -> Summary | None:
+        """The trainer's termination message of `model`'s phase (first pod that left one; rank 0 first)."""
         for pod in sorted(self.pods, key=lambda p: (p.index is None, p.index or 0)):
-            parsed = parse_summary(pod.message)
-            if parsed is not None:
-                return parsed
+            for message in (pod.message, *pod.init_messages):
+                parsed = model.parse(message)
+                if parsed is not None:
+                    return parsed
         return None
 
     def exit_codes(self) -> list[int]:
         return [p.exit_code for p in self.pods if p.exit_code is not None]
 
     def failure_class(self) -> FailureClass:
-        """Exit 1 is the user's; a disruption (preemption, drain, eviction) is free; the rest is infra."""
-        if self.failure_reason == "user" or USER_ERROR_EXIT_CODE in self.exit_codes():
+        """The contract's classes: exit 1 is the user's (the Job's user-error rule says so too); a
+        disruption (preemption, drain, eviction) is free; the rest is infrastructure."""
+        if self.failure_reason == "user":
             return "user"
-        if self.failure_reason == "preempted" or any(p.disrupted for p in self.pods):
-            return "preempted"
-        return "infrastructure"
+        disrupted = self.failure_reason == "preempted" or any(p.disrupted for p in self.pods)
+        return failure_class(self.exit_codes(), disrupted)
 
     def failure_text(self) -> str:
         """A one-line reason: the trainer's own error when it left one, else exit codes and the Job's."""
-        summary = self.summary() or {}
-        if summary.get("error"):
-            return str(summary["error"])
+        summary = self.summary(PhaseSummary)
+        if summary is not None and not summary.ok and summary.message:
+            return summary.message
         codes = sorted(set(self.exit_codes()))
         parts = []
         if codes:
@@ -110,19 +115,6 @@ class ServingState:
 
 
 @dataclass(frozen=True)
-class TrainingProgress:
-    """The latest progress line of the rank-0 trainer (see `progress.py`)."""
-
-    step: int
-    total: int
-    epoch: float = 0.0
-    loss: float | None = None
-    learning_rate: float | None = None
-    tokens_per_second: float | None = None
-    eta_seconds: int | None = None
-
-
-@dataclass(frozen=True)
 class ObservedChildren:
     """Everything observed about one FineTuneJob's children (keyed by child name)."""
 
@@ -133,20 +125,10 @@ class ObservedChildren:
     """The queue's preemption grace period (SIGTERM lets the trainer checkpoint)."""
     workload: WorkloadState | None = None
     serving: ServingState | None = None
-    progress: TrainingProgress | None = None
+    progress: ProgressEvent | None = None
+    """The rank-0 trainer's latest progress (finetune_api.contract.progress)."""
     config_spec: dict[str, Any] | None = None
     """The spec the job's ConfigMap was rendered from (read only when the generation moved)."""
-
-
-def parse_summary(message: str | None) -> dict[str, Any] | None:
-    """The trainer's ≤4 KiB JSON termination message; None when absent or not JSON."""
-    if not message:
-        return None
-    try:
-        value = json.loads(message)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 # -- from API objects -----------------------------------------------------------------------------
@@ -156,12 +138,13 @@ def pod_state(pod: dict[str, Any]) -> PodState:
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     exit_code, message, reason = None, "", ""
     for cs in status.get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        term = _terminated(cs)
         if not term:
             continue
         code = term.get("exitCode")
         if exit_code is None or (code not in (None, 0) and exit_code == 0):
             exit_code, message, reason = code, term.get("message") or "", term.get("reason") or ""
+    init_messages = tuple(m for cs in status.get("initContainerStatuses") or [] if (m := _terminated(cs).get("message")))
     disrupted = any(
         c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in status.get("conditions") or []
     )
@@ -173,11 +156,18 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         phase=status.get("phase") or "Pending",
         exit_code=exit_code,
         message=message,
+        init_messages=init_messages,
         reason=reason,
         disrupted=disrupted,
         index=int(raw_index) if raw_index not in (None, "") else None,
         started_at=status.get("startTime"),
     )
+
+
+def _terminated(container_status: dict[str, Any]) -> dict[str, Any]:
+    state, last = container_status.get("state") or {}, container_status.get("lastState") or {}
+    terminated: dict[str, Any] = state.get("terminated") or last.get("terminated") or {}
+    return terminated
 
 
 def job_state(job: dict[str, Any], pods: list[PodState] | tuple[PodState, ...] = ()) -> JobState:

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from finetune_api import FineTuneJob
+from finetune_api.contract.progress import ProgressEvent
 from finetune_api.queue import Flavor
 
 from .. import builders
@@ -18,7 +19,7 @@ from ..builders.common import CONFIG_FILE
 from ..k8s import K8s
 from ..progress import TAIL_LINES, latest_progress
 from ..queue.views import admitted_flavor
-from ..reconcile import JobState, ObservedChildren, ServingState, TrainingProgress
+from ..reconcile import JobState, ObservedChildren, ServingState
 from ..reconcile.decide import AFTER_TRAINING
 from ..settings import OperatorSettings
 from .executor import Executor
@@ -68,7 +69,7 @@ class Observer:
             observed = dataclasses.replace(observed, config_spec=await self._config_spec(ns, name))
         return observed
 
-    async def _progress(self, job: FineTuneJob, train: JobState | None) -> TrainingProgress | None:
+    async def _progress(self, job: FineTuneJob, train: JobState | None) -> ProgressEvent | None:
         """The rank-0 trainer's latest progress line, read at most every progress interval."""
         key = (job.metadata.namespace or "", job.metadata.name)
         loop = asyncio.get_running_loop()

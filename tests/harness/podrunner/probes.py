@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .container import Container
+from .container import Container, Probe
 from .node import POD_IP
 from .paths import expand_vars
 from .processes import send_signal
@@ -24,44 +24,50 @@ def probe(c: Container, t: float, grace: float, base_env: dict[str, str], where:
     """Run whichever of a running container's probes are due at monotonic time `t`."""
     if not c.started:
         p = c.startup
-        if p.spec is None:
-            c.started = True
-        elif t >= p.next_at:
-            p.next_at = t + float(p.spec.get("periodSeconds", 10))
-            if run_probe(c, p.spec, base_env):
-                c.started = True
-            else:
-                p.failures += 1
-                if p.failures >= int(p.spec.get("failureThreshold", 3)):
+        if p.spec is not None:
+            result = run_if_due(c, p, t, base_env)
+            if not result:
+                if result is False and failed(p):
                     restart_unhealthy(c, t, grace, "startup probe failed", where)
-            return
-        else:
-            return
+                return
+        c.started = True
         t0 = time.monotonic()
         for q in (c.readiness, c.liveness):
             q.reset(t0)
     r = c.readiness
     if r.spec is None:
         c.ready = True
-    elif t >= r.next_at:
-        r.next_at = t + float(r.spec.get("periodSeconds", 10))
-        if run_probe(c, r.spec, base_env):
+    else:
+        result = run_if_due(c, r, t, base_env)
+        if result:
             r.successes, r.failures = r.successes + 1, 0
             if r.successes >= int(r.spec.get("successThreshold", 1)):
                 c.ready = True
-        else:
-            r.failures, r.successes = r.failures + 1, 0
-            if r.failures >= int(r.spec.get("failureThreshold", 3)) or not c.ready:
+        elif result is False:
+            r.successes = 0
+            if failed(r):
                 c.ready = False
     lv = c.liveness
-    if lv.spec is not None and t >= lv.next_at and c.kill_deadline is None:
-        lv.next_at = t + float(lv.spec.get("periodSeconds", 10))
-        if run_probe(c, lv.spec, base_env):
+    if c.kill_deadline is None:
+        result = run_if_due(c, lv, t, base_env)
+        if result:
             lv.failures = 0
-        else:
-            lv.failures += 1
-            if lv.failures >= int(lv.spec.get("failureThreshold", 3)):
-                restart_unhealthy(c, t, grace, "liveness probe failed", where)
+        elif result is False and failed(lv):
+            restart_unhealthy(c, t, grace, "liveness probe failed", where)
+
+
+def run_if_due(c: Container, p: Probe, t: float, base_env: dict[str, str]) -> bool | None:
+    """The probe's result if it is due at `t` (scheduling the next run), None if it is unset or not due."""
+    if p.spec is None or t < p.next_at:
+        return None
+    p.next_at = t + float(p.spec.get("periodSeconds", 10))
+    return run_probe(c, p.spec, base_env)
+
+
+def failed(p: Probe) -> bool:
+    """Count one failure; True once the probe's failureThreshold is reached."""
+    p.failures += 1
+    return p.failures >= int((p.spec or {}).get("failureThreshold", 3))
 
 
 def restart_unhealthy(c: Container, t: float, grace: float, why: str, where: str) -> None:

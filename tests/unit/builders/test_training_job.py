@@ -45,7 +45,12 @@ def test_indexed_job_wires_torchrun_through_pet_env() -> None:
     assert env["PET_NODE_RANK"] == {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
     assert env["HF_HUB_OFFLINE"] == "1" and env["TORCH_EXTENSIONS_DIR"].startswith("/tmp")
     assert container["command"] == ["python", "-m", "finetune_trainer.train.launcher"]
-    assert container["args"] == ["torchrun", "-m", "finetune_trainer", "train", "--config", "/etc/finetune/config.json"]
+    # the same launch_argv as `ftctl run`: explicit flags, the per-pod values as PET_* references
+    assert container["args"] == [
+        "torchrun", "--nnodes", "4", "--nproc_per_node", "8", "--node_rank", "$(PET_NODE_RANK)",
+        "--master_addr", "$(PET_MASTER_ADDR)", "--master_port", "$(PET_MASTER_PORT)",
+        "-m", "finetune_trainer", "train", "--config", "/etc/finetune/config.json",
+    ]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
@@ -76,6 +81,8 @@ def test_accelerate_gets_machine_rank_and_total_processes() -> None:
     flags = dict(zip(args[1::2], args[2::2]))
     assert flags["--machine_rank"] == "$(PET_NODE_RANK)" and flags["--main_process_ip"] == "$(PET_MASTER_ADDR)"
     assert flags["--num_machines"] == "2" and flags["--num_processes"] == "8" and "--multi_gpu" in args
+    # without DeepSpeed the Trainer's precision flags decide, as in `ftctl run` (one launch_argv for both)
+    assert args[args.index("--mixed_precision") + 1] == "no"
 
 
 def test_embedded_admission_injects_the_flavor() -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.cluster import BIN_DIR, missing_binaries
+
 REPO = Path(__file__).resolve().parents[3]
 # FT_CHART_DIR tests another copy of the chart (an unpacked release, a patched checkout).
 CHART = Path(os.environ.get("FT_CHART_DIR", REPO / "charts" / "finetune-operator"))
@@ -27,8 +29,7 @@ KUBE_VERSION = "1.32.0"
 
 def helm_binary() -> str:
     """`.cache/bin/helm` (scripts/build-controlplane.sh builds it), else one on PATH; skips when neither."""
-    built = Path(os.environ.get("FT_CACHE_DIR", REPO / ".cache")) / "bin" / "helm"
-    found = str(built) if built.exists() else shutil.which("helm")
+    found = str(BIN_DIR / "helm") if not missing_binaries(["helm"]) else shutil.which("helm")
     if not found:
         pytest.skip("helm is not built yet: run scripts/build-controlplane.sh (make controlplane)")
     return found

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -39,8 +41,10 @@ def failed_checks(report: str) -> dict[str, set[str]]:
 
 def test_scan_passes(tmp_path) -> None:
     helm_binary()  # skips with the reason when helm is not built yet
+    # the ftctl of the interpreter running these tests: a worktree has no .venv of its own
+    ftctl = Path(sys.executable).with_name("ftctl")
     proc = subprocess.run(["bash", str(REPO / "scripts" / "checkov.sh"), str(tmp_path)], capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          text=True, timeout=900, env={"FTCTL": str(ftctl), **os.environ, "OMP_NUM_THREADS": "1"})
     failed = failed_checks(proc.stdout)
     summary = "\n".join(f"{check} ({len(where)}x), e.g. {sorted(where)[:3]}" for check, where in sorted(failed.items()))
     assert proc.returncode == 0, f"checkov failed ({proc.returncode}):\n{summary or proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from finetune_cli.main import main
+from finetune_cli.manifests import load_job
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[3]
@@ -69,3 +70,15 @@ def test_console_script_exit_code_without_traceback(tmp_path: Path) -> None:
     bad = INVALID[0]
     proc = subprocess.run([sys.executable, "-m", "finetune_cli.main", "validate", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.strip()
+
+
+def test_ftctl_run_loader_refuses_a_lora_rank_vllm_cannot_serve_in_adapter_mode(tmp_path: Path) -> None:
+    """`ftctl run` loads through the admission rules, so the trainer needs no rank check of its own."""
+    manifest = (ROOT / "tests/manifests/invalid/adapter-rank-over-vllm-max.yaml").read_text()
+    adapter = tmp_path / "adapter.yaml"
+    adapter.write_text(manifest)
+    with pytest.raises(ValueError, match=r"spec\.adapter\.r: vLLM serves LoRA ranks up to 512"):
+        load_job(adapter)
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(manifest + "  serving:\n    mode: merged\n")
+    assert load_job(merged).spec.adapter.r == 1024

@@ -22,9 +22,10 @@ def test_relative_paths_resolve_against_the_manifest(tmp_path: Path) -> None:
     assert config.runtime == "local" and config.served_model_name == "quickstart"
 
 
-def test_remote_uris_are_kept_and_file_uris_unwrapped() -> None:
+def test_remote_uris_are_kept_and_file_uris_never_reach_the_mapping() -> None:
     assert local_path("s3://bucket/x.jsonl", Path("/tmp")) == "s3://bucket/x.jsonl"
-    assert local_path("file:///data/x.jsonl", Path("/tmp")) == "/data/x.jsonl"
+    with pytest.raises(ValueError, match=r"spec\.datasets\.train\.uri"):  # refused by the loader ftctl run uses
+        load_job(ROOT / "tests/manifests/invalid/file-uri.yaml")
     assert local_path("/abs/x", Path("/tmp")) == "/abs/x"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from finetune_api.contract.termination import PhaseSummary
 from finetune_cli.local.config import local_config
 from finetune_cli.local.disk import MIN_FREE_ENV, DiskFull, check_free_space, free_bytes, required_bytes
 from finetune_cli.local.processes import PhaseResult
@@ -36,15 +37,16 @@ def test_the_verdict_covers_every_phase(state: RunState, expected: str) -> None:
 
 def test_the_report_title_is_the_verdict(tmp_path: Path) -> None:
     state = RunState(evaluation={"passed": True}, served=False, failed="serving")
-    report = write_report(tmp_path, "job", verdict(state), {}, state.evaluation, [], None, None, [], tmp_path / "none")
+    report = write_report(tmp_path, "job", verdict(state), None, state.evaluation, [], None, None, [], tmp_path / "none")
     assert report.read_text().startswith("# FineTuneJob `job` — PASSED gates, SERVING FAILED\n")
 
 
 def test_a_phase_failure_is_one_line_from_the_termination_message_or_the_last_exception() -> None:
-    assert PhaseResult("train", 1, {"message": "spec.x:\n  bad value"}).reason == "spec.x: bad value"
+    message = PhaseSummary.failure("UserError", "spec.x:\n  bad value", phase="train").model_dump_json()
+    assert PhaseResult("train", 1, message).reason == "spec.x: bad value"
     tail = ["Traceback (most recent call last):", '  File "x.py", line 1, in <module>', "RuntimeError: boom"]
-    assert PhaseResult("evaluate", 2, {}, tail).reason == "RuntimeError: boom"
-    assert PhaseResult("evaluate", -9, {}, ["killed"]).reason == "exit -9"
+    assert PhaseResult("evaluate", 2, "", tail).reason == "RuntimeError: boom"
+    assert PhaseResult("evaluate", -9, "", ["killed"]).reason == "exit -9"
 
 
 def test_a_validation_error_gives_its_first_detail() -> None:
@@ -58,8 +60,8 @@ def test_a_validation_error_gives_its_first_detail() -> None:
 def test_enospc_is_recognised_and_not_retried() -> None:
     tail = ["OSError: [Errno 28] No space left on device: '/w/checkpoints/checkpoint-15'"]
     assert is_disk_full(tail[0])
-    assert PhaseResult("train", 2, {}, tail).disk_full
-    assert not PhaseResult("train", 0, {}, tail).disk_full
+    assert PhaseResult("train", 2, "", tail).disk_full
+    assert not PhaseResult("train", 0, "", tail).disk_full
 
 
 def test_free_space_is_checked_against_the_estimate_or_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

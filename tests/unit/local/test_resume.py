@@ -22,6 +22,10 @@ def records_for(workdir: Path, **serving: object) -> PhaseRecords:
     return PhaseRecords(workdir, local_config(job, MANIFEST, workdir))
 
 
+def message(phase: str) -> str:
+    return json.dumps({"phase": phase, "ok": True})
+
+
 @pytest.fixture
 def finished(tmp_path: Path) -> PhaseRecords:
     """Outputs as the phases leave them, and a record for each."""
@@ -38,13 +42,13 @@ def finished(tmp_path: Path) -> PhaseRecords:
     (artifacts / "eval" / "report.json").write_text(json.dumps({"passed": True}))
     records = records_for(tmp_path)
     for phase in ("prepare", "baseline", "train", "evaluate"):
-        records.record(phase, {"phase": phase})
+        records.record(phase, message(phase))
     return records
 
 
 def test_a_recorded_phase_with_intact_outputs_is_finished(finished: PhaseRecords) -> None:
     for phase in ("prepare", "baseline", "train", "evaluate"):
-        assert finished.finished(phase) == {"phase": phase}
+        assert finished.finished(phase) == message(phase)
     assert finished.finished("merge") is None  # never ran
 
 
@@ -80,14 +84,14 @@ def test_changed_data_runs_prepare_again(finished: PhaseRecords, tmp_path: Path)
 
 
 def test_the_config_decides_but_not_the_serving_placement_nor_the_workdir(finished: PhaseRecords, tmp_path: Path) -> None:
-    assert records_for(tmp_path, replicas=3).finished("train") == {"phase": "train"}
+    assert records_for(tmp_path, replicas=3).finished("train") == message("train")
     assert records_for(tmp_path, max_model_len=1280).finished("prepare") is None  # prepare checks it against the model
     job = load_job(MANIFEST)
     job.spec.hyperparameters.epochs = 1
     assert PhaseRecords(tmp_path, local_config(job, MANIFEST, tmp_path)).finished("train") is None
     moved = tmp_path.parent / (tmp_path.name + "-moved")
     finished.workdir.rename(moved)
-    assert records_for(moved).finished("evaluate") == {"phase": "evaluate"}
+    assert records_for(moved).finished("evaluate") == message("evaluate")
 
 
 def test_running_a_phase_again_drops_the_later_records(finished: PhaseRecords) -> None:

@@ -1,39 +1,32 @@
-"""Progress lines of the trainer, parsed from a pod log tail."""
+"""Progress lines of the trainer, read from a pod log tail and written as `status.progress`."""
 
 import pytest
 
-from finetune_operator.progress import latest_progress, parse_progress_line
+from finetune_api.contract.progress import ProgressEvent
+from finetune_operator.progress import latest_progress, progress_status
 
 pytestmark = pytest.mark.unit
 
-LINE = '{"event":"progress","step":40,"total":100,"epoch":1.5,"loss":0.75,"lr":0.0002,"tokensPerSecond":812.5,"etaSeconds":33.4}'
+TRAIN = ProgressEvent(step=40, total_steps=100, epoch=1.5, loss=0.75, learning_rate=2e-4, tokens_per_second=812.5,
+                      eta_seconds=33)
 
 
-def test_a_progress_line_becomes_training_progress():
-    p = parse_progress_line(LINE)
-    assert (p.step, p.total, p.epoch, p.loss, p.learning_rate, p.tokens_per_second, p.eta_seconds) == (
-        40, 100, 1.5, 0.75, 0.0002, 812.5, 33)
-
-
-@pytest.mark.parametrize("line", [
-    "", "loading model...", '{"event":"eval","step":3}', '{"event":"progress","step":"x","total":3}',
-    '{"event":"progress","step":1', "[1, 2]",
-])
-def test_other_lines_are_skipped(line):
-    assert parse_progress_line(line) is None
-
-
-def test_non_finite_loss_is_dropped_not_propagated():
-    p = parse_progress_line('{"event":"progress","step":1,"total":2,"loss":NaN}')
-    assert p is not None and p.loss is None
-
-
-def test_the_last_progress_line_of_a_tail_wins_even_with_timestamps_and_noise():
+def test_the_latest_line_of_a_tail_wins_and_keeps_the_last_validation_loss():
+    evaluation = ProgressEvent(step=40, total_steps=100, eval_loss=0.9)
     tail = "\n".join([
-        LINE,
-        "2030-01-01T00:00:00Z " + LINE.replace('"step":40', '"step":41'),
+        TRAIN.to_line(),
+        "2030-01-01T00:00:00Z " + evaluation.to_line(),
         "some warning from torch",
-        '{"event":"progress","step":4',
+        TRAIN.model_copy(update={"step": 41, "loss": 0.7}).to_line(),
+        '{"event":"progress","step":42',
     ])
-    assert latest_progress(tail).step == 41
+    latest = latest_progress(tail)
+    assert latest is not None and (latest.step, latest.loss, latest.eval_loss) == (41, 0.7, 0.9)
     assert latest_progress("nothing here") is None
+
+
+def test_status_progress_comes_from_the_event():
+    status = progress_status(TRAIN.model_copy(update={"eval_loss": 0.9}), "2030-01-01T12:00:00Z")
+    assert (status.step, status.total_steps, status.percent, status.loss, status.eval_loss) == (40, 100, 40, 0.75, 0.9)
+    assert status.learning_rate == 2e-4 and status.summary == "40/100 loss 0.75 val 0.9"
+    assert status.to_api()["updatedAt"] == "2030-01-01T12:00:00Z"

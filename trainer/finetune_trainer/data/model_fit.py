@@ -1,9 +1,9 @@
 """Model-aware checks of the Validating phase: does the spec fit the base model, before any GPU?
 
 A spec can be valid on its own and still fail hours later on its model: a `maxLength` or vLLM
-`--max-model-len` beyond the model's positions (vLLM refuses to start), a LoRA rank vLLM cannot
-serve, chat data or evaluation without a chat template, a tokenizer without an end-of-sequence
-token. These checks read the model's `config.json` and tokenizer and turn each into a finding that
+`--max-model-len` beyond the model's positions (vLLM refuses to start), chat data or evaluation
+without a chat template, a tokenizer without an end-of-sequence token. (A LoRA rank vLLM cannot
+serve needs no model and is refused at admission, `job.py`.) These checks read the model's `config.json` and tokenizer and turn each into a finding that
 names the spec field. An unset `datasets.maxLength` is lowered to the model's positions instead (a
 warning), and the serving length is derived from the model and the data (`resolve_max_model_len`).
 
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune_api.contract.vllm import LORA_RANKS, derive_max_model_len
+from finetune_api.contract.vllm import derive_max_model_len
 from finetune_api.job import DEFAULT_MAX_LENGTH, FineTuneJobSpec
 
-from .rules import CONTEXT_LENGTH, LORA_RANK, MODEL_CONFIG, NO_CHAT_TEMPLATE, NO_EOS, Findings
+from .rules import CONTEXT_LENGTH, MODEL_CONFIG, NO_CHAT_TEMPLATE, NO_EOS, Findings
 from .tokenize import Tokenizer
 
 POSITION_KEYS = (
@@ -161,19 +161,6 @@ def resolve_max_model_len(spec: FineTuneJobSpec, limit: PositionLimit | None, lo
             f"evaluation.maxNewTokens ({new_tokens}) needs {longest_example + new_tokens}", "warning",
         )
     return derived
-
-
-def check_lora_rank(spec: FineTuneJobSpec, where: str, findings: Findings) -> None:
-    """vLLM loads adapters of a few ranks only (`--max-lora-rank`); a merged model has no rank limit."""
-    serving = spec.serving
-    if spec.adapter.type == "full" or not serving.enabled or serving.mode != "adapter":
-        return
-    if spec.adapter.r > LORA_RANKS[-1]:
-        findings.add(
-            LORA_RANK, where, 0,
-            f"spec.adapter.r: {spec.adapter.r}: vLLM serves LoRA adapters up to rank {LORA_RANKS[-1]} "
-            "(spec.serving.mode: adapter); lower the rank or set spec.serving.mode: merged",
-        )
 
 
 def check_eos(tok: Tokenizer, findings: Findings) -> None:

@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, USER_ERROR
+from finetune_api.contract.summaries import PrepareSummary
+from finetune_api.contract.termination import FailureReason
+from finetune_api.job import DataReport
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from . import rules
@@ -34,7 +38,6 @@ from .model_fit import (
     chat_template_needs,
     check_chat_template,
     check_eos,
-    check_lora_rank,
     model_position_limit,
     resolve_max_length,
     resolve_max_model_len,
@@ -45,9 +48,6 @@ from .rules import Findings
 from .sources import MissingData, SourceFile, SourceUnavailable, fingerprint, read_dataset
 from .tokenize import Encoded, LossOn, OverLength, Tokenizer, TokenizerUnavailable, encode_sft, load_tokenizer, measure, tokenizer_finding
 
-EXIT_OK = 0
-EXIT_USER_ERROR = 1
-EXIT_INFRASTRUCTURE = 2
 DeclaredFormat = Literal["auto", "messages", "prompt_completion", "preference"]
 
 
@@ -216,19 +216,20 @@ class PrepareResult:
     exit_code: int
     findings: Findings
     report: dict[str, Any]
-    summary: dict[str, Any]
+    summary: DataReport
     prepared_dir: Path | None = None
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == EXIT_OK
+        return self.exit_code == OK
 
-    def termination(self) -> dict[str, Any]:
-        """The termination message: ok, the first findings as `error`, the DataReport summary."""
-        out: dict[str, Any] = {"ok": self.ok, "phase": "prepare", "data": self.summary}
-        if not self.ok:
-            out["error"] = "; ".join(str(f) for f in self.findings.errors[:5]) or self.summary["message"]
-        return out
+    def termination(self) -> PrepareSummary:
+        """The termination message: the DataReport summary, and on failure the first findings."""
+        if self.ok:
+            return PrepareSummary(data=self.summary, message=self.summary.message)
+        reason: FailureReason = "UserError" if self.exit_code == USER_ERROR else "InfrastructureError"
+        text = "; ".join(str(f) for f in self.findings.errors[:5]) or self.summary.message
+        return PrepareSummary.failure(reason, text, data=self.summary)
 
 
 def settings_from_config(config: ResolvedConfig, max_length: int) -> CheckSettings:
@@ -255,7 +256,7 @@ def sources_from_config(config: ResolvedConfig) -> list[SplitSource]:
 
 def _infrastructure_failure(message: str) -> PrepareResult:
     report = {"ok": False, "message": message, "splits": {}, "dropped": {}, "warnings": 0}
-    return PrepareResult(EXIT_INFRASTRUCTURE, Findings(), report, summary(report, None))
+    return PrepareResult(INFRASTRUCTURE_ERROR, Findings(), report, summary(report, None))
 
 
 def run_prepare(config: ResolvedConfig) -> PrepareResult:
@@ -273,7 +274,6 @@ def run_prepare(config: ResolvedConfig) -> PrepareResult:
     model_config = str(Path(config.paths.model) / "config.json")
     limit = model_position_limit(config.paths.model, findings) if tokenizer is not None else None
     settings = settings_from_config(config, resolve_max_length(spec, limit, model_config, findings))
-    check_lora_rank(spec, config.paths.model, findings)
     try:
         outcome = check_datasets(sources_from_config(config), settings, tokenizer, findings, evaluation=spec.evaluation.enabled)
     except SourceUnavailable as exc:
@@ -317,7 +317,7 @@ def run_prepare(config: ResolvedConfig) -> PrepareResult:
         layout.data_report.with_suffix(".md").write_text(render_markdown(report))
     except OSError as exc:
         return _infrastructure_failure(f"cannot write the prepared data under {layout.data}: {exc}")
-    return PrepareResult(EXIT_OK if ok else EXIT_USER_ERROR, findings, report, summary(report, str(layout.data_report)), prepared_dir)
+    return PrepareResult(OK if ok else USER_ERROR, findings, report, summary(report, str(layout.data_report)), prepared_dir)
 
 
 def _model_limits(

@@ -89,25 +89,24 @@ def cost_estimate(
     }
 
 
-def summary(report: dict[str, Any], report_path: str | None) -> dict[str, Any]:
-    """The DataReport status summary (api/job.py), camelCase as the operator stores it."""
+def summary(report: dict[str, Any], report_path: str | None) -> DataReport:
+    """The DataReport status summary the prepare phase's termination message carries."""
     splits = report["splits"]
-    message = report["message"]
     model = report.get("model") or {}
-    return {
-        "trainExamples": splits.get("train", {}).get("examples", 0),
-        "validationExamples": splits.get("validation", {}).get("examples", 0),
-        "evalExamples": splits.get("eval", {}).get("examples", 0),
-        "dropped": report["dropped"],
-        "warnings": report["warnings"],
-        "trainTokens": splits.get("train", {}).get("tokens", 0),
-        "reportPath": report_path,
-        "message": message,
-        "modelMaxPositions": model.get("positions"),
-        "maxLength": model.get("max_length"),
-        "longestExample": model.get("longest_example"),
-        "maxModelLen": model.get("max_model_len"),
-    }
+    return DataReport(
+        train_examples=splits.get("train", {}).get("examples", 0),
+        validation_examples=splits.get("validation", {}).get("examples", 0),
+        eval_examples=splits.get("eval", {}).get("examples", 0),
+        dropped=report["dropped"],
+        warnings=report["warnings"],
+        train_tokens=splits.get("train", {}).get("tokens", 0),
+        report_path=report_path,
+        message=report["message"],
+        model_max_positions=model.get("positions"),
+        max_length=model.get("max_length"),
+        longest_example=model.get("longest_example"),
+        max_model_len=model.get("max_model_len"),
+    )
 
 
 def read_summary(layout: ArtifactLayout) -> DataReport | None:
@@ -117,7 +116,7 @@ def read_summary(layout: ArtifactLayout) -> DataReport | None:
         report = json.loads(layout.data_report.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return DataReport.model_validate(summary(report, str(layout.data_report)))
+    return summary(report, str(layout.data_report))
 
 
 def build_report(

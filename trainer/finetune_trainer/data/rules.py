@@ -51,7 +51,7 @@ VALUE_TYPE = Rule("FT018", "value-type", "values have the right JSON type")
 NO_GENERATION_MARKERS = Rule("FT019", "no-generation-markers", "the template marks assistant turns for the loss")
 TOKENIZER = Rule("FT020", "tokenizer", "the base model's tokenizer loads")
 CONTEXT_LENGTH = Rule("FT021", "context-length", "datasets.maxLength and serving.maxModelLen fit the base model's positions")
-LORA_RANK = Rule("FT022", "lora-rank", "an adapter served in adapter mode has a rank vLLM serves")
+# FT022 (lora-rank) is retired: the rank vLLM serves is an admission rule (finetune_api.job); ids are not reused.
 NO_CHAT_TEMPLATE = Rule("FT023", "no-chat-template", "a chat template exists where chat data, DPO, GRPO or evaluation need one")
 NO_EOS = Rule("FT024", "no-eos-token", "the tokenizer has an end-of-sequence token")
 MODEL_CONFIG = Rule("FT025", "model-config", "the base model directory has a readable config.json")
@@ -61,7 +61,7 @@ RULES: dict[str, Rule] = {
     for r in (
         JSON_PARSE, FORMAT, UNKNOWN_KEY, ROLE, ROLE_ORDER, EMPTY_CONTENT, NO_ANSWER, IDENTICAL_PAIR,
         MIN_EXAMPLES, TEMPLATE, NO_TRAINABLE, EOS_NOT_TRAINED, OVER_LENGTH, DUPLICATE, LEAKAGE,
-        METHOD_FORMAT, SOURCE, VALUE_TYPE, NO_GENERATION_MARKERS, TOKENIZER, CONTEXT_LENGTH, LORA_RANK,
+        METHOD_FORMAT, SOURCE, VALUE_TYPE, NO_GENERATION_MARKERS, TOKENIZER, CONTEXT_LENGTH,
         NO_CHAT_TEMPLATE, NO_EOS, MODEL_CONFIG,
     )
 }

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune_api.contract.artifacts import artifact_ref
+from finetune_api.contract.summaries import EvaluateSummary
 from finetune_api.job import GateResult
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
@@ -57,17 +59,17 @@ class EvaluateResult:
     report_path: Path | None = None
     notes: list[str] = field(default_factory=list)
 
-    def summary(self, generation: int | None = None) -> dict[str, Any]:
-        return {
-            "ok": True,
-            "passed": self.passed,
-            "score": self.score,
-            "items": len(self.held_out.records),
-            "metrics": [m.to_result().to_api() for m in self.held_out.metrics.values()],
-            "gates": [g.to_api() for g in self.gates],
-            "reportPath": str(self.report_path) if self.report_path else None,
-            "evaluatedGeneration": generation,
-        }
+    def summary(self, output_root: str, generation: int | None = None) -> EvaluateSummary:
+        """The termination message; the report's path is relative to `output_root`."""
+        return EvaluateSummary(
+            passed=self.passed,
+            score=self.score,
+            items=len(self.held_out.records),
+            metrics=[m.to_result() for m in self.held_out.metrics.values()],
+            gates=self.gates,
+            report=artifact_ref(output_root, self.report_path) if self.report_path else None,
+            evaluated_generation=generation,
+        )
 
 
 def _metric_names(config: ResolvedConfig) -> list[str]:

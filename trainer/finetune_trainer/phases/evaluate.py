@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetune_api.contract.summaries import EvaluateSummary
+
 
 def main(config_path: str, baseline: bool = False) -> int:
     """`baseline`: generate with the base model only (before training) and report its scores."""
@@ -16,16 +18,16 @@ def main(config_path: str, baseline: bool = False) -> int:
     from finetune_trainer.evaluation.evaluate import EvaluationUserError, run_baseline, run_evaluate
     from finetune_trainer.train.exit_codes import run_phase
 
-    def body(config: Any) -> dict[str, Any]:
+    def body(config: Any) -> EvaluateSummary:
         if baseline:
             scores = run_baseline(config)
             print("evaluate --baseline: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-            return {"phase": "evaluate", "ok": True, "baseline": scores}
+            return EvaluateSummary(baseline=scores)
         result = run_evaluate(config)
         print(f"evaluate: {'PASSED' if result.passed else 'REJECTED'}: {result.score}")
         for gate in result.gates:
             print(f"  {'PASS' if gate.passed else 'FAIL'} {gate.message}")
         print(f"  report: {result.report_path}")
-        return result.summary(config.generation)
+        return result.summary(config.paths.output, config.generation)
 
     return run_phase("evaluate", config_path, body, user_errors=(*EvaluationUserError, ValidationError))

@@ -11,28 +11,30 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from finetune_api.contract.summaries import PrepareSummary
+from finetune_api.contract.termination import FAILURE_EXIT_CODES, FailureReason
 from finetune_api.resolved import ResolvedConfig
 
-from ..data.prepare import EXIT_INFRASTRUCTURE, EXIT_USER_ERROR, run_prepare
+from ..data.prepare import run_prepare
 from ..termination import write_termination_message
 
 
-def _fail(message: str, exit_code: int) -> int:
+def _fail(message: str, reason: FailureReason) -> int:
     print(message, file=sys.stderr)
-    write_termination_message({"ok": False, "phase": "prepare", "error": message})
-    return exit_code
+    write_termination_message(PrepareSummary.failure(reason, message))
+    return FAILURE_EXIT_CODES[reason]
 
 
 def main(config_path: str) -> int:
     try:
         config = ResolvedConfig.model_validate_json(Path(config_path).read_text())
     except ValidationError as exc:
-        return _fail(f"{config_path}: invalid resolved config: {exc}", EXIT_USER_ERROR)
+        return _fail(f"{config_path}: invalid resolved config: {exc}", "UserError")
     except OSError as exc:
-        return _fail(f"{config_path}: cannot read the resolved config: {exc}", EXIT_INFRASTRUCTURE)
+        return _fail(f"{config_path}: cannot read the resolved config: {exc}", "InfrastructureError")
     result = run_prepare(config)
     for line in result.findings.printable():
         print(line, file=sys.stderr)
-    print(result.summary["message"], file=sys.stderr if not result.ok else sys.stdout)
+    print(result.summary.message, file=sys.stderr if not result.ok else sys.stdout)
     write_termination_message(result.termination())
     return result.exit_code

@@ -1,13 +1,13 @@
 """Progress lines, our own trained-token count, and checkpoint-then-exit on SIGTERM.
 
-The operator reads one JSON line per logging step from stdout (rank 0 only); the same lines go to
-`progress.jsonl` for `ftctl` and the report. TRL's token counter restarts at 0 on resume, so we
-count trained tokens ourselves and keep the count inside each checkpoint.
+The operator reads one `ProgressEvent` line (finetune_api.contract.progress) per logging and per
+evaluation step from stdout (rank 0 only); the same lines go to `progress.jsonl` for `ftctl` and the
+report. TRL's token counter restarts at 0 on resume, so we count trained tokens ourselves and keep the
+count inside each checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -18,10 +18,11 @@ from typing import Any, TextIO
 import torch
 from transformers import TrainerCallback
 
+from finetune_api.contract.progress import ProgressEvent
+
 from .checkpoint import read_state, write_state
 
-MAX_LINE_BYTES = 4096
-_EXTRA_METRICS = ("grad_norm", "rewards/margins", "rewards/accuracies", "reward", "reward_std", "kl", "eval_loss")
+_EXTRA_METRICS = ("grad_norm", "rewards/margins", "rewards/accuracies", "reward", "reward_std", "kl")
 
 
 class TokenCounter:
@@ -64,14 +65,6 @@ def with_token_counting(trainer_class: type, counter: TokenCounter) -> type:
     return type(f"Counting{trainer_class.__name__}", (TokenCountingMixin, trainer_class), {"token_counter": counter})
 
 
-def progress_line(event: dict[str, Any]) -> str:
-    """One compact JSON line, never over 4 KiB (extra metrics are dropped first)."""
-    text = json.dumps(event, separators=(",", ":"), allow_nan=False, default=str)
-    if len(text.encode()) > MAX_LINE_BYTES:
-        text = json.dumps({k: v for k, v in event.items() if k != "metrics"}, separators=(",", ":"), allow_nan=False)
-    return text
-
-
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -92,27 +85,27 @@ class ProgressCallback(TrainerCallback):
         self.counter.session_start = self.counter.total
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
+        """A training log (`loss`) or an evaluation (`eval_loss`, every `saveSteps`) becomes one event."""
+        if not state.is_world_process_zero or not logs or ("loss" not in logs and "eval_loss" not in logs):
             return
         elapsed = max(time.monotonic() - self._started, 1e-9)
         done = state.global_step - self._start_step
         remaining = max(state.max_steps - state.global_step, 0)
-        event = {
-            "event": "progress",
-            "step": state.global_step,
-            "total": state.max_steps,
-            "epoch": round(float(state.epoch or 0.0), 4),
-            "loss": _finite(logs.get("loss")),
-            "lr": _finite(logs.get("learning_rate")),
-            "tokensPerSecond": round(self.counter.session / elapsed, 2),
-            "etaSeconds": int(remaining * elapsed / done) if done > 0 else None,
-            "trainTokens": self.counter.total,
-            "metrics": {k: v for k in _EXTRA_METRICS if (v := _finite(logs.get(k))) is not None},
-        }
-        self.emit(event)
+        self.emit(ProgressEvent(
+            step=state.global_step,
+            total_steps=state.max_steps,
+            epoch=round(float(state.epoch or 0.0), 4),
+            loss=_finite(logs.get("loss")),
+            eval_loss=_finite(logs.get("eval_loss")),
+            learning_rate=_finite(logs.get("learning_rate")),
+            tokens_per_second=round(self.counter.session / elapsed, 2),
+            eta_seconds=int(remaining * elapsed / done) if done > 0 else None,
+            train_tokens=self.counter.total,
+            metrics={k: v for k in _EXTRA_METRICS if (v := _finite(logs.get(k))) is not None},
+        ))
 
-    def emit(self, event: dict[str, Any]) -> None:
-        line = progress_line(event)
+    def emit(self, event: ProgressEvent) -> None:
+        line = event.to_line()
         stream = self.stream or sys.stdout
         stream.write(line + "\n")
         stream.flush()

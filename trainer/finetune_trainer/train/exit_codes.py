@@ -1,7 +1,6 @@
-"""Exit codes and the termination message of a trainer phase (DESIGN.md §4).
+"""Running a trainer phase: its summary becomes the termination message, its failure an exit code.
 
-0 ok, 1 user error (bad config or data: never retried), 2 infrastructure (retried from the last
-checkpoint), 143 stopped by SIGTERM after a checkpoint (retried, or free when preempted).
+The exit codes and failure classes are the contract's (`finetune_api.contract.exit_codes`).
 """
 
 from __future__ import annotations
@@ -12,24 +11,26 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from finetune_trainer.termination import write_termination_message
+from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, SIGTERM_EXIT, USER_ERROR
+from finetune_api.contract.summaries import TrainSummary
+from finetune_api.contract.termination import PhaseName, PhaseSummary
 
-OK, USER_ERROR, INFRA_ERROR, SIGTERM_EXIT_CODE = 0, 1, 2, 143
+from finetune_trainer.termination import write_termination_message
 
 
 def run_phase(
-    phase: str,
+    phase: PhaseName,
     config_path: str,
-    body: Callable[[Any], dict[str, Any]],
+    body: Callable[[Any], PhaseSummary],
     write_message: bool = True,
     *,
     user_errors: tuple[type[BaseException], ...] | None = None,
 ) -> int:
     """Load the resolved config, run `body(config)` → summary, classify failures into exit codes.
 
-    `body` may return a summary with `"interrupted": True` (exit 143). Only the process that should
-    report (rank 0) passes `write_message=True`. `user_errors` are the exception classes that mean a
-    user error (exit 1); by default `(ValueError, ValidationError, FileNotFoundError)`.
+    A `TrainSummary` with `interrupted` exits 143. Only the process that should report (rank 0)
+    passes `write_message=True`. `user_errors` are the exception classes that mean a user error
+    (exit 1); by default `(ValueError, ValidationError, FileNotFoundError)`.
     """
     from finetune_api.resolved import ResolvedConfig
     from pydantic import ValidationError
@@ -42,13 +43,13 @@ def run_phase(
     except user_errors as err:
         print(f"{phase}: {err}", file=sys.stderr)
         if write_message:
-            write_termination_message({"phase": phase, "ok": False, "reason": "UserError", "message": str(err)})
+            write_termination_message(PhaseSummary.failure("UserError", str(err), phase=phase))
         return USER_ERROR
     except Exception as err:  # noqa: BLE001 - anything else is infrastructure: retried from the checkpoint
         traceback.print_exc()
         if write_message:
-            write_termination_message({"phase": phase, "ok": False, "reason": "InfrastructureError", "message": repr(err)})
-        return INFRA_ERROR
+            write_termination_message(PhaseSummary.failure("InfrastructureError", repr(err), phase=phase))
+        return INFRASTRUCTURE_ERROR
     if write_message:
         write_termination_message(summary)
-    return SIGTERM_EXIT_CODE if summary.get("interrupted") else OK
+    return SIGTERM_EXIT if isinstance(summary, TrainSummary) and summary.interrupted else OK

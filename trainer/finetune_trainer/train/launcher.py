@@ -15,22 +15,12 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, SIGTERM_EXIT, launcher_exit_code
+from finetune_api.contract.summaries import TrainSummary
+
 from finetune_trainer.termination import write_termination_message
-from finetune_trainer.train.exit_codes import INFRA_ERROR, OK, SIGTERM_EXIT_CODE, USER_ERROR
 
 LAUNCHERS = ("torchrun", "accelerate")
-STOPPED = (SIGTERM_EXIT_CODE, -signal.SIGTERM)
-
-
-def exit_code_for(worker_codes: Sequence[int]) -> int:
-    """The container's exit code from the failed workers' codes (negative: killed by that signal)."""
-    if not worker_codes:
-        return OK
-    if USER_ERROR in worker_codes:
-        return USER_ERROR
-    if all(code in STOPPED for code in worker_codes):
-        return SIGTERM_EXIT_CODE
-    return INFRA_ERROR
 
 
 def _describe(code: int) -> str:
@@ -54,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in LAUNCHERS:
         print(f"usage: python -m finetune_trainer.train.launcher {{{'|'.join(LAUNCHERS)}}} ARGS...", file=sys.stderr)
-        return INFRA_ERROR
+        return INFRASTRUCTURE_ERROR
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
@@ -65,15 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except subprocess.CalledProcessError as err:  # accelerate's single-process launcher
         codes = {0: err.returncode}
     except SignalException:
-        return SIGTERM_EXIT_CODE
+        return SIGTERM_EXIT
     else:
         return OK
-    code = exit_code_for(list(codes.values()))
+    code = launcher_exit_code(list(codes.values()))
     text = ", ".join(f"rank {rank} {_describe(c)}" for rank, c in codes.items())
     print(f"train: workers failed ({text}): exit {code}", file=sys.stderr)
-    if code == INFRA_ERROR:
-        write_termination_message({"phase": "train", "ok": False, "reason": "InfrastructureError",
-                                   "message": f"training processes failed: {text}"})
+    if code == INFRASTRUCTURE_ERROR:
+        write_termination_message(TrainSummary.failure("InfrastructureError", f"training processes failed: {text}"))
     return code
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from finetune_api.contract.artifacts import artifact_ref
+from finetune_api.contract.summaries import MergeSummary
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from .hyperparams import resolve_dtype
@@ -52,14 +54,16 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     return out
 
 
-def run_merge(config: ResolvedConfig) -> dict[str, Any]:
-    """The merge phase: `merged/` for adapters; a full fine-tune is already a whole model in `model/`."""
+def run_merge(config: ResolvedConfig) -> MergeSummary:
+    """The merge phase: `merged/` (with its digest) for adapters; a full fine-tune is already a whole
+    model in `model/` (its digest is in the train summary)."""
     spec = config.spec
-    layout = ArtifactLayout(config.paths.output)
+    root = config.paths.output
+    layout = ArtifactLayout(root)
     if spec.adapter.type == "full":
-        return {"phase": "merge", "ok": True, "merged": str(layout.model), "note": "full fine-tune: model/ is the merged model"}
+        return MergeSummary(merged=artifact_ref(root, layout.model), message="full fine-tune: model/ is the merged model")
     if not (layout.adapter / ADAPTER_CONFIG).is_file():
         raise FileNotFoundError(f"{layout.adapter}: no trained adapter to merge (did the train phase finish?)")
     dtype = resolve_dtype(spec, torch.cuda.is_available())
     out = merge_adapter(config.paths.model, layout.adapter, layout.merged, dtype)
-    return {"phase": "merge", "ok": True, "merged": str(out), "dtype": dtype}
+    return MergeSummary(merged=artifact_ref(root, out, with_digest=True), dtype=dtype)

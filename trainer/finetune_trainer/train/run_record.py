@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from datetime import datetime, UTC
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from finetune_api.contract.launch import ATTEMPT_ENV
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from ..atomic_json import write_json_atomic
@@ -26,6 +28,13 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+def attempt_number(config: ResolvedConfig) -> int:
+    """The attempt this process belongs to: `$FT_ATTEMPT` (each retry is a new Job with the same config),
+    else the config's."""
+    value = os.environ.get(ATTEMPT_ENV, "")
+    return int(value) if value.isdigit() else config.attempt
+
+
 def build_run_record(
     config: ResolvedConfig,
     hyperparameters: dict[str, Any],
@@ -37,7 +46,7 @@ def build_run_record(
         "job": config.job,
         "namespace": config.namespace,
         "generation": config.generation,
-        "attempt": config.attempt,
+        "attempt": attempt_number(config),
         "method": config.spec.method.type,
         "adapter": config.spec.adapter.type,
         "config": config.model_dump(by_alias=True, mode="json", exclude_none=True),

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import torch
 from transformers.trainer_callback import PrinterCallback
+from finetune_api.contract.artifacts import ArtifactRef, artifact_ref
+from finetune_api.contract.summaries import TrainSummary
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_api.contract.vllm import base_model_name
 
@@ -40,21 +42,25 @@ class TrainOutcome:
     resumed_from: str | None
     output: str | None
     train_loss: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    eval_loss: float | None = None
+    weights: ArtifactRef | None = None
+    checkpoint: ArtifactRef | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "phase": "train",
-            "ok": not self.interrupted,
-            "interrupted": self.interrupted,
-            "step": self.step,
-            "totalSteps": self.total_steps,
-            "trainTokens": self.trained_tokens,
-            "trainLoss": self.train_loss,
-            "resumedFrom": self.resumed_from,
-            "output": self.output,
-            "metrics": self.metrics,
-        }
+    def summary(self) -> TrainSummary:
+        return TrainSummary(
+            ok=not self.interrupted,
+            interrupted=self.interrupted,
+            step=self.step,
+            total_steps=self.total_steps,
+            train_tokens=self.trained_tokens,
+            train_loss=self.train_loss,
+            eval_loss=self.eval_loss,
+            resumed_from=self.resumed_from,
+            weights=self.weights,
+            checkpoint=self.checkpoint,
+            metrics=self.metrics,
+        )
 
 
 def world() -> tuple[int, int]:
@@ -163,8 +169,12 @@ def run_training(
         output=None,
         train_loss=float(result.training_loss) if result is not None else None,
     )
+    checkpoint = latest_checkpoint(layout.checkpoints)
+    outcome.checkpoint = artifact_ref(layout.root, checkpoint) if checkpoint is not None else None
     if stop.stopped:
         return outcome
+    if eval_ds is not None:
+        outcome.eval_loss = final_eval_loss(trainer)
     target = layout.tuned_weights(spec.adapter.type)
     trainer.save_model(str(target))
     outcome.output = str(target)
@@ -172,6 +182,19 @@ def run_training(
         tokenizer.save_pretrained(str(target))
         if spec.adapter.type != "full":
             label_adapter(target, base_model_name(spec), config.paths.model)
-        outcome.metrics = {k: v for k, v in (result.metrics if result else {}).items() if isinstance(v, (int, float))}
-        write_run_record(layout, {**record, "result": outcome.summary()})
+        outcome.weights = artifact_ref(layout.root, target, with_digest=True)
+        outcome.metrics = {k: float(v) for k, v in (result.metrics if result else {}).items() if isinstance(v, (int, float))}
+        write_run_record(layout, {**record, "result": outcome.summary().to_wire()})
     return outcome
+
+
+def final_eval_loss(trainer: Any) -> float | None:
+    """The validation loss at the last step: the Trainer's own evaluation when one ran at that step
+    (every `saveSteps`), else one more evaluation now (every process takes part; the progress callback
+    reports it like the others)."""
+    step = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry and entry.get("step") == step:
+            return float(entry["eval_loss"])
+    value = trainer.evaluate().get("eval_loss")
+    return float(value) if value is not None else None

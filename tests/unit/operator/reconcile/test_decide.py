@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 
+from finetune_api.contract.artifacts import ArtifactRef
+from finetune_api.contract.progress import ProgressEvent
+from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
+from finetune_api.job import DataReport, GateResult, MetricResult
 from finetune_operator.reconcile import (
-    Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue, ServingState, TrainingProgress,
-    WorkloadState, decide, writes,
+    Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue, ServingState, WorkloadState, decide,
+    writes,
 )
 from finetune_operator.settings import OperatorSettings
 
@@ -61,7 +64,8 @@ def test_validating_waits_while_the_prepare_job_runs(settings):
 
 
 def prepared(data: dict | None = None):
-    message = json.dumps({"ok": True, "data": data or {"trainExamples": 120, "evalExamples": 20, "dropped": {"dup": 3}}})
+    report = DataReport.model_validate(data or {"trainExamples": 120, "evalExamples": 20, "dropped": {"dup": 3}})
+    message = PrepareSummary(data=report).encode()
     return job("demo-prepare", "succeeded", (ended(0, message),))
 
 
@@ -92,7 +96,8 @@ def test_valid_data_in_kueue_mode_creates_the_suspended_training_job_at_once():
 
 
 def test_bad_data_fails_with_the_trainers_reason(settings):
-    message = json.dumps({"ok": False, "error": "datasets.train line 7: missing 'messages'", "data": {"trainExamples": 6}})
+    message = PrepareSummary.failure("UserError", "datasets.train line 7: missing 'messages'",
+                                     data=DataReport(train_examples=6)).encode()
     prep = job("demo-prepare", "failed", (ended(1, message),), failure_reason="user")
     actions = decide(make_job(at_phase("Validating")), children(prep), NOW, settings)
     patch = status_patch(actions)
@@ -151,13 +156,13 @@ def test_training_recreates_a_missing_attempt_job(settings):
 
 
 def test_progress_is_written_once_and_refreshed_on_a_timer(settings):
-    progress = TrainingProgress(step=40, total=100, epoch=1.2, loss=1.234, learning_rate=1e-4,
-                                tokens_per_second=5000.0, eta_seconds=90)
+    progress = ProgressEvent(step=40, total_steps=100, epoch=1.2, loss=1.234, eval_loss=1.5, learning_rate=1e-4,
+                             tokens_per_second=5000.0, eta_seconds=90)
     actions = decide(make_job(training()), children(job("demo-train-a0"), progress=progress), NOW, settings)
     patch = status_patch(actions)
-    assert patch == {"progress": {"step": 40, "totalSteps": 100, "epoch": 1.2, "loss": 1.234, "learningRate": 1e-4,
-                                  "tokensPerSecond": 5000.0, "etaSeconds": 90, "percent": 40,
-                                  "summary": "40/100 loss 1.234", "updatedAt": "2030-01-01T12:00:00Z"}}
+    assert patch == {"progress": {"step": 40, "totalSteps": 100, "epoch": 1.2, "loss": 1.234, "evalLoss": 1.5,
+                                  "learningRate": 1e-4, "tokensPerSecond": 5000.0, "etaSeconds": 90, "percent": 40,
+                                  "summary": "40/100 loss 1.234 val 1.5", "updatedAt": "2030-01-01T12:00:00Z"}}
     assert Requeue(settings.progress_interval_seconds) in actions
     assert events(actions) == []
     again = decide(apply_patch(make_job(training()), patch), children(job("demo-train-a0"), progress=progress), NOW,
@@ -172,13 +177,20 @@ def a0(outcome: str, *pods, **kw):
 
 
 def test_trained_job_moves_to_evaluating_and_counts_gpu_time(settings):
-    message = json.dumps({"ok": True, "step": 100, "loss": 0.5, "trainTokens": 12345})
+    message = TrainSummary(step=100, total_steps=100, train_loss=0.5, eval_loss=0.75, train_tokens=12345,
+                           weights=ArtifactRef(path="adapter", digest="sha256:ab"),
+                           checkpoint=ArtifactRef(path="checkpoints/checkpoint-100")).encode()
     actions = decide(make_job(training()), children(a0("succeeded", ended(0, message))), NOW, settings)
     assert creates(actions) == [Create("eval")]
     patch = status_patch(actions)
     assert patch["phase"] == "Evaluating"
     assert patch["gpuSeconds"] == 1800 * 2 * 4
     assert patch["progress"]["step"] == 100 and patch["progress"]["percent"] == 100
+    assert (patch["progress"]["loss"], patch["progress"]["evalLoss"]) == (0.5, 0.75)
+    assert patch["progress"]["summary"] == "done loss 0.5 val 0.75"
+    root = "pvc://finetune-artifacts/team/demo"
+    assert patch["artifacts"] == {"root": root, "adapter": f"{root}/adapter", "adapterDigest": "sha256:ab",
+                                  "checkpoint": f"{root}/checkpoints/checkpoint-100"}
     assert patch["queue"]["admitted"] is False  # the quota is released
     assert Observe("gpu_hours", 4.0, {"namespace": "team"}) in actions
 
@@ -190,7 +202,7 @@ def test_trained_job_without_evaluation_or_serving_succeeds(settings):
 
 
 def test_user_error_in_training_fails_at_once_without_retry(settings):
-    pod = ended(1, json.dumps({"ok": False, "error": "hyperparameters.learningRate: loss is NaN"}))
+    pod = ended(1, TrainSummary.failure("UserError", "hyperparameters.learningRate: loss is NaN").encode())
     actions = decide(make_job(training()), children(a0("failed", pod, failure_reason="user")), NOW, settings)
     assert creates(actions) == []
     patch = status_patch(actions)
@@ -274,10 +286,10 @@ EVALUATING = at_phase("Evaluating", conditions=[
 
 
 def evaluated(passed: bool, gen: int = 1):
-    gates = [{"metric": "exact_match", "passed": passed, "message": "0.91 >= 0.8" if passed else "0.42 < 0.8"}]
-    message = json.dumps({"ok": True, "passed": passed, "score": "exact_match 0.91 (base 0.10)", "items": 50,
-                          "metrics": [{"name": "exact_match", "base": 0.1, "tuned": 0.91 if passed else 0.42}],
-                          "gates": gates})
+    gates = [GateResult(metric="exact_match", passed=passed, message="0.91 >= 0.8" if passed else "0.42 < 0.8")]
+    message = EvaluateSummary(passed=passed, score="exact_match 0.91 (base 0.10)", items=50,
+                              metrics=[MetricResult(name="exact_match", base=0.1, tuned=0.91 if passed else 0.42)],
+                              gates=gates, report=ArtifactRef(path="eval/report.json")).encode()
     return job("demo-eval", "succeeded", (ended(0, message),), generation=gen)
 
 
@@ -288,6 +300,17 @@ def test_passed_gates_deploy(settings):
     assert patch["phase"] == "Deploying"
     assert patch["evaluation"]["passed"] is True and patch["evaluation"]["evaluatedGeneration"] == 1
     assert patch["evaluation"]["metrics"][0]["tuned"] == 0.91
+    root = "pvc://finetune-artifacts/team/demo"
+    assert patch["evaluation"]["reportPath"] == patch["artifacts"]["evalReport"] == f"{root}/eval/report.json"
+
+
+def test_the_merge_before_the_evaluation_reports_the_merged_model_and_its_digest(settings):
+    merged = MergeSummary(merged=ArtifactRef(path="merged", digest="sha256:cd")).encode()
+    done = evaluated(True)
+    pod = dataclasses.replace(done.pods[0], init_messages=(merged,))
+    patch = status_patch(decide(make_job(EVALUATING), children(dataclasses.replace(done, pods=(pod,))), NOW, settings))
+    assert patch["artifacts"]["merged"].endswith("/merged") and patch["artifacts"]["mergedDigest"] == "sha256:cd"
+    assert patch["evaluation"]["passed"] is True
 
 
 def test_a_failing_gate_rejects_without_deploying(settings):

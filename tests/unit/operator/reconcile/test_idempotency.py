@@ -3,9 +3,11 @@ is recorded, reconciling the same inputs again issues no writes."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary, TrainSummary
+from finetune_api.contract.termination import PhaseSummary
+from finetune_api.job import DataReport
 
 from finetune_operator.reconcile import Apply, Create, PatchStatus, ServingState, decide, writes
 
@@ -14,10 +16,10 @@ from .conftest import NOW, apply_patch, children, ended, job, make_job
 pytestmark = pytest.mark.unit
 
 NAMES = {"prepare": "demo-prepare", "eval": "demo-eval"}
-SUMMARIES = {
-    "demo-prepare": {"ok": True, "data": {"trainExamples": 100}},
-    "demo-train-a0": {"ok": True, "step": 10, "loss": 0.4},
-    "demo-eval": {"ok": True, "passed": True, "score": "exact_match 1.0", "items": 4, "metrics": [], "gates": []},
+SUMMARIES: dict[str, PhaseSummary] = {
+    "demo-prepare": PrepareSummary(data=DataReport(train_examples=100)),
+    "demo-train-a0": TrainSummary(step=10, train_loss=0.4),
+    "demo-eval": EvaluateSummary(passed=True, score="exact_match 1.0", items=4),
 }
 
 
@@ -49,7 +51,7 @@ def test_happy_path_is_idempotent_at_every_step(settings):
                     continue
                 break
             done = running[0]
-            jobs[done.name] = job(done.name, "succeeded", (ended(0, json.dumps(SUMMARIES[done.name])),), generation=1)
+            jobs[done.name] = job(done.name, "succeeded", (ended(0, SUMMARIES[done.name].encode()),), generation=1)
             continue
         phases.append(ftj.status.phase)
         observed = children(*jobs.values(), serving=serving)

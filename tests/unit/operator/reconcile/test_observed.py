@@ -1,9 +1,8 @@
 """Reducing Jobs, Pods and Workloads (as the API server returns them) to decision inputs."""
 
-import json
-
 import pytest
 
+from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, TrainSummary
 from finetune_operator.reconcile import job_state, pod_state, workload_state
 
 pytestmark = pytest.mark.unit
@@ -21,6 +20,15 @@ def pod(code, message="", disrupted=False, index="0"):
     }
 
 
+def test_init_container_messages_are_kept_for_the_merge_summary():
+    body = pod(0, EvaluateSummary(passed=True).encode())
+    body["status"]["initContainerStatuses"] = [{"name": "merge", "state": {"terminated": {
+        "exitCode": 0, "message": MergeSummary(dtype="float32").encode()}}}]
+    state = job_state({"metadata": {"name": "demo-eval"}, "status": {}}, [pod_state(body)])
+    merge, evaluation = state.summary(MergeSummary), state.summary(EvaluateSummary)
+    assert merge is not None and merge.dtype == "float32" and evaluation is not None and evaluation.passed
+
+
 def failed_job(message: str, reason: str = "PodFailurePolicy"):
     return {"metadata": {"name": "demo-train-a0", "annotations": {"finetune.dev/generation": "3"}},
             "spec": {"suspend": False},
@@ -30,7 +38,7 @@ def failed_job(message: str, reason: str = "PodFailurePolicy"):
 
 
 def test_user_error_from_the_pod_failure_policy_with_the_trainers_message():
-    summary = json.dumps({"ok": False, "error": "datasets.train line 3: empty assistant turn"})
+    summary = TrainSummary.failure("UserError", "datasets.train line 3: empty assistant turn").encode()
     state = job_state(failed_job("Container trainer for pod x failed with exit code 1 matching FailJob rule at index 0"),
                       [pod_state(pod(1, summary))])
     assert state.outcome == "failed" and state.failure_class() == "user"
@@ -54,10 +62,12 @@ def test_disruption_is_preemption():
 def test_complete_job_succeeds_and_summary_comes_from_rank_zero():
     body = {"metadata": {"name": "demo-eval"}, "status": {"conditions": [
         {"type": "Complete", "status": "True", "lastTransitionTime": "2030-01-01T11:40:00Z"}]}}
-    pods = [pod_state(pod(0, json.dumps({"ok": True, "rank": 1}), index="1")),
-            pod_state(pod(0, json.dumps({"ok": True, "rank": 0}), index="0"))]
+    pods = [pod_state(pod(0, EvaluateSummary(score="rank 1").encode(), index="1")),
+            pod_state(pod(0, EvaluateSummary(score="rank 0").encode(), index="0"))]
     state = job_state(body, pods)
-    assert state.outcome == "succeeded" and state.summary() == {"ok": True, "rank": 0}
+    summary = state.summary(EvaluateSummary)
+    assert state.outcome == "succeeded" and summary is not None and summary.score == "rank 0"
+    assert state.summary(TrainSummary) is None  # another phase's shape is not this phase's summary
 
 
 def test_workload_admission_and_flavor():

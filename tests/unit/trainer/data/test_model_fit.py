@@ -17,14 +17,14 @@ import pytest
 
 from finetune_api import FineTuneJob
 from finetune_api.contract.vllm import default_max_model_len, derive_max_model_len
-from finetune_api.job import DataReport
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig, ResolvedPaths
 from finetune_operator.builders import build_serving_objects
 from finetune_operator.reconcile import JobState, ObservedChildren, PatchStatus, PodState, decide
 from finetune_operator.settings import OperatorSettings
 from finetune_trainer.data import prepared_info
 from finetune_trainer.data.model_fit import PositionLimit, model_position_limit, position_limit
-from finetune_trainer.data.prepare import EXIT_OK, EXIT_USER_ERROR, run_prepare
+from finetune_api.contract.exit_codes import OK as EXIT_OK, USER_ERROR as EXIT_USER_ERROR
+from finetune_trainer.data.prepare import run_prepare
 from finetune_trainer.data.prepared import prepared_spec
 from finetune_trainer.data.rules import Findings
 from finetune_trainer.evaluation.generate import resolve_models
@@ -73,7 +73,8 @@ def test_stock_manifest_lowers_the_default_lengths_to_the_model(tmp_path: Path, 
     warning = result.findings.warnings[0].message
     assert warning == f"spec.datasets.maxLength is unset: using {POSITIONS} instead of the default 1024"
 
-    data = DataReport.model_validate(result.termination()["data"])
+    data = result.termination().data
+    assert data is not None
     assert data.model_max_positions == 512 and data.max_length == 512
     assert 0 < data.longest_example < 128
     assert data.max_model_len == derive_max_model_len(data.longest_example, 64, 512) == 256
@@ -93,32 +94,24 @@ def test_stock_manifest_lowers_the_default_lengths_to_the_model(tmp_path: Path, 
 def test_explicit_max_length_beyond_the_positions_is_refused_naming_the_field(tmp_path: Path, tiny_model_dir: Path) -> None:
     result = run_prepare(stock_config(tmp_path, tiny_model_dir, datasets={"maxLength": 1024}))
     assert result.exit_code == EXIT_USER_ERROR and rule_ids(result) == ["FT021"]
-    assert f"spec.datasets.maxLength: 1024 exceeds {POSITIONS}" in result.termination()["error"]
+    assert f"spec.datasets.maxLength: 1024 exceeds {POSITIONS}" in (result.termination().message or "")
     assert not (ArtifactLayout(tmp_path / "out").data / "prepared.json").exists()
 
 
 def test_explicit_max_model_len_beyond_the_positions_is_refused_naming_the_field(tmp_path: Path, tiny_model_dir: Path) -> None:
     result = run_prepare(stock_config(tmp_path, tiny_model_dir, serving={"maxModelLen": 1280}))
     assert result.exit_code == EXIT_USER_ERROR and rule_ids(result) == ["FT021"]
-    assert f"spec.serving.maxModelLen: 1280 exceeds {POSITIONS}" in result.termination()["error"]
+    assert f"spec.serving.maxModelLen: 1280 exceeds {POSITIONS}" in (result.termination().message or "")
 
 
 def test_values_within_the_positions_are_used_as_given(tmp_path: Path, tiny_model_dir: Path) -> None:
     result = run_prepare(stock_config(tmp_path, tiny_model_dir, datasets={"maxLength": 512}, serving={"maxModelLen": 384}))
     assert result.exit_code == EXIT_OK and rule_ids(result, "warning") == []
-    data = DataReport.model_validate(result.summary)
+    data = result.summary
     assert (data.max_length, data.max_model_len) == (512, 384)
 
 
-# -- LoRA rank, chat template, EOS ----------------------------------------------------------------------
-
-def test_a_lora_rank_vllm_cannot_serve_in_adapter_mode_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
-    result = run_prepare(stock_config(tmp_path / "a", tiny_model_dir, adapter={"r": 1024}))
-    assert result.exit_code == EXIT_USER_ERROR and rule_ids(result) == ["FT022"]
-    assert "spec.adapter.r: 1024: vLLM serves LoRA adapters up to rank 512" in result.termination()["error"]
-    merged = run_prepare(stock_config(tmp_path / "m", tiny_model_dir, adapter={"r": 1024}, serving={"mode": "merged"}))
-    assert merged.exit_code == EXIT_OK, merged.findings.printable()
-
+# -- chat template, EOS ----------------------------------------------------------------------
 
 def test_chat_data_without_a_chat_template_is_refused_once_naming_the_field(tmp_path: Path, tiny_model_dir: Path) -> None:
     model = model_copy(tiny_model_dir, tmp_path / "no-template")
@@ -126,7 +119,7 @@ def test_chat_data_without_a_chat_template_is_refused_once_naming_the_field(tmp_
     result = run_prepare(stock_config(tmp_path, model, method={"sft": {"lossOn": "assistant"}}))
     assert result.exit_code == EXIT_USER_ERROR
     assert rule_ids(result) == ["FT023"], result.findings.printable()  # one finding, not one per row
-    error = result.termination()["error"]
+    error = (result.termination().message or "")
     assert "spec.model.chatTemplate: the base model's tokenizer has no chat template" in error
     assert "the training data is chat messages" in error and "evaluation renders its prompts" in error
     fixed = run_prepare(stock_config(tmp_path / "fixed", model, model={"chatTemplate": CHAT_TEMPLATE}))
@@ -141,7 +134,7 @@ def test_a_tokenizer_without_an_eos_token_is_refused(tmp_path: Path, tiny_model_
         (model / name).write_text(json.dumps(settings))
     result = run_prepare(stock_config(tmp_path, model))
     assert result.exit_code == EXIT_USER_ERROR and rule_ids(result) == ["FT024"]
-    assert "the base model's tokenizer has no end-of-sequence token" in result.termination()["error"]
+    assert "the base model's tokenizer has no end-of-sequence token" in (result.termination().message or "")
 
 
 def test_a_model_directory_without_config_json_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -10,7 +10,9 @@ import pytest
 from finetune_api.job import DataReport
 from finetune_api.resolved import ArtifactLayout
 from finetune_trainer.data import load_prepared, prepared_info
-from finetune_trainer.data.prepare import EXIT_INFRASTRUCTURE, EXIT_OK, EXIT_USER_ERROR, run_prepare
+from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR as EXIT_INFRASTRUCTURE, OK as EXIT_OK, USER_ERROR as EXIT_USER_ERROR
+from finetune_api.contract.summaries import PrepareSummary
+from finetune_trainer.data.prepare import run_prepare
 from finetune_trainer.phases.prepare import main as prepare_main
 
 from .conftest import BAD, QUICKSTART, MakeConfig, chat, write_jsonl
@@ -40,7 +42,8 @@ def test_quickstart_is_prepared_with_the_right_counts(make_config: MakeConfig) -
     assert report["dropped"] == {} and report["errors"] == {}
     assert sum(h["count"] for h in report["splits"]["train"]["histogram"]) == 400
     assert "400 training examples ready" in layout.data_report.with_suffix(".md").read_text()
-    summary = DataReport.model_validate(result.termination()["data"])
+    summary = result.termination().data
+    assert summary is not None
     assert (summary.train_examples, summary.validation_examples, summary.eval_examples) == (400, 40, 60)
     assert summary.train_tokens == report["splits"]["train"]["tokens"] > 0
     assert summary.report_path == str(layout.data_report)
@@ -76,7 +79,7 @@ def test_same_inputs_reuse_the_same_content_addressed_directory(make_config: Mak
 
 def test_validation_set_is_the_eval_set_when_there_is_none(make_config: MakeConfig) -> None:
     result = run_prepare(make_config(QUICKSTART / "train.jsonl", QUICKSTART / "validation.jsonl"))
-    assert result.ok and result.summary["evalExamples"] == 40 and result.summary["warnings"] == 0
+    assert result.ok and result.summary.eval_examples == 40 and result.summary.warnings == 0
 
 
 def test_bad_corpus_is_large_enough() -> None:
@@ -109,7 +112,7 @@ def test_bad_dataset_fails_naming_rule_and_line(path: Path, make_config: MakeCon
     assert any(p.startswith(f"{path}:{line}: {rule_id} ") for p in printed), printed
     assert nothing_prepared(ArtifactLayout(config.paths.output))
     message = result.termination()
-    assert message["ok"] is False and rule_id in message["error"]
+    assert message.ok is False and message.reason == "UserError" and rule_id in (message.message or "")
 
 
 def test_leakage_is_removed_from_train_and_reported(tmp_path: Path, make_config: MakeConfig) -> None:
@@ -122,14 +125,14 @@ def test_leakage_is_removed_from_train_and_reported(tmp_path: Path, make_config:
     assert result.ok
     assert result.report["leakage"]["train"] == {"validation": 1, "eval": 2}
     assert result.report["dropped"] == {"FT015": 3}
-    assert result.summary["trainExamples"] == 57 and result.summary["dropped"] == {"FT015": 3}
+    assert result.summary.train_examples == 57 and result.summary.dropped == {"FT015": 3}
     leaked = [f for f in result.findings.items if f.rule.id == "FT015"]
     assert sorted(f.line for f in leaked) == [2, 3, 4]
 
     failing = run_prepare(make_config(train, validation, held_out, leakage="fail"))
     assert failing.exit_code == EXIT_USER_ERROR
     ignored = run_prepare(make_config(train, validation, held_out, leakage="ignore"))
-    assert ignored.ok and ignored.summary["trainExamples"] == 60 and ignored.summary["warnings"] == 3
+    assert ignored.ok and ignored.summary.train_examples == 60 and ignored.summary.warnings == 3
 
 
 def test_exact_duplicates_are_dropped_and_counted(tmp_path: Path, make_config: MakeConfig) -> None:
@@ -139,9 +142,9 @@ def test_exact_duplicates_are_dropped_and_counted(tmp_path: Path, make_config: M
     train = write_jsonl(tmp_path / "train.jsonl", rows + duplicates)
     result = run_prepare(make_config(train))
     assert result.ok
-    assert result.summary["dropped"] == {"FT014": 3} and result.summary["trainExamples"] == 51
+    assert result.summary.dropped == {"FT014": 3} and result.summary.train_examples == 51
     kept = run_prepare(make_config(train, dedup=False))
-    assert kept.summary["trainExamples"] == 54 and kept.summary["dropped"] == {}
+    assert kept.summary.train_examples == 54 and kept.summary.dropped == {}
 
 
 @pytest.mark.parametrize("policy", ["drop", "truncate", "fail"])
@@ -153,7 +156,7 @@ def test_over_length_policy_with_counts(policy: str, tmp_path: Path, make_config
     result = run_prepare(config)
     split = result.report["splits"]["train"]
     if policy == "drop":
-        assert result.ok and result.summary["dropped"] == {"FT013": 4} and split["examples"] == 50
+        assert result.ok and result.summary.dropped == {"FT013": 4} and split["examples"] == 50
     elif policy == "truncate":
         assert result.ok and split["truncated"] == 4 and split["examples"] == 54
         assert split["length"]["max"] == 32
@@ -179,7 +182,7 @@ def test_unreadable_volume_is_infrastructure(make_config: MakeConfig) -> None:
     # Reading /proc/self/mem fails with EIO: an I/O error on the volume, which is retried.
     result = run_prepare(make_config("/proc/self/mem"))
     assert result.exit_code == EXIT_INFRASTRUCTURE
-    assert "cannot read a dataset" in result.termination()["data"]["message"]
+    assert "cannot read a dataset" in (result.termination().data or DataReport()).message
 
 
 def test_phase_entry_prints_findings_and_writes_termination_message(
@@ -192,8 +195,9 @@ def test_phase_entry_prints_findings_and_writes_termination_message(
     monkeypatch.setenv("FT_TERMINATION_LOG", str(termination))
     assert prepare_main(str(config_file)) == EXIT_USER_ERROR
     assert f"{bad}:3: FT001 json-parse: not valid JSON" in capsys.readouterr().err
-    message = json.loads(termination.read_text())
-    assert message["ok"] is False and "FT001" in message["error"] and message["data"]["trainExamples"] == 3
+    message = PrepareSummary.parse(termination.read_text())
+    assert message is not None and message.ok is False and message.reason == "UserError"
+    assert "FT001" in (message.message or "") and message.data is not None and message.data.train_examples == 3
     assert len(termination.read_bytes()) <= 4096
 
 

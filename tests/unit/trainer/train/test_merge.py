@@ -1,12 +1,13 @@
 """Merging a trained LoRA adapter gives a standalone model that answers like base + adapter."""
 
-import json
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from finetune_api.contract.artifacts import tree_digest
+from finetune_api.contract.summaries import MergeSummary
 from finetune_trainer.train.callbacks import StopOnSigterm
 from finetune_trainer.train.runner import run_training
 
@@ -28,7 +29,9 @@ def test_merge_writes_a_served_model_equal_to_base_plus_adapter(make_run, config
         env=subprocess_env(FT_TERMINATION_LOG=str(log)), capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(log.read_text())["merged"] == str(layout.merged)
+    summary = MergeSummary.parse(log.read_text())
+    assert summary is not None and summary.merged is not None and summary.merged.path == "merged"
+    assert summary.merged.digest == tree_digest(layout.merged)
 
     merged = AutoModelForCausalLM.from_pretrained(str(layout.merged))
     tokenizer = AutoTokenizer.from_pretrained(str(layout.merged))

@@ -1,0 +1,63 @@
+"""scripts/build-controlplane.sh on a shared cache: a second run waits for the build that holds the lock
+and then builds nothing; the harness counts a binary as built only once its stamp is written. Needs the
+built control plane (a copy of the cache whose binaries are links to the real ones; real `go`)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import cluster
+from tests.harness.cluster import BIN_DIR, CONTROLPLANE_BINARIES, REPO, missing_binaries
+
+pytestmark = pytest.mark.api
+
+
+@pytest.fixture
+def cache_copy(tmp_path: Path) -> Path:
+    """A cache holding the built binaries (links) and their stamps, without the Go caches."""
+    if missing_binaries() or not shutil.which("go"):
+        pytest.skip("needs the built control plane and go: run scripts/build-controlplane.sh")
+    bin_dir = tmp_path / "cache" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in CONTROLPLANE_BINARIES:
+        (bin_dir / name).symlink_to(BIN_DIR / name)
+        shutil.copy(BIN_DIR / f".{name}.stamp", bin_dir / f".{name}.stamp")
+    return tmp_path / "cache"
+
+
+def test_a_second_build_waits_for_the_first_and_builds_nothing(cache_copy: Path) -> None:
+    with open(cache_copy / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a build in progress
+        proc = subprocess.Popen(["bash", str(REPO / "scripts" / "build-controlplane.sh")], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**os.environ, "FT_CACHE_DIR": str(cache_copy)})
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "another build holds" in first and "waiting" in first, first
+        time.sleep(1)
+        assert proc.poll() is None, "the second run went on while the lock was held"
+    out = first + proc.stdout.read()
+    assert proc.wait(120) == 0, out
+    assert "building" not in out, out
+    for name in CONTROLPLANE_BINARIES:
+        assert f"{name} up to date" in out, out
+
+
+def test_a_binary_without_its_stamp_is_not_built(cache_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster, "BIN_DIR", cache_copy / "bin")
+    assert missing_binaries() == []
+    (cache_copy / "bin" / ".kueue.stamp").unlink()  # a build that stopped before its stamp
+    assert missing_binaries() == ["kueue"]
+    assert missing_binaries(cluster.CLUSTER_BINARIES) == []
+    monkeypatch.setenv("FT_SKIP_BUILD", "1")
+    assert "not built: kueue" in cluster.build()
+    (cache_copy / "bin" / "kwok").unlink()
+    with pytest.raises(cluster.ClusterError, match="kwok not built"):
+        cluster.build()
