@@ -31,6 +31,7 @@ import yaml
 
 from finetune_api.contract.launch import free_port
 from finetune_cli.local.lock import WorkdirLock
+from finetune_cli.local.report import read_progress
 from finetune_trainer.tiny_model import build_tiny_model, is_built
 from tests.harness.processes import (
     MARKER_ENV,
@@ -152,17 +153,14 @@ def eval_numbers(workdir: Path) -> list[dict]:
 
 
 def final_loss(workdir: Path) -> float:
-    events = [json.loads(line) for line in (workdir / "artifacts" / "progress.jsonl").read_text().splitlines()]
-    last = max((e for e in events if e.get("loss") is not None), key=lambda e: e["step"])
-    assert last["step"] == last["total"], last
-    return float(last["loss"])
+    events = [e for e in read_progress(workdir / "artifacts" / "progress.jsonl") if e.loss is not None]
+    last = max(events, key=lambda e: e.step)
+    assert last.step == last.total_steps, last
+    return float(last.loss or 0.0)
 
 
 def max_step(workdir: Path) -> int:
-    progress = workdir / "artifacts" / "progress.jsonl"
-    if not progress.exists():
-        return 0
-    return max((json.loads(line).get("step", 0) for line in progress.read_text().splitlines()), default=0)
+    return max((e.step for e in read_progress(workdir / "artifacts" / "progress.jsonl")), default=0)
 
 
 def skipped(output: str) -> list[str]:
