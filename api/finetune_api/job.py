@@ -141,13 +141,13 @@ class Grader(ApiModel):
     similarity: Literal["fuzzy_ratio", "token_f1"] = "token_f1"
     """For `text_similarity`: the measure."""
     pattern: str | None = Field(default=None, max_length=4096)
-    """For `regex`: the pattern the output must match (Python `re.search`)."""
+    """For `regex`: the pattern the output must match (Python `re.search` syntax)."""
     json_schema: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     """For `json_schema`: the JSON Schema the output must satisfy."""
     source: str | None = Field(default=None, max_length=65536)
     """For `python`: source that defines `grade(output: str, item: dict) -> float`."""
     timeout_seconds: float = Field(default=5.0, gt=0, le=300)
-    """For `python`: time limit per item; a timeout scores 0 and is reported for that item."""
+    """For `python` and `regex`: time limit per item; a timeout scores 0 and is reported for that item."""
     components: list[GraderComponent] | None = Field(default=None, max_length=16)
     """For `multi`: the graders to combine and their weights."""
     pass_threshold: float = Field(default=0.5, ge=0, le=1)
@@ -299,7 +299,8 @@ class HyperparametersSpec(ApiModel):
     max_grad_norm: float = Field(default=1.0, ge=0)
     """Gradient clipping norm (0 disables)."""
     seed: int = Field(default=42, ge=0)
-    """Seed for data order, initialisation and dropout."""
+    """Seed for data order, initialisation, dropout and sampled completions (GRPO, and evaluation at
+    temperature > 0): on the same hardware and versions, the same seed repeats a run."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     save_steps: int | None = Field(default=None, ge=1)
@@ -569,6 +570,23 @@ class RetrySpec(ApiModel):
     """Wait before a retry."""
 
 
+class DeadlinesSpec(ApiModel):
+    """Per-job deadlines of the phases that wait on something (unset: the operator's settings decide).
+
+    A phase past its deadline ends `Failed` with a reason naming the phase and what it waited for.
+    """
+
+    validating_seconds: int | None = Field(default=None, ge=1, le=604800)
+    """Validating: the prepare Job (data checks) must finish within this."""
+    training_seconds: int | None = Field(default=None, ge=1, le=2592000)
+    """Training: `activeDeadlineSeconds` of each training attempt; unset: estimated from the data's
+    token count with a margin."""
+    evaluating_seconds: int | None = Field(default=None, ge=1, le=604800)
+    """Evaluating: the evaluation Job must finish within this."""
+    deploying_seconds: int | None = Field(default=None, ge=1, le=86400)
+    """Deploying: a vLLM replica must be ready and answer the smoke request within this."""
+
+
 METHOD = opt("self.method.type", "sft")
 TRAIN_FORMAT = opt("self.datasets.train.format", "auto")
 ADAPTER = opt("self.adapter.type", "lora")
@@ -611,6 +629,8 @@ class FineTuneJobSpec(ApiModel):
     """Where artifacts are written."""
     retry: RetrySpec = Field(default_factory=RetrySpec)
     """Retry budget for infrastructure failures."""
+    deadlines: DeadlinesSpec = Field(default_factory=DeadlinesSpec)
+    """How long each phase may wait before the job fails."""
     trainer_image: str | None = Field(default=None, max_length=512)
     """Trainer image override; defaults to the operator's configured image."""
 

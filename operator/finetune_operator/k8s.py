@@ -57,8 +57,17 @@ class K8sError(RuntimeError):
     """An API error other than the ones the callers expect (404 on get/delete, 409 on create)."""
 
     def __init__(self, status: int, reason: str, body: str) -> None:
-        super().__init__(f"{status} {reason}: {body[:500]}")
+        super().__init__(f"{status} {reason}: {_status_message(body)[:500]}")
         self.status = status
+
+
+def _status_message(body: str) -> str:
+    """The `message` of a metav1.Status response body (what the API server says went wrong), else the body."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    return str(parsed.get("message") or body) if isinstance(parsed, dict) else body
 
 
 def resource_of(kind: str) -> Resource:
@@ -173,12 +182,6 @@ class K8s:
 
     def patch_status(self, kind: str, namespace: str | None, name: str, status: dict[str, Any]) -> dict[str, Any]:
         return self.patch(kind, namespace, name, {"status": status}, subresource="status")
-
-    def apply(self, obj: dict[str, Any]) -> None:
-        """Create, or merge-patch an existing object to what `obj` says (a re-deploy)."""
-        if not self.create(obj):
-            meta = obj["metadata"]
-            self.patch(obj["kind"], meta.get("namespace"), meta["name"], {k: v for k, v in obj.items() if k != "status"})
 
     def delete(
         self,

@@ -49,6 +49,9 @@ class Metrics:
             registry=self.registry)
         self.gpu_hours = PromCounter(
             "finetune_gpu_hours", "Accelerator-hours held by training", ["namespace"], registry=self.registry)
+        self.reconcile_errors = PromCounter(
+            "finetune_reconcile_errors", "Reconciles that raised, by class (transient, permanent) and reason",
+            ["class", "reason"], registry=self.registry)
         self.api_requests = PromCounter(
             "finetune_operator_api_requests", "API requests made by the operator", ["verb", "resource"],
             registry=self.registry)
@@ -63,6 +66,8 @@ class Metrics:
             self.retries.labels(labels.get("class", "")).inc(observation.value)
         elif observation.metric == "gpu_hours":
             self.gpu_hours.labels(labels.get("namespace", "")).inc(observation.value)
+        elif observation.metric == "reconcile_error":
+            self.reconcile_errors.labels(labels.get("class", ""), labels.get("reason", "")).inc(observation.value)
 
     def count_request(self, verb: str, resource: str) -> None:
         self.api_requests.labels(verb, resource).inc()

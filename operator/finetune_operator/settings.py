@@ -49,6 +49,24 @@ class OperatorSettings(BaseModel):
     pod_tolerations: list[dict[str, Any]] = Field(default_factory=list)
     """Tolerations added to every pod the operator creates (JSON list in the env)."""
 
+    reconcile_error_attempts: int = Field(default=5, ge=1)
+    """Reconciles that may fail with a permanent error (a builder error, a 4xx, a foreign object) before
+    the job is `Failed`; transient API errors (5xx, 429, timeouts) retry with backoff without limit."""
+    validating_deadline_seconds: int = Field(default=3600, ge=1)
+    """Validating may last this long (the prepare Job; `spec.deadlines.validatingSeconds` overrides)."""
+    training_deadline_seconds: int = Field(default=86400, ge=1)
+    """A training attempt's `activeDeadlineSeconds` when the data report gives no token count."""
+    training_deadline_floor_seconds: int = Field(default=3600, ge=1)
+    """The least an estimated training deadline allows (image pulls, model download, checkpoints)."""
+    training_tokens_per_gpu_second: float = Field(default=200.0, gt=0)
+    """A deliberately low training throughput for the estimate (tokens × epochs / throughput × margin)."""
+    training_deadline_margin: float = Field(default=3.0, ge=1.0)
+    """Factor on the estimated training time."""
+    evaluating_deadline_seconds: int = Field(default=21600, ge=1)
+    """Evaluating may last this long (`spec.deadlines.evaluatingSeconds` overrides)."""
+    deploying_deadline_seconds: int = Field(default=3600, ge=1)
+    """Deploying may last this long before a never-ready vLLM fails the job (`spec.deadlines.deployingSeconds`)."""
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
         """Read `FT_<FIELD>` variables (upper-case field names); string lists are comma-separated,

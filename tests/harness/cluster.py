@@ -56,6 +56,8 @@ KWOK_EXIT_CODE = "kwok.finetune.dev/exit-code"
 KWOK_TERMINATION_MESSAGE = "kwok.finetune.dev/termination-message"
 KWOK_REASON = "kwok.finetune.dev/reason"
 KWOK_DELAY = "kwok.finetune.dev/delay"
+KWOK_NEVER_READY_IMAGE = "kwok.invalid/never-ready:0"
+"""Pods whose first container runs this image stay Pending with ImagePullBackOff (stage pod-image-pull-backoff)."""
 
 
 class ClusterError(RuntimeError):

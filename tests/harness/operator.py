@@ -28,6 +28,7 @@ from tests.harness.cluster import (
 from tests.harness.cluster import wait_for as cluster_wait_for
 
 from finetune_api.contract.termination import PhaseSummary
+from tests.harness.summaries import PREPARED
 from finetune_operator import rbac
 from finetune_api.contract.launch import free_port  # noqa: F401 - the harness's port picker
 
@@ -113,11 +114,15 @@ class Operator:
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 PHASE_LABEL = "finetune.dev/phase"
 DEFAULT_OUTCOME = {KWOK_EXIT_CODE: "0", KWOK_DELAY: "1s"}
+PREPARE_OUTCOME = {**DEFAULT_OUTCOME, KWOK_TERMINATION_MESSAGE: PREPARED.encode()}
+"""A prepare pod no test planned reports valid data, as the trainer does (the operator refuses a prepare
+that succeeds without its data report)."""
 
 
 class PodDriver:
     """Decides how every Job pod of a namespace ends, the moment the pod appears: the plan registered for
-    its Job or its phase, else `DEFAULT_OUTCOME` (exit 0 after 1 s, no termination message).
+    its Job or its phase, else `PREPARE_OUTCOME` for prepare pods and `DEFAULT_OUTCOME` (exit 0 after 1 s,
+    no termination message) for the others.
 
     kwok ends a pod only once it carries an exit code (tests/controlplane/kwok/kwok.yaml), so a pod waits
     for this decision however late the watch delivers it: there is no race against a default completion.
@@ -144,7 +149,9 @@ class PodDriver:
         if JOB_NAME_LABEL not in labels:
             return None
         plan = self.plans.get(labels[JOB_NAME_LABEL]) or self.plans.get(labels.get(PHASE_LABEL, ""))
-        return plan or DEFAULT_OUTCOME
+        if plan:
+            return plan
+        return PREPARE_OUTCOME if labels.get(PHASE_LABEL) == "prepare" else DEFAULT_OUTCOME
 
     def _run(self) -> None:
         from kubernetes import client, watch

@@ -22,6 +22,7 @@ from finetune_api.contract.launch import ATTEMPT_ENV, DEFAULT_MASTER_PORT, pod_l
 from finetune_api import FineTuneJob
 from finetune_api.job import FineTuneJobSpec, ResourcesSpec
 from finetune_api.queue import Flavor
+from ..deadlines import training_deadline_seconds
 from ..settings import OperatorSettings
 from .common import CONFIG_PATH, labels, object_meta, parse_quantity, pod_resources, tolerations
 from .names import train_job_name, train_service_name
@@ -120,13 +121,14 @@ def build_training_job(
             "completions": res.nodes,
             "parallelism": res.nodes,
             "suspend": settings.queue_mode == "kueue",
+            "activeDeadlineSeconds": training_deadline_seconds(job, settings),
         },
     )
     obj["metadata"]["annotations"]["finetune.dev/attempt"] = str(attempt)
     return obj
 
 
-FailureKind = Literal["user", "preempted", "infrastructure"]
+FailureKind = Literal["user", "preempted", "deadline", "infrastructure"]
 
 
 def training_failure_kind(job_status: dict[str, Any]) -> FailureKind | None:
@@ -139,6 +141,8 @@ def training_failure_kind(job_status: dict[str, Any]) -> FailureKind | None:
     for cond in job_status.get("conditions") or []:
         if cond.get("type") not in ("Failed", "FailureTarget") or cond.get("status") != "True":
             continue
+        if cond.get("reason") == "DeadlineExceeded":
+            return "deadline"
         if cond.get("reason") == "PodFailurePolicy":
             message = cond.get("message", "")
             if f"rule at index {RULE_USER_ERROR}" in message:

@@ -69,7 +69,7 @@ class Requeue:
 class Observe:
     """A metric sample that belongs to a transition (see `metrics.record`)."""
 
-    metric: Literal["phase_seconds", "queue_wait_seconds", "retry", "gpu_hours"]
+    metric: Literal["phase_seconds", "queue_wait_seconds", "retry", "gpu_hours", "reconcile_error"]
     value: float = 1.0
     labels: dict[str, str] = field(default_factory=dict)
 

@@ -15,9 +15,11 @@ from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, Prepa
 from finetune_api.job import Artifacts, DataReport, EvaluationStatus, FineTuneJobStatus, Progress
 from ..builders import names
 from ..builders.resolve import output_uri
+from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
 from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
 from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
+from .failures import ReconcileFailure
 from .observed import JobState, ObservedChildren, format_time, parse_time
 from .status import changes, find_condition, set_condition
 
@@ -106,9 +108,83 @@ def decide(job: FineTuneJob, children: ObservedChildren, now: dt.datetime, setti
     new_generation = job.status is not None and (plan.status.observed_generation or 0) < plan.generation and phase != "Pending"
     if new_generation and _spec_changed(plan, children, settings):
         return plan.result()
+    deadline = phase_deadline_seconds(job, phase, settings)
+    remaining = deadline_remaining_seconds(job, now, settings)
+    if deadline is not None and remaining is not None and remaining < 0:
+        _deadline_exceeded(plan, children, deadline)
+        return plan.result()
     step = _PHASES.get(phase, _pending)
     step(plan, children, settings)
     return plan.result()
+
+
+# -- reconcile errors and deadlines ------------------------------------------------------------------
+
+def reconcile_failed(job: FineTuneJob, failure: ReconcileFailure, failures: int, now: dt.datetime,
+                     settings: OperatorSettings) -> list[Action]:
+    """A reconcile raised (`failures` times in a row). Transient: a `Reconciled=False` condition, the
+    handler retries with backoff. Permanent: the condition and a Warning Event at once, and after
+    `settings.reconcile_error_attempts` the job is `Failed` with the error as its message."""
+    plan = Plan(job, now)
+    if plan.status.phase in TERMINAL_PHASES:
+        return []
+    plan.do(Observe("reconcile_error", 1, {"class": failure.error_class, "reason": failure.reason}))
+    if failure.error_class == "transient":
+        plan.condition("Reconciled", False, failure.reason, f"{failure.message}; retrying with backoff"[:1024])
+        return plan.result()
+    attempts = settings.reconcile_error_attempts
+    if failures < attempts:
+        # The same text on every attempt: one write and one Event, and no status event that would
+        # reconcile again at once and spend the budget without the backoff.
+        text = f"{failure.message} (the job fails if this persists for {attempts} attempts)"
+        plan.condition("Reconciled", False, failure.reason, text[:1024])
+        plan.event(failure.reason, failure.message, warning=True)
+        return plan.result()
+    plan.condition("Reconciled", False, failure.reason, failure.message[:1024])
+    if plan.status.queue is not None:
+        plan.set(queue={"admitted": False, "evictionRequested": False})
+    plan.transition("Failed", failure.reason, failure.message[:1024], warning=True)
+    return plan.result()
+
+
+def reconcile_recovered(job: FineTuneJob, now: dt.datetime) -> list[Action]:
+    """A reconcile went through after errors: the `Reconciled` condition says so (written only once)."""
+    plan = Plan(job, now)
+    if (find_condition(plan.conditions, "Reconciled") or {}).get("status") == "False":
+        plan.condition("Reconciled", True, "Reconciled", "the last reconcile went through")
+    return plan.result()
+
+
+_WAITED_FOR = {"Validating": "the prepare Job (data checks)", "Evaluating": "the evaluation Job"}
+_PHASE_JOB = {"Validating": names.prepare_job_name, "Evaluating": names.eval_job_name}
+_PHASE_CONDITION = {"Validating": "Validated", "Evaluating": "Evaluated", "Deploying": "Ready"}
+
+
+def _deadline_exceeded(plan: Plan, children: ObservedChildren, deadline: int) -> None:
+    """The phase ran out of time: `Failed`, naming the phase and what it waited for; the phase's Job
+    (if any) is deleted so its pods stop holding the cluster."""
+    phase = plan.status.phase
+    if phase == "Deploying":
+        waited = _serving_waited_for(children)
+    else:
+        child = children.jobs.get(_PHASE_JOB[phase](plan.name))
+        if child is not None and not child.deleting:
+            plan.do(Delete("Job", child.name))
+        waited = f"{_WAITED_FOR[phase]} did not finish: " + (child.waiting_text() if child else "it was never created")
+    reason = f"{phase}DeadlineExceeded"
+    message = f"{phase} exceeded its deadline of {deadline}s: {waited}"[:1024]
+    plan.condition(_PHASE_CONDITION[phase], False, reason, message)
+    plan.transition("Failed", reason, message, warning=True)
+
+
+def _serving_waited_for(children: ObservedChildren) -> str:
+    serving = children.serving
+    if serving is None or serving.message == "missing":
+        return "the serving Deployment was never created"
+    if not serving.ready:
+        detail = serving.pods_waiting or serving.message or "no replica became ready"
+        return f"vLLM pod never became ready: {detail}"
+    return f"vLLM is ready but the smoke request never succeeded: {serving.smoke_message or 'no answer'}"
 
 
 # -- spec changes ---------------------------------------------------------------------------------
@@ -166,10 +242,12 @@ def _validating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
         return
     if prep.outcome == "running":
         return
-    summary = prep.summary(PrepareSummary) or PrepareSummary()
+    found = prep.summary(PrepareSummary)
+    summary = found or PrepareSummary(ok=False, message="the prepare Job succeeded but its pod left no data report "
+                                      "(termination message); the data were not checked")
     if prep.outcome == "failed" or not summary.ok:
         message = prep.failure_text() if prep.outcome == "failed" else (summary.message or "data checks failed")
-        kind = prep.failure_class() if prep.outcome == "failed" else "user"
+        kind = prep.failure_class() if prep.outcome == "failed" else ("user" if found else "infrastructure")
         reason = "ValidationFailed" if kind == "user" else "PrepareFailed"
         if summary.data is not None:
             plan.set(data=_data_report(summary.data, message))
@@ -354,6 +432,17 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
         plan.condition("Trained", False, "TrainingFailed", text)
         plan.do(Observe("retry", 1, {"class": "user"}))
         plan.transition("Failed", "TrainingFailed", f"attempt {attempt} failed with a user error: {text}", warning=True)
+        return
+    if kind == "deadline":
+        _spend_gpu(plan, gpu_seconds)
+        limit = training_deadline_seconds(plan.job, settings)
+        progress = plan.status.progress.summary if plan.status.progress else ""
+        waited = train.waiting_text() if any(p.waiting for p in train.pods) else (
+            "the run did not finish" + (f" (progress: {progress})" if progress else ""))
+        message = f"Training attempt {attempt} exceeded its deadline of {limit}s (activeDeadlineSeconds): {waited}"
+        plan.set(attempts=plan.attempts(lastFailure=message[:1024]), queue={"admitted": False})
+        plan.condition("Trained", False, "TrainingDeadlineExceeded", message[:1024])
+        plan.transition("Failed", "TrainingDeadlineExceeded", message[:1024], warning=True)
         return
     if kind == "preempted":
         _next_attempt(plan, gpu_seconds, "preempted", "Preempted", f"attempt {attempt} preempted: {text}",

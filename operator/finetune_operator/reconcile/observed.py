@@ -18,6 +18,8 @@ from ..builders.training_job import training_failure_kind
 
 JobOutcome = Literal["running", "succeeded", "failed"]
 Summary = TypeVar("Summary", bound=PhaseSummary)
+JobFailureClass = FailureClass | Literal["deadline"]
+"""The contract's exit-code classes, plus a Job stopped at its `activeDeadlineSeconds`."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ class PodState:
     disrupted: bool = False
     index: int | None = None
     started_at: str | None = None
+    waiting: str = ""
+    """Why a container has not started or not become ready ("ImagePullBackOff: …"), or why the pod is
+    not scheduled; what a deadline message names."""
+    owner_uid: str = ""
+    """The uid of the pod's controller (its batch Job): pods of a deleted Job of the same name are not ours."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,9 @@ class JobState:
     deleting: bool = False
     generation: int = 0
     """The FineTuneJob generation the child was built from (`finetune.dev/generation`)."""
+    uid: str = ""
+    owner_uid: str = ""
+    """The uid of the Job's controller: children are matched by it, not by labels alone."""
     pods: tuple[PodState, ...] = ()
 
     def summary(self, model: type[Summary]) -> Summary | None:
@@ -65,9 +75,12 @@ class JobState:
     def exit_codes(self) -> list[int]:
         return [p.exit_code for p in self.pods if p.exit_code is not None]
 
-    def failure_class(self) -> FailureClass:
+    def failure_class(self) -> JobFailureClass:
         """The contract's classes: exit 1 is the user's (the Job's user-error rule says so too); a
-        disruption (preemption, drain, eviction) is free; the rest is infrastructure."""
+        disruption (preemption, drain, eviction) is free; a Job past its `activeDeadlineSeconds` is out of
+        time; the rest is infrastructure."""
+        if self.failure_reason == "deadline":
+            return "deadline"
         if self.failure_reason == "user":
             return "user"
         disrupted = self.failure_reason == "preempted" or any(p.disrupted for p in self.pods)
@@ -88,6 +101,16 @@ class JobState:
         if self.failure_message:
             parts.append(self.failure_message)
         return "; ".join(parts) or "the Job failed"
+
+    def waiting_text(self) -> str:
+        """What the Job was waiting for, for a deadline message: its pods' waiting reasons, else its state."""
+        waiting = sorted({f"pod {p.name}: {p.waiting}" for p in self.pods if p.waiting})
+        if waiting:
+            return "; ".join(waiting)
+        if not self.pods:
+            return "no pod was created" + (" (the Job is suspended)" if self.suspended else "")
+        running = [p.name for p in self.pods if p.phase == "Running"]
+        return f"pod {', '.join(running)} still running" if running else "its pods did not finish"
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,8 @@ class ServingState:
     smoke_ok: bool | None = None
     smoke_message: str = ""
     endpoint: str = ""
+    pods_waiting: str = ""
+    """Why the serving pods are not ready ("ImagePullBackOff: …"), read from their container statuses."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +173,17 @@ def pod_state(pod: dict[str, Any]) -> PodState:
     disrupted = any(
         c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in status.get("conditions") or []
     )
+    waiting = ""
+    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        state = (cs.get("state") or {}).get("waiting")
+        if state and state.get("reason") not in (None, "", "ContainerCreating", "PodInitializing"):
+            waiting = ": ".join(x for x in (state.get("reason"), state.get("message")) if x)
+            break
+    if not waiting:
+        unscheduled = next((c for c in status.get("conditions") or []
+                            if c.get("type") == "PodScheduled" and c.get("status") == "False"), None)
+        if unscheduled:
+            waiting = ": ".join(x for x in (unscheduled.get("reason") or "Unschedulable", unscheduled.get("message")) if x)
     raw_index = (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index") or (
         meta.get("labels") or {}
     ).get("batch.kubernetes.io/job-completion-index")
@@ -161,6 +197,8 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         disrupted=disrupted,
         index=int(raw_index) if raw_index not in (None, "") else None,
         started_at=status.get("startTime"),
+        waiting=waiting[:512],
+        owner_uid=controller_uid(meta),
     )
 
 
@@ -196,8 +234,15 @@ def job_state(job: dict[str, Any], pods: list[PodState] | tuple[PodState, ...] =
         suspended=bool(spec.get("suspend")),
         deleting=bool(meta.get("deletionTimestamp")),
         generation=int((meta.get("annotations") or {}).get("finetune.dev/generation") or 0),
+        uid=meta.get("uid") or "",
+        owner_uid=controller_uid(meta),
         pods=tuple(pods),
     )
+
+
+def controller_uid(meta: dict[str, Any]) -> str:
+    """The uid of the object's controller ownerReference ("" when none)."""
+    return next((o.get("uid") or "" for o in meta.get("ownerReferences") or [] if o.get("controller")), "")
 
 
 def workload_state(workload: dict[str, Any]) -> WorkloadState:

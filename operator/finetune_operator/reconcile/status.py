@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-CONDITION_TYPES = ("Validated", "Admitted", "Trained", "Evaluated", "Deployed", "Ready")
+CONDITION_TYPES = ("Validated", "Admitted", "Trained", "Evaluated", "Deployed", "Ready", "Reconciled")
 
 
 def set_condition(

@@ -16,6 +16,8 @@ from ..k8s import K8s
 from ..metrics import Metrics
 from ..reconcile import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
 from ..reconcile.actions import Child
+from ..reconcile.failures import ForeignObject, NotYetCollected, ownership
+from ..reconcile.observed import controller_uid
 from ..settings import OperatorSettings
 from .executor import Executor
 from .expectations import CreateExpectations
@@ -56,7 +58,10 @@ class Actuator:
                     await self._create_once(obj)
             elif isinstance(action, Apply):
                 for obj in self._build(action.child, job, flavor):
-                    await self.executor.call(self.k8s.apply, obj)
+                    if not await self._create_checked(obj):
+                        meta = obj["metadata"]
+                        await self.executor.call(self.k8s.patch, obj["kind"], ns, meta["name"],
+                                                 {k: v for k, v in obj.items() if k != "status"})
             elif isinstance(action, Delete):
                 await self.executor.call(self.k8s.delete, action.kind, ns, action.name, action.propagation,
                                          action.grace_period_seconds)
@@ -77,12 +82,31 @@ class Actuator:
         return build_child(child, job, self.settings, attempt, flavor, peers)
 
     async def _create_once(self, obj: dict[str, Any]) -> None:
-        """Create, unless this process created it moments ago and the watch has not shown it yet."""
-        ident = (obj["kind"], obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        """Create, unless this process created it for the same owner moments ago and the watch has not
+        shown it yet."""
+        meta = obj["metadata"]
+        ident = (obj["kind"], meta.get("namespace") or "", meta["name"], controller_uid(meta))
         if self.expectations.pending(ident):
             return
-        await self.executor.call(self.k8s.create, obj)
+        await self._create_checked(obj)
         self.expectations.created(ident)
+
+    async def _create_checked(self, obj: dict[str, Any]) -> bool:
+        """Create `obj` (True), or find that this job already owns it (False); an object of that name that
+        is not ours is never taken over (`reconcile.failures.ownership`)."""
+        if await self.executor.call(self.k8s.create, obj):
+            return True
+        meta = obj["metadata"]
+        existing = await self.executor.call(self.k8s.get, obj["kind"], meta.get("namespace"), meta["name"])
+        if existing is None:
+            raise NotYetCollected(f"{obj['kind']} {meta.get('namespace')}/{meta['name']} was deleted while "
+                                  "being created; creating it again")
+        verdict, message = ownership(existing, obj)
+        if verdict == "foreign":
+            raise ForeignObject(message)
+        if verdict == "previous":
+            raise NotYetCollected(message)
+        return False
 
     async def _delete_serving(self, job: FineTuneJob) -> None:
         # Without the pool's peers: they change no kind or name, and add only non-controller

@@ -20,7 +20,10 @@ from ..builders import names
 from ..builders.common import LABEL_JOB
 from ..k8s import K8s
 from ..metrics import Metrics
+from ..deadlines import deadline_remaining_seconds
 from ..reconcile import decide
+from ..reconcile.decide import reconcile_failed, reconcile_recovered
+from ..reconcile.failures import classify
 from ..settings import OperatorSettings
 from .actuator import Actuator
 from .executor import Executor
@@ -115,8 +118,38 @@ class JobController:
                 children = await self.observer.observe(job)
                 actions = decide(job, children, self.clock(), self.settings)
                 await self.actuator.run(key, job, actions, children.flavor)
-                self.backoff.forget(key)
-            except Exception as e:  # noqa: BLE001 - an API hiccup must not stop the job's reconciles
-                delay = self.backoff.failed(key)
-                log.warning("reconcile of %s/%s failed (%s); retrying in %.0fs", *key, e, delay)
-                self.timers.request(key, delay)
+            except Exception as e:  # noqa: BLE001 - every error is classified and reaches the job's status
+                await self._failed(key, e)
+                return
+            self.backoff.forget(key)
+            await self._settled(key)
+
+    async def _failed(self, key: Key, error: Exception) -> None:
+        """Classify the error (`reconcile.failures.classify`), let `reconcile_failed` say what the user
+        sees (condition, Event, `Failed` after the permanent-error budget), retry with backoff."""
+        failure = classify(error)
+        delay = self.backoff.failed(key)
+        log.warning("reconcile of %s/%s failed (%s, %s); retrying in %.0fs", *key, failure.error_class,
+                    failure.message, delay)
+        try:
+            job = FineTuneJob.model_validate(dict(self.cache.get(key) or {}))
+            actions = reconcile_failed(job, failure, self.backoff.failures(key), self.clock(), self.settings)
+            await self.actuator.run(key, job, actions, None)
+        except Exception as e:  # noqa: BLE001 - the status write may meet the same outage; the retry will tell
+            log.warning("could not record the failure of %s/%s: %s", *key, e)
+        self.timers.request(key, delay)
+
+    async def _settled(self, key: Key) -> None:
+        """After a reconcile that went through: clear a failure condition, and come back at the phase's
+        deadline (a phase that nothing changes still ends)."""
+        body = self.cache.get(key)
+        if body is None:
+            return
+        job = FineTuneJob.model_validate(dict(body))
+        try:
+            await self.actuator.run(key, job, reconcile_recovered(job, self.clock()), None)
+        except Exception as e:  # noqa: BLE001 - the condition is cleared by the next reconcile instead
+            log.info("could not clear the failure condition of %s/%s: %s", *key, e)
+        remaining = deadline_remaining_seconds(job, self.clock(), self.settings)
+        if remaining is not None:
+            self.timers.request(key, max(remaining, 0.0) + 1.0)

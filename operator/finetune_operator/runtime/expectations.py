@@ -15,8 +15,8 @@ CREATE_EXPECTATION_SECONDS = 30.0
 """A child this process created is not created again for this long: the watch has to catch up first."""
 PRUNE_ABOVE = 10000
 
-Ident = tuple[str, str, str]
-"""(kind, namespace, name)"""
+Ident = tuple[str, str, str, str]
+"""(kind, namespace, name, controller uid): a job re-created under the same name is another owner."""
 
 
 class CreateExpectations:

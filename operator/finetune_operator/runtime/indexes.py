@@ -51,11 +51,16 @@ class Indexes:
                  NAMESPACES: "namespaces", WORKLOADS: "workloads"}
         return cls(**{attr: kwargs[name] for name, attr in names.items() if name in kwargs})
 
-    def children(self, namespace: str, job: str) -> list[JobState]:
-        """The FineTuneJob's child Jobs, each with its pods."""
+    def children(self, namespace: str, job: str, uid: str) -> list[JobState]:
+        """The FineTuneJob's child Jobs, each with its pods, matched by controller uid: a job deleted and
+        created again under the same name does not adopt its predecessor's children."""
         out = []
         for state in list(self.child_jobs.get((namespace, job), ())):
-            pods: tuple[PodState, ...] = tuple(sorted(self.child_pods.get((namespace, state.name), ()), key=lambda p: p.name))
+            if state.owner_uid != uid:
+                continue
+            pods: tuple[PodState, ...] = tuple(sorted(
+                (p for p in self.child_pods.get((namespace, state.name), ()) if p.owner_uid == state.uid),
+                key=lambda p: p.name))
             out.append(replace(state, pods=pods))
         return out
 

@@ -19,7 +19,7 @@ from ..builders.common import CONFIG_FILE
 from ..k8s import K8s
 from ..progress import TAIL_LINES, latest_progress
 from ..queue.views import admitted_flavor
-from ..reconcile import JobState, ObservedChildren, ServingState
+from ..reconcile import JobState, ObservedChildren, ServingState, pod_state
 from ..reconcile.decide import AFTER_TRAINING
 from ..settings import OperatorSettings
 from .executor import Executor
@@ -52,7 +52,7 @@ class Observer:
         ns, name = job.metadata.namespace or "", job.metadata.name
         status = job.status
         phase = status.phase if status else "Pending"
-        jobs = {j.name: j for j in self.indexes.children(ns, name)}
+        jobs = {j.name: j for j in self.indexes.children(ns, name, job.metadata.uid or "")}
         queue = self.indexes.queue(job.spec.queue.name)
         grace = (((queue or {}).get("spec") or {}).get("preemption") or {}).get("gracePeriodSeconds")
         observed = ObservedChildren(jobs=jobs, flavor=self._flavor(job), eviction_grace_seconds=grace)
@@ -93,11 +93,18 @@ class Observer:
         except ValueError:
             return {}
 
+    async def _pods_waiting(self, ns: str, deployment: dict[str, Any]) -> list[str]:
+        """Why a Deployment's pods are not ready (container waiting reasons, scheduling), for deadline messages."""
+        match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+        pods = await self.executor.call(self.k8s.list, "Pod", ns, selector) if selector else []
+        return [state.waiting for state in map(pod_state, pods) if state.waiting]
+
     async def _serving(self, job: FineTuneJob) -> ServingState:
         ns = job.metadata.namespace or ""
         # Only kinds and names are read: the adapter pool's peers change neither.
         objects = builders.build_serving_objects(job, self.settings)
-        ready_replicas, waiting = 0, []
+        ready_replicas, waiting, pods_waiting = 0, [], []
         for obj in objects:
             if obj["kind"] != "Deployment":
                 continue
@@ -108,9 +115,11 @@ class Observer:
             ready = (current.get("status") or {}).get("readyReplicas") or 0
             if ready < min(want, 1) or (want and ready == 0):
                 waiting.append(f"{obj['metadata']['name']} {ready}/{want} ready")
+                pods_waiting.extend(await self._pods_waiting(ns, current))
             ready_replicas += ready
         if waiting:
-            return ServingState(ready=False, ready_replicas=ready_replicas, message="; ".join(waiting))
+            return ServingState(ready=False, ready_replicas=ready_replicas, message="; ".join(waiting),
+                                pods_waiting="; ".join(dict.fromkeys(pods_waiting)))
         service = names.serve_name(job.metadata.name)
         slices = await self.executor.call(self.k8s.list, "EndpointSlice", ns, f"kubernetes.io/service-name={service}")
         base = smoke_base_url(service, ns, slices)

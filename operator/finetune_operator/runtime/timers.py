@@ -49,5 +49,9 @@ class Backoff:
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         return min(2.0 ** failures, ERROR_BACKOFF_MAX)
 
+    def failures(self, key: Hashable) -> int:
+        """Failed reconciles of `key` in a row (the permanent-error budget counts them)."""
+        return self._failures.get(key, 0)
+
     def forget(self, key: Hashable) -> None:
         self._failures.pop(key, None)

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
+import regex
+
 from finetune_api.job import Grader
 
 from .metrics import parse_json, token_f1
@@ -148,15 +150,23 @@ class TextSimilarityGrader(StringCheckGrader):
 
 
 class RegexGrader(BaseGrader):
+    """`re` syntax, matched by the `regex` module, whose `timeout` bounds a catastrophically backtracking
+    pattern (`(a+)+$` on a long output) per item; `re` cannot be interrupted."""
+
     def __init__(self, spec: Grader) -> None:
         super().__init__(spec)
         try:
-            self.pattern = re.compile(spec.pattern or "")
-        except re.error as exc:
+            self.pattern = regex.compile(spec.pattern or "", flags=regex.VERSION0)
+        except regex.error as exc:
             raise GraderConfigError(f"grader {spec.name}: pattern is not a valid regular expression: {exc}") from exc
 
     def score(self, output: str, item: dict[str, Any]) -> float:
-        return float(self.pattern.search(output) is not None)
+        limit = self.spec.timeout_seconds
+        try:
+            return float(self.pattern.search(output, timeout=limit) is not None)
+        except TimeoutError:
+            raise TimeoutError(f"grader {self.name}: the pattern did not finish within {limit:g}s on this output "
+                               "(catastrophic backtracking?); simplify it or raise timeoutSeconds") from None
 
 
 class JsonSchemaGrader(BaseGrader):

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import sys
 
 
 def main(config_path: str) -> int:
+    from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR
     from finetune_trainer.process_group import die_with_parent
     from finetune_trainer.train.callbacks import StopOnSigterm
     from finetune_trainer.train.exit_codes import run_phase
@@ -29,4 +31,19 @@ def main(config_path: str) -> int:
         )
         return code
     finally:
-        shutdown_distributed(finished=code == 0)
+        if shutdown_distributed(finished=code == 0):
+            _exit_without_finalization(INFRASTRUCTURE_ERROR if code is None else code)
+
+
+def _exit_without_finalization(code: int) -> None:
+    """End a launched worker as soon as its process group is gone.
+
+    Everything the run produces (model, checkpoint, progress, termination message) is written and its
+    files are closed by now. What remains is interpreter and C++ static finalization, where Gloo's and
+    DeepSpeed's threads can still abort a finished run ("terminate called without an active exception",
+    SIGABRT: rare, and still seen after `destroy_process_group`). `os._exit` skips that finalization,
+    so a clean run exits 0 and the launcher never mistakes it for a crashed worker.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -68,21 +68,23 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def shutdown_distributed(finished: bool) -> None:
+def shutdown_distributed(finished: bool) -> bool:
     """Tear the process group down together, before the interpreter exits.
 
     Left to interpreter finalization, Gloo's threads can abort a process whose run already saved its
     result ("terminate called without an active exception", exit -6; pytorch/pytorch#179291). After a
     finished run every rank first waits at a barrier (rank 0 may still be writing the model), so no
     rank closes its connections while a peer is busy. After a failure there is no barrier: the peers
-    may be gone, and the launcher stops the rest.
+    may be gone, and the launcher stops the rest. Returns whether a process group was torn down.
     """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        if finished:
-            dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+    return True
 
 
 def load_splits(layout: ArtifactLayout) -> tuple[Any, Any | None, dict[str, Any]]:

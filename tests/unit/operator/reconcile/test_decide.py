@@ -108,6 +108,15 @@ def test_bad_data_fails_with_the_trainers_reason(settings):
     assert creates(actions) == []
 
 
+def test_a_prepare_that_succeeds_without_its_data_report_fails_instead_of_passing_unchecked_data(settings):
+    prep = job("demo-prepare", "succeeded", (ended(0),))
+    actions = decide(make_job(at_phase("Validating")), children(prep), NOW, settings)
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "PrepareFailed"
+    assert "left no data report" in patch["message"]
+    assert creates(actions) == [] and "queue" not in patch
+
+
 # -- Queued -----------------------------------------------------------------------------------------
 
 def test_queued_job_waits_until_admitted(settings):

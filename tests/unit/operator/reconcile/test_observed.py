@@ -76,3 +76,27 @@ def test_workload_admission_and_flavor():
         "admission": {"podSetAssignments": [{"flavors": {"nvidia.com/gpu": "a100"}}]}}}
     state = workload_state(wl)
     assert state.admitted and state.quota_reserved and state.flavor == "a100"
+
+
+def test_why_a_pod_waits_from_its_container_statuses_or_its_scheduling():
+    pulling = pod_state({"metadata": {"name": "p"}, "status": {"phase": "Pending", "containerStatuses": [
+        {"name": "vllm", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}})
+    assert pulling.waiting == "ImagePullBackOff: Back-off pulling image"
+    creating = pod_state({"metadata": {"name": "p"}, "status": {"phase": "Pending", "containerStatuses": [
+        {"name": "vllm", "state": {"waiting": {"reason": "ContainerCreating"}}}]}})
+    assert creating.waiting == "", "an ordinary start is not a reason"
+    unscheduled = pod_state({"metadata": {"name": "p"}, "status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": '0/2 nodes are available: persistentvolumeclaim "models" not found'}]}})
+    assert unscheduled.waiting == 'Unschedulable: 0/2 nodes are available: persistentvolumeclaim "models" not found'
+
+
+def test_children_carry_their_controllers_uid():
+    owners = [{"kind": "FineTuneJob", "name": "demo", "uid": "u-1", "controller": True},
+              {"kind": "FineTuneJob", "name": "peer", "uid": "u-2", "controller": False}]
+    body = failed_job("x")
+    body["metadata"].update(uid="j-1", ownerReferences=owners)
+    state = job_state(body)
+    assert (state.uid, state.owner_uid) == ("j-1", "u-1")
+    assert pod_state({"metadata": {"name": "p", "ownerReferences": [{"uid": "j-1", "controller": True}]}}).owner_uid == "j-1"
+    assert job_state({"metadata": {"name": "orphan"}}).owner_uid == ""

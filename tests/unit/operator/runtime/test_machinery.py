@@ -60,17 +60,19 @@ def test_backoff_doubles_up_to_its_cap_and_a_success_resets_it():
     backoff = Backoff()
     delays = [backoff.failed("k") for _ in range(8)]
     assert delays[:3] == [2.0, 4.0, 8.0] and delays[-1] == ERROR_BACKOFF_MAX
+    assert backoff.failures("k") == 8
     backoff.forget("k")
-    assert backoff.failed("k") == 2.0
+    assert backoff.failed("k") == 2.0 and backoff.failures("k") == 1
 
 
 def test_a_fresh_creation_is_not_repeated_until_the_expectation_lapses():
     now = [100.0]
     expectations = CreateExpectations(clock=lambda: now[0])
-    ident = ("Job", "team", "demo-prepare")
+    ident = ("Job", "team", "demo-prepare", "u-1")
     assert not expectations.pending(ident)
     expectations.created(ident)
     assert expectations.pending(ident)
+    assert not expectations.pending(("Job", "team", "demo-prepare", "u-2")), "a re-created job is another owner"
     now[0] += CREATE_EXPECTATION_SECONDS
     assert not expectations.pending(ident)
 
@@ -88,10 +90,25 @@ def test_the_queue_reads_its_own_write_until_the_index_moves_on():
 
 def test_children_come_with_their_pods_in_name_order():
     indexes = Indexes.from_kwargs({
-        "ft_child_jobs": {("team", "demo"): [JobState(name="demo-prepare")]},
-        "ft_child_pods": {("team", "demo-prepare"): [PodState(name="p-b"), PodState(name="p-a")]},
+        "ft_child_jobs": {("team", "demo"): [JobState(name="demo-prepare", uid="j-1", owner_uid="u-1")]},
+        "ft_child_pods": {("team", "demo-prepare"): [PodState(name="p-b", owner_uid="j-1"),
+                                                     PodState(name="p-a", owner_uid="j-1")]},
         "unrelated": {},
     })
-    [prepare] = indexes.children("team", "demo")
+    [prepare] = indexes.children("team", "demo", "u-1")
     assert [p.name for p in prepare.pods] == ["p-a", "p-b"]
-    assert indexes.children("team", "other") == [] and indexes.queue("gpus") is None
+    assert indexes.children("team", "other", "u-1") == [] and indexes.queue("gpus") is None
+
+
+def test_children_are_matched_by_controller_uid_not_by_labels_alone():
+    """A job deleted and re-created under the same name: the old Job (and the old pods of a Job of the
+    same name) still carry the label, but not the new job's uid."""
+    indexes = Indexes.from_kwargs({
+        "ft_child_jobs": {("team", "demo"): [JobState(name="demo-prepare", uid="j-old", owner_uid="u-old"),
+                                             JobState(name="demo-prepare", uid="j-new", owner_uid="u-new")]},
+        "ft_child_pods": {("team", "demo-prepare"): [PodState(name="p-old", owner_uid="j-old"),
+                                                     PodState(name="p-new", owner_uid="j-new")]},
+    })
+    [prepare] = indexes.children("team", "demo", "u-new")
+    assert prepare.uid == "j-new" and [p.name for p in prepare.pods] == ["p-new"]
+    assert indexes.children("team", "demo", "u-other") == []

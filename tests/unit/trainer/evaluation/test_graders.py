@@ -157,3 +157,13 @@ def test_graders_serve_as_grpo_rewards() -> None:
     assert reward(prompts=[[], []], completions=completions, reference=["billing", "billing"]) == [1.0, 0.0]
     plain = build_reward(spec, [spec])
     assert plain.__name__ == "g" and plain("billing", {"row": '{"reference": "billing"}'}) == 1.0
+
+
+def test_a_catastrophically_backtracking_regex_is_stopped_at_its_time_limit() -> None:
+    """`^(a|aa)+$` on 60 a's and a b backtracks through ~fib(60) splits; the grader gives up at its limit."""
+    slow = build_grader(grader(type="regex", pattern=r"^(a|aa)+$", timeout_seconds=0.2), [])
+    result = slow("a" * 60 + "b", {})
+    assert result.score == 0.0 and not result.passed
+    assert result.error == ("TimeoutError: grader g: the pattern did not finish within 0.2s on this output "
+                            "(catastrophic backtracking?); simplify it or raise timeoutSeconds")
+    assert slow("aaaa", {}).score == 1.0 and slow("aaaa", {}).error is None

@@ -1,6 +1,7 @@
 """DPO, GRPO, QLoRA and full fine-tuning run end to end on the tiny model and move the right way."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -14,7 +15,9 @@ from .conftest import layout_of, progress_events
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
 
-BRIEF = "def grade(output, item):\n    return max(0.0, 1.0 - len(output) / 40)\n"
+# The base answers the quickstart prompts with one short word (a pre-training label, ~5 characters):
+# it scores ~0.1 on this grader, so GRPO has the whole way up to 1.0 to climb.
+LONG = "def grade(output, item):\n    return min(1.0, len(output) / 40)\n"
 
 
 def mean(values):
@@ -42,22 +45,47 @@ def test_dpo_widens_the_preference_margin(make_run):
     outcome = run_training(config, StopOnSigterm())
     margins = [e["metrics"]["rewards/margins"] for e in progress_events(config)]
     assert outcome.step == 12 and (layout_of(config).adapter / "adapter_model.safetensors").is_file()
-    assert mean(margins[-4:]) > mean(margins[:4])
+    # The policy starts as the reference (margin 0); over seeds 1-7 and 42 the last 4 steps averaged
+    # 3.19-3.50, so 1.5 is far below the run-to-run spread.
+    assert margins[0] == pytest.approx(0.0, abs=1e-6)
+    assert mean(margins[-4:]) >= 1.5
     assert json.loads(layout_of(config).run_json.read_text())["hyperparameters"]["details"]["lossType"] == ["sigmoid", "sft"]
 
 
-def test_grpo_raises_the_grader_reward(make_run):
-    config = make_run(
+def grpo_run(make_run, seed: int, steps: int):
+    return make_run(
         {
-            "method": {"type": "grpo", "grpo": {"rewards": ["brief"], "numGenerations": 4, "maxCompletionLength": 12}},
-            "evaluation": {"graders": [{"name": "brief", "type": "python", "source": BRIEF}]},
-            "hyperparameters": {"maxSteps": 16, "learningRate": 0.005, "batchSize": 8, "microBatchSize": 8},
+            "method": {"type": "grpo", "grpo": {"rewards": ["long"], "numGenerations": 4, "maxCompletionLength": 12}},
+            "evaluation": {"graders": [{"name": "long", "type": "python", "source": LONG}]},
+            "hyperparameters": {"maxSteps": steps, "learningRate": 0.005, "batchSize": 8, "microBatchSize": 8, "seed": seed},
         }
     )
+
+
+def test_grpo_raises_the_grader_reward(make_run):
+    config = grpo_run(make_run, seed=42, steps=16)
     outcome = run_training(config, StopOnSigterm())
     rewards = [e["metrics"]["reward"] for e in progress_events(config)]
     assert outcome.step == 16 and len(rewards) == 16
-    assert mean(rewards[-5:]) > mean(rewards[:5])
+    # Over seeds 1-7 and 42: the first 2 steps averaged 0.11-0.18, the last 5 0.95-1.00 (a rise of
+    # 0.80-0.89); the bounds leave a margin of several times that spread.
+    assert mean(rewards[:2]) <= 0.3
+    assert mean(rewards[-5:]) - mean(rewards[:2]) >= 0.5
+
+
+def test_grpo_runs_repeat_exactly_for_a_seed(make_run):
+    """Sampled completions, data order and LoRA init all follow spec.hyperparameters.seed."""
+
+    def rewards(seed: int) -> list[float]:
+        config = grpo_run(make_run, seed=seed, steps=3)
+        run_training(config, StopOnSigterm())
+        values = [e["metrics"]["reward"] for e in progress_events(config)]
+        shutil.rmtree(layout_of(config).root)  # the next run starts fresh, not from this one's checkpoint
+        return values
+
+    first = rewards(7)
+    assert rewards(7) == first
+    assert rewards(8) != first
 
 
 def test_qlora_trains_on_a_4bit_base_and_saves_an_adapter(make_run):
