@@ -1,7 +1,8 @@
 """`ftctl` entry point. Subcommands import their dependencies lazily so `validate` stays fast.
 
-Exit codes: 0 ok, 2 user mistakes (bad manifest or data), 1 user error in a run, 3 rejected by a
-gate (`run`), 4+ infrastructure.
+Exit codes: `validate` 2 for an invalid manifest; `run` and `serve` 0 passed/served, 1 user error,
+2 infrastructure, 3 rejected by a gate (`run`), 128 + the signal when stopped (130 SIGINT, 143
+SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -168,13 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from finetune_trainer.process_group import StopRequested, raise_on_stop_signals
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    raise_on_stop_signals()  # SIGTERM and SIGHUP unwind like Ctrl-C: every child is stopped on the way out
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except StopRequested as stop:
+        print(f"stopped by {stop}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

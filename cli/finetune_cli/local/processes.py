@@ -1,5 +1,6 @@
 """Run trainer phases as child processes, the way pods run them: argv lists, a termination-message
-file, JSON progress lines on stdout, and a clean stop on Ctrl-C (the whole process group)."""
+file, JSON progress lines on stdout. Each phase is its own process group with a parent-death signal:
+stopping `ftctl` (any signal, even SIGKILL) stops the phase and everything it started."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,10 @@ from typing import TypeVar
 
 from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.termination import PhaseSummary
-from finetune_trainer.process_group import stop_process_group
+from finetune_trainer.failure_reason import is_disk_full, reason_from_log
+from finetune_trainer.process_group import stop_process_group, supervised_popen_kwargs
+
+STOP_GRACE_SECONDS = 30.0  # the trainer finishes its step and saves a checkpoint on SIGTERM
 
 Summary = TypeVar("Summary", bound=PhaseSummary)
 
@@ -35,12 +40,18 @@ class PhaseResult:
         """The phase's summary as `model`; None when it left none of that shape."""
         return model.parse(self.message)
 
-    def failure_text(self) -> str:
-        """The trainer's own error when it left one, else the tail of its output."""
+    @property
+    def reason(self) -> str:
+        """One line on why the phase failed: its termination message, else the log's last exception."""
         summary = self.summary(PhaseSummary)
-        if summary is not None and not summary.ok and summary.message:
-            return summary.message
-        return "\n".join(self.tail[-15:])
+        if summary is not None and not summary.ok and summary.message and summary.message.strip():
+            return " ".join(summary.message.split())[:300]
+        return reason_from_log(self.tail) or f"exit {self.returncode}"
+
+    @property
+    def disk_full(self) -> bool:
+        """The phase ran out of space (ENOSPC in its message or output): retrying will not help."""
+        return self.returncode != 0 and is_disk_full("\n".join([self.message, *self.tail]))
 
 
 def phase_env(workdir: Path, termination_file: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -68,6 +79,11 @@ def phase_env(workdir: Path, termination_file: Path, extra: dict[str, str] | Non
     return env
 
 
+def phase_log(workdir: Path, name: str) -> Path:
+    """Where a phase's output goes (appended to by every run of the phase)."""
+    return workdir / "logs" / f"{name}.log"
+
+
 def run_phase(
     name: str,
     argv: list[str],
@@ -81,8 +97,8 @@ def run_phase(
     termination = workdir / "termination" / f"{name}.json"
     termination.parent.mkdir(parents=True, exist_ok=True)
     termination.unlink(missing_ok=True)
-    log_path = logs / f"{name}.log"
-    tail: list[str] = []
+    log_path = phase_log(workdir, name)
+    tail: deque[str] = deque(maxlen=200)
     started = time.monotonic()
     with log_path.open("a") as log:
         log.write(f"$ {' '.join(argv)}\n")
@@ -93,19 +109,20 @@ def run_phase(
             stderr=subprocess.STDOUT,
             text=True,
             env=phase_env(workdir, termination, extra_env),
-            start_new_session=True,
+            **supervised_popen_kwargs(),
         )
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
                 stripped = line.strip()
-                tail = (tail + [stripped])[-40:]
+                tail.append(line.rstrip())
                 if on_event is not None and (event := ProgressEvent.parse_line(stripped)) is not None:
                     on_event(event)
             proc.wait()
+            stop_process_group(proc)  # anything the phase left behind in its group
         except BaseException:
-            stop_process_group(proc)
+            stop_process_group(proc, STOP_GRACE_SECONDS)
             raise
     message = termination.read_text(errors="replace") if termination.exists() else ""
-    return PhaseResult(name, proc.returncode, message, tail, time.monotonic() - started, log_path)
+    return PhaseResult(name, proc.returncode, message, list(tail), time.monotonic() - started, log_path)

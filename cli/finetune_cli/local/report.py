@@ -89,6 +89,7 @@ def _fmt(value: Any) -> str:
 def write_report(
     workdir: Path,
     job_name: str,
+    verdict: str,
     data: DataReport | None,
     evaluation: dict[str, Any],
     phases: list[tuple[str, float, str]],
@@ -97,10 +98,10 @@ def write_report(
     notes: list[str],
     progress_log: Path,
 ) -> Path:
-    """Write report.md (and its PNGs) into `workdir`; returns the report path."""
+    """Write report.md (and its PNGs) into `workdir`; returns the report path. `verdict` covers every
+    phase (e.g. `PASSED gates, SERVING FAILED`), not the gates alone."""
     loss_png = plot_loss(read_progress(progress_log), workdir / "loss.png")
     metrics_png = plot_metrics(evaluation.get("metrics", []), workdir / "metrics.png")
-    verdict = {True: "PASSED", False: "REJECTED", None: "not evaluated"}[evaluation.get("passed")]
     lines = [f"# FineTuneJob `{job_name}` — {verdict}", ""]
     if notes:
         lines += ["## Not applied on this machine", ""] + [f"- {n}" for n in notes] + [""]

@@ -9,6 +9,7 @@ Exit codes: 0 passed, 3 rejected by a gate, 1 user error, 2 infrastructure (run 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import shutil
 import sys
@@ -19,7 +20,14 @@ from typing import Any
 from collections.abc import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from finetune_api import FineTuneJob
@@ -29,23 +37,56 @@ from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary
 from finetune_api.job import DataReport, RetrySpec
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_trainer.process_group import StopRequested
+from finetune_trainer.train.checkpoint import checkpoint_step, latest_checkpoint
+
 from ..manifests import load_job
 from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
-from .processes import PhaseResult, run_phase
-from .report import write_report
+from .disk import DiskFull, check_free_space, estimated_bytes, free_bytes
+from .lock import LOCK_NAME, WorkdirBusy, WorkdirLock
+from .processes import PhaseResult, phase_log, run_phase
+from .report import read_progress, write_report
+from .resume import PhaseRecords
 
 EXIT_PASSED, EXIT_USER, EXIT_INFRA, EXIT_REJECTED = OK, USER_ERROR, INFRASTRUCTURE_ERROR, 3
 
 
 @dataclass
 class RunState:
-    """What the run learned so far; the report and the final table read it."""
+    """What the run learned so far; the report, the final table and the last line read it."""
 
     phases: list[tuple[str, float, str]] = field(default_factory=list)
     data: DataReport | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)
     endpoint: str | None = None
     answer: str | None = None
+    current: str | None = None  # the phase running now
+    progress: tuple[int, int | None] | None = None  # its last (step, total)
+    failed: str | None = None  # the phase that failed
+    served: bool | None = None  # None: not attempted
+    stopped_by: str | None = None  # the signal's name
+
+
+class PhaseFailed(Exception):
+    """A phase ended badly: the exit code of the run and one line on what to change."""
+
+    def __init__(self, phase: str, exit_code: int, reason: str, log_path: Path | None = None) -> None:
+        super().__init__(f"{phase}: {reason}" + (f" (log: {log_path})" if log_path else ""))
+        self.phase, self.exit_code = phase, exit_code
+
+
+def verdict(state: RunState) -> str:
+    """The run's verdict over every phase: the report's title and the terminal's `verdict:` line."""
+    if state.stopped_by:
+        return f"STOPPED during {state.current}" if state.current else "STOPPED"
+    passed = state.evaluation.get("passed")
+    if passed is True:
+        return "PASSED gates, SERVING FAILED" if state.served is False else "PASSED"
+    if passed is False:
+        return "REJECTED"
+    if state.failed:
+        return f"FAILED in {state.failed}"
+    return "incomplete"
 
 
 def trainer_argv(phase: str, config_path: Path, *flags: str) -> list[str]:
@@ -73,12 +114,13 @@ def train_with_retries(
     say: Callable[[str], None],
     sleep: Callable[[float], None] = time.sleep,
 ) -> PhaseResult:
-    """Training attempts as the operator makes them (`spec.retry`): a user error (exit 1) is final, any
-    other failure is retried after the backoff, and each retry resumes from the latest checkpoint."""
+    """Training attempts as the operator makes them (`spec.retry`): a user error (exit 1) or a full
+    disk is final, any other failure is retried after the backoff, and each retry resumes from the
+    latest checkpoint."""
     attempt = 1
     while True:
         result = attempt_once(attempt)
-        if not is_retried(result.returncode) or attempt >= retry.max_attempts:
+        if not is_retried(result.returncode) or result.disk_full or attempt >= retry.max_attempts:
             return result
         say(f"training attempt {attempt} of {retry.max_attempts} failed (exit {result.returncode}); "
             f"attempt {attempt + 1} resumes from the latest checkpoint in {retry.backoff_seconds} s")
@@ -121,8 +163,10 @@ class Ui:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
-    def phase(self, name: str) -> Any:
+    def phase(self, name: str, log: Path) -> Any:
         self._last_step = -1
+        if self.plain:
+            self.console.print(f"{name}: running (log: {log})", soft_wrap=True)
         return self.progress.add_task(name, total=None, info="")
 
     def event(self, task: Any, event: ProgressEvent) -> None:
@@ -169,7 +213,7 @@ def run_job(
     plain: bool = False,
     console: Console | None = None,
 ) -> int:
-    """Run the pipeline; returns the exit code."""
+    """Run the pipeline; returns the exit code. The work directory is locked for the whole run."""
     console = console or Console()
     try:
         job = load_job(manifest)
@@ -177,30 +221,90 @@ def run_job(
         console.print(f"[red]invalid manifest[/red]\n{exc}")
         return EXIT_USER
     workdir = (workdir or Path("runs") / job.metadata.name).resolve()
-    if fresh and workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    notes = inapplicable_fields(job, gpus_available())
-    for note in notes:
-        console.print(f"[yellow]not applied locally:[/yellow] {note}")
-    config = local_config(job, manifest, workdir)
-    config_path = workdir / "config.json"
-    config_path.write_text(config.model_dump_json(by_alias=True, exclude_none=True, indent=2))
-    layout = ArtifactLayout(config.paths.output)
-    state = RunState()
     try:
+        with WorkdirLock(workdir):
+            return _locked_run(job, manifest, workdir, fresh, serve, processes, plain, console)
+    except WorkdirBusy as busy:
+        console.print(str(busy), style="red", markup=False, soft_wrap=True)
+        return EXIT_USER
+
+
+def _clear(workdir: Path) -> None:
+    """`--fresh`: everything in the work directory goes, except the lock this run holds."""
+    for entry in workdir.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _locked_run(
+    job: FineTuneJob, manifest: Path, workdir: Path, fresh: bool, serve: bool, processes: int, plain: bool,
+    console: Console,
+) -> int:
+    state = RunState()
+    notes = inapplicable_fields(job, gpus_available())
+    config = local_config(job, manifest, workdir)
+    layout = ArtifactLayout(config.paths.output)
+    code = EXIT_INFRA
+    last_line = ""
+    try:
+        if fresh:
+            _clear(workdir)
+        for note in notes:
+            console.print(f"[yellow]not applied locally:[/yellow] {note}")
+        config_path = workdir / "config.json"
+        config_path.write_text(config.model_dump_json(by_alias=True, exclude_none=True, indent=2))
         _bootstrap_model(job, config, console)
         with Ui(console, plain) as ui:
             code = _pipeline(job, config, config_path, layout, workdir, processes, serve, ui, state)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: run the same command again to resume from the last checkpoint")
-        return 130
-    report = write_report(
-        workdir, job.metadata.name, state.data, state.evaluation, state.phases, state.endpoint, state.answer, notes,
-        layout.progress_log,
-    )
-    _final_table(console, state, report)
+    except PhaseFailed as failed:
+        state.failed = failed.phase
+        code, last_line = failed.exit_code, str(failed)
+    except DiskFull as disk_full:
+        state.failed = state.current
+        code, last_line = EXIT_INFRA, str(disk_full)
+    except OSError as exc:  # ftctl's own writes (config, logs, records) into the work directory
+        state.failed = state.current
+        if exc.errno == errno.ENOSPC:
+            phase = state.current or "ftctl"
+            last_line = str(DiskFull(workdir, phase, estimated_bytes(phase, config), free_bytes(workdir)))
+        else:
+            last_line = f"{state.current or 'ftctl'}: {exc}"
+        code = EXIT_INFRA
+    except StopRequested as stop:
+        state.stopped_by = str(stop)
+        code, last_line = stop.exit_code, _stopped_line(state, layout, stop)
+    try:
+        report = write_report(
+            workdir, job.metadata.name, verdict(state), state.data, state.evaluation, state.phases, state.endpoint,
+            state.answer, notes, layout.progress_log,
+        )
+        _final_table(console, state, report)
+    except OSError as exc:  # a full disk (or a stop) must not hide the line that says what happened
+        console.print(f"report not written: {exc}", markup=False, soft_wrap=True)
+    except StopRequested:
+        pass
+    if last_line:
+        console.print(last_line, style=None if state.stopped_by else "red", markup=False, soft_wrap=True)
     return code
+
+
+def _stopped_line(state: RunState, layout: ArtifactLayout, stop: StopRequested) -> str:
+    """`stopped during train at step 40/150; run the same command to resume`."""
+    where = state.current or "start-up"
+    if state.current and state.current.startswith("train"):
+        checkpoint = latest_checkpoint(layout.checkpoints)
+        logged = read_progress(layout.progress_log)  # this run's and earlier runs' steps
+        last = state.progress or ((logged[-1].step, logged[-1].total_steps) if logged else None)
+        step = checkpoint_step(checkpoint) if checkpoint else (last[0] if last else None)
+        total = last[1] if last else None
+        if step is not None:
+            where += f" at step {step}/{total or '?'}"
+    how = "run the same command to serve again" if state.current == "serve" else "run the same command to resume"
+    return f"stopped by {stop} during {where}; {how} (finished phases are kept; --fresh starts over)"
 
 
 def _pipeline(
@@ -214,50 +318,64 @@ def _pipeline(
     ui: Ui,
     state: RunState,
 ) -> int:
-    def phase(name: str, argv: list[str], env: dict[str, str] | None = None) -> PhaseResult:
-        task = ui.phase(name)
-        result = run_phase(name, argv, workdir, on_event=lambda e: ui.event(task, e), extra_env=env)
+    records = PhaseRecords(workdir, config)
+
+    def on_event(task: Any, event: ProgressEvent) -> None:
+        state.progress = (event.step, event.total_steps)
+        ui.event(task, event)
+
+    def attempt(name: str, argv: list[str], env: dict[str, str] | None = None) -> PhaseResult:
+        state.current, state.progress = name, None
+        check_free_space(workdir, name, config)
+        task = ui.phase(name, phase_log(workdir, name))
+        result = run_phase(name, argv, workdir, on_event=lambda e: on_event(task, e), extra_env=env)
         ok = result.returncode == 0
         text = "done" if ok else f"exit {result.returncode}"
         state.phases.append((name, result.seconds, text))
         ui.done(task, ok, text)
-        if not ok:
-            ui.console.print(f"[red]{name} failed (exit {result.returncode})[/red]\n{result.failure_text()}")
-            ui.console.print(f"log: {result.log_path}")
         return result
 
-    prepared = phase("prepare", trainer_argv("prepare", config_path))
-    state.data = (prepared.summary(PrepareSummary) or PrepareSummary()).data
-    if prepared.returncode != 0:
-        return phase_exit_code(prepared.returncode)
+    def checked(name: str, result: PhaseResult) -> str:
+        """The phase's termination message when it succeeded; PhaseFailed (one line: why, and the
+        log) otherwise."""
+        if result.returncode == 0:
+            records.record(name, result.message)
+            return result.message
+        if result.disk_full:
+            raise DiskFull(workdir, name, estimated_bytes(name, config), free_bytes(workdir))
+        raise PhaseFailed(name, phase_exit_code(result.returncode), result.reason, result.log_path)
+
+    def phase(name: str, run: Callable[[], PhaseResult]) -> str:
+        """Reuse a finished phase whose outputs check out; otherwise run it (and every later phase)."""
+        summary = records.finished(name)
+        if summary is not None:
+            state.current = name
+            state.phases.append((name, 0.0, "done earlier (outputs verified)"))
+            ui.console.print(f"{name}: done earlier, outputs verified; skipped")
+            return summary
+        records.forget_from(name)
+        return checked(name, run())
+
+    prepared = phase("prepare", lambda: attempt("prepare", trainer_argv("prepare", config_path)))
+    state.data = (PrepareSummary.parse(prepared) or PrepareSummary()).data
 
     if config.spec.evaluation.enabled and config.spec.evaluation.compare_to_base:
-        baseline = phase("baseline", trainer_argv("evaluate", config_path, "--baseline"))
-        if baseline.returncode != 0:
-            return phase_exit_code(baseline.returncode)
-        scores = (baseline.summary(EvaluateSummary) or EvaluateSummary()).baseline
+        baseline = phase("baseline", lambda: attempt("baseline", trainer_argv("evaluate", config_path, "--baseline")))
+        scores = (EvaluateSummary.parse(baseline) or EvaluateSummary()).baseline
         ui.console.print("base model: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
 
-    trained = train_with_retries(
+    phase("train", lambda: train_with_retries(
         config.spec.retry,
         # each attempt gets a fresh rendezvous port: the crashed attempt's may still be held
-        lambda attempt: phase("train" if attempt == 1 else f"train (attempt {attempt})",
-                              *train_launch(config, config_path, processes, attempt - 1)),
+        lambda n: attempt("train" if n == 1 else f"train (attempt {n})", *train_launch(config, config_path, processes, n - 1)),
         lambda text: ui.console.print(f"[yellow]{text}[/yellow]"),
-    )
-    if trained.returncode != 0:
-        return phase_exit_code(trained.returncode)
+    ))
 
     if config.spec.serving.enabled and config.spec.serving.mode == "merged":
-        merged = phase("merge", trainer_argv("merge", config_path))
-        if merged.returncode != 0:
-            return phase_exit_code(merged.returncode)
+        phase("merge", lambda: attempt("merge", trainer_argv("merge", config_path)))
 
-    evaluated = phase("evaluate", trainer_argv("evaluate", config_path))
-    if evaluated.returncode != 0:
-        return phase_exit_code(evaluated.returncode)
-    summary = evaluated.summary(EvaluateSummary)
-    state.evaluation = _full_eval_report(layout) or (summary.to_wire() if summary is not None else {})
+    evaluated = EvaluateSummary.parse(phase("evaluate", lambda: attempt("evaluate", trainer_argv("evaluate", config_path))))
+    state.evaluation = _full_eval_report(layout) or (evaluated.to_wire() if evaluated is not None else {})
     if not state.evaluation.get("passed"):
         return EXIT_REJECTED
 
@@ -285,18 +403,19 @@ def _first_eval_prompt(config: ResolvedConfig) -> list[dict[str, str]]:
 
 
 def _serve_and_ask(config: ResolvedConfig, layout: ArtifactLayout, ui: Ui, state: RunState) -> int:
-    from finetune_trainer.serving.local import serve_local_run
+    from finetune_trainer.serving.local import serve_local_run, vllm_log
 
-    task = ui.phase("serve")
+    state.current, state.progress = "serve", None
+    task = ui.phase("serve", vllm_log(layout))
     messages = _first_eval_prompt(config)
     try:
         endpoint, answer, seconds = serve_local_run(config, layout, messages)
     except RuntimeError as exc:
         ui.done(task, False, "failed")
-        ui.console.print(f"[red]serving failed[/red]: {exc}")
         state.phases.append(("serve", 0.0, "failed"))
-        return EXIT_INFRA
-    state.endpoint, state.answer = endpoint, answer
+        state.served = False
+        raise PhaseFailed("serving", EXIT_INFRA, " ".join(str(exc).split())) from None
+    state.endpoint, state.answer, state.served = endpoint, answer, True
     state.phases.append(("serve", seconds, "answered"))
     ui.done(task, True, f"{config.served_model_name} answered {answer!r}")
     return EXIT_PASSED
@@ -323,8 +442,7 @@ def _final_table(console: Console, state: RunState, report: Path) -> None:
         )
     if state.endpoint:
         console.print(f"served at {state.endpoint}; answer: {state.answer!r}")
-    verdict = state.evaluation.get("passed")
-    console.print(f"verdict: {'PASSED' if verdict else 'REJECTED' if verdict is False else 'incomplete'}")
+    console.print(f"verdict: {verdict(state)}")
     console.print(f"report: {report}")
 
 

@@ -34,6 +34,7 @@ import regex
 from finetune_api.job import Grader
 
 from .metrics import parse_json, token_f1
+from ..process_group import supervised_popen_kwargs
 
 _TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _TEMPLATE_PATH = re.compile(r"^(item(?:\.[A-Za-z0-9_]+)+|sample\.output_text)$")
@@ -217,6 +218,7 @@ class _Worker:
             [*network_isolation(), sys.executable, "-I", str(_WORKER)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             cwd=self.cwd, env=env, text=True, bufsize=1,
+            **supervised_popen_kwargs(own_group=False),  # in the evaluate phase's group, and dies with it
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

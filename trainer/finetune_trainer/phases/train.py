@@ -12,10 +12,13 @@ import sys
 
 def main(config_path: str) -> int:
     from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR
+    from finetune_trainer.process_group import die_with_parent
     from finetune_trainer.train.callbacks import StopOnSigterm
     from finetune_trainer.train.exit_codes import run_phase
     from finetune_trainer.train.runner import run_training, shutdown_distributed
 
+    # torchrun starts each worker in a session of its own: a launcher killed outright would orphan it
+    die_with_parent(os.getppid())
     faulthandler.enable()  # a native crash (SIGABRT, SIGSEGV) prints every thread's Python stack
     stop = StopOnSigterm().install()
     code = None

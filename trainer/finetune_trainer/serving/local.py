@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,11 +25,21 @@ from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_api.contract.vllm import base_model_name, default_max_model_len
 from finetune_api.contract.vllm import LoraModule, vllm_args
 from finetune_trainer.data.report import read_summary
-from finetune_trainer.process_group import stop_process_group
+from finetune_trainer.failure_reason import reason_from_log
+from finetune_trainer.process_group import StopRequested, stop_process_group, supervised_popen_kwargs
 from finetune_api.contract.launch import free_port
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 READY_TIMEOUT_SECONDS = 300.0
+EXIT_OK, EXIT_USER, EXIT_INFRA = 0, 1, 2
+
+
+class ServerFailed(RuntimeError):
+    """The server exited or never became ready: one line of why, and where the full log is."""
+
+    def __init__(self, reason: str, log_path: Path) -> None:
+        super().__init__(f"{reason} (log: {log_path})")
+        self.reason, self.log_path = reason, log_path
 
 
 def adapter_rank(adapter_dir: str | Path) -> int:
@@ -92,6 +103,7 @@ class LocalVllmServer:
         }
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="vllm-")) / "vllm.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     # -------------------------------------------------------------------- lifecycle
     def start(self) -> LocalVllmServer:
@@ -99,29 +111,31 @@ class LocalVllmServer:
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            self._log_start = log.tell()  # the log is appended to: read this start's lines only
             log.write(("$ " + " ".join(self.argv) + "\n").encode())
             log.flush()
             self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, **supervised_popen_kwargs()
             )
         return self
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> float:
-        """Block until `/health` answers 200; seconds waited. RuntimeError (with the log's tail) if
-        the server exits or the time runs out."""
+        """Block until `/health` answers 200; seconds waited. ServerFailed (the reason read from the
+        log) if the server exits or the time runs out."""
         self.start()
         assert self.process is not None
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM exited with code {self.process.returncode}:\n{self.log_tail()}")
+                reason = reason_from_log(self.log_tail(200).splitlines())
+                raise ServerFailed(reason or f"vLLM exited with code {self.process.returncode}", self.log_path)
             try:
                 if httpx.get(f"{self.root}/health", timeout=2.0).status_code == 200:
                     return time.monotonic() - started
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"vLLM not ready after {timeout:.0f} s (log: {self.log_path}):\n{self.log_tail()}")
+        raise ServerFailed(f"vLLM not ready after {timeout:.0f} s", self.log_path)
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM the server's process group, SIGKILL it after `grace` seconds."""
@@ -129,10 +143,14 @@ class LocalVllmServer:
             stop_process_group(self.process, grace)
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last `lines` lines this server wrote (not an earlier server's, in the same log file)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                text = log.read().decode(errors="replace")
         except OSError:
             return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def models(self) -> list[str]:
         """Model ids listed by `/v1/models`."""
@@ -160,6 +178,11 @@ def chat(url: str, model: str, messages: list[dict[str, str]], max_tokens: int =
 
 
 # ------------------------------------------------------------------------ artifacts → server
+def vllm_log(layout: ArtifactLayout) -> Path:
+    """The local server's log in a run's artifacts (`ftctl run` and `ftctl serve` append to it)."""
+    return layout.root / "logs" / "vllm.log"
+
+
 def server_for_run(config: ResolvedConfig, layout: ArtifactLayout, port: int | None = None, log_path: Path | None = None) -> LocalVllmServer:
     """The merged model if `merged/` exists, else the base plus the run's adapter, else a full model."""
     job = config.job
@@ -196,35 +219,39 @@ def load_run(artifacts_dir: str | Path) -> tuple[ResolvedConfig, ArtifactLayout]
 
 
 def serve_artifacts(artifacts_dir: str | Path, port: int | None = None, block: bool = True) -> int:
-    """`ftctl serve`: start vLLM for a run's artifacts, print the endpoint, serve until Ctrl-C.
+    """`ftctl serve`: start vLLM for a run's artifacts, print the endpoint, serve until stopped.
 
-    With `block=False` it answers one smoke request and stops. Exit codes: 0 ok, 2 not servable, 4
-    the server did not come up."""
+    With `block=False` it answers one smoke request and stops. Exit codes: 0 ok, 1 nothing to serve
+    there, 2 the server failed, 128 + the signal when stopped (SIGINT, SIGTERM, SIGHUP). Every exit
+    stops the server's whole process group; its last line says what happened."""
     try:
         config, layout = load_run(artifacts_dir)
-        server = server_for_run(config, layout, port=port, log_path=layout.root / "logs" / "vllm.log")
+        server = server_for_run(config, layout, port=port, log_path=vllm_log(layout))
     except ValueError as exc:
         print(exc, file=sys.stderr)
-        return 2
-    with server:
-        print(f"starting vLLM (log: {server.log_path}) …", flush=True)
-        try:
+        return EXIT_USER
+    try:
+        with server:
+            print(f"starting vLLM (log: {server.log_path}) …", flush=True)
             seconds = server.wait_ready()
-        except RuntimeError as exc:
-            print(exc, file=sys.stderr)
-            return 4
-        print(f"serving {', '.join(server.models())} at {server.url} (ready in {seconds:.0f} s)", flush=True)
-        if not block:
-            return 0
-        print("Ctrl-C stops the server.", flush=True)
-        try:
-            while server.process is not None and server.process.poll() is None:
+            print(f"serving {', '.join(server.models())} at {server.url} (ready in {seconds:.0f} s)", flush=True)
+            if not block:
+                return EXIT_OK
+            print("Ctrl-C stops the server.", flush=True)
+            assert server.process is not None  # started by wait_ready
+            while (returncode := server.process.poll()) is None:
                 time.sleep(1.0)
-        except KeyboardInterrupt:
-            print("stopping …", flush=True)
-            return 0
-        print(f"vLLM exited with code {server.process.returncode if server.process else '?'}", file=sys.stderr)
-        return 4
+            reason = reason_from_log(server.log_tail(200).splitlines()) or f"vLLM exited with code {returncode}"
+            raise ServerFailed(reason, server.log_path)
+    except ServerFailed as exc:
+        print(f"serving failed: {exc}", file=sys.stderr)
+        return EXIT_INFRA
+    except StopRequested as stop:
+        print(f"stopped by {signal.Signals(stop.signum).name}; the server on port {server.port} is stopped", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print(f"stopped; the server on port {server.port} is stopped", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def serve_local_run(
@@ -233,7 +260,7 @@ def serve_local_run(
     """`ftctl run`'s last phase: serve the result, ask one question, stop. (endpoint, answer, seconds)."""
     started = time.monotonic()
     try:
-        server = server_for_run(config, layout, log_path=layout.root / "logs" / "vllm.log")
+        server = server_for_run(config, layout, log_path=vllm_log(layout))
     except ValueError as exc:
         raise RuntimeError(str(exc)) from exc
     with server:

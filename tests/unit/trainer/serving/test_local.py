@@ -108,7 +108,7 @@ def test_merged_mode_serves_the_merged_model_under_versioned_names(run_dir: dict
 
 
 def test_serve_artifacts_names_the_missing_run_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert serve_artifacts(tmp_path, block=False) == 2
+    assert serve_artifacts(tmp_path, block=False) == 1  # a user error: not an artifacts directory
     assert str(tmp_path / "run.json") in capsys.readouterr().err
 
 
