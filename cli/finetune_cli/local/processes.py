@@ -84,7 +84,7 @@ def phase_log(workdir: Path, name: str) -> Path:
     return workdir / "logs" / f"{name}.log"
 
 
-def run_phase(
+def run_phase_process(
     name: str,
     argv: list[str],
     workdir: Path,

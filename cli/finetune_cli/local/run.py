@@ -44,7 +44,7 @@ from ..manifests import load_job
 from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
 from .disk import DiskFull, check_free_space, estimated_bytes, free_bytes
 from .lock import LOCK_NAME, WorkdirBusy, WorkdirLock
-from .processes import PhaseResult, phase_log, run_phase
+from .processes import PhaseResult, phase_log, run_phase_process
 from .report import read_progress, write_report
 from .resume import PhaseRecords
 
@@ -328,7 +328,7 @@ def _pipeline(
         state.current, state.progress = name, None
         check_free_space(workdir, name, config)
         task = ui.phase(name, phase_log(workdir, name))
-        result = run_phase(name, argv, workdir, on_event=lambda e: on_event(task, e), extra_env=env)
+        result = run_phase_process(name, argv, workdir, on_event=lambda e: on_event(task, e), extra_env=env)
         ok = result.returncode == 0
         text = "done" if ok else f"exit {result.returncode}"
         state.phases.append((name, result.seconds, text))

@@ -67,6 +67,10 @@ def test_enospc_is_recognised_and_not_retried() -> None:
 def test_free_space_is_checked_against_the_estimate_or_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = ROOT / "examples" / "quickstart.yaml"
     config = local_config(load_job(manifest), manifest, tmp_path)
+    model = tmp_path / "model"  # the estimate reads only the size of the weight files
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"\0" * (8 << 20))
+    config = config.model_copy(update={"paths": config.paths.model_copy(update={"model": str(model)})})
     monkeypatch.delenv(MIN_FREE_ENV, raising=False)
     assert required_bytes("train", config) > required_bytes("evaluate", config) > 0
     monkeypatch.setenv(MIN_FREE_ENV, str(free_bytes(tmp_path) * 2))

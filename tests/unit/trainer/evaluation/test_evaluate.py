@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.unit, pytest.mark.slow]
 QUICKSTART_GATE = {"metric": "exact_match", "min": 0.2, "minImprovementOverBase": 0.15, "minConfidence": 0.95}
 
 
-def run_phase(config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict]:
+def run_evaluate_phase(config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict]:
     config_path = tmp_path / "config.json"
     config_path.write_text(config.model_dump_json(by_alias=True))
     log = tmp_path / "termination-log"
@@ -31,7 +31,7 @@ def test_tuned_model_passes_its_gates_and_the_base_does_not(
     make_config: MakeConfig, trained_adapter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = make_config(trained_adapter, {"backend": "transformers", "gates": [QUICKSTART_GATE]})
-    code, message = run_phase(config, tmp_path, monkeypatch)
+    code, message = run_evaluate_phase(config, tmp_path, monkeypatch)
     assert code == 0
     assert message["ok"] is True and message["passed"] is True
     assert message["items"] == 60
@@ -56,7 +56,7 @@ def test_zero_step_adapter_is_rejected_naming_the_failing_gate(
     make_config: MakeConfig, untrained_adapter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = make_config(untrained_adapter, {"backend": "transformers", "gates": [QUICKSTART_GATE]})
-    code, message = run_phase(config, tmp_path, monkeypatch)
+    code, message = run_evaluate_phase(config, tmp_path, monkeypatch)
     assert code == 0  # a verdict, not an error
     assert message["passed"] is False
     (gate,) = message["gates"]
@@ -117,12 +117,12 @@ def test_user_errors_exit_1_before_any_model_runs(
     make_config: MakeConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bad_source = make_config(None, {"graders": [{"name": "broken", "type": "python", "source": "def grade(:"}]})
-    code, message = run_phase(bad_source, tmp_path, monkeypatch)
+    code, message = run_evaluate_phase(bad_source, tmp_path, monkeypatch)
     assert code == 1 and message["ok"] is False
     assert "grader broken: source does not compile" in message["message"]
 
     missing = bad_source.model_copy(deep=True)
     missing.spec.evaluation.graders = []
     missing.paths.eval = str(tmp_path / "nowhere.jsonl")
-    code, message = run_phase(missing, tmp_path, monkeypatch)
+    code, message = run_evaluate_phase(missing, tmp_path, monkeypatch)
     assert code == 1 and "nowhere.jsonl: no such file" in message["message"]
