@@ -24,6 +24,9 @@ def main(count: int = 1000, repeats: int = 3) -> dict[str, float]:
         for i in range(count):
             doc = dict(examples[i % len(examples)])
             doc["metadata"] = {**doc["metadata"], "name": f"job-{i}"}
+            output = (doc.get("spec") or {}).get("output") or {}
+            if output.get("uri"):  # a job's output directory ends with its name (admission rule)
+                doc["spec"] = {**doc["spec"], "output": {**output, "uri": output["uri"].rsplit("/", 1)[0] + f"/job-{i}"}}
             path = Path(tmp) / f"m{i}.yaml"
             path.write_text(yaml.safe_dump(doc))
             files.append(str(path))

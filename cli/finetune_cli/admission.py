@@ -38,12 +38,15 @@ def compile_rule(rule: str) -> Any:
 
 
 @cache
+def _schemas_by_kind() -> dict[str, dict[str, Any]]:
+    """Every CRD's openAPIV3Schema by kind, generated once per process (generation is the costly part)."""
+    return {crd["spec"]["names"]["kind"]: crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+            for crd in all_crds().values()}
+
+
 def root_schema(kind: str) -> dict[str, Any]:
     """The openAPIV3Schema of the CRD of `kind`, as `ftctl crds` generates it."""
-    for crd in all_crds().values():
-        if crd["spec"]["names"]["kind"] == kind:
-            return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    raise KeyError(kind)
+    return _schemas_by_kind()[kind]
 
 
 def rules_with_paths(schema: dict[str, Any], obj: Any, path: str = "") -> Iterator[tuple[str, dict[str, str], Any]]:
