@@ -20,7 +20,7 @@ def _ppid(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -43,7 +43,7 @@ def descendants(root: int) -> set[int]:
     todo = [root]
     while todo:
         for child in children.get(todo.pop(), []):
-            if child not in found and _alive(child):
+            if child not in found and alive(child):
                 found.add(child)
                 todo.append(child)
     return found
@@ -58,7 +58,7 @@ def marked(marker: str) -> set[int]:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if needle in environ.split(b"\0") and _alive(pid):
+        if needle in environ.split(b"\0") and alive(pid):
             found.add(pid)
     return found
 
@@ -74,7 +74,7 @@ def wait_until_gone(pids_: set[int], marker: str | None = None, timeout: float =
     """Wait for `pids_` (and every process marked with `marker`) to exit; the ones still alive."""
     deadline = time.monotonic() + timeout
     while True:
-        left = {p for p in pids_ if _alive(p)} | (marked(marker) if marker else set())
+        left = {p for p in pids_ if alive(p)} | (marked(marker) if marker else set())
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.5)

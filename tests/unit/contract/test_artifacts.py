@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -23,8 +24,12 @@ def weights(root: Path) -> Path:
 
 def test_the_digest_is_the_sha256sum_recipe(tmp_path: Path) -> None:
     root = weights(tmp_path / "adapter")
-    recipe = subprocess.run("find . -type f | LC_ALL=C sort | xargs sha256sum", shell=True, cwd=root,
-                            capture_output=True, text=True, check=True).stdout
+    # `find . -type f | LC_ALL=C sort | xargs sha256sum`, stage by stage (argv lists, no shell)
+    found = subprocess.run(["find", ".", "-type", "f"], cwd=root, capture_output=True, text=True, check=True).stdout
+    ordered = subprocess.run(["sort"], input=found, env={**os.environ, "LC_ALL": "C"}, capture_output=True, text=True,
+                             check=True).stdout
+    recipe = subprocess.run(["xargs", "sha256sum"], input=ordered, cwd=root, capture_output=True, text=True,
+                            check=True).stdout
     assert tree_digest(root) == "sha256:" + hashlib.sha256(recipe.encode()).hexdigest()
 
 

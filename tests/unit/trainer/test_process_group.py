@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from finetune_trainer.process_group import StopRequested, stop_process_group, supervised_popen_kwargs
+
+from tests.harness.processes import alive
 
 pytestmark = pytest.mark.unit
 
@@ -22,14 +23,6 @@ child = subprocess.Popen(["sleep", "300"], **supervised_popen_kwargs())
 print(child.pid, flush=True)
 time.sleep(300)
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def wait_dead(pid: int, timeout: float = 10.0) -> bool:
