@@ -58,7 +58,8 @@ class ModelSpec(ApiModel):
     """Hub revision (branch, tag or commit) for `hf://` models."""
     name: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
     """Short name of the base model; the serving pool and the served base model carry it. Defaults to
-    the last path element of the URI, lower-cased."""
+    the last path element of the URI, lower-cased. Served with `-base` appended when it is the job's
+    name (the tuned model is served under the job's name)."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     """Weights dtype for training and serving. `auto` picks bfloat16 on GPUs and float32 on CPU."""
     chat_template: str | None = Field(default=None, max_length=16384)
