@@ -193,15 +193,21 @@ class Ui:
 
 
 def _bootstrap_model(job: FineTuneJob, config: ResolvedConfig, console: Console) -> None:
-    annotations = job.metadata.annotations or {}
-    if annotations.get(BOOTSTRAP_ANNOTATION) != "tiny-chat":
+    """Build the tiny model the annotation names (`tiny-chat` or a zoo model) at `spec.model.uri` when missing."""
+    name = (job.metadata.annotations or {}).get(BOOTSTRAP_ANNOTATION)
+    if name is None:
         return
-    from finetune_trainer.tiny_model import build_tiny_model, is_built
+    from finetune_trainer.tiny_model import build_model, is_built
+    from finetune_trainer.zoo import recipe
 
+    try:
+        chosen = recipe(name)
+    except ValueError as exc:
+        raise PhaseFailed("bootstrap", EXIT_USER, f"metadata.annotations[{BOOTSTRAP_ANNOTATION}]: {exc}") from None
     path = Path(config.paths.model)
-    if not is_built(path):
-        console.print(f"building the tiny chat model offline at {path} (about 30 s)")
-        build_tiny_model(path)
+    if not is_built(path, chosen):
+        console.print(f"building the tiny model {name} offline at {path} (about 30 s)")
+        build_model(chosen, path)
 
 
 def run_job(
