@@ -96,8 +96,13 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
     from finetune_trainer.tiny_model import build_model
     from finetune_trainer.zoo import recipe
 
+    try:
+        chosen = recipe(args.model)
+    except ValueError as exc:
+        print(f"--model: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     path = build_model(
-        recipe(args.model), args.dir, steps=args.steps, log=lambda s, t, loss: print(f"pre-train {s}/{t} loss {loss:.3f}"),
+        chosen, args.dir, steps=args.steps, log=lambda s, t, loss: print(f"pre-train {s}/{t} loss {loss:.3f}"),
     )
     print(path)
     return EXIT_OK

@@ -60,6 +60,10 @@ def test_a_seed_builds_the_same_model(tmp_path: Path) -> None:
     assert tree_digest(first) == tree_digest(second)
 
 
-def test_an_unknown_name_lists_the_zoo() -> None:
-    with pytest.raises(ValueError, match="zoo-llama"):
-        recipe("zoo-falcon")
+def test_an_unknown_model_is_one_line_naming_the_flag_and_the_zoo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from finetune_cli.main import main
+
+    assert main(["dev", "tiny-model", str(tmp_path / "m"), "--model", "zoo-falcon"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("--model: unknown tiny model 'zoo-falcon'") and "zoo-llama" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
