@@ -37,6 +37,7 @@ from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary
 from finetune_api.job import DataReport, RetrySpec
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_operator.builders.eval_job import merges_before_eval
 from finetune_trainer.process_group import StopRequested
 from finetune_trainer.train.checkpoint import checkpoint_step, latest_checkpoint
 
@@ -380,7 +381,7 @@ def _pipeline(
         lambda text: ui.console.print(f"[yellow]{text}[/yellow]"),
     ))
 
-    if config.spec.serving.enabled and config.spec.serving.mode == "merged":
+    if merges_before_eval(job):  # as the operator's evaluation Job does: a full model needs no merge
         phase("merge", lambda: attempt("merge", trainer_argv("merge", config_path)))
 
     evaluated = EvaluateSummary.parse(phase("evaluate", lambda: attempt("evaluate", trainer_argv("evaluate", config_path))))
