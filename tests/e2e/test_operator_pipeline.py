@@ -4,13 +4,16 @@ Training → Evaluating → Deploying → Serving, and the endpoint answers.
 The operator runs as a process with its least-privilege ServiceAccount; every pod it creates
 (prepare Job, 2-process torchrun training Job, evaluation Job, vLLM Deployment) is placed on the
 `local-runner` node by the operator-wide placement settings and run for real by the local pod runner:
-the real trainer on the tiny model and a real vLLM CPU server. We then chat with the served adapter
-through the address of the serving Service's EndpointSlice, as a client in the cluster would.
+the real trainer on the tiny model and a real vLLM CPU server. During training the operator reads the
+trainer's progress through `pods/log` (the runner serves the kubelet's log endpoint), so
+`status.progress` and `kubectl get ftj` move through the steps with a loss. We then chat with the served
+adapter through the address of the serving Service's EndpointSlice, as a client in the cluster would.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import urllib.request
 from pathlib import Path
@@ -86,17 +89,22 @@ def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner,
 
     operator = Operator(
         operator_kubeconfig, tmp_path / "operator.log",
-        FT_CPU_RUNTIME="true", FT_QUEUE_MODE="none", FT_PROGRESS_INTERVAL_SECONDS="5",
+        FT_CPU_RUNTIME="true", FT_QUEUE_MODE="none", FT_PROGRESS_INTERVAL_SECONDS="3",
         FT_POD_NODE_SELECTOR=json.dumps(NODE_SELECTOR), FT_POD_TOLERATIONS=json.dumps(TOLERATIONS),
     ).start()
     try:
         cluster.apply(job_manifest("support", namespace))
         seen: list[str] = []
+        training: list[dict] = []  # status.progress while Training, as read
+        table: list[str] = []  # `kubectl get ftj` rows while Training
 
         def settled() -> dict | None:
             current = status(cluster, namespace, "support")
             if current.get("phase") and (not seen or seen[-1] != current["phase"]):
                 seen.append(current["phase"])
+            if current.get("phase") == "Training" and current.get("progress"):
+                training.append(current["progress"])
+                table.append(cluster.kubectl("get", "ftj", "support", "-n", namespace, "--no-headers").stdout)
             return current if current.get("phase") in TERMINAL else None
 
         final = wait_for("the job to settle", settled, timeout=1500, interval=2)
@@ -109,6 +117,12 @@ def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner,
         exact = next(m for m in final["evaluation"]["metrics"] if m["name"] == "exact_match")
         assert exact["tuned"] >= 0.8 and exact["base"] <= 0.3, exact
         assert final["progress"]["step"] == final["progress"]["totalSteps"] > 0
+        # mid-training progress, read from the rank-0 pod's log through the apiserver (kubelet log endpoint)
+        midway = [p for p in training if 0 < p.get("step", 0) < p.get("totalSteps", 0)]
+        steps = [p["step"] for p in midway]
+        assert len(set(steps)) >= 2 and steps == sorted(steps), training
+        assert all(p.get("loss") is not None for p in midway), training
+        assert any(re.search(r"\bTraining\s+\d+/\d+ loss \d", row) for row in table), table
         assert final["progress"].get("loss") is not None  # the train summary's final loss
         assert final["artifacts"]["adapterDigest"].startswith("sha256:"), final.get("artifacts")
 
