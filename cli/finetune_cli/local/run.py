@@ -137,6 +137,19 @@ def gpus_available() -> int:
         return 0
 
 
+PLAIN_LINES_PER_PHASE = 10
+"""Plain (CI) output: a training phase prints about this many step lines; every step is in its log."""
+
+
+def plain_line_due(last: int, step: int, total: int) -> bool:
+    """Whether `step` crosses the next tenth of the run (or ends it) since the last printed step."""
+    if step == last:
+        return False
+    if not total or last < 0 or step >= total:
+        return True
+    return step * PLAIN_LINES_PER_PHASE // total > last * PLAIN_LINES_PER_PHASE // total
+
+
 class Ui:
     """Progress bars on a terminal, plain lines elsewhere (CI logs)."""
 
@@ -181,9 +194,10 @@ class Ui:
         info = " ".join(info_parts)
         total = event.total_steps
         self.progress.update(task, completed=step, total=total or None, info=info)
-        if self.plain and step != self._last_step:
+        if self.plain and plain_line_due(self._last_step, step, total):
             self._last_step = step
-            self.console.print(f"  step {step}/{total} {info}")
+            eta = f" ETA {event.eta_seconds}s" if event.eta_seconds and step < total else ""
+            self.console.print(f"  step {step}/{total} {info}{eta}")
 
     def done(self, task: Any, ok: bool, text: str) -> None:
         self.progress.update(task, total=1, completed=1, info=text)
