@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install quickstart test test-unit test-fast lint controlplane crds bench
+.PHONY: install quickstart test test-unit test-fast lint controlplane cluster-demo crds bench
 
 install:
 	scripts/install.sh
@@ -18,6 +18,14 @@ quickstart: install
 controlplane:
 	scripts/build-controlplane.sh
 	@if [ "$(UP)" = "1" ]; then $(PY) -m tests.harness.cluster up --runner; fi
+
+# The cluster path on a laptop (README "On a cluster"): the test control plane with kwok GPU nodes and the
+# local pod runner, the chart installed (CRDs, RBAC, settings), the operator as a process with the chart's
+# ServiceAccount and values, the claims seeded with the tiny model and the quickstart data; prints the
+# commands to try. Ctrl-C stops everything (tests/harness/demo.py).
+cluster-demo: install
+	scripts/build-controlplane.sh
+	$(PY) -m tests.harness.demo
 
 # Every tier that can run here: unit (with the slow training tests), api, e2e. The cluster tier
 # runs only when KUBECONFIG names a real cluster (FT_USE_EXISTING_CLUSTER=1).
