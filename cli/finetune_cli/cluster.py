@@ -18,6 +18,7 @@ from finetune_api.job import FineTuneJobStatus
 from finetune_operator.builders.common import LABEL_JOB, LABEL_PHASE
 from finetune_operator.k8s import RESOURCES
 
+from .figures import training_figures
 from .main import POD_PHASES
 
 JOBS = RESOURCES["FineTuneJob"]
@@ -92,13 +93,7 @@ def format_status(job: FineTuneJob) -> str:
                      f"examples; {d.train_tokens} train tokens" + (f"; {d.warnings} warnings" if d.warnings else ""))
     if status.progress:
         p = status.progress
-        parts = [f"training: step {p.step}/{p.total_steps}"]
-        if p.loss is not None:
-            parts.append(f"loss {p.loss:.4g}")
-        if p.eval_loss is not None:
-            parts.append(f"val {p.eval_loss:.4g}")
-        if p.tokens_per_second:
-            parts.append(f"{p.tokens_per_second:.0f} tok/s")
+        parts = [f"training: step {p.step}/{p.total_steps}", *training_figures(p.loss, p.eval_loss, p.tokens_per_second)]
         if p.eta_seconds and p.step < p.total_steps:
             parts.append(f"ETA {p.eta_seconds}s")
         lines.append(", ".join(parts) if p.total_steps else f"training: {p.summary or 'starting'}")

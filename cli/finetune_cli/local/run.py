@@ -45,6 +45,7 @@ from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
 from .disk import DiskFull, check_free_space, estimated_bytes, free_bytes
 from .lock import LOCK_NAME, WorkdirBusy, WorkdirLock
 from .processes import PhaseResult, phase_log, run_phase_process
+from ..figures import training_figures
 from .report import read_progress, write_report
 from .resume import PhaseRecords
 
@@ -184,14 +185,7 @@ class Ui:
 
     def event(self, task: Any, event: ProgressEvent) -> None:
         step = event.step
-        info_parts = []
-        if event.loss is not None:
-            info_parts.append(f"loss {event.loss:.3f}")
-        if event.eval_loss is not None:
-            info_parts.append(f"val {event.eval_loss:.3f}")
-        if event.tokens_per_second:
-            info_parts.append(f"{event.tokens_per_second:.0f} tok/s")
-        info = " ".join(info_parts)
+        info = " ".join(training_figures(event.loss, event.eval_loss, event.tokens_per_second))
         total = event.total_steps
         self.progress.update(task, completed=step, total=total or None, info=info)
         if self.plain and plain_line_due(self._last_step, step, total):
