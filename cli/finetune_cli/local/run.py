@@ -194,7 +194,11 @@ class Ui:
             self.console.print(f"  step {step}/{total} {info}{eta}")
 
     def done(self, task: Any, ok: bool, text: str) -> None:
-        self.progress.update(task, total=1, completed=1, info=text)
+        shown = self.progress.tasks[task]
+        if shown.total:  # a phase that counted steps keeps its last step and figures on its line
+            self.progress.update(task, info=f"{shown.fields.get('info', '')} {text}".strip())
+        else:
+            self.progress.update(task, total=1, completed=1, info=text)
         self.progress.stop_task(task)
         if self.plain:
             self.console.print(f"{'ok' if ok else 'FAILED'}: {self.progress.tasks[task].description}: {text}")
