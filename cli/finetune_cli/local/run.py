@@ -22,6 +22,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -161,7 +162,7 @@ class Ui:
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
+            MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
@@ -169,6 +170,7 @@ class Ui:
             disable=self.plain,
         )
         self._last_step = -1
+        self._latest: dict[Any, ProgressEvent] = {}  # per phase: the last figures (an evaluation step has no loss)
 
     def __enter__(self) -> Ui:
         self.progress.__enter__()
@@ -184,6 +186,9 @@ class Ui:
         return self.progress.add_task(name, total=None, info="")
 
     def event(self, task: Any, event: ProgressEvent) -> None:
+        if task in self._latest:
+            event = self._latest[task].updated_by(event)
+        self._latest[task] = event
         step = event.step
         info = " ".join(training_figures(event.loss, event.eval_loss, event.tokens_per_second))
         total = event.total_steps

@@ -42,10 +42,11 @@ def test_a_finished_training_line_keeps_its_last_step_and_figures():
     with Ui(console, plain=False) as ui:
         train = ui.phase("train", Path("train.log"))
         ui.event(train, ProgressEvent(step=150, total_steps=150, loss=0.0512, tokens_per_second=3400.0))
+        ui.event(train, ProgressEvent(step=150, total_steps=150, eval_loss=0.26))  # the final evaluation step
         ui.done(train, True, "done")
         evaluate = ui.phase("evaluate", Path("evaluate.log"))
         ui.done(evaluate, True, "done")
         console.print(ui.progress.make_tasks_table(ui.progress.tasks))
     lines = [line for line in console.export_text().splitlines() if "done" in line][-2:]
-    assert "150/150 loss 0.0512 3400 tok/s done" in lines[0], lines
+    assert "150/150 loss 0.0512 val 0.26 3400 tok/s done" in lines[0], lines
     assert "1/1" in lines[1] and "done" in lines[1], lines
