@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install quickstart test test-unit test-fast lint controlplane cluster-demo crds bench
+.PHONY: install setup quickstart test test-unit test-fast lint controlplane cluster-demo crds bench
 
 install:
 	scripts/install.sh
@@ -19,17 +19,20 @@ controlplane:
 	scripts/build-controlplane.sh
 	@if [ "$(UP)" = "1" ]; then $(PY) -m tests.harness.cluster up --runner; fi
 
+# The virtualenv and the control plane side by side: pip waits on the network and the disk, go on the CPU.
+setup:
+	$(MAKE) -j2 install controlplane
+
 # The cluster path on a laptop (README "On a cluster"): the test control plane with kwok GPU nodes and the
 # local pod runner, the chart installed (CRDs, RBAC, settings), the operator as a process with the chart's
 # ServiceAccount and values, the claims seeded with the tiny model and the quickstart data; prints the
 # commands to try. Ctrl-C stops everything (tests/harness/demo.py).
-cluster-demo: install
-	scripts/build-controlplane.sh
+cluster-demo: setup
 	$(PY) -m tests.harness.demo
 
 # Every tier that can run here: unit (with the slow training tests), api, e2e. The cluster tier
 # runs only when KUBECONFIG names a real cluster (FT_USE_EXISTING_CLUSTER=1).
-test: install controlplane lint
+test: setup lint
 	$(PY) -m pytest -m "unit or api or e2e" --durations=25
 
 # The fast inner loop: lint, type check, pure unit tests.
