@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from finetune_api.common import QUANTITY_PATTERN
 from finetune_api.resolved import PVC_MOUNT_ROOT
 
 TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
@@ -48,7 +49,16 @@ class OperatorSettings(BaseModel):
     """Node labels added to every pod the operator creates (a dedicated node pool; JSON in the env)."""
     pod_tolerations: list[dict[str, Any]] = Field(default_factory=list)
     """Tolerations added to every pod the operator creates (JSON list in the env)."""
+    scratch_size: str = Field(default="50Gi", pattern=QUANTITY_PATTERN)
+    """Bound of each pod's `/tmp` scratch (caches, hub downloads, torch extensions): the emptyDir's
+    `sizeLimit` and each container's `ephemeral-storage` limit, so a full scratch evicts that pod, not
+    the node's other tenants."""
+    scratch_request: str = Field(default="2Gi", pattern=QUANTITY_PATTERN)
+    """Each container's `ephemeral-storage` request (what the scheduler reserves on the node's disk)."""
 
+    max_preemptions: int = Field(default=20, ge=0)
+    """Preemptions (pod disruptions, queue evictions, Kueue suspensions) a job may take before it is
+    `Failed` with `PreemptionsExhausted`; each is counted in `status.attempts.preemptions`."""
     reconcile_error_attempts: int = Field(default=5, ge=1)
     """Reconciles that may fail with a permanent error (a builder error, a 4xx, a foreign object) before
     the job is `Failed`; transient API errors (5xx, 429, timeouts) retry with backoff without limit."""

@@ -348,7 +348,7 @@ def _training(plan: Plan, children: ObservedChildren, settings: OperatorSettings
     train = children.jobs.get(names.train_job_name(plan.name, attempt)) if attempt >= 0 else None
     queue = plan.status.queue
     if settings.queue_mode == "embedded" and queue is not None and queue.eviction_requested:
-        _evict(plan, train, children)
+        _evict(plan, train, children, settings)
         return
     if train is None:
         if attempt < 0:
@@ -358,7 +358,7 @@ def _training(plan: Plan, children: ObservedChildren, settings: OperatorSettings
         return
     if train.outcome == "running":
         if settings.queue_mode == "kueue" and train.suspended:
-            _preempted_by_kueue(plan, train)
+            _preempted_by_kueue(plan, settings)
             return
         if children.progress is not None:
             plan.set(progress=progress_status(children.progress, plan.now_text))
@@ -457,6 +457,8 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
         plan.transition("Failed", "TrainingDeadlineExceeded", message[:1024], warning=True)
         return
     if kind == "preempted":
+        if _preemptions_exhausted(plan, settings, gpu_seconds, text):
+            return
         _next_attempt(plan, gpu_seconds, "preempted", "Preempted", f"attempt {attempt} preempted: {text}",
                       f"attempt {attempt} was preempted ({text}); attempt {attempt + 1} resumes from the latest "
                       "checkpoint (retry budget not spent)", preemptions=attempts.preemptions + 1)
@@ -496,11 +498,33 @@ def _next_attempt(plan: Plan, gpu_seconds: float, retry_class: str, reason: str,
     plan.note(message[:1024], reason)
 
 
-def _evict(plan: Plan, train: JobState | None, children: ObservedChildren) -> None:
+def _preemptions_exhausted(plan: Plan, settings: OperatorSettings, gpu_seconds: float, text: str) -> bool:
+    """Fail the job when this preemption is one more than the operator allows (`maxPreemptions`):
+    preemptions are free for the retry budget, so without a cap a job on flaky or contended nodes
+    would hold its place in the queue forever."""
+    count = plan.status.attempts.preemptions + 1
+    limit = settings.max_preemptions
+    if count <= limit:
+        return False
+    _spend_gpu(plan, gpu_seconds)
+    message = (f"attempt {plan.attempt} preempted ({text}); {count} preemptions exceed the operator's limit of "
+               f"{limit} (Helm jobs.maxPreemptions)")[:1024]
+    plan.update("attempts", preemptions=count, last_failure=message)
+    plan.update("queue", admitted=False)
+    plan.condition("Trained", False, "PreemptionsExhausted", message)
+    plan.do(Observe("retry", 1, {"class": "exhausted"}))
+    plan.transition("Failed", "PreemptionsExhausted", message, warning=True)
+    return True
+
+
+def _evict(plan: Plan, train: JobState | None, children: ObservedChildren, settings: OperatorSettings) -> None:
     """The queue preempted this job: stop the gang (SIGTERM → checkpoint), wait again, budget untouched."""
     if train is not None and not train.deleting:
         plan.do(Delete("Job", train.name, "Foreground", children.eviction_grace_seconds))
     gpu = _gpu_seconds(plan, train) if train is not None else 0.0
+    if _preemptions_exhausted(plan, settings, gpu, "evicted by the queue"):
+        plan.update("queue", eviction_requested=False, flavor=None, admitted_at=None)
+        return
     _spend_gpu(plan, gpu)
     plan.update("queue", admitted=False, eviction_requested=False, flavor=None, admitted_at=None)
     plan.update("attempts", preemptions=plan.status.attempts.preemptions + 1,
@@ -513,7 +537,9 @@ def _evict(plan: Plan, train: JobState | None, children: ObservedChildren) -> No
                     warning=True)
 
 
-def _preempted_by_kueue(plan: Plan, train: JobState) -> None:
+def _preempted_by_kueue(plan: Plan, settings: OperatorSettings) -> None:
+    if _preemptions_exhausted(plan, settings, 0.0, "Kueue suspended the training Job"):
+        return
     plan.update("queue", admitted=False)
     plan.update("attempts", preemptions=plan.status.attempts.preemptions + 1)
     plan.do(Observe("retry", 1, {"class": "preempted"}))

@@ -263,6 +263,35 @@ def test_preemption_retries_at_once_without_spending_the_budget(settings):
     assert Observe("retry", 1, {"class": "preempted"}) in actions
 
 
+def test_preemptions_past_the_operators_cap_fail_the_job(settings):
+    capped = settings.model_copy(update={"max_preemptions": 2})
+    status = training(count=3, preemptions=2)
+    failed = job("demo-train-a2", "failed", (ended(143, disrupted=True),), failure_reason="preempted", finished_at=T0)
+    actions = decide(make_job(status), children(failed), NOW, capped)
+    assert not creates(actions)
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "PreemptionsExhausted"
+    assert "3 preemptions exceed the operator's limit of 2 (Helm jobs.maxPreemptions)" in patch["message"]
+    assert patch["attempts"]["preemptions"] == 3 and patch["queue"]["admitted"] is False
+    assert [e.reason for e in events(actions)] == ["PreemptionsExhausted"]
+    # the second preemption is still free
+    below = decide(make_job(training(count=2, preemptions=1)), children(
+        job("demo-train-a1", "failed", (ended(143, disrupted=True),), failure_reason="preempted", finished_at=T0)),
+        NOW, capped)
+    assert creates(below) == [Create("train", attempt=2)]
+
+
+def test_a_queue_eviction_past_the_cap_stops_the_gang_and_fails(settings):
+    status = training(count=1, preemptions=1)
+    status["queue"]["evictionRequested"] = True
+    capped = settings.model_copy(update={"max_preemptions": 1})
+    actions = decide(make_job(status), children(a0("running", finished_at=None), eviction_grace_seconds=90), NOW, capped)
+    assert Delete("Job", "demo-train-a0", "Foreground", 90) in actions
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "PreemptionsExhausted"
+    assert patch["queue"]["evictionRequested"] is False
+
+
 def test_queue_eviction_stops_the_gang_and_requeues_without_spending_the_budget(settings):
     status = training()
     status["queue"]["evictionRequested"] = True
