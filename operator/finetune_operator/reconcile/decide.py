@@ -436,13 +436,14 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
     text = train.failure_text()
     attempt = plan.attempt
     attempts = plan.status.attempts
-    if kind == "user":
+    if kind in ("user", "disk-full"):
+        reason, what = ("TrainingFailed", "a user error") if kind == "user" else ("DiskFull", "a full volume")
         _spend_gpu(plan, gpu_seconds)
         plan.update("attempts", last_failure=f"attempt {attempt}: {text}"[:1024])
         plan.update("queue", admitted=False)
-        plan.condition("Trained", False, "TrainingFailed", text)
-        plan.do(Observe("retry", 1, {"class": "user"}))
-        plan.transition("Failed", "TrainingFailed", f"attempt {attempt} failed with a user error: {text}", warning=True)
+        plan.condition("Trained", False, reason, text)
+        plan.do(Observe("retry", 1, {"class": kind}))
+        plan.transition("Failed", reason, f"attempt {attempt} failed with {what}: {text}", warning=True)
         return
     if kind == "deadline":
         _spend_gpu(plan, gpu_seconds)
@@ -570,8 +571,9 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
     if ev.outcome == "failed" or summary is None or not summary.ok:
         text = ev.failure_text() if ev.outcome == "failed" else (
             (summary.message if summary else None) or "the evaluation ended without a summary")
-        plan.condition("Evaluated", False, "EvaluationFailed", text, floor)
-        plan.transition("Failed", "EvaluationFailed", text, warning=True)
+        reason = "DiskFull" if ev.outcome == "failed" and ev.failure_class() == "disk-full" else "EvaluationFailed"
+        plan.condition("Evaluated", False, reason, text, floor)
+        plan.transition("Failed", reason, text, warning=True)
         return
     root = output_uri(plan.job, settings)
     report = summary.report.under(root) if summary.report is not None else None
