@@ -75,9 +75,13 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     namespace = cluster.create_namespace(f"ft{suffix}-team")
     other = cluster.create_namespace(f"ft{suffix}-other")
     tmp = tmp_path_factory.mktemp("policy")
+    # The team's own rules (policy.namespaces): at most 8 GPUs per job, one priority class, GPU taints
+    # only, no node selector of its own.
+    values = tmp / "values.yaml"
+    values.write_text(json.dumps({"replicaCount": 0, "policy": {"namespaces": {namespace: {
+        "maxGpusPerJob": 8, "priorityClasses": ["batch"], "tolerationKeys": ["nvidia.com/gpu"], "nodeSelectorKeys": []}}}}))
     try:
-        cluster.helm("install", name, str(CHART), "-n", namespace, "--set", "replicaCount=0", "--wait",
-                     "--timeout", "2m")
+        cluster.helm("install", name, str(CHART), "-n", namespace, "-f", str(values), "--wait", "--timeout", "2m")
         kubeconfig = cluster.service_account_kubeconfig(namespace, f"{name}-finetune-operator", tmp / "operator")
         setup = Release(cluster, name, namespace, other, kubeconfig)
         # The API server loads a new policy asynchronously: wait until it refuses what it must refuse.
@@ -200,6 +204,28 @@ def test_a_job_outside_the_admin_policy_is_refused_at_admission(release: Release
     assert out.returncode != 0, f"{spec} was admitted"
     assert f"ValidatingAdmissionPolicy '{release.name}-finetune-operator-jobs'" in out.stderr, out.stderr
     assert rule in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(("spec", "rule"), [
+    ({"resources": {"nodes": 3, "gpusPerNode": 4}}, "namespaces.{ns}.maxGpusPerJob: a job in {ns} may use at most 8 GPUs"),
+    ({"queue": {"priorityClass": "production"}}, "namespaces.{ns}.priorityClasses: spec.queue.priorityClass must be one of [batch]"),
+    ({"resources": {"nodes": 1, "gpusPerNode": 1, "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "team-b", "effect": "NoSchedule"}]}},
+     "namespaces.{ns}.tolerationKeys: a job in {ns} may tolerate only [nvidia.com/gpu]"),
+    ({"resources": {"nodes": 1, "gpusPerNode": 1, "nodeSelector": {"pool": "team-b"}}},
+     "namespaces.{ns}.nodeSelectorKeys: a job in {ns} may select nodes only by []"),
+], ids=["gpus-per-job", "priority-class", "another-teams-taint", "another-teams-nodes"])
+def test_a_namespaces_own_rules_refuse_what_they_do_not_allow(release: Release, spec: dict, rule: str) -> None:
+    out = release.as_user(job_manifest(release.namespace, **spec))
+    assert out.returncode != 0, f"{spec} was admitted"
+    assert rule.format(ns=release.namespace) in out.stderr, out.stderr
+
+
+def test_a_job_within_its_namespaces_rules_is_admitted(release: Release) -> None:
+    within = job_manifest(release.namespace, queue={"priorityClass": "batch"}, resources={
+        "nodes": 2, "gpusPerNode": 4, "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]})
+    out = release.as_user(within)
+    assert out.returncode == 0, out.stderr
 
 
 def test_output_is_confined_to_the_jobs_own_directory(release: Release) -> None:

@@ -61,3 +61,13 @@ def test_admin_values_shape_the_policies(tmp_path: Path) -> None:
 def test_the_policies_can_be_left_out(tmp_path: Path) -> None:
     objects = template("defaults", {"admissionPolicy": {"enabled": False}}, tmp_path)
     assert not by_kind(objects, "ValidatingAdmissionPolicy") and not by_kind(objects, "ValidatingAdmissionPolicyBinding")
+
+
+def test_each_namespace_rule_is_its_own_validation_limited_to_its_namespace(tmp_path: Path) -> None:
+    objects = template("defaults", {"policy": {"namespaces": {
+        "team-a": {"maxGpusPerJob": 8, "nodeSelectorKeys": []}, "team-b": {"priorityClasses": ["batch"]}}}}, tmp_path)
+    jobs = policy(objects, "-jobs")
+    assert rule_names(jobs)[-3:] == ["namespaces.team-a.maxGpusPerJob", "namespaces.team-a.nodeSelectorKeys",
+                                     "namespaces.team-b.priorityClasses"]
+    for validation in jobs["spec"]["validations"][-3:]:
+        assert validation["expression"].startswith('request.namespace != "team-')
