@@ -70,3 +70,13 @@ empty in cluster-wide mode. Newline-separated. */}}
 {{- if not $all }}{{ $all = list .Release.Namespace }}{{ end }}
 {{- join "\n" $all }}
 {{- end }}
+
+{{/* FT_NAMESPACE_CAPS: {"<ns>": {"maxConcurrentJobs": N, "maxGpus": N}} from policy.namespaces (JSON). */}}
+{{- define "finetune-operator.namespaceCaps" -}}
+{{- $caps := dict }}
+{{- range $ns, $rules := .Values.policy.namespaces }}
+{{- $cap := pick $rules "maxConcurrentJobs" "maxGpus" }}
+{{- if $cap }}{{ $_ := set $caps $ns $cap }}{{ end }}
+{{- end }}
+{{- $caps | toJson }}
+{{- end }}

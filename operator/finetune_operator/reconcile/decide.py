@@ -244,10 +244,33 @@ def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSett
 # -- phases -----------------------------------------------------------------------------------------
 
 def _pending(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    refused = _namespace_cap_refusal(plan.job, children, settings)
+    if refused is not None:
+        rule, message = refused
+        plan.transition("Rejected", rule, message, warning=True)
+        return
     plan.do(Create("config"), Create("prepare"))
     plan.condition("Validated", False, "Validating", "checking the datasets")
     plan.set(start_time=plan.status.start_time or plan.now_text)
     plan.transition("Validating", "Validating", "checking the datasets (prepare Job started)")
+
+
+def _namespace_cap_refusal(job: FineTuneJob, children: ObservedChildren,
+                           settings: OperatorSettings) -> tuple[str, str] | None:
+    """(reason, message) when starting this job would take its namespace past a cap; None otherwise.
+    The reason is the rule's name as an admin wrote it in the Helm values."""
+    ns = job.metadata.namespace or ""
+    caps, usage = settings.namespace_caps.get(ns), children.namespace_usage
+    if caps is None or usage is None:
+        return None
+    if caps.max_concurrent_jobs is not None and usage.jobs + 1 > caps.max_concurrent_jobs:
+        return "MaxConcurrentJobs", (f"namespaces.{ns}.maxConcurrentJobs: {ns} already runs {usage.jobs} jobs, its cap is "
+                                     f"{caps.max_concurrent_jobs}; submit it again when one has ended")
+    gpus = job.spec.resources.nodes * job.spec.resources.gpus_per_node
+    if caps.max_gpus is not None and usage.gpus + gpus > caps.max_gpus:
+        return "MaxGpus", (f"namespaces.{ns}.maxGpus: {ns}'s started jobs hold {usage.gpus} GPUs; {gpus} more exceed its cap of "
+                           f"{caps.max_gpus}")
+    return None
 
 
 def _validating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:

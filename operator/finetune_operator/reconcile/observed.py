@@ -144,6 +144,14 @@ class ServingState:
 
 
 @dataclass(frozen=True)
+class NamespaceUsage:
+    """What the other started jobs of the job's namespace hold (for `settings.namespace_caps`)."""
+
+    jobs: int = 0
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
 class ObservedChildren:
     """Everything observed about one FineTuneJob's children (keyed by child name)."""
 
@@ -158,6 +166,8 @@ class ObservedChildren:
     """The rank-0 trainer's latest progress (finetune_api.contract.progress)."""
     config_spec: dict[str, Any] | None = None
     """The spec the job's ConfigMap was rendered from (read only when the generation moved)."""
+    namespace_usage: NamespaceUsage | None = None
+    """Read for a Pending job whose namespace has caps."""
 
 
 # -- from API objects -----------------------------------------------------------------------------

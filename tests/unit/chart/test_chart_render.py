@@ -263,3 +263,11 @@ def test_job_namespaces_get_the_trainer_account_and_optionally_the_claim() -> No
 def test_crds_ship_in_the_crds_directory() -> None:
     crds = [o for o in template("defaults", include_crds=True) if o["kind"] == "CustomResourceDefinition"]
     assert sorted(c["metadata"]["name"] for c in crds) == ["finetunejobs.finetune.dev", "finetunequeues.finetune.dev"]
+
+
+def test_namespace_caps_reach_the_operator_and_nothing_else_does(tmp_path) -> None:
+    objects = template("defaults", {"policy": {"namespaces": {
+        "team-a": {"maxConcurrentJobs": 3, "maxGpus": 16, "maxGpusPerJob": 8}, "team-b": {"priorityClasses": ["x"]}}}}, tmp_path)
+    caps = settings_of(objects).namespace_caps
+    assert set(caps) == {"team-a"}
+    assert (caps["team-a"].max_concurrent_jobs, caps["team-a"].max_gpus) == (3, 16)
