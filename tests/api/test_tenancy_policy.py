@@ -76,10 +76,11 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     other = cluster.create_namespace(f"ft{suffix}-other")
     tmp = tmp_path_factory.mktemp("policy")
     # The team's own rules (policy.namespaces): at most 8 GPUs per job, one priority class, GPU taints
-    # only, no node selector of its own.
+    # only, no node selector of its own, its own claims (and the artifacts claim) only.
     values = tmp / "values.yaml"
     values.write_text(json.dumps({"replicaCount": 0, "policy": {"namespaces": {namespace: {
-        "maxGpusPerJob": 8, "priorityClasses": ["batch"], "tolerationKeys": ["nvidia.com/gpu"], "nodeSelectorKeys": []}}}}))
+        "maxGpusPerJob": 8, "priorityClasses": ["batch"], "tolerationKeys": ["nvidia.com/gpu"], "nodeSelectorKeys": [],
+        "claims": ["models", "data"]}}}}))
     try:
         cluster.helm("install", name, str(CHART), "-n", namespace, "-f", str(values), "--wait", "--timeout", "2m")
         kubeconfig = cluster.service_account_kubeconfig(namespace, f"{name}-finetune-operator", tmp / "operator")
@@ -214,7 +215,9 @@ def test_a_job_outside_the_admin_policy_is_refused_at_admission(release: Release
      "namespaces.{ns}.tolerationKeys: a job in {ns} may tolerate only [nvidia.com/gpu]"),
     ({"resources": {"nodes": 1, "gpusPerNode": 1, "nodeSelector": {"pool": "team-b"}}},
      "namespaces.{ns}.nodeSelectorKeys: a job in {ns} may select nodes only by []"),
-], ids=["gpus-per-job", "priority-class", "another-teams-taint", "another-teams-nodes"])
+    ({"datasets": {"train": {"uri": "pvc://data/train.jsonl"}, "eval": {"uri": "pvc://team-b-data/heldout.jsonl"}}},
+     "namespaces.{ns}.claims: team-b-data is not a claim jobs in {ns} may mount (models, data, finetune-artifacts)"),
+], ids=["gpus-per-job", "priority-class", "another-teams-taint", "another-teams-nodes", "another-teams-claim"])
 def test_a_namespaces_own_rules_refuse_what_they_do_not_allow(release: Release, spec: dict, rule: str) -> None:
     out = release.as_user(job_manifest(release.namespace, **spec))
     assert out.returncode != 0, f"{spec} was admitted"

@@ -65,9 +65,10 @@ def test_the_policies_can_be_left_out(tmp_path: Path) -> None:
 
 def test_each_namespace_rule_is_its_own_validation_limited_to_its_namespace(tmp_path: Path) -> None:
     objects = template("defaults", {"policy": {"namespaces": {
-        "team-a": {"maxGpusPerJob": 8, "nodeSelectorKeys": []}, "team-b": {"priorityClasses": ["batch"]}}}}, tmp_path)
+        "team-a": {"maxGpusPerJob": 8, "nodeSelectorKeys": [], "claims": ["models"]},
+        "team-b": {"priorityClasses": ["batch"]}}}}, tmp_path)
     jobs = policy(objects, "-jobs")
-    assert rule_names(jobs)[-3:] == ["namespaces.team-a.maxGpusPerJob", "namespaces.team-a.nodeSelectorKeys",
-                                     "namespaces.team-b.priorityClasses"]
-    for validation in jobs["spec"]["validations"][-3:]:
+    assert rule_names(jobs)[-4:] == ["namespaces.team-a.maxGpusPerJob", "namespaces.team-a.claims",
+                                     "namespaces.team-a.nodeSelectorKeys", "namespaces.team-b.priorityClasses"]
+    for validation in jobs["spec"]["validations"][-4:]:
         assert validation["expression"].startswith('request.namespace != "team-')
