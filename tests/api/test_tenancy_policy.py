@@ -178,7 +178,8 @@ def _control_plane_toleration(child: dict[str, Any]) -> None:
     (_token_mounted, "jobServiceAccount:"),
     (_unlabelled, "managedLabels:"),
     (_control_plane_toleration, "tolerations:"),
-], ids=lambda v: v.__name__.strip("_") if callable(v) else None)
+], ids=["foreign-image", "privileged", "added-capability", "host-network", "host-path", "other-account",
+        "token-mounted", "unlabelled", "control-plane-toleration"])
 def test_a_stolen_operator_token_cannot_run_anything_else(release: Release, attack, rule: str) -> None:
     child = a_child(release)
     attack(child)
