@@ -43,13 +43,13 @@ EXAMPLE = "examples/cluster-quickstart.yaml"
 
 VALUES = {
     "replicaCount": 0,  # no container runtime: the operator runs as a process with this Deployment's env
+    "watchNamespaces": [JOB_NAMESPACE],  # a namespaced install: a Role there, its trainer ServiceAccount and claim
     "queue": {"mode": "none"},
     "jobs": {
         "cpuRuntime": True,
         "progressIntervalSeconds": 3,
         "podNodeSelector": NODE_SELECTOR,  # every job pod runs for real on the local pod runner
         "podTolerations": TOLERATIONS,
-        "jobNamespaces": [JOB_NAMESPACE],
     },
     "storage": {"artifactsPvc": {"create": True, "storageClassName": STORAGE_CLASS, "size": "1Gi"}},
 }
