@@ -37,6 +37,7 @@ class Runner:
         capacity: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         stop_grace: float = 5.0,
+        cluster_dns: str | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -50,6 +51,7 @@ class Runner:
                                      "ephemeral-storage": "1Ti", "nvidia.com/gpu": "8"}
         self.node = NodeAgent(self.core, self.coord, node_name, self.capacity, labels or {})
         self.stop_grace = stop_grace
+        self.cluster_dns = cluster_dns  # the nameserver of ClusterFirst pods (network.py)
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.finished: set[str] = set()
