@@ -1,8 +1,12 @@
 """The whole promise on the test control plane: one FineTuneJob applied with kubectl goes Validating →
 Training → Evaluating → Deploying → Serving, and the endpoint answers.
 
+Training is multi-node: `nodes: 2` on CPU (`cpuMultiNode`), one torchrun process per pod, DeepSpeed
+ZeRO-2 over gloo. The two pods of the Indexed Job rendezvous at `<job>-0.<headless Service>` — a name the
+cluster DNS (CoreDNS, fed by the EndpointSlice controller) resolves for them — and rank 0 writes the adapter.
+
 The operator runs as a process with its least-privilege ServiceAccount; every pod it creates
-(prepare Job, 2-process torchrun training Job, evaluation Job, vLLM Deployment) is placed on the
+(prepare Job, 2-pod training Job, evaluation Job, vLLM Deployment) is placed on the
 `local-runner` node by the operator-wide placement settings and run for real by the local pod runner:
 the real trainer on the tiny model and a real vLLM CPU server. We then chat with the served adapter
 through the address of the serving Service's EndpointSlice, as a client in the cluster would.
@@ -11,6 +15,7 @@ through the address of the serving Service's EndpointSlice, as a client in the c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import urllib.request
 from pathlib import Path
@@ -54,14 +59,25 @@ def job_manifest(name: str, namespace: str) -> dict:
             "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
             "hyperparameters": {"epochs": 6, "learningRate": 0.003, "batchSize": 16, "microBatchSize": 8,
                                 "warmupRatio": 0.05},
-            "resources": {"nodes": 1, "gpusPerNode": 0, "processesPerNode": 2, "precision": "fp32",
-                          "cpu": "1", "memory": "4Gi"},
+            "resources": {"nodes": 2, "gpusPerNode": 0, "cpuMultiNode": True, "processesPerNode": 1,
+                          "precision": "fp32", "cpu": "1", "memory": "4Gi", "deepspeed": {"zeroStage": 2}},
             "evaluation": {"metrics": ["exact_match", "classification"], "maxNewTokens": 8,
                            "gates": [{"metric": "exact_match", "min": 0.8, "minImprovementOverBase": 0.5}]},
             "serving": {"mode": "adapter", "gpus": 0, "maxModelLen": 256, "cpu": "1", "memory": "4Gi"},
             "retry": {"maxAttempts": 2, "backoffSeconds": 0},
         },
     }
+
+
+RANK_LINE = re.compile(r"train: rank (\d) of (\d+) on (\S+)(?: joined the process group at (\S+)|: (\d+) of (\d+) steps)")
+
+
+def training_pod_lines(cluster, local_runner, namespace: str, job: str) -> dict[str, list[str]]:
+    """Each training pod's rendezvous and per-rank step lines (the trainer prints one of each per rank)."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l",
+                                      f"finetune.dev/job={job},finetune.dev/phase=train", "-o", "json").stdout)["items"]
+    return {p["metadata"]["name"]: [line for line in local_runner.logs(namespace, p["metadata"]["name"]).splitlines()
+                                    if RANK_LINE.search(line)] for p in pods}
 
 
 def chat(address: str, port: int, model: str, content: str) -> str:
@@ -111,6 +127,19 @@ def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner,
         assert final["progress"]["step"] == final["progress"]["totalSteps"] > 0
         assert final["progress"].get("loss") is not None  # the train summary's final loss
         assert final["artifacts"]["adapterDigest"].startswith("sha256:"), final.get("artifacts")
+
+        # two pods, one rank each, met at pod 0's name under the headless Service and trained in step
+        lines = training_pod_lines(cluster, local_runner, namespace, "support")
+        for pod, found in sorted(lines.items()):
+            print(f"--- training pod {pod}", *found, sep="\n")
+        matches = [RANK_LINE.search(line).groups() for found in lines.values() for line in found]
+        joined = {m[0]: (m[2], m[3]) for m in matches if m[3]}
+        steps = {m[0]: (int(m[4]), int(m[5])) for m in matches if m[4]}
+        assert len(lines) == 2 and {m[1] for m in matches} == {"2"}, lines
+        # by name (pod 0 under the headless Service; the launcher may report it fully qualified), not an IP
+        assert {addr.split(".")[:2] == ["support-train-a0-0", "support-train"] for _, addr in joined.values()} == {True}, joined
+        assert joined["0"][0] != joined["1"][0], f"both ranks ran in one pod: {joined}"
+        assert steps["0"] == steps["1"] == (final["progress"]["totalSteps"],) * 2, steps
 
         serving = final["serving"]
         assert serving["readyReplicas"] >= 1 and "support" in serving["modelNames"], serving
