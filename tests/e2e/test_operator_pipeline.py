@@ -15,32 +15,17 @@ through the address of the serving Service's EndpointSlice, as a client in the c
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from finetune_trainer.tiny_model import LABELS, build_tiny_model
-from tests.harness.operator import Operator, get, setup_namespace, status, wait_for
+from finetune_trainer.tiny_model import LABELS
+from tests.harness.operator import RANK_LINE, Operator, seed_claims, setup_namespace, status, training_pod_lines, wait_for
 from tests.harness.podrunner import NODE_SELECTOR, TOLERATIONS
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-QUICKSTART_DATA = REPO / "examples" / "data" / "quickstart"
 TERMINAL = {"Serving", "Succeeded", "Failed", "Rejected"}
-
-
-def claim_dir(cluster, namespace: str, claim: str) -> Path:
-    """The host directory of a bound claim (kwok binds `standard` claims to hostPath volumes)."""
-    volume = wait_for(f"claim {claim} bound",
-                      lambda: ((get(cluster, namespace, "pvc", claim) or {}).get("spec") or {}).get("volumeName"))
-    pv = json.loads(cluster.kubectl("get", "pv", volume, "-o", "json").stdout)
-    path = Path(pv["spec"]["hostPath"]["path"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def job_manifest(name: str, namespace: str) -> dict:
@@ -69,17 +54,6 @@ def job_manifest(name: str, namespace: str) -> dict:
     }
 
 
-RANK_LINE = re.compile(r"train: rank (\d) of (\d+) on (\S+)(?: joined the process group at (\S+)|: (\d+) of (\d+) steps)")
-
-
-def training_pod_lines(cluster, local_runner, namespace: str, job: str) -> dict[str, list[str]]:
-    """Each training pod's rendezvous and per-rank step lines (the trainer prints one of each per rank)."""
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l",
-                                      f"finetune.dev/job={job},finetune.dev/phase=train", "-o", "json").stdout)["items"]
-    return {p["metadata"]["name"]: [line for line in local_runner.logs(namespace, p["metadata"]["name"]).splitlines()
-                                    if RANK_LINE.search(line)] for p in pods}
-
-
 def chat(address: str, port: int, model: str, content: str) -> str:
     body = json.dumps({"model": model, "messages": [
         {"role": "system", "content": "Classify the support message as billing, technical, shipping or account."},
@@ -93,12 +67,7 @@ def chat(address: str, port: int, model: str, content: str) -> str:
 def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner, namespace, operator_kubeconfig,
                                                           tmp_path):
     setup_namespace(cluster, namespace)
-    build_tiny_model(REPO / ".cache" / "models" / "tiny-chat")
-    shutil.copytree(REPO / ".cache" / "models" / "tiny-chat", claim_dir(cluster, namespace, "models") / "tiny-chat",
-                    dirs_exist_ok=True)
-    for split in ("train", "validation", "eval"):
-        shutil.copy(QUICKSTART_DATA / f"{split}.jsonl", claim_dir(cluster, namespace, "data"))
-    claim_dir(cluster, namespace, "finetune-artifacts")
+    seed_claims(cluster, namespace, ("train", "validation", "eval"))
 
     operator = Operator(
         operator_kubeconfig, tmp_path / "operator.log",
