@@ -37,10 +37,9 @@ class PodNetwork:
     resolv_conf: Path
 
     def sandbox_argv(self, argv: list[str]) -> list[str]:
-        """`argv` inside the pod's own UTS and mount namespaces (unshare(1), then sandbox.py execs it)."""
+        """`argv` inside the pod's own UTS and mount namespaces (sandbox.py enters them, then execs it)."""
         mounts = [f"{self.hosts}:/etc/hosts", f"{self.hostname_file}:/etc/hostname", f"{self.resolv_conf}:/etc/resolv.conf"]
-        return ["unshare", "--mount", "--uts", "--propagation", "private", "--",
-                sys.executable, "-I", "-S", str(SANDBOX), "--hostname", self.hostname,
+        return [sys.executable, "-I", "-S", str(SANDBOX), "--hostname", self.hostname,
                 *[a for m in mounts for a in ("--bind", m)], "--", *argv]
 
 
