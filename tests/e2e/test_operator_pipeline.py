@@ -106,7 +106,8 @@ def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner,
         steps = {m[0]: (int(m[4]), int(m[5])) for m in matches if m[4]}
         assert len(lines) == 2 and {m[1] for m in matches} == {"2"}, lines
         # by name (pod 0 under the headless Service; the launcher may report it fully qualified), not an IP
-        assert {addr.split(".")[:2] == ["support-train-a0-0", "support-train"] for _, addr in joined.values()} == {True}, joined
+        hosts = {addr.rsplit(":", 1)[0] for _, addr in joined.values()}
+        assert {host.split(".")[:2] == ["support-train-a0-0", "support-train"] for host in hosts} == {True}, joined
         assert joined["0"][0] != joined["1"][0], f"both ranks ran in one pod: {joined}"
         assert steps["0"] == steps["1"] == (final["progress"]["totalSteps"],) * 2, steps
 
