@@ -1,11 +1,12 @@
-"""A rank dies mid-training and the job still finishes right: `nodes: 2` on CPU, one process per pod,
-launched with `accelerate launch` (the pipeline test covers torchrun and ZeRO-2), plain data parallel over
-gloo (ZeRO would compile DeepSpeed's comm op in every pod of all three attempts: minutes of CI).
+"""Multi-node training on real processes, and a rank that dies mid-training: `nodes: 2` on CPU
+(`cpuMultiNode`), one process per pod, plain data parallel over gloo (ZeRO would compile DeepSpeed's comm
+op in every pod of all three attempts: minutes of CI). The uninterrupted run is launched by torchrun, the
+killed one by `accelerate launch`, so both launchers rendezvous through the headless Service by name.
 
 Once the first checkpoint is complete, every process of the rank-1 pod is killed (SIGKILL, as the OOM
 killer or a lost node would), so rank 0 loses its peer mid-step. The training Job fails (infrastructure: exit 137 matches no FailJob rule); the
 operator starts attempt 2, whose two pods meet again through the headless Service and both resume from
-that checkpoint. The final validation loss must match an uninterrupted run of the same spec (run first,
+that checkpoint. The final validation loss must match the uninterrupted run of the same spec (run first,
 in the same namespace) within a small tolerance. The rendezvous and per-rank step lines of every training
 pod are printed.
 """
@@ -29,7 +30,7 @@ SAVE_STEPS = 4
 LOSS_TOLERANCE = 0.02  # absolute, on a validation loss of about 1-3; a wrong resume is off by far more
 
 
-def manifest(name: str, namespace: str) -> dict:
+def manifest(name: str, namespace: str, launcher: str) -> dict:
     return {
         "apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
         "metadata": {"name": name, "namespace": namespace},
@@ -42,7 +43,7 @@ def manifest(name: str, namespace: str) -> dict:
             "hyperparameters": {"maxSteps": MAX_STEPS, "saveSteps": SAVE_STEPS, "learningRate": 0.003,
                                 "batchSize": 16, "microBatchSize": 8, "seed": 7},
             "resources": {"nodes": 2, "gpusPerNode": 0, "cpuMultiNode": True, "processesPerNode": 1,
-                          "launcher": "accelerate", "precision": "fp32", "cpu": "1", "memory": "4Gi"},
+                          "launcher": launcher, "precision": "fp32", "cpu": "1", "memory": "4Gi"},
             "evaluation": {"enabled": False},
             "serving": {"enabled": False},
             "retry": {"maxAttempts": 2, "backoffSeconds": 0},
@@ -77,12 +78,23 @@ def test_a_killed_rank_resumes_both_pods_from_the_checkpoint(cluster, local_runn
         FT_POD_TOLERATIONS=json.dumps(TOLERATIONS),
     ).start()
     try:
-        cluster.apply(manifest("reference", namespace))
+        cluster.apply(manifest("reference", namespace, "torchrun"))
         reference = wait_for("the uninterrupted run", lambda: finished(cluster, namespace, "reference"),
                              timeout=1500, interval=2)
         assert reference["phase"] == "Succeeded", f"{reference}\n{operator.log_tail(40)}"
 
-        cluster.apply(manifest("killed", namespace))
+        reference_lines = training_pod_lines(cluster, local_runner, namespace, "reference")
+        for pod, found in sorted(reference_lines.items()):
+            print(f"--- training pod {pod}", *found, sep="\n")
+        ranks = [m.groups() for found in reference_lines.values() for line in found if (m := RANK_LINE.search(line))]
+        # two pods, one rank each, met at pod 0's name under the headless Service and trained every step
+        assert {(m[0], m[2], m[3]) for m in ranks if m[3]} == {
+            ("0", "reference-train-a0-0", "reference-train-a0-0.reference-train:29500"),
+            ("1", "reference-train-a0-1", "reference-train-a0-0.reference-train:29500")}, ranks
+        assert sorted((m[0], m[4], m[5]) for m in ranks if m[4]) == [
+            ("0", str(MAX_STEPS), str(MAX_STEPS)), ("1", str(MAX_STEPS), str(MAX_STEPS))], ranks
+
+        cluster.apply(manifest("killed", namespace, "accelerate"))
         checkpoints = artifacts / namespace / "killed" / "checkpoints"
         first = wait_for("the first complete checkpoint", lambda: latest_checkpoint(checkpoints), timeout=1500,
                          interval=0.5)

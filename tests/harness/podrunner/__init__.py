@@ -25,14 +25,17 @@ resolve through the cluster DNS (`--cluster-dns`, CoreDNS started by the fixture
 Pods share the node's network namespace and address, like hostNetwork pods (docs/controlplane.md).
 
 Run: `python -m tests.harness.podrunner --kubeconfig K --work-dir D` (the `local_runner` pytest
-fixture does this). Container logs: `<work-dir>/pods/<ns>_<pod>_<uid8>/<container>.log`.
+fixture does this). Container logs: `<work-dir>/pods/<ns>_<pod>_<uid8>/<container>.log` (every run,
+appended; `<container>.log.starts` holds each run's byte offset); `kubectl logs` reads them through the
+runner's kubelet log endpoint (HTTPS on the node's address, port in `daemonEndpoints`).
 
 Modules, one concern each: `node` (the Node, its Lease, scheduling constants, POD_IP), `runner` (the
 watch and one worker per pod), `worker` (a pod's life), `container` (a container's state and host
 paths), `processes` (spawning, signals, exits), `probes`, `env` (env, downward API, ConfigMap and Secret
 data), `volumes`, `paths` (textual path mapping), `network` (hostname, /etc files, DNS policy), `sandbox`
-(the exec wrapper that enters the pod's namespaces), `status` (the pod status), `logs` (log tail and
-termination message), `fixture` (the pytest fixture's handle on the subprocess), `main` (the command).
+(the exec wrapper that enters the pod's namespaces), `status` (the pod status), `logs` (log runs, log tail
+and termination message), `kubelet_logs` (the kubelet's container-log endpoint), `fixture` (the pytest
+fixture's handle on the subprocess), `main` (the command).
 """
 
 from .fixture import LocalRunnerProcess

@@ -1,5 +1,6 @@
 """The `local_runner` fixture's handle on a runner subprocess and its cluster DNS: start both, wait for the
-node, read pod directories and container logs (`kubectl logs` does not work on this node), stop both."""
+node, read pod directories and container logs (every run's output, appended; `kubectl logs` serves one run),
+stop both."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class LocalRunnerProcess:
         return dirs[-1]
 
     def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
-        """A container's output (stdout+stderr); `kubectl logs` does not work on this node."""
+        """A container's output (stdout+stderr) of all its runs, in order."""
         d = self.pod_dir(namespace, pod)
         if container is None:
             files = sorted(d.glob("*.log"))

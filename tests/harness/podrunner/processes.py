@@ -13,7 +13,7 @@ import time
 
 from .clock import now
 from .container import Container, restart_backoff
-from .logs import TERMINATION_MESSAGE_LIMIT, termination_message
+from .logs import TERMINATION_MESSAGE_LIMIT, open_run_log, termination_message
 from .network import PodNetwork
 from .paths import expand_vars
 
@@ -41,7 +41,7 @@ def start(c: Container, base_env: dict[str, str], network: PodNetwork, restart_p
     if shutil.which(argv[0], path=env.get("PATH")) is None:
         fail_start(c, f"executable file not found in $PATH (argv[0]={argv[0]!r})", restart_policy, where)
         return
-    with open(c.log_path, "ab") as logf:
+    with open_run_log(c) as logf:
         try:
             c.proc = subprocess.Popen(
                 network.sandbox_argv(argv), env=env, cwd=c.cwd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
