@@ -39,7 +39,8 @@ Message = dict[str, Any]
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
-COMMON_KEYS = frozenset({"id", "metadata", "reference"})
+COMMON_KEYS = frozenset({"id", "metadata", "reference", "category"})
+"""`category` names the row's slice in evaluation reports (`evaluation.sliceBy`)."""
 ROW_KEYS: dict[str, frozenset[str]] = {
     "messages": frozenset({"messages", "tools"}) | COMMON_KEYS,
     "prompt_completion": frozenset({"prompt", "completion"}) | COMMON_KEYS,
