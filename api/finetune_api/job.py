@@ -176,8 +176,9 @@ class SftSpec(ApiModel):
     """Supervised fine-tuning settings."""
 
     loss_on: Literal["assistant", "completion", "all"] = "assistant"
-    """Which tokens carry the loss: assistant turns of chat data (the end-of-turn token included),
-    the completion of prompt/completion data, or every token."""
+    """Which tokens carry the loss: assistant turns of chat data (the end-of-turn token included; a turn
+    with `weight: 0` is left out, as in OpenAI's chat format), the completion of prompt/completion data,
+    or every token."""
     packing: Literal["auto", "enabled", "disabled"] = "auto"
     """Pack several examples into one sequence (isolated by position ids, padding-free). `auto` packs
     when the model's attention supports it and the data is length-skewed."""
@@ -564,6 +565,27 @@ class EvaluationSpec(ApiModel):
     }
 
 
+# --------------------------------------------------------------------------------------- tracking
+class MlflowSpec(ApiModel):
+    """An MLflow tracking server that records the run."""
+
+    uri: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=1024)
+    """The server's URL (`http://mlflow.mlops:5000`), reached by the evaluation pod over MLflow's REST API.
+    Artifacts go through the server (`mlflow server` serves them by default)."""
+    experiment: str | None = Field(default=None, min_length=1, max_length=256)
+    """Experiment name; unset: `finetune/<namespace>`."""
+
+
+class TrackingSpec(ApiModel):
+    """Where the run's parameters, curves, data report and evaluation report are recorded."""
+
+    tensorboard: bool = True
+    """TensorBoard event files of the training and validation curves under `<output>/tensorboard`."""
+    mlflow: MlflowSpec | None = None
+    """Record the run in MLflow when the evaluation finishes: parameters, the loss curves by step, every
+    metric of every set and slice, the gates, and the data and evaluation reports as artifacts."""
+
+
 # --------------------------------------------------------------------------------------- serving
 class CanarySpec(ApiModel):
     """Send a share of the traffic of the stable Service to the tuned model, the rest to the base."""
@@ -701,6 +723,8 @@ class FineTuneJobSpec(ApiModel):
     """Held-out evaluation against the base, graders and promotion gates."""
     serving: ServingSpec = Field(default_factory=ServingSpec)
     """The vLLM endpoint deployed when the gates pass."""
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    """TensorBoard event files (on by default) and an MLflow server to record the run in."""
     queue: QueueRef = Field(default_factory=QueueRef)
     """Queue and priority for GPU admission."""
     output: OutputSpec = Field(

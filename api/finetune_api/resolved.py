@@ -124,6 +124,11 @@ class ArtifactLayout:
         return self.eval_dir / "base-outputs.json"
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files of training (`spec.tracking.tensorboard`)."""
+        return self.root / "tensorboard"
+
+    @property
     def run_json(self) -> Path:
         return self.root / "run.json"
 
