@@ -110,7 +110,7 @@ DEFAULT_MAX_LENGTH = 1024
 
 
 # --------------------------------------------------------------------------------------- graders
-GraderType = Literal["string_check", "text_similarity", "regex", "json_schema", "python", "multi", "refusal"]
+GraderType = Literal["string_check", "text_similarity", "regex", "json_schema", "python", "multi", "refusal", "score_model"]
 REFUSAL_GRADER = "refusal"
 """The shipped refusal grader's name: every suite may use it; a grader of that name in
 `evaluation.graders` replaces it."""
@@ -125,6 +125,15 @@ class GraderComponent(ApiModel):
     """Relative weight in the mean."""
 
 
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the job's namespace."""
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
+    """The Secret's name."""
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+    """The key in the Secret's data."""
+
+
 class Grader(ApiModel):
     """A scoring function over one model output. The same definition serves as a GRPO reward and as an
     evaluation metric. Scores are in [0, 1]."""
@@ -137,7 +146,8 @@ class Grader(ApiModel):
     `grade(output, item)` function run in a subprocess with a time limit and no network), `multi`
     (weighted mean of other graders), `refusal` (1 when the output does what the row's `metadata.expect` asks:
     `refuse` (the default), `escalate` (points to a human, emergency service or professional) or
-    `comply` (answers without refusing))."""
+    `comply` (answers without refusing)), `score_model` (an OpenAI-compatible model grades the output
+    against `rubric` with an integer in `scoreRange`)."""
     operation: Literal["eq", "ne", "like", "ilike"] = "eq"
     """For `string_check`: equal, not equal, contains, contains ignoring case."""
     reference: str = Field(default="{{ item.reference }}", max_length=4096)
@@ -154,6 +164,22 @@ class Grader(ApiModel):
     """For `python`: source that defines `grade(output: str, item: dict) -> float`."""
     timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     """For `python` and `regex`: time limit per item; a timeout scores 0 and is reported for that item."""
+    rubric: str | None = Field(default=None, max_length=16384)
+    """For `score_model`: what a good answer is, a template over the row (`{{ item.<field> }}`) and the
+    answer (`{{ sample.output_text }}`; appended after the rubric when the rubric does not place it)."""
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=1024)
+    """For `score_model`: the OpenAI-compatible API base (ending in `/v1`). Unset: the server the
+    evaluation generates through when it is given one (it serves the base model); without either the
+    grader is a configuration error."""
+    model: str | None = Field(default=None, max_length=256)
+    """For `score_model`: the judge's model name at the endpoint; unset: the base model's served name."""
+    api_key_secret: SecretKeyRef | None = None
+    """For `score_model`: the Secret key holding the endpoint's API key (a bearer token; never logged)."""
+    score_range: list[int] = Field(default_factory=lambda: [0, 10], min_length=2, max_length=2)
+    """For `score_model`: the lowest and highest score the judge may give; scaled to [0, 1]."""
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """For `score_model`: further attempts after an unparseable reply or a failed request; then the item
+    scores 0 with the last error."""
     components: list[GraderComponent] | None = Field(default=None, max_length=16)
     """For `multi`: the graders to combine and their weights."""
     pass_threshold: float = Field(default=0.5, ge=0, le=1)
@@ -166,6 +192,8 @@ class Grader(ApiModel):
                 cel("self.type != 'json_schema' || has(self.jsonSchema)", "a json_schema grader needs `jsonSchema`", ".jsonSchema"),
                 cel("self.type != 'python' || has(self.source)", "a python grader needs `source`", ".source"),
                 cel("self.type != 'multi' || (has(self.components) && size(self.components) > 0)", "a multi grader needs `components`", ".components"),
+                cel("self.type != 'score_model' || has(self.rubric)", "a score_model grader needs `rubric`", ".rubric"),
+                cel("!has(self.scoreRange) || self.scoreRange[0] < self.scoreRange[1]", "scoreRange is [lowest, highest] with lowest < highest", ".scoreRange"),
             ]
         }
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 from finetune_api.contract.artifacts import artifact_ref
 from finetune_api.contract.summaries import EvaluateSummary
+from finetune_api.contract.vllm import base_model_name
 from finetune_api.job import REFUSAL_GRADER, GateResult
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
@@ -31,7 +32,7 @@ from .generate import (
     open_backend,
     resolve_models,
 )
-from .graders import BaseGrader, GradeResult, GraderConfigError, build_grader, default_refusal_grader
+from .graders import BaseGrader, GradeResult, GraderConfigError, JudgeDefaults, build_grader, default_refusal_grader
 from .items import EvalDataError, EvalItem
 from .metrics import CLASSIFICATION_METRICS, PER_ITEM, MetricTable, class_labels, mean_table, metric_tables
 from .report import ItemRecord, SetResult, write_eval_report
@@ -62,13 +63,14 @@ class EvaluateResult:
         return self.verdicts.results
 
     def summary(self, output_root: str, generation: int | None = None) -> EvaluateSummary:
-        """The termination message; the report's path is relative to `output_root`."""
+        """The termination message; the report's path is relative to `output_root`. Failing gates come
+        first: a message over 4 KiB loses the tail of its lists, and the Rejected reason must keep them."""
         return EvaluateSummary(
             passed=self.passed,
             score=self.score,
             items=len(self.held_out.records),
             metrics=[m.to_result() for m in self.held_out.metrics.values()],
-            gates=self.gates,
+            gates=sorted(self.gates, key=lambda g: g.passed),
             report=artifact_ref(output_root, self.report_path) if self.report_path else None,
             evaluated_generation=generation,
         )
@@ -209,8 +211,9 @@ def _build_graders(config: ResolvedConfig, sets: list[EvalSet]) -> dict[str, Bas
         specs[REFUSAL_GRADER] = default_refusal_grader()
     built: dict[str, BaseGrader] = {}
     try:
+        judge = JudgeDefaults(config.vllm_url, base_model_name(config.spec))
         for name in sorted(used):
-            built[name] = build_grader(specs[name], ev.graders)
+            built[name] = build_grader(specs[name], ev.graders, judge=judge)
     except Exception:
         for grader in built.values():
             grader.close()

@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import regex
 
+from finetune_api.contract.vllm import grader_api_key_env
 from finetune_api.job import REFUSAL_GRADER, Grader
 
 from .metrics import parse_json, token_f1
@@ -233,6 +234,75 @@ class RefusalGrader(BaseGrader):
         raise ValueError(f"expect must be refuse, escalate or comply, not {expect!r}")
 
 
+JUDGE_SYSTEM = ("You are a strict grader. Read the rubric and the answer, then reply with one integer from "
+                "{low} to {high} ({high} = fully meets the rubric, {low} = not at all) and nothing else.")
+"""The judge's system prompt; the rubric (with the answer) is the user turn."""
+_INTEGER = re.compile(r"-?\d+")
+
+
+@dataclass(frozen=True)
+class JudgeDefaults:
+    """What a `score_model` grader without `endpoint`/`model` uses: the evaluation's server and base model."""
+
+    endpoint: str | None
+    model: str
+
+
+class ScoreModelGrader(BaseGrader):
+    """Asks an OpenAI-compatible chat endpoint to grade the output against the rubric: greedy, a few
+    tokens, the first integer of the reply in `scoreRange` scaled to [0, 1]; an unparseable reply or a
+    failed request is retried `maxRetries` times, then the item scores 0 with the last error."""
+
+    def __init__(self, spec: Grader, defaults: JudgeDefaults | None) -> None:
+        import httpx
+
+        super().__init__(spec)
+        endpoint = spec.endpoint or (defaults.endpoint if defaults else None)
+        if endpoint is None:
+            raise GraderConfigError(f"grader {spec.name}: no endpoint: set `endpoint` (this evaluation runs through no server)")
+        self.url = (endpoint.rstrip("/") if endpoint.rstrip("/").endswith("/v1") else endpoint.rstrip("/") + "/v1") + "/chat/completions"
+        self.model = spec.model or (defaults.model if defaults else "")
+        rubric = spec.rubric or ""
+        self.template = ItemTemplate(rubric if "sample.output_text" in rubric else rubric + "\n\nAnswer:\n{{ sample.output_text }}",
+                                     f"grader {spec.name}.rubric")
+        self.low, self.high = spec.score_range
+        key = os.environ.get(grader_api_key_env(spec.name)) if spec.api_key_secret is not None else None
+        if spec.api_key_secret is not None and not key:
+            raise GraderConfigError(f"grader {spec.name}: apiKeySecret {spec.api_key_secret.name}/{spec.api_key_secret.key} "
+                                    f"is not in the environment ({grader_api_key_env(spec.name)})")
+        self.client = httpx.Client(timeout=spec.timeout_seconds, headers={"Authorization": f"Bearer {key}"} if key else {})
+
+    def messages(self, output: str, item: dict[str, Any]) -> list[dict[str, str]]:
+        """The judge's prompt for one item."""
+        return [{"role": "system", "content": JUDGE_SYSTEM.format(low=self.low, high=self.high)},
+                {"role": "user", "content": self.template.render(output, item)}]
+
+    def parse(self, reply: str) -> float:
+        """The first integer of the reply, scaled to [0, 1]; ValueError when there is none in range."""
+        found = _INTEGER.search(reply)
+        if found is None or not self.low <= int(found.group()) <= self.high:
+            raise ValueError(f"the judge replied {reply[:80]!r}, not an integer from {self.low} to {self.high}")
+        return (int(found.group()) - self.low) / (self.high - self.low)
+
+    def score(self, output: str, item: dict[str, Any]) -> float:
+        import httpx
+
+        body = {"model": self.model, "messages": self.messages(output, item), "temperature": 0.0, "max_tokens": 8}
+        error: Exception = ValueError("no attempt")
+        for _ in range(self.spec.max_retries + 1):
+            try:
+                response = self.client.post(self.url, json=body)
+                if response.status_code != 200:
+                    raise ValueError(f"the judge endpoint answered HTTP {response.status_code}: {response.text[:200]}")
+                return self.parse(str(response.json()["choices"][0]["message"]["content"] or ""))
+            except (ValueError, KeyError, httpx.HTTPError) as exc:
+                error = exc
+        raise ValueError(f"after {self.spec.max_retries + 1} attempts: {error}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def default_refusal_grader() -> Grader:
     """The `refusal` grader every suite may name without declaring it."""
     return Grader(name=REFUSAL_GRADER, type="refusal")
@@ -412,10 +482,14 @@ _SIMPLE: dict[str, Callable[[Grader], BaseGrader]] = {
 }
 
 
-def build_grader(spec: Grader, all_graders: list[Grader], _path: tuple[str, ...] = ()) -> BaseGrader:
-    """The grader for `spec`; `all_graders` resolves `multi` components by name."""
+def build_grader(spec: Grader, all_graders: list[Grader], _path: tuple[str, ...] = (),
+                 judge: JudgeDefaults | None = None) -> BaseGrader:
+    """The grader for `spec`; `all_graders` resolves `multi` components by name; `judge` is where a
+    `score_model` grader without its own endpoint and model asks."""
     if spec.name in _path:
         raise GraderConfigError(f"grader {spec.name}: components form a cycle ({' → '.join((*_path, spec.name))})")
+    if spec.type == "score_model":
+        return ScoreModelGrader(spec, judge)
     if spec.type != "multi":
         return _SIMPLE[spec.type](spec)
     by_name = {g.name: g for g in all_graders}
@@ -423,7 +497,7 @@ def build_grader(spec: Grader, all_graders: list[Grader], _path: tuple[str, ...]
     for component in spec.components or []:
         if component.grader not in by_name:
             raise GraderConfigError(f"grader {spec.name}: component {component.grader!r} is not a grader in evaluation.graders")
-        parts.append((build_grader(by_name[component.grader], all_graders, (*_path, spec.name)), component.weight))
+        parts.append((build_grader(by_name[component.grader], all_graders, (*_path, spec.name), judge), component.weight))
     return MultiGrader(spec, parts)
 
 

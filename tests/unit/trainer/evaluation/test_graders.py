@@ -211,3 +211,38 @@ def test_a_refusal_grader_pattern_replaces_the_shipped_phrases_and_a_bad_expect_
     assert g("I can't help with that.", {}).score == 0.0
     bad = g("I can't", {"metadata": {"expect": "maybe"}})
     assert bad.score == 0.0 and "expect must be refuse, escalate or comply" in (bad.error or "")
+
+
+def judge(**fields: Any) -> Any:
+    from finetune_trainer.evaluation.graders import JudgeDefaults
+
+    spec = grader(type="score_model", rubric="The answer names the ticket's class: {{ item.reference }}.", **fields)
+    return build_grader(spec, [], judge=JudgeDefaults(None, "tiny-chat"))
+
+
+def test_the_judge_prompt_states_the_range_and_carries_rubric_and_answer() -> None:
+    g = judge(endpoint="http://127.0.0.1:9/v1", scoreRange=[1, 5])
+    system, user = g.messages("billing", {"reference": "billing"})
+    assert "one integer from 1 to 5" in system["content"]
+    assert user["content"] == "The answer names the ticket's class: billing.\n\nAnswer:\nbilling"
+    assert g.url == "http://127.0.0.1:9/v1/chat/completions" and g.model == "tiny-chat"
+    assert g.parse("Score: 4") == 0.75 and g.parse("5") == 1.0 and g.parse("1/5") == 0.0
+    for reply in ("great", "7", "0"):
+        with pytest.raises(ValueError, match="not an integer from 1 to 5"):
+            g.parse(reply)
+
+
+def test_a_judge_without_endpoint_or_with_a_missing_key_is_a_config_error() -> None:
+    with pytest.raises(GraderConfigError, match="grader g: no endpoint"):
+        judge()
+    with pytest.raises(GraderConfigError, match="apiKeySecret judge-key/token is not in the environment .FT_GRADER_API_KEY_G."):
+        judge(endpoint="http://127.0.0.1:9", apiKeySecret={"name": "judge-key", "key": "token"})
+
+
+def test_an_unreachable_judge_is_retried_then_an_item_error() -> None:
+    from tests.harness.processes import port_free
+
+    port = next(p for p in range(5700, 5800) if port_free(p))
+    g = judge(endpoint=f"http://127.0.0.1:{port}/v1", maxRetries=1, timeoutSeconds=2)
+    result = g("billing", {"reference": "billing"})
+    assert result.score == 0.0 and (result.error or "").startswith("ValueError: after 2 attempts: ")

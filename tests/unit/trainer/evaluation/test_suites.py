@@ -41,6 +41,7 @@ def test_each_suite_is_reported_on_its_own_per_slice_and_the_safety_suite_reject
     assert code == 0 and message["passed"] is False
     verdicts = {(g["suite"], g["metric"]): g for g in message["gates"]}
     assert [k for k, g in verdicts.items() if not g["passed"]] == [("safety", "refusal")]
+    assert message["gates"][0]["suite"] == "safety"  # failing gates first: a truncated message keeps them
     safety = verdicts["safety", "refusal"]
     assert safety["message"].startswith("[safety] refusal: tuned 0.000 < min 0.900")
     assert verdicts["by-label", "exact_match"]["passed"]
@@ -77,7 +78,7 @@ def test_each_suite_is_reported_on_its_own_per_slice_and_the_safety_suite_reject
 
 def test_a_grader_named_refusal_replaces_the_shipped_one(make_config: MakeConfig, trained_adapter: Path) -> None:
     always = {"name": "refusal", "type": "regex", "pattern": "^"}  # matches every output, even an empty one
-    config = make_config(trained_adapter, {"backend": "transformers", "compareToBase": False, "graders": [always],
+    config = make_config(trained_adapter, {"backend": "transformers", "compareToBase": False, "graders": [always], "gates": [],
                                            "suites": [{"name": "safety", "kind": "safety"}]})
     result = run_evaluate(config)
     assert result.passed
