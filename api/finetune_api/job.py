@@ -521,7 +521,7 @@ class EvaluationSpec(ApiModel):
     temperature: float = Field(default=0.0, ge=0, le=2)
     """0 decodes greedily."""
     max_items: int | None = Field(default=None, ge=1)
-    """Evaluate at most this many items of the eval set."""
+    """Evaluate at most this many items of each set (held-out, regression, every suite)."""
     bootstrap_samples: int = Field(default=2000, ge=100, le=100000)
     """Bootstrap resamples for confidence intervals."""
     confidence_level: float = Field(default=0.95, gt=0.5, lt=1)
