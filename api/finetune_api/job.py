@@ -879,6 +879,7 @@ class GateResult(StatusModel):
     """The evaluation set the gate read (`held-out`, `regression` or a suite's name)."""
     passed: bool
     message: str = ""
+    """One line that names the metric (and the suite, when not the held-out set) and the figures."""
 
 
 class EvaluationStatus(StatusModel):
