@@ -107,7 +107,7 @@ def format_status(job: FineTuneJob) -> str:
         for m in ev.metrics:
             lines.append(f"  {m.name:<22} {_num(m.base):>8} {_num(m.tuned):>8} {_num(m.delta):>8}")
         for g in ev.gates:
-            lines.append(f"  gate {g.metric}: {'passed' if g.passed else 'FAILED'}" + (f" ({g.message})" if g.message else ""))
+            lines.append(f"  gate {'passed' if g.passed else 'FAILED'}: {g.message or g.metric}")
     if status.serving and status.serving.endpoint:
         s = status.serving
         lines.append(f"serving: {s.endpoint} models {', '.join(s.model_names)} ({s.ready_replicas} ready)")

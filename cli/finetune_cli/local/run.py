@@ -472,7 +472,7 @@ def _final_table(console: Console, state: RunState, report: Path) -> None:
     console.print(table)
     for g in state.evaluation.get("gates", []):
         mark = "[green]PASS[/green]" if g.get("passed") else "[red]FAIL[/red]"
-        console.print(f"{mark} {g.get('metric')}: {g.get('message', '')}")
+        console.print(f"{mark} {g.get('message') or g.get('metric')}")
     data = state.data
     if data is not None:
         console.print(

@@ -35,7 +35,7 @@ def test_status_of_a_serving_job_shows_progress_evaluation_gates_and_endpoint():
         progress=Progress(step=150, total_steps=150, loss=0.0123, tokens_per_second=812.0),
         evaluation=EvaluationStatus(passed=True, items=100, metrics=[
             MetricResult(name="exact_match", base=0.0, tuned=0.97, delta=0.97)],
-            gates=[GateResult(metric="exact_match", passed=True, message="0.970 >= 0.8")]),
+            gates=[GateResult(metric="exact_match", passed=True, message="exact_match: tuned 0.970 ≥ min 0.800")]),
         serving=ServingStatus(endpoint="http://support-serve.team-a.svc:8000/v1", model_names=["support"],
                               ready_replicas=1),
     )
@@ -44,7 +44,7 @@ def test_status_of_a_serving_job_shows_progress_evaluation_gates_and_endpoint():
     assert "training: step 150/150, loss 0.0123, 812 tok/s" in lines
     assert "evaluation on 100 held-out items:" in lines
     assert any(line.split() == ["exact_match", "0.000", "0.970", "0.970"] for line in lines), lines
-    assert "  gate exact_match: passed (0.970 >= 0.8)" in lines
+    assert "  gate passed: exact_match: tuned 0.970 ≥ min 0.800" in lines
     assert lines[-1] == "serving: http://support-serve.team-a.svc:8000/v1 models support (1 ready)"
 
 
