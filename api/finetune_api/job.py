@@ -503,8 +503,11 @@ class ServingSpec(ApiModel):
     enabled: bool = True
     """Deploy the model after its gates pass; otherwise the job ends `Succeeded`."""
     mode: Literal["merged", "adapter"] = "adapter"
-    """`merged`: serve base and adapter merged into one model; `adapter`: load the LoRA adapter into the
-    shared pool of its base model."""
+    """`merged`: serve base and adapter merged into one model; `adapter`: load the LoRA adapter, without a
+    restart, into every replica of the running pool of its base model, as `<job>@<generation>` and
+    `<job>`. The pool is sized and placed by the operator's admin (Helm `jobs.adapterPool`): this spec's
+    replicas, image, args, gpus, cpu, memory, maxModelLen and placement apply to merged models and
+    canaries."""
     replicas: int = Field(default=1, ge=0, le=100)
     """vLLM replicas of the tuned model (with a canary: replicas of the model group in all)."""
     image: str | None = Field(default=None, max_length=512)

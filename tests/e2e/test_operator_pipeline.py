@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from finetune_trainer.tiny_model import LABELS, build_tiny_model
-from tests.harness.operator import Operator, get, setup_namespace, status, wait_for
+from tests.harness.operator import SERVING_API_KEY, Operator, get, setup_namespace, status, wait_for
 from tests.harness.podrunner import NODE_SELECTOR, TOLERATIONS
 
 pytestmark = pytest.mark.e2e
@@ -69,7 +69,8 @@ def chat(address: str, port: int, model: str, content: str) -> str:
         {"role": "system", "content": "Classify the support message as billing, technical, shipping or account."},
         {"role": "user", "content": content}], "max_tokens": 8, "temperature": 0}).encode()
     request = urllib.request.Request(f"http://{address}:{port}/v1/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {SERVING_API_KEY}"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())["choices"][0]["message"]["content"].strip()
 

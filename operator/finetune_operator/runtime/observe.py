@@ -16,15 +16,19 @@ from finetune_api.queue import Flavor
 from .. import builders
 from ..builders import names
 from ..builders.common import CONFIG_FILE
+from ..builders.serving import pool_member
 from ..k8s import K8s
 from ..progress import TAIL_LINES, latest_progress
 from ..queue.views import admitted_flavor
 from ..reconcile import JobState, ObservedChildren, ServingState, pod_state
 from ..reconcile.decide import AFTER_TRAINING
+from ..reconcile.pool import serving_everywhere
 from ..settings import OperatorSettings
 from .executor import Executor
 from .indexes import Indexes
+from .api_keys import ApiKeyMissing, ApiKeys
 from .job_cache import Key
+from .pools import PoolController, pool_key
 from .smoke import smoke_base_url, smoke_request
 
 log = logging.getLogger("finetune_operator.job")
@@ -33,8 +37,11 @@ log = logging.getLogger("finetune_operator.job")
 class Observer:
     """Builds `ObservedChildren` for `reconcile.decide`; reads the trainer's log at most every progress interval."""
 
-    def __init__(self, k8s: K8s, settings: OperatorSettings, executor: Executor, indexes: Indexes) -> None:
+    def __init__(self, k8s: K8s, settings: OperatorSettings, executor: Executor, indexes: Indexes,
+                 pools: PoolController, api_keys: ApiKeys) -> None:
         self.k8s = k8s
+        self.pools = pools
+        self.api_keys = api_keys
         self.settings = settings
         self.executor = executor
         self.indexes = indexes
@@ -120,9 +127,20 @@ class Observer:
         if waiting:
             return ServingState(ready=False, ready_replicas=ready_replicas, message="; ".join(waiting),
                                 pods_waiting="; ".join(dict.fromkeys(pods_waiting)))
+        try:
+            token = await self.api_keys.get(ns)
+        except ApiKeyMissing as e:
+            return ServingState(ready=False, ready_replicas=ready_replicas, message=str(e))
+        pool = pool_key(job)
+        if pool is not None:
+            replicas = await self.pools.replicas(pool)
+            everywhere, message = serving_everywhere(pool_member(job, self.settings).adapter, replicas)
+            ready_replicas = sum(1 for r in replicas if r.container_ready and r.gate_current)
+            if not everywhere:
+                return ServingState(ready=False, ready_replicas=ready_replicas, message=message)
         service = names.serve_name(job.metadata.name)
         slices = await self.executor.call(self.k8s.list, "EndpointSlice", ns, f"kubernetes.io/service-name={service}")
         base = smoke_base_url(service, ns, slices)
-        ok, message = await self.executor.call(smoke_request, base, job.metadata.name)
+        ok, message = await self.executor.call(smoke_request, base, job.metadata.name, token)
         return ServingState(ready=True, ready_replicas=ready_replicas, smoke_ok=ok, smoke_message=message,
                             endpoint=builders.serving_endpoint(job))

@@ -42,7 +42,7 @@ def test_the_pool_serves_serving_adapters_on_the_same_base_in_the_namespace():
         _stored("ft", "Serving", serving={"mode": "adapter"}),
         {"metadata": {"name": "broken", "namespace": "team-a"}, "spec": {}, "status": {"phase": "Serving"}},
     ]
-    assert [a.job for a in adapter_pool(job, peers, SETTINGS)] == ["same", "deploying"]
+    assert [m.adapter.job for m in adapter_pool(job, peers, SETTINGS)] == ["same", "deploying"]
     pool = build_child("serving", job, SETTINGS, peers=peers)
     assert any(o["kind"] == "Deployment" for o in pool)
     assert adapter_pool(make_job("ft", serving={"mode": "merged"}), peers, SETTINGS) == []
