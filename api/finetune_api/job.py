@@ -727,6 +727,9 @@ class DataReport(StatusModel):
     max_model_len: int | None = None
     """`--max-model-len` for evaluation and serving: the spec's value, or derived from the model and the
     data (the serving builders read it when `serving.maxModelLen` is unset)."""
+    model_digest: str | None = None
+    """Content digest of the base model's directory (the artifacts' `sha256:` recipe): adapters share a
+    serving pool only with jobs whose base has the same digest, whatever its name."""
 
 
 class MetricResult(StatusModel):

@@ -4,10 +4,10 @@ server run by the local pod runner.
 Two jobs pass their gates one after the other (their prepare, training and evaluation pods end on kwok
 nodes with the trainer's typed summaries, `PodDriver`); the operator loads each adapter into the one
 running pool replica through vLLM's run-time API, and both answer while the vLLM process never restarts.
-A vLLM process killed mid-way comes back (the pod runner restarts the container) and gets both adapters
+Every call carries the namespace's API key (vLLM refuses one without it). A vLLM process killed mid-way comes back (the pod runner restarts the container) and gets both adapters
 again before its readiness gate lets traffic in; a deleted job's adapter disappears from the replica.
 
-Only the pool's pods run on the local runner: the admin's pool definition (`FT_ADAPTER_POOL`) places
+The prepare pod reports the base model's real content digest, which keys the pool. Only the pool's pods run on the local runner: the admin's pool definition (`FT_ADAPTER_POOL`) places
 them there. The adapters are untrained (peft's B = 0), since what is checked is where they are served,
 not what they learned. The pod runner maps mount paths only where they are written in a pod spec, and
 the operator names adapter paths at run time (in `/v1/load_lora_adapter`), so the claims' mount root is
@@ -21,12 +21,16 @@ import json
 import os
 import shutil
 import signal
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from finetune_api import FineTuneJob
+from finetune_api.contract.artifacts import tree_digest
+from finetune_api.contract.summaries import PrepareSummary
+from finetune_operator.builders.names import pool_name
 from finetune_operator.builders.serving import adapter_dir
 from finetune_operator.settings import OperatorSettings
 from finetune_trainer.tiny_model import build_tiny_model
@@ -40,7 +44,6 @@ from tests.unit.trainer.adapters import untrained_adapter
 
 pytestmark = pytest.mark.e2e
 
-POOL = "vllm-tiny-chat"
 POOL_DEFINITION = {"replicas": 1, "gpus": 0, "cpu": "1", "memory": "4Gi", "maxLoras": 2, "maxCpuLoras": 8,
                    "maxLoraRank": 16, "maxModelLen": 256, "nodeSelector": NODE_SELECTOR, "tolerations": TOLERATIONS}
 SERVE_TIMEOUT = 300
@@ -53,7 +56,7 @@ def adapter_job(name: str, namespace: str) -> dict:
 
 
 def pool_pod(cluster, namespace: str) -> dict:
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", f"finetune.dev/pool={POOL}",
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", "finetune.dev/pool",
                                       "-o", "json").stdout)["items"]
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     return pods[0]
@@ -104,8 +107,11 @@ def test_adapters_join_a_running_pool_survive_a_restart_and_leave_with_their_job
         job = FineTuneJob.model_validate(adapter_job(name, namespace))
         untrained_adapter(model, Path(adapter_dir(job, settings)))
 
+    # the Validating phase reports the base's content digest: the pool is keyed by it, not by the name
+    digest = tree_digest(mount_root / "models" / "tiny-chat")
+    pool = pool_name("tiny-chat", digest)
     pods = PodDriver(cluster, namespace)
-    pods.on("prepare", 0, PREPARED)
+    pods.on("prepare", 0, PrepareSummary(data=PREPARED.data.model_copy(update={"model_digest": digest})))
     pods.on("train", 0, TRAINED)
     pods.on("eval", 0, evaluated(True))
     operator = Operator(
@@ -118,8 +124,11 @@ def test_adapters_join_a_running_pool_survive_a_restart_and_leave_with_their_job
         alpha = wait_phase(cluster, namespace, "alpha", "Serving", timeout=SERVE_TIMEOUT)
         assert alpha["serving"]["modelNames"] == ["alpha@1", "alpha"], alpha["serving"]
         first = pool_pod(cluster, namespace)
+        assert first["metadata"]["labels"]["finetune.dev/pool"] == pool and pool.startswith("vllm-tiny-chat-")
         url, pid = replica_url(first), vllm_pid(first)
         assert {"alpha@1", "alpha"} <= listed(url)
+        with pytest.raises(urllib.error.HTTPError, match="401"):  # the endpoint requires the API key
+            urllib.request.urlopen(f"{url}/models", timeout=30)
 
         # 2. the second joins the running replica: same process, no restart, both answer
         cluster.apply(adapter_job("beta", namespace))
@@ -149,7 +158,7 @@ def test_adapters_join_a_running_pool_survive_a_restart_and_leave_with_their_job
         cluster.kubectl("delete", "finetunejob", "alpha", "-n", namespace, "--wait=false")
         wait_for("alpha to be unloaded", lambda: not ({"alpha@1", "alpha"} & listed(url)), timeout=60)
         assert {"beta@1", "beta"} <= listed(url) and answer(url, "beta")
-        assert get(cluster, namespace, "deployment", POOL) is not None
+        assert get(cluster, namespace, "deployment", pool) is not None
     finally:
         for name in ("alpha", "beta"):
             cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=false", check=False)

@@ -6,16 +6,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from finetune_api import FineTuneJob
-from finetune_api.contract.vllm import base_model_name
 from finetune_api.queue import Flavor
 
 from ..reconcile.actions import Child
 from ..settings import OperatorSettings
 from .config_map import build_config_map
-from .names import pool_name
 from .eval_job import build_eval_job
 from .prepare_job import build_prepare_job
-from .serving import PoolMember, build_serving_objects, pool_member
+from .serving import PoolMember, build_serving_objects, pool_member, pool_of
 from .training_job import build_training_job, build_training_service
 
 POOLED_PHASES = ("Deploying", "Serving")
@@ -39,14 +37,6 @@ def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, atte
     if child == "serving":
         return build_serving_objects(job, settings, adapter_pool(job, peers, settings))
     raise ValueError(f"unknown child {child!r}")
-
-
-def pool_of(job: FineTuneJob) -> str | None:
-    """The adapter pool that serves `job` (adapter mode without a canary), by name."""
-    serving = job.spec.serving
-    if serving.mode != "adapter" or serving.canary is not None:
-        return None
-    return pool_name(base_model_name(job.spec))
 
 
 def pooled_jobs(namespace: str, pool: str, bodies: Iterable[Mapping[str, Any]]) -> list[FineTuneJob]:

@@ -112,6 +112,20 @@ def canary_split(replicas: int, weight: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- adapter pool
+def pool_of(job: FineTuneJob) -> str | None:
+    """The adapter pool that serves `job` (adapter mode without a canary): keyed by its base model's
+    content digest from the Validating phase, named after the base."""
+    serving = job.spec.serving
+    if serving.mode != "adapter" or serving.canary is not None:
+        return None
+    return _pool_name(job)
+
+
+def _pool_name(job: FineTuneJob) -> str:
+    data = job.status.data if job.status else None
+    return pool_name(base_model_name(job.spec), data.model_digest if data else None)
+
+
 @dataclass(frozen=True)
 class PoolMember:
     """A passing adapter job in its base model's pool: what vLLM loads, who owns the pool, what it mounts."""
@@ -314,7 +328,7 @@ def _pool_server(job: FineTuneJob, settings: OperatorSettings, claims: list[str]
 def _pool_objects(job: FineTuneJob, settings: OperatorSettings, peers: list[PoolMember]) -> list[dict[str, Any]]:
     mine = pool_member(job, settings)
     members = sorted({m.adapter.job: m for m in [*peers, mine]}.values(), key=lambda m: m.adapter.job)
-    name = pool_name(base_model_name(job.spec))
+    name = _pool_name(job)
     claims = sorted({c for m in members for c in m.claims})
     server = _pool_server(job, settings, claims)
 
@@ -404,6 +418,7 @@ __all__ = [
     "default_max_model_len",
     "serving_max_model_len",
     "pool_member",
+    "pool_of",
     "served_model_names",
     "serving_endpoint",
 ]

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from finetune_api import FineTuneJob
 from finetune_api.contract.vllm import VLLM_PORT
 
-from ..builders.children import pool_of, pooled_jobs
+from ..builders.children import pooled_jobs
 from ..builders.common import LABEL_POOL
-from ..builders.serving import pool_member
+from ..builders.serving import pool_member, pool_of
 from ..k8s import K8s
 from ..reconcile.observed import format_time
 from ..reconcile.pool import ADAPTERS_GATE, LoadAdapter, PoolAdapter, Replica, SetGate, UnloadAdapter, plan_pool, replica_of
