@@ -8,15 +8,20 @@
   into `$VLLM_LORA_RESOLVER_CACHE_DIR/<name>` (its `base_model_name_or_path` rewritten to the server's
   `--model`, which the resolver requires) and the first chat request loads it.
 
-Prints one JSON object with the seconds of each path and the restart / load-API ratio.
+Prints one JSON object with the seconds of each path and the restart / load-API ratio. With `--many N`
+it also loads N adapters into one pool that keeps only `--max-cpu-loras` of them in memory, asks each
+once (all must answer) and reports the p50 latency of a request to a cold adapter (evicted, reloaded
+from disk) against a warm one.
 
-    python bench/live_adapters.py
+    python bench/live_adapters.py [--many 50] [--max-cpu-loras 8]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
 import shutil
 import tempfile
 import time
@@ -94,20 +99,49 @@ def bench_runtime(model_dir: Path, adapters: list[Path], work: Path) -> dict[str
             "resolver": {"seconds": round(resolver, 3), "listed_after_first_request": "resolved" in listed}}
 
 
+def bench_many(model_dir: Path, template: Path, work: Path, count: int, max_cpu_loras: int) -> dict[str, Any]:
+    """`count` adapters in one pool that holds `max_cpu_loras` in memory: every one answers; the first
+    request after the others pushed it out (cold) against a repeat (warm)."""
+    from finetune_api.contract.vllm import LoraCapacity
+    from finetune_trainer.serving.local import LocalVllmServer
+
+    paths = []
+    for i in range(count):  # copies of one adapter: vLLM loads each from its own directory
+        paths.append(work / f"many-{i}")
+        shutil.copytree(template, paths[-1])
+    capacity = LoraCapacity(max_loras=2, max_cpu_loras=max_cpu_loras, max_lora_rank=8)
+    with LocalVllmServer(model_dir, "tiny-chat", lora_capacity=capacity,
+                         env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}) as server:
+        server.wait_ready()
+        for i, path in enumerate(paths):
+            httpx.post(f"{server.url}/load_lora_adapter", json={"lora_name": f"a{i}", "lora_path": str(path)},
+                       timeout=60).raise_for_status()
+        cold = [first_answer(server.url, f"a{i}") for i in range(count)]
+        warm = [first_answer(server.url, f"a{count - 1}") for _ in range(5)]
+    return {"adapters": count, "max_cpu_loras": max_cpu_loras, "answered": len(cold),
+            "cold_p50_seconds": round(statistics.median(cold), 3), "warm_p50_seconds": round(statistics.median(warm), 3)}
+
+
 def main() -> None:
     from finetune_trainer.tiny_model import build_tiny_model
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--many", type=int, default=0)
+    parser.add_argument("--max-cpu-loras", type=int, default=8)
+    args = parser.parse_args()
     model_dir = build_tiny_model(MODEL_DIR)
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         work = Path(tmp)
         adapters = [make_adapter(model_dir, work / f"adapter-{i}", seed=i) for i in range(3)]
         runtime = bench_runtime(model_dir, adapters[:2], work)
         restart = bench_restart(model_dir, adapters[2])
+        many = bench_many(model_dir, adapters[0], work, args.many, args.max_cpu_loras) if args.many else None
     result = {
         "benchmark": "live_adapters",
         "restart_to_first_answer": restart,
         **runtime,
         "restart_over_load_api": round(restart["seconds"] / runtime["load_api"]["seconds"], 1),
+        **({"many_adapters": many} if many else {}),
     }
     print(json.dumps(result, indent=2))
 

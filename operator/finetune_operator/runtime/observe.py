@@ -137,7 +137,9 @@ class Observer:
             everywhere, message = serving_everywhere(pool_member(job, self.settings).adapter, replicas)
             ready_replicas = sum(1 for r in replicas if r.container_ready and r.gate_current)
             if not everywhere:
-                return ServingState(ready=False, ready_replicas=ready_replicas, message=message)
+                error = self.pools.load_error(pool, job.metadata.name)
+                return ServingState(ready=False, ready_replicas=ready_replicas,
+                                    message=f"{message}: {error}" if error else message)
         service = names.serve_name(job.metadata.name)
         slices = await self.executor.call(self.k8s.list, "EndpointSlice", ns, f"kubernetes.io/service-name={service}")
         base = smoke_base_url(service, ns, slices)

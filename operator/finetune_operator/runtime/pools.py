@@ -57,6 +57,7 @@ class PoolController:
         """Called with each job of a pool whose replicas changed (its Deploying phase looks again)."""
         self.locks = KeyedLocks()
         self.timers = Timers(self._retry)
+        self.errors: dict[PoolKey, dict[str, str]] = {}
 
     def adapters(self, key: PoolKey) -> list[PoolAdapter]:
         ns, pool = key
@@ -93,22 +94,38 @@ class PoolController:
                 self.on_changed((key[0], job.metadata.name))
 
     async def _reconcile(self, key: PoolKey) -> bool:
+        """Carry out the plan replica by replica; a call a replica refuses is recorded for the adapter's
+        job (its Deploying status shows it), skips that replica's gate, and is retried."""
         ns = key[0]
         adapters = self.adapters(key)
         replicas = await self.replicas(key)
         actions = plan_pool(adapters, replicas)
         token = await self.api_keys.get(ns)
+        failed_pods: set[str] = set()
+        errors: dict[str, str] = {}
         for action in actions:
-            if isinstance(action, UnloadAdapter):
-                await self.executor.call(unload_adapter, action.url, action.name, token)
-            elif isinstance(action, LoadAdapter):
-                await self.executor.call(load_adapter, action.url, action.name, action.path, token)
-            elif isinstance(action, SetGate):
-                await self.executor.call(self.k8s.patch_pod_condition, ns, action.pod, _gate_condition(action))
+            try:
+                if isinstance(action, UnloadAdapter):
+                    await self.executor.call(unload_adapter, action.url, action.name, token)
+                elif isinstance(action, LoadAdapter):
+                    await self.executor.call(load_adapter, action.url, action.name, action.path, token)
+                elif action.pod not in failed_pods:
+                    await self.executor.call(self.k8s.patch_pod_condition, ns, action.pod, _gate_condition(action))
+            except AdapterCallFailed as e:
+                failed_pods.add(action.pod)
+                if isinstance(action, LoadAdapter):
+                    errors[action.name.split("@", 1)[0]] = str(e)
+                log.warning("pool %s/%s: %s", *key, e)
+                continue
             log.info("pool %s/%s: %s", *key, action)
-        if any(r.container_ready and r.loaded is None for r in replicas):
+        self.errors[key] = errors
+        if failed_pods or any(r.container_ready and r.loaded is None for r in replicas):
             self.timers.request(key, RETRY_SECONDS)
         return bool(actions)
+
+    def load_error(self, key: PoolKey, job: str) -> str | None:
+        """Why the pool's last pass could not load `job`'s adapter (None: it could, or did not try)."""
+        return self.errors.get(key, {}).get(job)
 
     async def _retry(self, key: object) -> None:
         if isinstance(key, tuple):
