@@ -187,13 +187,17 @@ SERVING_API_KEY = "e2e-serving-key"
 """The serving endpoints' API key in every test namespace (Secret `finetune-serving-api-key`)."""
 
 
-def setup_namespace(cluster, namespace: str) -> None:
+def api_key_secret(namespace: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": API_KEY_SECRET, "namespace": namespace},
+            "stringData": {API_KEY_SECRET_KEY: SERVING_API_KEY}}
+
+
+def setup_namespace(cluster, namespace: str, api_key: bool = True) -> None:
     """What a platform admin provides per namespace: the trainer's ServiceAccount, the serving API key
     and the claims."""
     cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "finetune-trainer",
                                                                           "namespace": namespace}},
-                   {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": API_KEY_SECRET, "namespace": namespace},
-                    "stringData": {API_KEY_SECRET_KEY: SERVING_API_KEY}}] + [
+                   *([api_key_secret(namespace)] if api_key else [])] + [
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
          "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": STORAGE_CLASS,
                   "resources": {"requests": {"storage": "1Gi"}}}}

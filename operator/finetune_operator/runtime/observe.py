@@ -112,6 +112,10 @@ class Observer:
         # Only kinds and names are read: the adapter pool's peers change neither.
         objects = builders.build_serving_objects(job, self.settings)
         ready_replicas, waiting, pods_waiting = 0, [], []
+        try:  # first: without it no vLLM pod starts (its env names the Secret) and no call is answered
+            token = await self.api_keys.get(ns)
+        except ApiKeyMissing as e:
+            return ServingState(ready=False, message=str(e))
         for obj in objects:
             if obj["kind"] != "Deployment":
                 continue
@@ -127,10 +131,6 @@ class Observer:
         if waiting:
             return ServingState(ready=False, ready_replicas=ready_replicas, message="; ".join(waiting),
                                 pods_waiting="; ".join(dict.fromkeys(pods_waiting)))
-        try:
-            token = await self.api_keys.get(ns)
-        except ApiKeyMissing as e:
-            return ServingState(ready=False, ready_replicas=ready_replicas, message=str(e))
         pool = pool_key(job)
         if pool is not None:
             replicas = await self.pools.replicas(pool)
