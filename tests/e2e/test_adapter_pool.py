@@ -132,7 +132,7 @@ def test_adapters_join_a_running_pool_survive_a_restart_and_leave_with_their_job
 
         # 2. the second joins the running replica: same process, no restart, both answer
         cluster.apply(adapter_job("beta", namespace))
-        wait_phase(cluster, namespace, "beta", "Serving", timeout=60)
+        wait_phase(cluster, namespace, "beta", "Serving", timeout=SERVE_TIMEOUT)
         joined = pool_pod(cluster, namespace)
         assert joined["metadata"]["uid"] == first["metadata"]["uid"]
         assert (vllm_pid(joined), vllm_status(joined)["restartCount"]) == (pid, 0), vllm_status(joined)
