@@ -243,7 +243,23 @@ def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSett
 
 # -- phases -----------------------------------------------------------------------------------------
 
+def serving_refusal(job: FineTuneJob, settings: OperatorSettings) -> str | None:
+    """Why the operator's own configuration could never serve `job` as it asks, known before any GPU is
+    spent: an adapter above the pools' `maxLoraRank` (the admin's) would train, pass and never load."""
+    serving, rank = job.spec.serving, job.spec.adapter.r
+    limit = settings.adapter_pool.max_lora_rank
+    if serving.enabled and serving.mode == "adapter" and serving.canary is None and rank > limit:
+        return (f"spec.adapter.r={rank} is above the adapter pools' maxLoraRank {limit} (the operator's "
+                "jobs.adapterPool): set spec.serving.mode: merged, or a lower rank")
+    return None
+
+
 def _pending(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    refusal = serving_refusal(plan.job, settings)
+    if refusal:
+        plan.condition("Validated", False, "ServingNotPossible", refusal)
+        plan.transition("Failed", "ServingNotPossible", refusal, warning=True)
+        return
     plan.do(Create("config"), Create("prepare"))
     plan.condition("Validated", False, "Validating", "checking the datasets")
     plan.set(start_time=plan.status.start_time or plan.now_text)

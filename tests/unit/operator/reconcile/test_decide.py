@@ -54,6 +54,17 @@ def test_new_job_starts_validating_with_config_and_prepare_job(settings):
     assert actions.index(Create("prepare")) < actions.index(PatchStatus(patch))
 
 
+def test_an_adapter_no_pool_can_load_fails_before_any_work(settings):
+    actions = decide(make_job(adapter={"r": 128}, serving={"mode": "adapter"}), children(), NOW, settings)
+    assert creates(actions) == []
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "ServingNotPossible"
+    assert "spec.adapter.r=128 is above the adapter pools' maxLoraRank 64" in patch["message"]
+    assert [e.reason for e in events(actions)] == ["ServingNotPossible"]
+    merged = decide(make_job(adapter={"r": 128}, serving={"mode": "merged"}), children(), NOW, settings)
+    assert status_patch(merged)["phase"] == "Validating"
+
+
 def test_validating_recreates_a_missing_prepare_job_without_writing_status(settings):
     actions = decide(make_job(at_phase("Validating")), children(), NOW, settings)
     assert actions == [Create("config"), Create("prepare")]
