@@ -73,7 +73,7 @@ class JobController:
         api_keys = ApiKeys(k8s, settings, executor)
         self.pools = PoolController(k8s, settings, executor, self.cache, api_keys,
                                     on_changed=lambda key: self.timers.request(key, 0))
-        self.observer = Observer(k8s, settings, executor, indexes, self.pools, api_keys)
+        self.observer = Observer(k8s, settings, executor, indexes, self.cache, self.pools, api_keys)
         self.actuator = Actuator(k8s, settings, metrics, executor, self.cache, self.timers)
 
     # -- events -------------------------------------------------------------------------------------

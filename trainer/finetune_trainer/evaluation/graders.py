@@ -24,7 +24,6 @@ import tempfile
 import threading
 import weakref
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
@@ -190,24 +189,6 @@ class JsonSchemaGrader(BaseGrader):
         return float(self.validator.is_valid(value))
 
 
-@lru_cache(maxsize=1)
-def network_isolation() -> list[str]:
-    """The command prefix that runs a process without network: `unshare -n` (root) or `unshare -rn`
-    (user namespaces); empty when neither works here (in a pod without the capability). The worker
-    then still refuses sockets in-process, which stops ordinary code but not a determined one."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return []
-    for flags in (["-n"], ["-rn"]):
-        try:
-            done = subprocess.run([unshare, *flags, "true"], capture_output=True, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0:
-            return [unshare, *flags]
-    return []
-
-
 class _Worker:
     """One live grader subprocess and a thread that queues its answer lines."""
 
@@ -215,7 +196,7 @@ class _Worker:
         self.cwd = tempfile.mkdtemp(prefix="ft-grader-")
         env = {"PATH": os.defpath, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "HOME": self.cwd, "LANG": "C.UTF-8"}
         self.proc = subprocess.Popen(
-            [*network_isolation(), sys.executable, "-I", str(_WORKER)],
+            [sys.executable, "-I", str(_WORKER)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             cwd=self.cwd, env=env, text=True, bufsize=1,
             **supervised_popen_kwargs(own_group=False),  # in the evaluate phase's group, and dies with it
