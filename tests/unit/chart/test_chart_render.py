@@ -262,7 +262,7 @@ def test_job_namespaces_get_the_trainer_account_and_optionally_the_claim() -> No
 
 def test_serving_endpoints_admit_only_labelled_clients_and_the_operator() -> None:
     objects = template("kueue-namespaced")
-    policies = [o for o in by_kind(objects, "NetworkPolicy") if o["metadata"]["name"] == "finetune-serving"]
+    policies = [o for o in by_kind(objects, "NetworkPolicy") if o["metadata"]["name"].endswith("-serving")]
     assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a", "team-b"]
     spec = policies[0]["spec"]
     assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "finetune-operator",
