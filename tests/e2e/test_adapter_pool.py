@@ -9,10 +9,8 @@ again before its readiness gate lets traffic in; a deleted job's adapter disappe
 
 The prepare pod reports the base model's real content digest, which keys the pool. Only the pool's pods run on the local runner: the admin's pool definition (`FT_ADAPTER_POOL`) places
 them there. The adapters are untrained (peft's B = 0), since what is checked is where they are served,
-not what they learned. The pod runner maps mount paths only where they are written in a pod spec, and
-the operator names adapter paths at run time (in `/v1/load_lora_adapter`), so the claims' mount root is
-a host directory whose `<claim>` entries link to the claims' volumes: the same paths resolve inside and
-outside the "container".
+not what they learned. The claims' mount root is `host_mount_root` (the operator names adapter paths at
+run time, which the pod runner cannot map).
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from finetune_operator.builders.serving import adapter_dir
 from finetune_operator.settings import OperatorSettings
 from finetune_trainer.tiny_model import build_tiny_model
 from tests.api.test_operator import ftj
-from tests.e2e.test_operator_pipeline import claim_dir
+from tests.e2e.test_operator_pipeline import host_mount_root
 from tests.harness.cluster import CACHE_DIR
 from tests.harness.operator import SERVING_API_KEY, Operator, PodDriver, get, setup_namespace, wait_for, wait_phase
 from tests.harness.podrunner import NODE_SELECTOR, TOLERATIONS
@@ -97,10 +95,7 @@ def test_adapters_join_a_running_pool_survive_a_restart_and_leave_with_their_job
         cluster, local_runner, namespace, operator_kubeconfig, tmp_path):
     setup_namespace(cluster, namespace)
     model = build_tiny_model(CACHE_DIR / "models" / "tiny-chat")
-    mount_root = tmp_path / "pvc"
-    mount_root.mkdir()
-    for claim in ("models", "finetune-artifacts"):
-        (mount_root / claim).symlink_to(claim_dir(cluster, namespace, claim), target_is_directory=True)
+    mount_root = host_mount_root(cluster, namespace, tmp_path / "pvc", ("models", "finetune-artifacts"))
     shutil.copytree(model, mount_root / "models" / "tiny-chat")
     settings = OperatorSettings(pvc_mount_root=str(mount_root))
     for name in ("alpha", "beta"):

@@ -38,6 +38,18 @@ def claim_dir(cluster, namespace: str, claim: str) -> Path:
     return path
 
 
+def host_mount_root(cluster, namespace: str, root: Path, claims: tuple[str, ...]) -> Path:
+    """A claims mount root whose `<claim>` entries link to the claims' volumes, for `FT_PVC_MOUNT_ROOT`.
+
+    The pod runner maps mount paths only where a pod spec writes them; the operator also names paths at
+    run time (an adapter's directory in vLLM's `/v1/load_lora_adapter`). Under this root a pod's path is
+    a host path too, so both resolve to the same files."""
+    root.mkdir(parents=True, exist_ok=True)
+    for claim in claims:
+        (root / claim).symlink_to(claim_dir(cluster, namespace, claim), target_is_directory=True)
+    return root
+
+
 def job_manifest(name: str, namespace: str) -> dict:
     """The quickstart's spec with its data and model on claims, as a cluster user writes it."""
     return {
@@ -83,11 +95,11 @@ def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner,
                     dirs_exist_ok=True)
     for split in ("train", "validation", "eval"):
         shutil.copy(QUICKSTART_DATA / f"{split}.jsonl", claim_dir(cluster, namespace, "data"))
-    claim_dir(cluster, namespace, "finetune-artifacts")
+    mount_root = host_mount_root(cluster, namespace, tmp_path / "pvc", ("models", "data", "finetune-artifacts"))
 
     operator = Operator(
         operator_kubeconfig, tmp_path / "operator.log",
-        FT_CPU_RUNTIME="true", FT_QUEUE_MODE="none", FT_PROGRESS_INTERVAL_SECONDS="5",
+        FT_CPU_RUNTIME="true", FT_QUEUE_MODE="none", FT_PROGRESS_INTERVAL_SECONDS="5", FT_PVC_MOUNT_ROOT=str(mount_root),
         FT_POD_NODE_SELECTOR=json.dumps(NODE_SELECTOR), FT_POD_TOLERATIONS=json.dumps(TOLERATIONS),
     ).start()
     try:

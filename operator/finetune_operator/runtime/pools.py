@@ -109,7 +109,9 @@ class PoolController:
                     await self.executor.call(unload_adapter, action.url, action.name, token)
                 elif isinstance(action, LoadAdapter):
                     await self.executor.call(load_adapter, action.url, action.name, action.path, token)
-                elif action.pod not in failed_pods:
+                elif action.pod in failed_pods:
+                    continue
+                else:
                     await self.executor.call(self.k8s.patch_pod_condition, ns, action.pod, _gate_condition(action))
             except AdapterCallFailed as e:
                 failed_pods.add(action.pod)
