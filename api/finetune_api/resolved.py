@@ -29,6 +29,8 @@ class ResolvedPaths(ApiModel):
     validation: str | None = None
     eval: str | None = None
     regression: str | None = None
+    suites: dict[str, str] = Field(default_factory=dict)
+    """Datasets of `evaluation.suites`, by suite name (a safety suite without a dataset has none)."""
 
 
 class ResolvedConfig(ApiModel):
@@ -66,7 +68,8 @@ def pvc_claims(job: FineTuneJob, default_output: str | None = None) -> list[str]
     """Every PVC the job's pods must mount, in a stable order."""
     spec = job.spec
     uris = [spec.model.uri, spec.datasets.train.uri, spec.output.uri or default_output or ""]
-    for ref in (spec.datasets.validation, spec.datasets.eval, spec.evaluation.regression):
+    suites = [suite.dataset for suite in spec.evaluation.suites]
+    for ref in (spec.datasets.validation, spec.datasets.eval, spec.evaluation.regression, *suites):
         if ref is not None:
             uris.append(ref.uri)
     claims: list[str] = []
@@ -119,6 +122,11 @@ class ArtifactLayout:
     def base_outputs(self) -> Path:
         """The base model's generations, kept by the baseline evaluation for the final one."""
         return self.eval_dir / "base-outputs.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files of training (`spec.tracking.tensorboard`)."""
+        return self.root / "tensorboard"
 
     @property
     def run_json(self) -> Path:

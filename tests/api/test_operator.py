@@ -181,7 +181,7 @@ def test_a_failing_gate_ends_rejected_without_a_deployment(cluster, namespace, o
     pods.on("train", 0, TrainSummary(step=10))
     start_training(cluster, namespace, "gate", pods)
     rejected = wait_phase(cluster, namespace, "gate", "Rejected", timeout=90)
-    assert rejected["reason"] == "GatesNotPassed" and "0.4 < 0.8" in rejected["message"]
+    assert rejected["reason"] == "GatesNotPassed" and rejected["message"].endswith("exact_match: tuned 0.400 < min 0.800")
     assert rejected["evaluation"]["passed"] is False
     assert names_of(cluster, namespace, "deployments") == []
 

@@ -33,7 +33,7 @@ from finetune_operator.builders.serving import adapter_dir
 from finetune_operator.settings import OperatorSettings
 from finetune_trainer.tiny_model import build_tiny_model
 from tests.api.test_operator import ftj
-from tests.e2e.test_operator_pipeline import host_mount_root
+from tests.harness.demo import host_mount_root
 from tests.harness.cluster import CACHE_DIR
 from tests.harness.operator import SERVING_API_KEY, Operator, PodDriver, get, setup_namespace, wait_for, wait_phase
 from tests.harness.podrunner import NODE_SELECTOR, TOLERATIONS

@@ -621,7 +621,7 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
     plan.set(evaluation=result, artifacts=_evaluated_artifacts(root, report, ev.summary(MergeSummary)))
     if not result.passed:
         failed = [g for g in result.gates if not g.passed]
-        text = "; ".join(f"{g.metric}: {g.message}" if g.message else g.metric for g in failed) or "gates not passed"
+        text = "; ".join(g.message or g.metric for g in failed) or "gates not passed"  # a message names its metric
         plan.condition("Evaluated", True, "GatesNotPassed", text, floor)
         plan.condition("Deployed", False, "GatesNotPassed", "not deployed: the gates did not pass")
         plan.transition("Rejected", "GatesNotPassed", f"the tuned model did not pass its gates: {text}", warning=True)

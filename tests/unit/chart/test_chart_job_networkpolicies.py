@@ -90,3 +90,15 @@ def test_every_job_namespace_gets_them_and_they_can_be_left_out(tmp_path: Path) 
                 (ns, "ft-finetune-operator-training-peers"), (ns, "ft-finetune-operator-serving")} <= names
     off = template("defaults", {"jobs": {"networkPolicy": {"enabled": False}}}, tmp_path)
     assert [p["metadata"]["name"] for p in by_kind(off, "NetworkPolicy")] == ["ft-finetune-operator"]
+
+
+def test_eval_egress_opens_dns_and_the_named_destinations_to_evaluation_pods_only(tmp_path: Path) -> None:
+    mlflow = {"to": [{"ipBlock": {"cidr": "10.0.50.7/32"}}], "ports": [{"port": 5000, "protocol": "TCP"}]}
+    objects = template("defaults", {"jobs": {"networkPolicy": {"evalEgress": [mlflow]}}}, tmp_path)
+    labels = pod_labels()
+    dns = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+           "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    evaluation = policies_for(objects, labels["eval"])
+    assert rules(evaluation, "egress") == [dns, mlflow] and not rules(evaluation, "ingress")
+    assert mlflow not in rules(policies_for(objects, labels["prepare"]), "egress")
+    assert mlflow not in rules(policies_for(objects, labels["train"]), "egress")

@@ -336,7 +336,7 @@ EVALUATING = at_phase("Evaluating", conditions=[
 
 
 def evaluated(passed: bool, gen: int = 1):
-    gates = [GateResult(metric="exact_match", passed=passed, message="0.91 >= 0.8" if passed else "0.42 < 0.8")]
+    gates = [GateResult(metric="exact_match", passed=passed, message="exact_match: tuned 0.910 ≥ min 0.800" if passed else "exact_match: tuned 0.420 < min 0.800")]
     message = EvaluateSummary(passed=passed, score="exact_match 0.91 (base 0.10)", items=50,
                               metrics=[MetricResult(name="exact_match", base=0.1, tuned=0.91 if passed else 0.42)],
                               gates=gates, report=ArtifactRef(path="eval/report.json")).encode()
@@ -368,7 +368,7 @@ def test_a_failing_gate_rejects_without_deploying(settings):
     assert creates(actions) == []
     patch = status_patch(actions)
     assert patch["phase"] == "Rejected" and patch["reason"] == "GatesNotPassed"
-    assert "exact_match: 0.42 < 0.8" in patch["message"]
+    assert patch["message"] == "the tuned model did not pass its gates: exact_match: tuned 0.420 < min 0.800"
 
 
 def test_evaluation_without_a_summary_fails(settings):
