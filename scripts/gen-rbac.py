@@ -64,7 +64,8 @@ def split_rules(rules: tuple[rbac.PolicyRule, ...] = rbac.REQUIRED_RULES) -> dic
             for group in rule.api_groups:
                 resources = [r for r in rule.resources if is_cluster_scoped(group, r) == wanted]
                 if resources:
-                    out[scope].append({"apiGroups": [group], "resources": resources, "verbs": list(rule.verbs)}
+                    names = {"resourceNames": list(rule.resource_names)} if rule.resource_names else {}
+                    out[scope].append({"apiGroups": [group], "resources": resources, **names, "verbs": list(rule.verbs)}
                                       | ({"feature": rule.feature} if rule.feature else {}))
     return out
 

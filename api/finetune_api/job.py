@@ -641,9 +641,11 @@ class ServingSpec(ApiModel):
     enabled: bool = True
     """Deploy the model after its gates pass; otherwise the job ends `Succeeded`."""
     mode: Literal["merged", "adapter"] | None = None
-    """`merged`: serve base and adapter merged into one model; `adapter`: load the LoRA adapter into the
-    shared pool of its base model. Unset: `adapter` for LoRA and QLoRA, `merged` for a full fine-tune
-    (it has no adapter)."""
+    """`merged`: serve base and adapter merged into one model; `adapter`: load the LoRA adapter, without a
+    restart, into every replica of the running pool of its base model, as `<job>@<generation>` and
+    `<job>`. Unset: `adapter` for LoRA and QLoRA, `merged` for a full fine-tune (it has no adapter). The
+    pool is sized and placed by the operator's admin (Helm `jobs.adapterPool`): this spec's replicas,
+    image, args, gpus, cpu, memory, maxModelLen and placement apply to merged models and canaries."""
     replicas: int = Field(default=1, ge=0, le=100)
     """vLLM replicas of the tuned model (with a canary: replicas of the model group in all)."""
     image: str | None = Field(default=None, max_length=512)
@@ -875,6 +877,9 @@ class DataReport(StatusModel):
     max_model_len: int | None = None
     """`--max-model-len` for evaluation and serving: the spec's value, or derived from the model and the
     data (the serving builders read it when `serving.maxModelLen` is unset)."""
+    model_digest: str | None = None
+    """Content digest of the base model's directory (the artifacts' `sha256:` recipe): adapters share a
+    serving pool only with jobs whose base has the same digest, whatever its name."""
 
 
 class MetricResult(StatusModel):

@@ -45,6 +45,7 @@ RESOURCES: dict[str, Resource] = {
     "Deployment": Resource("apps", "v1", "deployments"),
     "HTTPRoute": Resource("gateway.networking.k8s.io", "v1", "httproutes"),
     "EndpointSlice": Resource("discovery.k8s.io", "v1", "endpointslices"),
+    "Secret": Resource("", "v1", "secrets"),
     "Workload": Resource("kueue.x-k8s.io", "v1beta1", "workloads"),
 }
 
@@ -116,9 +117,10 @@ class K8s:
         body: Any = None,
         content_type: str = "application/json",
         raw: bool = False,
+        name: str | None = None,
     ) -> Any:
         resource = f"{res.plural}/{sub}" if sub else res.plural
-        if not rbac.allows(res.group, resource, verb, self.rules):
+        if not rbac.allows(res.group, resource, verb, self.rules, name):
             raise NotPermitted(f"{verb} {res.group or 'core'}/{resource} is not in rbac.REQUIRED_RULES"
                                " (of this install's features)")
         with self._lock:
@@ -161,7 +163,7 @@ class K8s:
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         res = resource_of(kind)
         try:
-            return self._call("get", res, "GET", self._path(res, namespace, name))
+            return self._call("get", res, "GET", self._path(res, namespace, name), name=name)
         except K8sError as e:
             if e.status == 404:
                 return None
@@ -180,6 +182,13 @@ class K8s:
         path = self._path(res, namespace, name, subresource)
         return self._call("patch", res, "PATCH", path, sub=subresource, body=patch,
                           content_type="application/merge-patch+json")
+
+    def patch_pod_condition(self, namespace: str, pod: str, condition: dict[str, Any]) -> dict[str, Any]:
+        """Set one condition of a pod's status (a readiness gate); a strategic merge keeps the kubelet's."""
+        res = resource_of("Pod")
+        return self._call("patch", res, "PATCH", self._path(res, namespace, pod, "status"), sub="status",
+                          body={"status": {"conditions": [condition]}},
+                          content_type="application/strategic-merge-patch+json")
 
     def patch_status(self, kind: str, namespace: str | None, name: str, status: dict[str, Any]) -> dict[str, Any]:
         return self.patch(kind, namespace, name, {"status": status}, subresource="status")

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from finetune_api.contract.vllm import API_KEY_SECRET
+
 Feature = Literal["kueue", "peering", "gatewayApi"]
 """An optional part of the operator whose rules only installs that use it get (the chart's condition
 for each is in scripts/gen-rbac.py: `queue.mode=kueue`, `replicaCount > 1`, `jobs.gatewayApi`)."""
@@ -28,9 +30,14 @@ class PolicyRule:
     verbs: tuple[str, ...]
     feature: Feature | None = None
     """Granted only when this feature is on; None: always."""
+    resource_names: tuple[str, ...] = ()
+    """Only these objects (empty: any)."""
 
     def to_api(self) -> dict[str, Any]:
-        return {"apiGroups": list(self.api_groups), "resources": list(self.resources), "verbs": list(self.verbs)}
+        out: dict[str, Any] = {"apiGroups": list(self.api_groups), "resources": list(self.resources)}
+        if self.resource_names:
+            out["resourceNames"] = list(self.resource_names)
+        return {**out, "verbs": list(self.verbs)}
 
 
 WATCH = ("get", "list", "watch")
@@ -53,8 +60,12 @@ REQUIRED_RULES: tuple[PolicyRule, ...] = (
     # exit codes and termination messages; progress from the rank-0 trainer's log tail
     PolicyRule(("",), ("pods",), WATCH),
     PolicyRule(("",), ("pods/log",), ("get",)),
+    # adapter pools: a replica's readiness gate, set once it holds every adapter
+    PolicyRule(("",), ("pods/status",), ("patch",)),
     # the smoke request goes to a ready endpoint of the serving Service
     PolicyRule(("discovery.k8s.io",), ("endpointslices",), ("list",)),
+    # the serving endpoints' API key (vLLM --api-key): that one Secret per namespace, nothing else
+    PolicyRule(("",), ("secrets",), ("get",), resource_names=(API_KEY_SECRET,)),
     # an Event for every transition and failure
     PolicyRule(("",), ("events",), ("create",)),
     PolicyRule(("events.k8s.io",), ("events",), ("create",)),
@@ -74,12 +85,15 @@ def rules_for(features: frozenset[Feature] | set[Feature], rules: tuple[PolicyRu
     return tuple(r for r in rules if r.feature is None or r.feature in features)
 
 
-def allows(group: str, resource: str, verb: str, rules: tuple[PolicyRule, ...] = REQUIRED_RULES) -> bool:
-    """Whether the rules grant `verb` on `resource` (`pods/log` style for subresources) in `group`."""
+def allows(group: str, resource: str, verb: str, rules: tuple[PolicyRule, ...] = REQUIRED_RULES,
+           name: str | None = None) -> bool:
+    """Whether the rules grant `verb` on `resource` (`pods/log` style for subresources) in `group`, for the
+    object `name` (a rule limited to some names grants nothing without one)."""
     return any(
         (group in r.api_groups or "*" in r.api_groups)
         and (resource in r.resources or "*" in r.resources)
         and (verb in r.verbs or "*" in r.verbs)
+        and (not r.resource_names or name in r.resource_names)
         for r in rules
     )
 

@@ -20,6 +20,33 @@ TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 
 
+class AdapterPoolSettings(BaseModel):
+    """The admin's definition of every adapter pool (one per base model and namespace): its size,
+    image and placement never come from the jobs it serves, so an adapter joining never changes the pod
+    template (no restart; DESIGN.md §5.2). Camel-case keys in `FT_ADAPTER_POOL` (the Helm values')."""
+
+    model_config = {"alias_generator": to_camel, "populate_by_name": True, "extra": "forbid"}
+
+    replicas: int = Field(default=1, ge=0, le=100)
+    gpus: int = Field(default=1, ge=0, le=16)
+    """Accelerators per replica (tensor parallel size)."""
+    gpu_resource_name: str = "nvidia.com/gpu"
+    cpu: str | None = None
+    memory: str | None = None
+    image: str | None = None
+    """vLLM image; defaults to `vllm_image`."""
+    max_loras: int = Field(default=4, ge=1, le=256)
+    """`--max-loras`: adapters in one batch."""
+    max_cpu_loras: int = Field(default=32, ge=1, le=4096)
+    """`--max-cpu-loras`: adapters held in CPU memory; a request to an evicted one reloads it from disk."""
+    max_lora_rank: int = Field(default=64, ge=1, le=512)
+    """`--max-lora-rank`: a job whose `spec.adapter.r` is larger is served merged instead."""
+    max_model_len: int | None = Field(default=None, ge=16)
+    """`--max-model-len`; unset: the base model's own limit."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class NamespaceCaps(BaseModel):
     """What one namespace's jobs may hold at once (Helm `policy.namespaces.<ns>`); unset: no cap."""
 
@@ -53,6 +80,11 @@ class OperatorSettings(BaseModel):
     """Clusters without accelerators (tests, CPU clusters): CPU torch settings, vLLM CPU flags."""
     progress_interval_seconds: int = 20
     """How often the operator refreshes training progress from the trainer's log."""
+    adapter_pool: AdapterPoolSettings = Field(default_factory=AdapterPoolSettings)
+    """Size, image and placement of the adapter pools (JSON in `FT_ADAPTER_POOL`)."""
+    serving_api_key: bool = True
+    """Serving endpoints require the API key in each namespace's Secret `finetune-serving-api-key` (key
+    `api-key`; vLLM `--api-key`), which the admin provides; the operator's own calls to them use it."""
     gateway_api: bool = False
     """Use HTTPRoute weights for canaries (set when Gateway API CRDs are present)."""
     priority_class_name: str | None = None
@@ -102,7 +134,7 @@ class OperatorSettings(BaseModel):
             raw = env.get(f"FT_{name.upper()}")
             if raw is None:
                 continue
-            if field.annotation in (dict[str, str], list[dict[str, Any]], dict[str, NamespaceCaps]):
+            if field.annotation in (dict[str, str], list[dict[str, Any]], dict[str, NamespaceCaps], AdapterPoolSettings):
                 try:
                     values[name] = json.loads(raw) if raw.strip() else field.get_default(call_default_factory=True)
                 except ValueError as error:

@@ -131,7 +131,7 @@ def test_cluster_demo_takes_the_example_to_serving_and_ctrl_c_leaves_nothing(tmp
         shown = subprocess.run([*ftctl, "status", JOB], env=env, capture_output=True, text=True, check=True).stdout
         total = final["progress"]["totalSteps"]
         assert shown.startswith(f"default/{JOB}: Serving") and f"step {total}/{total}" in shown, shown
-        assert re.search(r"exact_match\s+0\.\d{3}\s+[01]\.\d{3}", shown) and "gate exact_match: passed" in shown, shown
+        assert re.search(r"exact_match\s+0\.\d{3}\s+[01]\.\d{3}", shown) and "gate passed: exact_match: " in shown, shown
         assert f"serving: {serving['endpoint']}" in shown, shown
         train_log = subprocess.run([*ftctl, "logs", JOB, "--phase", "train"], env=env, capture_output=True, text=True,
                                    check=True).stdout

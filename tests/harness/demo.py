@@ -29,6 +29,8 @@ from types import FrameType
 
 import yaml
 
+from finetune_api.contract.vllm import API_KEY_SECRET, API_KEY_SECRET_KEY
+
 from tests.harness.cluster import CACHE_DIR, REPO, STORAGE_CLASS, Cluster, start_cluster, wait_for
 from tests.harness.operator import Operator
 from tests.harness.podrunner import NODE_SELECTOR, TOLERATIONS, LocalRunnerProcess
@@ -50,10 +52,14 @@ VALUES = {
         "progressIntervalSeconds": 3,
         "podNodeSelector": NODE_SELECTOR,  # every job pod runs for real on the local pod runner
         "podTolerations": TOLERATIONS,
+        # the adapter pool on this CPU node (the pool's size is the admin's, never a job's)
+        "adapterPool": {"gpus": 0, "cpu": "1", "memory": "4Gi", "maxModelLen": 256},
     },
     "storage": {"artifactsPvc": {"create": True, "storageClassName": STORAGE_CLASS, "size": "1Gi"}},
 }
 SEEDED_CLAIMS = ("models", "data")
+DEMO_API_KEY = "cluster-demo-key"
+"""The serving endpoint's API key in the job namespace (Secret `finetune-serving-api-key`)."""
 
 
 def claim_dir(cluster: Cluster, namespace: str, claim: str) -> Path:
@@ -67,6 +73,19 @@ def claim_dir(cluster: Cluster, namespace: str, claim: str) -> Path:
     path = Path(pv["spec"]["hostPath"]["path"])
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def host_mount_root(cluster: Cluster, namespace: str, root: Path, claims: tuple[str, ...]) -> Path:
+    """A claims mount root (`storage.mountRoot`, `FT_PVC_MOUNT_ROOT`) whose `<claim>` entries link to the
+    claims' volumes. The pod runner maps mount paths only where a pod spec writes them; the operator also
+    names paths at run time (an adapter's directory in vLLM's `/v1/load_lora_adapter`). Under this root a
+    pod's path is a host path too, so both resolve to the same files."""
+    root.mkdir(parents=True, exist_ok=True)
+    for claim in claims:
+        link = root / claim
+        if not link.is_symlink():
+            link.symlink_to(claim_dir(cluster, namespace, claim), target_is_directory=True)
+    return root
 
 
 def seed_quickstart(cluster: Cluster, namespace: str) -> None:
@@ -104,7 +123,9 @@ def commands(kubeconfig: str) -> str:
         "  kubectl logs -f job/quickstart-train-a0  # the trainer's output (once Training)",
         "then chat with the served adapter (its address is in the Service's EndpointSlice):",
         f"  ADDRESS=$({address})",
-        "  curl -s http://$ADDRESS/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": "
+        "  curl -s http://$ADDRESS/v1/chat/completions -H \"Authorization: Bearer $(kubectl get secret "
+        f"{API_KEY_SECRET} -o jsonpath='{{.data.{API_KEY_SECRET_KEY}}}' | base64 -d)\" "
+        "-H 'Content-Type: application/json' -d '{\"model\": "
         "\"quickstart\", \"max_tokens\": 8, \"messages\": [{\"role\": \"system\", \"content\": "
         "\"Classify the support message as billing, technical, shipping or account.\"}, {\"role\": \"user\", "
         "\"content\": \"Hi, my invoice river blue, please help.\"}]}'",
@@ -127,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             runner = LocalRunnerProcess.start(cluster, work / "runner")
             running.callback(runner.stop)
             values = work / "values.yaml"
-            values.write_text(yaml.safe_dump(VALUES))
+            mount_root = work / "pvc"
+            values.write_text(yaml.safe_dump({**VALUES, "storage": {**VALUES["storage"], "mountRoot": str(mount_root)}}))
             cluster.helm("install", RELEASE, str(CHART), "-n", SYSTEM_NAMESPACE, "--create-namespace",
                          "-f", str(values))
             kubeconfig = cluster.service_account_kubeconfig(SYSTEM_NAMESPACE, RELEASE, work / "operator.kubeconfig",
@@ -135,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             operator = Operator(kubeconfig, cluster.logs_dir / "operator.log", **chart_operator_env(cluster)).start()
             running.callback(operator.stop)
             seed_quickstart(cluster, JOB_NAMESPACE)
+            host_mount_root(cluster, JOB_NAMESPACE, mount_root, (*SEEDED_CLAIMS, "finetune-artifacts"))
+            cluster.apply({"apiVersion": "v1", "kind": "Secret",  # what the namespace's admin provides
+                           "metadata": {"name": API_KEY_SECRET, "namespace": JOB_NAMESPACE},
+                           "stringData": {API_KEY_SECRET_KEY: DEMO_API_KEY}})
             print(f"logs: {cluster.logs_dir} (operator.log, podrunner.log; pods under {work / 'runner' / 'pods'})")
             print(commands(cluster.kubeconfig), flush=True)
             while True:

@@ -31,6 +31,7 @@ from tests.harness.cluster import wait_for as cluster_wait_for
 
 from finetune_api.contract.termination import PhaseSummary
 from tests.harness.summaries import PREPARED
+from finetune_api.contract.vllm import API_KEY_SECRET, API_KEY_SECRET_KEY
 from finetune_operator import rbac
 from finetune_api.contract.launch import free_port  # noqa: F401 - the harness's port picker
 
@@ -187,10 +188,21 @@ class PodDriver:
         self.thread.join(10)
 
 
-def setup_namespace(cluster, namespace: str) -> None:
-    """What a platform admin provides per namespace: the trainer's ServiceAccount and the claims."""
+SERVING_API_KEY = "e2e-serving-key"
+"""The serving endpoints' API key in every test namespace (Secret `finetune-serving-api-key`)."""
+
+
+def api_key_secret(namespace: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": API_KEY_SECRET, "namespace": namespace},
+            "stringData": {API_KEY_SECRET_KEY: SERVING_API_KEY}}
+
+
+def setup_namespace(cluster, namespace: str, api_key: bool = True) -> None:
+    """What a platform admin provides per namespace: the trainer's ServiceAccount, the serving API key
+    and the claims."""
     cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "finetune-trainer",
-                                                                          "namespace": namespace}}] + [
+                                                                          "namespace": namespace}},
+                   *([api_key_secret(namespace)] if api_key else [])] + [
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
          "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": STORAGE_CLASS,
                   "resources": {"requests": {"storage": "1Gi"}}}}

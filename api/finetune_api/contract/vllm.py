@@ -19,6 +19,13 @@ VLLM_PORT = 8000
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 MAX_LORAS_PER_BATCH = 16
 """Adapters resident on the accelerator at once; more stay in CPU memory (`--max-cpu-loras`)."""
+RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+"""Turns on `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter` (vLLM `envs.py`)."""
+API_KEY_ENV = "VLLM_API_KEY"
+"""vLLM reads its bearer key from this variable when `--api-key` is absent: the key stays out of the args."""
+API_KEY_SECRET = "finetune-serving-api-key"
+"""The Secret, in each job namespace, whose `API_KEY_SECRET_KEY` entry is the serving endpoints' API key."""
+API_KEY_SECRET_KEY = "api-key"
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,18 @@ class LoraModule:
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "path": self.path, "base_model_name": self.base_model_name}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class LoraCapacity:
+    """A pool that loads adapters at run time: LoRA on, sized by the admin, no adapter named at start."""
+
+    max_loras: int
+    """`--max-loras`: adapters in one batch (on the accelerator at once)."""
+    max_cpu_loras: int
+    """`--max-cpu-loras`: adapters kept loaded in CPU memory; more are evicted least-recently-used."""
+    max_lora_rank: int
+    """`--max-lora-rank`: the largest adapter rank the pool accepts."""
 
 
 def max_lora_rank(rank: int) -> int:
@@ -60,13 +79,15 @@ def vllm_args(
     cpu: bool = False,
     lora_modules: Sequence[LoraModule] = (),
     lora_rank: int | None = None,
+    lora_capacity: LoraCapacity | None = None,
     tensor_parallel_size: int = 1,
     revision: str | None = None,
     load_format: str | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """Flags for one vLLM server. With `lora_modules`, `lora_rank` is the largest adapter rank
-    (rounded up to vLLM's allowed set) and `--max-loras` holds the whole pool, up to 16 at once."""
+    """Flags for one vLLM server. With `lora_modules` (adapters fixed at start), `lora_rank` is the
+    largest adapter rank (rounded up to vLLM's allowed set) and `--max-loras` holds them all, up to 16
+    at once. With `lora_capacity` (a pool that loads adapters at run time) LoRA is on and sized by it."""
     if not served_names:
         raise ValueError("vllm_args: at least one served model name is needed")
     args = ["--model", model, "--served-model-name", *served_names, "--port", str(port)]
@@ -89,6 +110,10 @@ def vllm_args(
         args += ["--max-lora-rank", str(max_lora_rank(lora_rank or 1)), "--max-loras", str(min(count, MAX_LORAS_PER_BATCH))]
         if count > MAX_LORAS_PER_BATCH:
             args += ["--max-cpu-loras", str(count)]
+    elif lora_capacity is not None:
+        args += ["--enable-lora", "--max-lora-rank", str(max_lora_rank(lora_capacity.max_lora_rank)),
+                 "--max-loras", str(lora_capacity.max_loras),
+                 "--max-cpu-loras", str(max(lora_capacity.max_cpu_loras, lora_capacity.max_loras))]
     return args + list(extra)
 
 
@@ -101,6 +126,12 @@ def base_model_name(spec: FineTuneJobSpec, job: str) -> str:
     under the job's name, and vLLM refuses an adapter named like its base)."""
     name = spec.model.name or PurePosixPath(spec.model.uri.split("://", 1)[-1].rstrip("/")).name.lower()
     return name + BASE_SUFFIX if name == job else name
+
+
+def pooled_base_name(spec: FineTuneJobSpec) -> str:
+    """The base's name in an adapter pool many jobs share, so no job's own name enters it (the operator
+    fails a job named like it before training: `reconcile.decide.serving_refusal`)."""
+    return base_model_name(spec, job="")
 
 
 MAX_MODEL_LEN_STEP = 256

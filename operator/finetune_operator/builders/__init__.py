@@ -7,13 +7,13 @@ from .eval_job import build_eval_job
 from .prepare_job import build_prepare_job
 from .render import render_job
 from .resolve import resolve_config
-from .serving import PoolAdapter, build_serving_objects, canary_split, pool_adapter, served_model_names, serving_endpoint
+from .serving import PoolMember, build_serving_objects, canary_split, pool_member, served_model_names, serving_endpoint
 from .training_job import build_training_job, build_training_service, training_failure_kind
 from finetune_api.contract.vllm import LoraModule, max_lora_rank, vllm_args
 
 __all__ = [
     "LoraModule",
-    "PoolAdapter",
+    "PoolMember",
     "build_config_map",
     "build_eval_job",
     "build_prepare_job",
@@ -23,7 +23,7 @@ __all__ = [
     "canary_split",
     "max_lora_rank",
     "owner_reference",
-    "pool_adapter",
+    "pool_member",
     "render_job",
     "resolve_config",
     "served_model_names",

@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from finetune_api import FineTuneJob
-from finetune_api.contract.vllm import base_model_name
 from finetune_api.queue import Flavor
 
 from ..reconcile.actions import Child
@@ -14,7 +13,7 @@ from ..settings import OperatorSettings
 from .config_map import build_config_map
 from .eval_job import build_eval_job
 from .prepare_job import build_prepare_job
-from .serving import PoolAdapter, build_serving_objects, pool_adapter
+from .serving import PoolMember, build_serving_objects, pool_member, pool_of
 from .training_job import build_training_job, build_training_service
 
 POOLED_PHASES = ("Deploying", "Serving")
@@ -40,24 +39,29 @@ def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, atte
     raise ValueError(f"unknown child {child!r}")
 
 
-def adapter_pool(job: FineTuneJob, peers: Iterable[Mapping[str, Any]], settings: OperatorSettings) -> list[PoolAdapter]:
-    """In adapter mode without a canary: the other deploying or serving adapters of the job's namespace on
-    the same base, which its pool serves too. Only those candidates are parsed (this runs every few seconds)."""
-    serving = job.spec.serving
-    if serving.mode != "adapter" or serving.canary is not None:
-        return []
-    base = base_model_name(job.spec, job.metadata.name)
-    pool = []
-    for body in peers:
+def pooled_jobs(namespace: str, pool: str, bodies: Iterable[Mapping[str, Any]]) -> list[FineTuneJob]:
+    """The deploying or serving adapter jobs of `namespace` that `pool` serves. Only those candidates
+    are parsed (this runs every few seconds)."""
+    jobs = []
+    for body in bodies:
         meta = body.get("metadata") or {}
-        if meta.get("namespace") != job.metadata.namespace or meta.get("name") == job.metadata.name:
+        if meta.get("namespace") != namespace or (body.get("status") or {}).get("phase") not in POOLED_PHASES:
             continue
-        if (body.get("status") or {}).get("phase") not in POOLED_PHASES:
+        if meta.get("deletionTimestamp"):
             continue
         try:
-            peer = FineTuneJob.model_validate(dict(body))
+            job = FineTuneJob.model_validate(dict(body))
         except ValueError:
             continue
-        if peer.spec.serving.mode == "adapter" and base_model_name(peer.spec, peer.metadata.name) == base:
-            pool.append(pool_adapter(peer, settings))
-    return pool
+        if pool_of(job) == pool:
+            jobs.append(job)
+    return jobs
+
+
+def adapter_pool(job: FineTuneJob, peers: Iterable[Mapping[str, Any]], settings: OperatorSettings) -> list[PoolMember]:
+    """The other deploying or serving adapters of the job's pool, which own it with the job."""
+    pool = pool_of(job)
+    if pool is None:
+        return []
+    return [pool_member(peer, settings) for peer in pooled_jobs(job.metadata.namespace or "", pool, peers)
+            if peer.metadata.name != job.metadata.name]

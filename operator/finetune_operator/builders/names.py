@@ -50,11 +50,20 @@ def stable_service_name(job_name: str) -> str:
     return job_name
 
 
-def pool_name(base_model_name: str) -> str:
-    """The shared adapter pool of one base model: `vllm-<base>` as a valid DNS-1035 label."""
+POOL_DIGEST_CHARS = 10
+"""Hex digits of the base model's digest in its pool's name."""
+
+
+def pool_name(base_model_name: str, model_digest: str | None = None) -> str:
+    """The shared adapter pool of one base model: `vllm-<base>-<digest>` as a valid DNS-1035 label.
+
+    The base's content digest (`status.data.modelDigest`) is what identifies the pool: two bases with
+    one name and different weights get two pools; the name is there for people. Without a digest (a
+    job validated before digests were reported) the pool is `vllm-<base>`."""
     slug = re.sub(r"[^a-z0-9-]+", "-", base_model_name.lower()).strip("-") or "base"
+    suffix = f"-{model_digest.split(':', 1)[-1][:POOL_DIGEST_CHARS]}" if model_digest else ""
     name = f"vllm-{slug}"
-    if len(name) <= MAX_DNS_LABEL:
-        return name
+    if len(name) + len(suffix) <= MAX_DNS_LABEL:
+        return name + suffix
     digest = hashlib.sha256(base_model_name.encode()).hexdigest()[:8]
-    return f"{name[: MAX_DNS_LABEL - 9].rstrip('-')}-{digest}"
+    return f"{name[: MAX_DNS_LABEL - 9 - len(suffix)].rstrip('-')}-{digest}{suffix}"

@@ -4,10 +4,11 @@ Topology:
 - merged: Deployment + Service `<job>-serve` serving `<output>/merged` as `<job>@<generation>` and `<job>`
   (a full fine-tune serves `<output>/model`).
 - adapter: one pool Deployment + Service per base model and namespace (`vllm-<base>`) serving the base
-  under its name and every passing adapter under its job's name; the job's own Service `<job>-serve`
-  selects the pool's pods. The pool has one non-controller ownerReference per adapter job, so the
-  garbage collector removes it with the last of them; a changed adapter list changes the pod
-  template, so adding an adapter rolls the pool.
+  under its name; the operator loads every passing adapter into each replica at run time
+  (`reconcile.pool`, `runtime.pools`), so the pod template does not depend on the adapters and an
+  adapter joining restarts nothing. Size, image and placement come from `settings.adapter_pool`. The
+  job's own Service `<job>-serve` selects the pool's pods. The pool has one non-controller
+  ownerReference per adapter job, so the garbage collector removes it with the last of them.
 - canary: the tuned arm `<job>-serve` (merged model, or base + this adapter) and a base arm `<job>-base`
   that answers to the base's name and to `<job>`, both labelled `finetune.dev/model-group: <job>`
   behind the stable Service `<job>`; `canary_split` sets the replica ratio. With Gateway API an
@@ -38,7 +39,6 @@ from .common import (
     gib,
     labels,
     object_meta,
-    parse_quantity,
     placement,
     pod_security_context,
     scratch_env,
@@ -48,7 +48,9 @@ from .common import (
 )
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
 from .resolve import namespace, output_uri
-from finetune_api.contract.vllm import VLLM_COMMAND, VLLM_PORT, LoraModule, base_model_name, default_max_model_len, vllm_args
+from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
+                                        default_max_model_len, vllm_args)
+from ..reconcile.pool import ADAPTERS_GATE, PoolAdapter
 
 from .vllm import cpu_kv_cache_gib, vllm_pod_resources
 
@@ -80,12 +82,10 @@ def adapter_dir(job: FineTuneJob, settings: OperatorSettings) -> str:
 
 
 def served_model_names(job: FineTuneJob) -> list[str]:
-    """Names clients may call: `<job>@<generation>` tells versions apart in metrics (merged only: an
-    adapter is loaded once, under `<job>`)."""
+    """Names clients may call: `<job>@<generation>` (a version clients can pin; it tells versions apart
+    in metrics) and the alias `<job>`."""
     name = job.metadata.name
-    if job.spec.serving.mode == "merged":
-        return [f"{name}@{job.metadata.generation or 1}", name]
-    return [name]
+    return [f"{name}@{job.metadata.generation or 1}", name]
 
 
 def serving_endpoint(job: FineTuneJob) -> str:
@@ -113,45 +113,41 @@ def canary_split(replicas: int, weight: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- adapter pool
-@dataclass(frozen=True)
-class PoolAdapter:
-    """One passing adapter in its base model's pool, with what the pool needs to size itself."""
+def pool_of(job: FineTuneJob) -> str | None:
+    """The adapter pool that serves `job` (adapter mode without a canary): keyed by its base model's
+    content digest from the Validating phase, named after the base."""
+    serving = job.spec.serving
+    if serving.mode != "adapter" or serving.canary is not None:
+        return None
+    return _pool_name(job)
 
-    job: str
+
+def _pool_name(job: FineTuneJob) -> str:
+    data = job.status.data if job.status else None
+    return pool_name(pooled_base_name(job.spec), data.model_digest if data else None)
+
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """A passing adapter job in its base model's pool: what vLLM loads, who owns the pool, what it mounts."""
+
+    adapter: PoolAdapter
     uid: str | None
-    generation: int
-    rank: int
-    path: str
-    """Adapter directory inside the pod."""
     claims: tuple[str, ...]
     """PVC claims the pool must mount for this adapter and its base."""
-    max_model_len: int
-    serving: ServingSpec = field(compare=False)
 
 
-def pool_adapter(job: FineTuneJob, settings: OperatorSettings) -> PoolAdapter:
+def pool_member(job: FineTuneJob, settings: OperatorSettings) -> PoolMember:
     """The pool entry of a job whose adapter passed its gates."""
-    return PoolAdapter(
-        job=job.metadata.name,
-        uid=job.metadata.uid,
-        generation=job.metadata.generation or 1,
-        rank=job.spec.adapter.r,
-        path=adapter_dir(job, settings),
-        claims=tuple(_job_claims(job, settings, with_output=True)),
-        max_model_len=serving_max_model_len(job),
-        serving=job.spec.serving,
-    )
+    adapter = PoolAdapter(job=job.metadata.name, generation=job.metadata.generation or 1, path=adapter_dir(job, settings))
+    return PoolMember(adapter=adapter, uid=job.metadata.uid, claims=tuple(_job_claims(job, settings, with_output=True)))
 
 
 def serving_max_model_len(job: FineTuneJob) -> int:
     """`--max-model-len`: the spec's, else what the Validating phase derived from the base model and
     the data (`status.data.maxModelLen`), so a default never exceeds the model's positions."""
     return default_max_model_len(job.spec, job.status.data if job.status else None)
-
-
-def _largest(values: list[str | None]) -> str | None:
-    present = [v for v in values if v]
-    return max(present, key=parse_quantity) if present else None
 
 
 # ----------------------------------------------------------------------------- pods
@@ -164,6 +160,12 @@ class _Server:
     claims: list[str]
     replicas: int
     hub: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    gpu_resource_name: str | None = None
+    """None: the job's `spec.resources.gpuResourceName`."""
+    placement: tuple[dict[str, str] | None, list[dict[str, Any]]] | None = None
+    """nodeSelector and tolerations; None: the serving spec's (`serving_placement`)."""
+    readiness_gates: tuple[str, ...] = ()
 
 
 def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
@@ -175,9 +177,10 @@ def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
     }
 
 
-def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu: str | None, memory: str | None) -> dict[str, Any]:
+def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server) -> dict[str, Any]:
     serving = server.serving
-    env = {**scratch_env(), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    cpu, memory = serving.cpu, serving.memory
+    env = {**scratch_env(), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **server.env}
     if not server.hub:
         env["HF_HUB_OFFLINE"] = "1"
     if settings.cpu_runtime:
@@ -191,9 +194,10 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu
         "command": list(VLLM_COMMAND),
         "args": server.args,
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
-        "env": env_list(env),
+        "env": env_list(env) + _api_key_env(settings),
         "resources": with_scratch_storage(
-            vllm_pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, cpu, memory), settings),
+            vllm_pod_resources(serving.gpus, server.gpu_resource_name or job.spec.resources.gpu_resource_name,
+                               cpu, memory), settings),
         "volumeMounts": claim_mounts + scratch_mounts,
         "securityContext": container_security_context(),
         "startupProbe": _probe(10, STARTUP_BUDGET_SECONDS // 10, 5),
@@ -211,8 +215,18 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu
         "containers": [container],
         "volumes": claim_vols + scratch_vols,
     }
-    spec.update(placement(settings, *serving_placement(serving, job.spec.resources)))
+    if server.readiness_gates:
+        spec["readinessGates"] = [{"conditionType": gate} for gate in server.readiness_gates]
+    spec.update(placement(settings, *(server.placement or serving_placement(serving, job.spec.resources))))
     return spec
+
+
+def _api_key_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """vLLM's bearer key from the namespace's Secret (an env var: it stays out of the pod's args)."""
+    if not settings.serving_api_key:
+        return []
+    ref = {"name": API_KEY_SECRET, "key": API_KEY_SECRET_KEY}
+    return [{"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": ref}}]
 
 
 def _deployment(meta: dict[str, Any], selector: dict[str, str], pod_labels: dict[str, str], annotations: dict[str, str],
@@ -294,46 +308,50 @@ def _arm_deployment(job: FineTuneJob, settings: OperatorSettings, name: str, arm
     pod_labels = labels(job_name, "serve", group)
     selector = {k: pod_labels[k] for k in (LABEL_MANAGED_BY, "finetune.dev/job", LABEL_PHASE, LABEL_ARM)}
     annotations = {ANNOTATION_GENERATION: str(job.metadata.generation or 1)}
-    pod = _pod_spec(job, settings, server, server.serving.cpu, server.serving.memory)
+    pod = _pod_spec(job, settings, server)
     return _deployment(object_meta(job, name, "serve", group), selector, pod_labels, annotations, server.replicas, pod)
 
 
 # ----------------------------------------------------------------------------- the pool
-def _pool_objects(job: FineTuneJob, settings: OperatorSettings, pool_adapters: list[PoolAdapter]) -> list[dict[str, Any]]:
-    mine = pool_adapter(job, settings)
-    adapters = sorted({a.job: a for a in [*pool_adapters, mine]}.values(), key=lambda a: a.job)
-    base = base_model_name(job.spec, job.metadata.name)
-    name = pool_name(base)
-    first = adapters[0].serving
-    specs = [a.serving for a in adapters]
-    serving = first.model_copy(
-        update={"replicas": max(s.replicas for s in specs), "gpus": max(s.gpus for s in specs)}
-    )
-    cpu, memory = _largest([s.cpu for s in specs]), _largest([s.memory for s in specs])
+def _pool_server(job: FineTuneJob, settings: OperatorSettings, claims: list[str]) -> _Server:
+    """The pool's vLLM: the base model with LoRA sized by the admin (`settings.adapter_pool`), no adapter
+    named at start (the operator loads them at run time), and a readiness gate the operator sets once a
+    replica holds every adapter. Nothing here depends on which jobs the pool serves, except the claims."""
+    pool = settings.adapter_pool
+    base = pooled_base_name(job.spec)
     model, options = _base_source(job, settings)
-    flags = _common_flags(job, settings, serving, max(a.max_model_len for a in adapters))
-    loras = [LoraModule(a.job, a.path, base) for a in adapters]
-    args = vllm_args(model, [base], lora_modules=loras, lora_rank=max(a.rank for a in adapters), **options, **flags)
-    claims = list(dict.fromkeys(c for a in adapters for c in a.claims))
-    server = _Server(args, serving, claims, serving.replicas, hub=job.spec.model.uri.startswith("hf://"))
+    capacity = LoraCapacity(max_loras=pool.max_loras, max_cpu_loras=pool.max_cpu_loras, max_lora_rank=pool.max_lora_rank)
+    args = vllm_args(model, [base], dtype=job.spec.model.dtype, max_model_len=pool.max_model_len, cpu=settings.cpu_runtime,
+                     tensor_parallel_size=max(pool.gpus, 1), lora_capacity=capacity, **options)
+    serving = ServingSpec(replicas=pool.replicas, gpus=pool.gpus, image=pool.image, cpu=pool.cpu, memory=pool.memory)
+    return _Server(args, serving, claims, pool.replicas, hub=job.spec.model.uri.startswith("hf://"), env=dict(RUNTIME_LORA_ENV),
+                   gpu_resource_name=pool.gpu_resource_name, placement=(pool.node_selector or None, list(pool.tolerations)),
+                   readiness_gates=(ADAPTERS_GATE,))
+
+
+def _pool_objects(job: FineTuneJob, settings: OperatorSettings, peers: list[PoolMember]) -> list[dict[str, Any]]:
+    mine = pool_member(job, settings)
+    members = sorted({m.adapter.job: m for m in [*peers, mine]}.values(), key=lambda m: m.adapter.job)
+    name = _pool_name(job)
+    claims = sorted({c for m in members for c in m.claims})
+    server = _pool_server(job, settings, claims)
 
     pool_labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PHASE: "serve", LABEL_POOL: name}
-    owners = [_pool_owner(a) for a in adapters if a.uid]
+    owners = [_pool_owner(m) for m in members if m.uid]
     meta: dict[str, Any] = {"name": name, "namespace": namespace(job), "labels": dict(pool_labels)}
     if owners:
         meta["ownerReferences"] = owners
-    annotations = {"finetune.dev/adapters": ",".join(f"{a.job}@{a.generation}" for a in adapters)}
-    pod = _pod_spec(job, settings, server, cpu, memory)
-    deployment = _deployment({**meta, "annotations": dict(annotations)}, dict(pool_labels), dict(pool_labels), annotations, server.replicas, pod)
+    pod = _pod_spec(job, settings, server)
+    deployment = _deployment(dict(meta), dict(pool_labels), dict(pool_labels), {}, server.replicas, pod)
     return [deployment, _service(meta, dict(pool_labels))]
 
 
-def _pool_owner(adapter: PoolAdapter) -> dict[str, Any]:
+def _pool_owner(member: PoolMember) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "FineTuneJob",
-        "name": adapter.job,
-        "uid": adapter.uid,
+        "name": member.adapter.job,
+        "uid": member.uid,
         "controller": False,
         "blockOwnerDeletion": False,
     }
@@ -341,15 +359,15 @@ def _pool_owner(adapter: PoolAdapter) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- entry point
 def build_serving_objects(
-    job: FineTuneJob, settings: OperatorSettings, pool_adapters: list[PoolAdapter] | None = None
+    job: FineTuneJob, settings: OperatorSettings, pool_peers: list[PoolMember] | None = None
 ) -> list[dict[str, Any]]:
-    """Every serving object of `job`; `pool_adapters` are the other passing adapters on its base in
-    its namespace (the job itself is added when missing)."""
+    """Every serving object of `job`; `pool_peers` are the other passing adapters on its base in
+    its namespace (the job itself is added when missing): they own the pool and name its claims."""
     name = job.metadata.name
     serving = job.spec.serving
     if serving.canary is None:
         if serving.mode == "adapter":
-            pool = _pool_objects(job, settings, pool_adapters or [])
+            pool = _pool_objects(job, settings, pool_peers or [])
             selector = pool[0]["spec"]["selector"]["matchLabels"]
             return pool + [_service(object_meta(job, serve_name(name), "serve"), dict(selector))]
         deployment = _arm_deployment(job, settings, serve_name(name), "tuned", _tuned_server(job, settings, serving.replicas))
@@ -397,13 +415,14 @@ def _http_route(job: FineTuneJob, weight: int) -> dict[str, Any]:
 
 
 __all__ = [
-    "PoolAdapter",
+    "PoolMember",
     "base_model_name",
     "build_serving_objects",
     "canary_split",
     "default_max_model_len",
     "serving_max_model_len",
-    "pool_adapter",
+    "pool_member",
+    "pool_of",
     "served_model_names",
     "serving_endpoint",
 ]

@@ -8,7 +8,7 @@ import kopf
 
 from finetune_api import GROUP, VERSION
 
-from ..builders.common import LABEL_JOB
+from ..builders.common import LABEL_JOB, LABEL_POOL
 from ..runtime import context
 from . import indexes
 
@@ -22,6 +22,11 @@ async def finetunejob_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Me
 @kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT})
 async def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await context.of(memo).jobs.on_child_event(body)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_POOL: kopf.PRESENT})
+async def pool_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await context.of(memo).jobs.on_pool_pod_event(body)
 
 
 def register_kueue(registry: kopf.OperatorRegistry | None = None) -> None:

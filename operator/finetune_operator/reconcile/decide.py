@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from finetune_api import FineTuneJob, TERMINAL_PHASES
+from finetune_api.contract.vllm import pooled_base_name
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
 from finetune_api.common import Condition
 from finetune_api.job import Artifacts, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus
@@ -243,7 +244,30 @@ def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSett
 
 # -- phases -----------------------------------------------------------------------------------------
 
+def serving_refusal(job: FineTuneJob, settings: OperatorSettings) -> str | None:
+    """Why the operator's own configuration could never serve `job` as it asks, known before any GPU is
+    spent: an adapter above the pools' `maxLoraRank` (the admin's) would train, pass and never load, and
+    one named like the pool's base model would be refused by vLLM (one model per name)."""
+    serving, rank = job.spec.serving, job.spec.adapter.r
+    limit = settings.adapter_pool.max_lora_rank
+    if not (serving.enabled and serving.mode == "adapter" and serving.canary is None):
+        return None
+    if rank > limit:
+        return (f"spec.adapter.r={rank} is above the adapter pools' maxLoraRank {limit} (the operator's "
+                "jobs.adapterPool): set spec.serving.mode: merged, or a lower rank")
+    base = pooled_base_name(job.spec)
+    if job.metadata.name == base:
+        return (f"metadata.name {base!r} is the name its base model is served under in the shared adapter pool, "
+                "and vLLM serves one model per name: rename the job, set spec.model.name, or set spec.serving.mode: merged")
+    return None
+
+
 def _pending(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    refusal = serving_refusal(plan.job, settings)
+    if refusal:
+        plan.condition("Validated", False, "ServingNotPossible", refusal)
+        plan.transition("Failed", "ServingNotPossible", refusal, warning=True)
+        return
     refused = _namespace_cap_refusal(plan.job, children, settings)
     if refused is not None:
         rule, message = refused

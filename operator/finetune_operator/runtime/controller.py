@@ -17,7 +17,7 @@ from typing import Any
 from finetune_api import FineTuneJob
 
 from ..builders import names
-from ..builders.common import LABEL_JOB
+from ..builders.common import LABEL_JOB, LABEL_POOL
 from ..k8s import K8s
 from ..metrics import Metrics
 from ..deadlines import deadline_remaining_seconds
@@ -26,14 +26,19 @@ from ..reconcile.decide import reconcile_failed, reconcile_recovered
 from ..reconcile.failures import classify
 from ..settings import OperatorSettings
 from .actuator import Actuator
+from .api_keys import ApiKeys
 from .executor import Executor
 from .indexes import Indexes
 from .job_cache import JobCache, Key, key_of
 from .locks import KeyedLocks
 from .observe import Observer
+from .pools import PoolController, pool_key
 from .timers import Backoff, Timers
 
 log = logging.getLogger("finetune_operator.job")
+POOL_SYNC_PHASES = ("Deploying", "Serving", "Succeeded")
+"""After a reconcile in these phases the job's adapter pool is reconciled too (joined, or left when
+serving was disabled)."""
 
 
 def _now() -> dt.datetime:
@@ -65,7 +70,10 @@ class JobController:
         self.locks = KeyedLocks()
         self.backoff = Backoff()
         self.timers = Timers(self._timer_fired)
-        self.observer = Observer(k8s, settings, executor, indexes, self.cache)
+        api_keys = ApiKeys(k8s, settings, executor)
+        self.pools = PoolController(k8s, settings, executor, self.cache, api_keys,
+                                    on_changed=lambda key: self.timers.request(key, 0))
+        self.observer = Observer(k8s, settings, executor, indexes, self.cache, self.pools, api_keys)
         self.actuator = Actuator(k8s, settings, metrics, executor, self.cache, self.timers)
 
     # -- events -------------------------------------------------------------------------------------
@@ -73,9 +81,27 @@ class JobController:
         key = key_of(body)
         if event_type == "DELETED":
             self.forget(key)
+            await self._reconcile_pool_of(body)  # unloads the deleted job's adapter
             return
         self.cache.seen(body)
         await self.reconcile(key)
+
+    async def on_pool_pod_event(self, body: Mapping[str, Any]) -> None:
+        """An adapter pool's pod changed (started, restarted, became ready): bring it to every adapter."""
+        meta = body.get("metadata") or {}
+        pool = (meta.get("labels") or {}).get(LABEL_POOL)
+        if pool:
+            await self.pools.reconcile((meta.get("namespace") or "", pool))
+
+    async def _reconcile_pool_of(self, body: Mapping[str, Any]) -> None:
+        """The pool of a job whose gates passed (or that left it): load, unload, gate its replicas."""
+        try:
+            job = FineTuneJob.model_validate(dict(body))
+        except ValueError:
+            return
+        key = pool_key(job)
+        if key is not None and (job.status is None or job.status.phase in POOL_SYNC_PHASES):
+            await self.pools.reconcile(key)
 
     async def on_child_event(self, body: Mapping[str, Any]) -> None:
         key = parent_of(body)
@@ -123,6 +149,7 @@ class JobController:
                 return
             self.backoff.forget(key)
             await self._settled(key)
+        await self._reconcile_pool_of(self.cache.get(key) or {})
 
     async def _failed(self, key: Key, error: Exception) -> None:
         """Classify the error (`reconcile.failures.classify`), let `reconcile_failed` say what the user

@@ -16,15 +16,19 @@ from finetune_api.queue import Flavor
 from .. import builders
 from ..builders import names
 from ..builders.common import CONFIG_FILE
+from ..builders.serving import pool_member
 from ..k8s import K8s
 from ..progress import TAIL_LINES, latest_progress
 from ..queue.views import admitted_flavor
 from ..reconcile import JobState, NamespaceUsage, ObservedChildren, ServingState, pod_state
 from ..reconcile.decide import AFTER_TRAINING
+from ..reconcile.pool import serving_everywhere
 from ..settings import OperatorSettings
 from .executor import Executor
 from .indexes import Indexes
+from .api_keys import ApiKeyMissing, ApiKeys
 from .job_cache import JobCache, Key
+from .pools import PoolController, pool_key
 from .smoke import smoke_base_url, smoke_request
 
 log = logging.getLogger("finetune_operator.job")
@@ -34,9 +38,11 @@ class Observer:
     """Builds `ObservedChildren` for `reconcile.decide`; reads the trainer's log at most every progress interval."""
 
     def __init__(self, k8s: K8s, settings: OperatorSettings, executor: Executor, indexes: Indexes,
-                 cache: JobCache) -> None:
+                 cache: JobCache, pools: PoolController, api_keys: ApiKeys) -> None:
         self.k8s = k8s
         self.cache = cache
+        self.pools = pools
+        self.api_keys = api_keys
         self.settings = settings
         self.executor = executor
         self.indexes = indexes
@@ -119,6 +125,10 @@ class Observer:
         # Only kinds and names are read: the adapter pool's peers change neither.
         objects = builders.build_serving_objects(job, self.settings)
         ready_replicas, waiting, pods_waiting = 0, [], []
+        try:  # first: without it no vLLM pod starts (its env names the Secret) and no call is answered
+            token = await self.api_keys.get(ns)
+        except ApiKeyMissing as e:
+            return ServingState(ready=False, message=str(e))
         for obj in objects:
             if obj["kind"] != "Deployment":
                 continue
@@ -134,9 +144,18 @@ class Observer:
         if waiting:
             return ServingState(ready=False, ready_replicas=ready_replicas, message="; ".join(waiting),
                                 pods_waiting="; ".join(dict.fromkeys(pods_waiting)))
+        pool = pool_key(job)
+        if pool is not None:
+            replicas = await self.pools.replicas(pool)
+            everywhere, message = serving_everywhere(pool_member(job, self.settings).adapter, replicas)
+            ready_replicas = sum(1 for r in replicas if r.container_ready and r.gate_current)
+            if not everywhere:
+                error = self.pools.load_error(pool, job.metadata.name)
+                return ServingState(ready=False, ready_replicas=ready_replicas,
+                                    message=f"{message}: {error}" if error else message)
         service = names.serve_name(job.metadata.name)
         slices = await self.executor.call(self.k8s.list, "EndpointSlice", ns, f"kubernetes.io/service-name={service}")
         base = smoke_base_url(service, ns, slices)
-        ok, message = await self.executor.call(smoke_request, base, job.metadata.name)
+        ok, message = await self.executor.call(smoke_request, base, job.metadata.name, token)
         return ServingState(ready=True, ready_replicas=ready_replicas, smoke_ok=ok, smoke_message=message,
                             endpoint=builders.serving_endpoint(job))

@@ -27,11 +27,14 @@ def smoke_base_url(service: str, namespace: str, endpoint_slices: list[dict[str,
     return f"http://{service}.{namespace}.svc:{port}"
 
 
-def smoke_request(base_url: str, model: str, timeout: float = SMOKE_TIMEOUT_SECONDS) -> tuple[bool, str]:
-    """One chat completion from `model`; ok only when a completion comes back from that model."""
+def smoke_request(base_url: str, model: str, api_key: str | None = None,
+                  timeout: float = SMOKE_TIMEOUT_SECONDS) -> tuple[bool, str]:
+    """One chat completion from `model`, as a client calls it (with the endpoint's API key when it has
+    one); ok only when a completion comes back from that model."""
     body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 4, "temperature": 0}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=timeout)
+        response = httpx.post(f"{base_url}/v1/chat/completions", json=body, headers=headers, timeout=timeout)
     except httpx.HTTPError as e:
         return False, f"smoke request to {base_url} failed: {e}"
     if response.status_code != 200:

@@ -2,6 +2,8 @@
 
 import pytest
 
+from finetune_api import FineTuneJob
+
 from finetune_operator.builders.children import adapter_pool, build_child
 from finetune_operator.settings import OperatorSettings
 
@@ -12,10 +14,10 @@ pytestmark = pytest.mark.unit
 SETTINGS = OperatorSettings()
 
 
-def _stored(name: str, phase: str, namespace: str = "team-a", **spec: object) -> dict:
+def _stored(name: str, phase: str, namespace: str = "team-a", digest: str | None = None, **spec: object) -> dict:
     body = make_job(name, **spec).model_dump(by_alias=True, exclude_none=True, mode="json")
     body["metadata"]["namespace"] = namespace
-    body["status"] = {"phase": phase}
+    body["status"] = {"phase": phase, **({"data": {"modelDigest": digest}} if digest else {})}
     return body
 
 
@@ -42,7 +44,15 @@ def test_the_pool_serves_serving_adapters_on_the_same_base_in_the_namespace():
         _stored("ft", "Serving", serving={"mode": "adapter"}),
         {"metadata": {"name": "broken", "namespace": "team-a"}, "spec": {}, "status": {"phase": "Serving"}},
     ]
-    assert [a.job for a in adapter_pool(job, peers, SETTINGS)] == ["same", "deploying"]
+    assert [m.adapter.job for m in adapter_pool(job, peers, SETTINGS)] == ["same", "deploying"]
     pool = build_child("serving", job, SETTINGS, peers=peers)
     assert any(o["kind"] == "Deployment" for o in pool)
     assert adapter_pool(make_job("ft", serving={"mode": "merged"}), peers, SETTINGS) == []
+
+
+def test_same_name_different_weights_is_another_pool():
+    job = _stored("ft", "Deploying", digest="sha256:" + "1" * 64, serving={"mode": "adapter"})
+    peers = [_stored("same-weights", "Serving", digest="sha256:" + "1" * 64, serving={"mode": "adapter"}),
+             _stored("other-weights", "Serving", digest="sha256:" + "2" * 64, serving={"mode": "adapter"})]
+    members = adapter_pool(FineTuneJob.model_validate(job), peers, SETTINGS)
+    assert [m.adapter.job for m in members] == ["same-weights"]

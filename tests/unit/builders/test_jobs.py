@@ -71,3 +71,10 @@ def test_pool_names_are_dns_labels(base: str, name: str | None) -> None:
     assert len(result) <= 63 and result == pool_name(base)
     if name:
         assert result == name
+    keyed = pool_name(base, "sha256:" + "ab12" * 16)
+    assert len(keyed) <= 63 and keyed.endswith("-ab12ab12ab")
+
+
+def test_a_pool_is_keyed_by_the_base_models_content_not_its_name() -> None:
+    one, other = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    assert pool_name("tiny", one) == pool_name("tiny", one) != pool_name("tiny", other)

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from finetune_operator.builders import build_serving_objects, canary_split, pool_adapter, serving_endpoint
-from finetune_operator.settings import OperatorSettings
+from finetune_operator.builders import build_serving_objects, canary_split, pool_member, serving_endpoint
+from finetune_operator.reconcile.pool import ADAPTERS_GATE
+from finetune_operator.settings import AdapterPoolSettings, OperatorSettings
 
 from .conftest import make_job, validate
 
@@ -39,7 +40,7 @@ def test_merged_deployment_serves_versioned_names_with_probes() -> None:
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
     assert container["resources"]["limits"] == {"memory": "32Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "50Gi"}
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HF_HUB_OFFLINE"] == "1" and "VLLM_CPU_KVCACHE_SPACE" not in env
     assert deployment["spec"]["replicas"] == 2
     service = _by(objects, "Service", "faq-serve")
@@ -47,43 +48,62 @@ def test_merged_deployment_serves_versioned_names_with_probes() -> None:
     assert serving_endpoint(job) == "http://faq-serve.team-a.svc:8000/v1"
 
 
+@pytest.mark.parametrize("mode", ["merged", "adapter"])
+def test_the_endpoint_takes_its_api_key_from_the_namespaces_secret_never_from_args(mode: str) -> None:
+    job = make_job("faq", serving={"mode": mode})
+    deployment = next(o for o in build_serving_objects(job, OperatorSettings()) if o["kind"] == "Deployment")
+    container = _container(deployment)
+    key = next(e for e in container["env"] if e["name"] == "VLLM_API_KEY")
+    assert key == {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "finetune-serving-api-key", "key": "api-key"}}}
+    assert "--api-key" not in container["args"]
+    open_deployment = build_serving_objects(job, OperatorSettings(serving_api_key=False))[0]
+    assert all(e["name"] != "VLLM_API_KEY" for e in _container(open_deployment)["env"])
+
+
 def test_cpu_runtime_sets_the_kv_cache_and_eager_mode() -> None:
     job = make_job("faq", serving={"mode": "merged", "gpus": 0, "memory": "16Gi"})
     container = _container(build_serving_objects(job, OperatorSettings(cpu_runtime=True))[0])
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "4" and "--enforce-eager" in container["args"]
 
 
-def test_adapter_pool_serves_every_adapter_and_is_owned_by_each_job() -> None:
-    settings = OperatorSettings()
+def test_adapter_pool_is_the_admins_definition_and_is_owned_by_each_job() -> None:
+    pool_settings = AdapterPoolSettings(replicas=2, gpus=1, memory="24Gi", max_loras=8, max_cpu_loras=64,
+                                        max_lora_rank=32, node_selector={"pool": "serving"})
+    settings = OperatorSettings(adapter_pool=pool_settings)
     a = make_job("alpha", adapter={"r": 8}, serving={"replicas": 1})
-    b = make_job("beta", adapter={"r": 48}, serving={"replicas": 3})
-    objects = build_serving_objects(b, settings, [pool_adapter(a, settings)])
+    b = make_job("beta", adapter={"r": 16}, serving={"replicas": 3, "memory": "99Gi", "args": ["--seed", "1"]})
+    objects = build_serving_objects(b, settings, [pool_member(a, settings)])
     for obj in objects:
         validate(obj)
     pool = _by(objects, "Deployment", "vllm-base-7b")
-    args = _container(pool)["args"]
+    container = _container(pool)
+    args = container["args"]
     assert _flag(args, "--model") == "/mnt/pvc/models/base-7b" and _flag(args, "--served-model-name") == "base-7b"
-    i = args.index("--lora-modules")
-    assert [json.loads(x)["name"] for x in args[i + 1 : i + 3]] == ["alpha", "beta"]
-    assert {json.loads(x)["base_model_name"] for x in args[i + 1 : i + 3]} == {"base-7b"}
-    assert _flag(args, "--max-lora-rank") == "64" and _flag(args, "--max-loras") == "2"
-    assert pool["spec"]["replicas"] == 3
+    assert "--lora-modules" not in args and "--enable-lora" in args and "--seed" not in args
+    assert (_flag(args, "--max-loras"), _flag(args, "--max-cpu-loras"), _flag(args, "--max-lora-rank")) == ("8", "64", "32")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert container["resources"]["limits"]["memory"] == "24Gi"
+    template = pool["spec"]["template"]["spec"]
+    assert template["readinessGates"] == [{"conditionType": ADAPTERS_GATE}]
+    assert template["nodeSelector"] == {"pool": "serving"}
+    assert pool["spec"]["replicas"] == 2
     owners = pool["metadata"]["ownerReferences"]
     assert [(o["name"], o["controller"]) for o in owners] == [("alpha", False), ("beta", False)]
     job_service = _by(objects, "Service", "beta-serve")
     assert job_service["metadata"]["ownerReferences"][0]["controller"] is True
     assert job_service["spec"]["selector"] == pool["spec"]["selector"]["matchLabels"]
     # the pool is the same whichever of its jobs builds it
-    assert _by(build_serving_objects(a, settings, [pool_adapter(b, settings)]), "Deployment", "vllm-base-7b") == pool
+    assert _by(build_serving_objects(a, settings, [pool_member(b, settings)]), "Deployment", "vllm-base-7b") == pool
 
 
-def test_adding_an_adapter_changes_the_pod_template_so_the_pool_rolls() -> None:
+def test_an_adapter_joining_leaves_the_pod_template_unchanged_so_nothing_restarts() -> None:
     settings = OperatorSettings()
-    a, b = make_job("alpha"), make_job("beta")
-    alone = _by(build_serving_objects(a, settings), "Deployment", "vllm-base-7b")["spec"]["template"]
-    shared = _by(build_serving_objects(a, settings, [pool_adapter(b, settings)]), "Deployment", "vllm-base-7b")["spec"]["template"]
-    assert alone != shared
+    a, b = make_job("alpha"), make_job("beta", adapter={"r": 64}, serving={"replicas": 4, "memory": "64Gi"})
+    alone = _by(build_serving_objects(a, settings), "Deployment", "vllm-base-7b")["spec"]
+    shared = _by(build_serving_objects(a, settings, [pool_member(b, settings)]), "Deployment", "vllm-base-7b")["spec"]
+    assert alone == shared
 
 
 @pytest.mark.parametrize(
@@ -121,12 +141,3 @@ def test_gateway_api_canary_uses_route_weights() -> None:
     tuned_args = _container(_by(objects, "Deployment", "faq-serve"))["args"]
     assert json.loads(_flag(tuned_args, "--lora-modules"))["name"] == "faq"
 
-
-def test_an_adapter_job_named_like_its_model_serves_the_base_under_another_name() -> None:
-    """A job `base-7b` on the model `base-7b`: vLLM refuses an adapter named like its base, so the base
-    is served as `base-7b-base` (the tuned model keeps the job's name)."""
-    job = make_job("base-7b")
-    args = _container(_by(build_serving_objects(job, OperatorSettings()), "Deployment", "vllm-base-7b-base"))["args"]
-    assert _flag(args, "--served-model-name") == "base-7b-base"
-    lora = json.loads(_flag(args, "--lora-modules"))
-    assert lora["name"] == "base-7b" and lora["base_model_name"] == "base-7b-base"

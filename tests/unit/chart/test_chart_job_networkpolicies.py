@@ -77,7 +77,9 @@ def test_each_phase_gets_exactly_its_traffic(tmp_path: Path) -> None:
         json.dumps(r, sort_keys=True) for r in [dns, store, {"to": train_peers}])
     assert rules(train, "ingress") == [{"from": train_peers}]
 
-    assert not policies_for(objects, labels["serve"])  # the serving endpoint's policy is not this chart's job
+    serving = policies_for(objects, labels["serve"])  # only its own (test_chart_render checks its peers)
+    assert [p["metadata"]["name"] for p in serving] == ["ft-finetune-operator-serving"]
+    assert serving[0]["spec"]["policyTypes"] == ["Ingress"]
 
 
 def test_every_job_namespace_gets_them_and_they_can_be_left_out(tmp_path: Path) -> None:
@@ -85,7 +87,7 @@ def test_every_job_namespace_gets_them_and_they_can_be_left_out(tmp_path: Path) 
     names = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in by_kind(objects, "NetworkPolicy")}
     for ns in ("team-a", "team-b"):
         assert {(ns, "ft-finetune-operator-jobs-deny"), (ns, "ft-finetune-operator-jobs-dns"),
-                (ns, "ft-finetune-operator-training-peers")} <= names
+                (ns, "ft-finetune-operator-training-peers"), (ns, "ft-finetune-operator-serving")} <= names
     off = template("defaults", {"jobs": {"networkPolicy": {"enabled": False}}}, tmp_path)
     assert [p["metadata"]["name"] for p in by_kind(off, "NetworkPolicy")] == ["ft-finetune-operator"]
 

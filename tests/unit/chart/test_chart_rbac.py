@@ -118,11 +118,15 @@ def test_namespaced_install_grants_namespaced_rules_only_in_the_watched_namespac
     assert granted(objects) == rule_triples([r.to_api() for r in rbac.rules_for({"kueue"})])
 
 
-def test_no_wildcards_secrets_or_escalation() -> None:
+def test_no_wildcards_no_secrets_but_the_api_key_no_escalation() -> None:
     for values_set in ("defaults", "kueue-namespaced", "cluster-wide", "peering-monitoring"):
-        triples = granted(template(values_set))
+        objects = template(values_set)
+        triples = granted(objects)
         assert not {t for t in triples if "*" in t}
-        assert not {t for t in triples if t[1] == "secrets"}
+        secret_rules = [r for o in by_kind(objects, "ClusterRole") + by_kind(objects, "Role") for r in o["rules"]
+                        if "secrets" in r["resources"]]
+        # one Secret by name (the serving API key), read only
+        assert all(r["resourceNames"] == ["finetune-serving-api-key"] and r["verbs"] == ["get"] for r in secret_rules)
         assert not {t for t in triples if t[2] in {"escalate", "bind", "impersonate"}}
 
 

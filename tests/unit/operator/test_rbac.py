@@ -23,7 +23,10 @@ def test_rules_allow_what_the_operator_does_and_nothing_broader():
     assert rbac.allows("finetune.dev", "finetunejobs/status", "patch")
     assert rbac.allows("", "pods/log", "get")
     assert not rbac.allows("finetune.dev", "finetunejobs", "patch")  # only status is ours to write
-    assert not rbac.allows("", "secrets", "get")
+    assert not rbac.allows("", "secrets", "get")  # any Secret: no
+    assert not rbac.allows("", "secrets", "get", name="db-password")
+    assert rbac.allows("", "secrets", "get", name="finetune-serving-api-key")  # the serving API key only
+    assert not rbac.allows("", "secrets", "list")
     assert not rbac.allows("", "pods", "create")
     assert all("*" not in r.verbs and "*" not in r.resources for r in rbac.REQUIRED_RULES)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from finetune_api.contract.artifacts import tree_digest
 from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, USER_ERROR
 from finetune_api.contract.summaries import PrepareSummary
 from finetune_api.contract.termination import FailureReason
@@ -280,6 +281,7 @@ def run_prepare(config: ResolvedConfig) -> PrepareResult:
         return _infrastructure_failure(f"cannot read a dataset: {exc}")
     outcome.timings["load_tokenizer"] = load_seconds
     model = _model_limits(config, limit, settings, outcome.longest_example, model_config, findings)
+    model["digest"] = _model_digest(config.paths.model)
     ok = not findings.errors
     splits = outcome.splits
     train = splits["train"]
@@ -336,6 +338,11 @@ def _model_limits(
         "max_model_len": resolve_max_model_len(spec, limit, longest, where, findings),
         "max_model_len_source": "spec" if spec.serving.max_model_len is not None else "derived",
     }
+
+
+def _model_digest(model_dir: str) -> str | None:
+    """The base model's content identity (its serving pool's key); None when it is not a local directory."""
+    return tree_digest(model_dir) if Path(model_dir).is_dir() else None
 
 
 def _message(ok: bool, outcome: CheckOutcome, model: dict[str, Any]) -> str:

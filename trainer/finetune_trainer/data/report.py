@@ -106,6 +106,7 @@ def summary(report: dict[str, Any], report_path: str | None) -> DataReport:
         max_length=model.get("max_length"),
         longest_example=model.get("longest_example"),
         max_model_len=model.get("max_model_len"),
+        model_digest=model.get("digest"),
     )
 
 

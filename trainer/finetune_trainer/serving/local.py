@@ -23,7 +23,7 @@ import httpx
 
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_api.contract.vllm import base_model_name, default_max_model_len
-from finetune_api.contract.vllm import LoraModule, vllm_args
+from finetune_api.contract.vllm import LoraCapacity, LoraModule, vllm_args
 from finetune_trainer.data.report import read_summary
 from finetune_trainer.failure_reason import reason_from_log
 from finetune_trainer.process_group import StopRequested, stop_process_group, supervised_popen_kwargs
@@ -65,6 +65,7 @@ class LocalVllmServer:
         env: dict[str, str] | None = None,
         dtype: str = "auto",
         log_path: str | Path | None = None,
+        lora_capacity: LoraCapacity | None = None,
     ) -> None:
         self.model_dir = str(model_dir)
         self.adapters = dict(adapters or {})
@@ -91,6 +92,7 @@ class LocalVllmServer:
                 cpu=True,
                 lora_modules=loras,
                 lora_rank=rank,
+                lora_capacity=lora_capacity,
             ),
         ]
         self.env = {

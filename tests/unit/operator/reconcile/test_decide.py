@@ -55,6 +55,28 @@ def test_new_job_starts_validating_with_config_and_prepare_job(settings):
     assert actions.index(Create("prepare")) < actions.index(PatchStatus(patch))
 
 
+def test_an_adapter_no_pool_can_load_fails_before_any_work(settings):
+    actions = decide(make_job(adapter={"r": 128}, serving={"mode": "adapter"}), children(), NOW, settings)
+    assert creates(actions) == []
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "ServingNotPossible"
+    assert "spec.adapter.r=128 is above the adapter pools' maxLoraRank 64" in patch["message"]
+    assert [e.reason for e in events(actions)] == ["ServingNotPossible"]
+    merged = decide(make_job(adapter={"r": 128}, serving={"mode": "merged"}), children(), NOW, settings)
+    assert status_patch(merged)["phase"] == "Validating"
+
+
+def test_an_adapter_job_named_like_its_pools_base_model_fails_before_any_work(settings):
+    named_like_base = {"uri": "pvc://models/tiny", "name": "demo"}  # the job is `demo`
+    actions = decide(make_job(model=named_like_base, serving={"mode": "adapter"}), children(), NOW, settings)
+    assert creates(actions) == []
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "ServingNotPossible"
+    assert patch["message"].startswith("metadata.name 'demo' is the name its base model is served under")
+    merged = decide(make_job(model=named_like_base, serving={"mode": "merged"}), children(), NOW, settings)
+    assert status_patch(merged)["phase"] == "Validating"
+
+
 def test_validating_recreates_a_missing_prepare_job_without_writing_status(settings):
     actions = decide(make_job(at_phase("Validating")), children(), NOW, settings)
     assert actions == [Create("config"), Create("prepare")]

@@ -209,9 +209,14 @@ def test_the_operator_serves_with_the_derived_max_model_len(tmp_path: Path, tiny
     patch = status_patch(decide(operator_job(), prepare_job(0, termination), NOW, OperatorSettings()))
     assert patch["data"]["maxModelLen"] == 256 and patch["data"]["modelMaxPositions"] == 512
     validated = operator_job({**operator_job().status.to_api(), **patch})  # type: ignore[union-attr]
-    pool = build_serving_objects(validated, OperatorSettings())[0]
-    args = pool["spec"]["template"]["spec"]["containers"][0]["args"]
+    serving = validated.spec.serving.model_copy(update={"mode": "merged"})
+    merged = validated.model_copy(update={"spec": validated.spec.model_copy(update={"serving": serving})})
+    deployment = build_serving_objects(merged, OperatorSettings())[0]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--max-model-len") + 1] == "256"
+    # a shared adapter pool is sized by the admin (jobs.adapterPool.maxModelLen), never by one job's data
+    pool = build_serving_objects(validated, OperatorSettings())[0]
+    assert "--max-model-len" not in pool["spec"]["template"]["spec"]["containers"][0]["args"]
     # before the Validating phase ran (e.g. `ftctl render`) the estimate comes from the spec alone
     assert default_max_model_len(operator_job().spec) == 1280
 

@@ -12,6 +12,7 @@ from finetune_api.resolved import ArtifactLayout
 from finetune_trainer.data import load_prepared, prepared_info
 from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR as EXIT_INFRASTRUCTURE, OK as EXIT_OK, USER_ERROR as EXIT_USER_ERROR
 from finetune_api.contract.summaries import PrepareSummary
+from finetune_api.contract.artifacts import tree_digest
 from finetune_trainer.data.prepare import run_prepare
 from finetune_trainer.phases.prepare import main as prepare_main
 
@@ -47,6 +48,8 @@ def test_quickstart_is_prepared_with_the_right_counts(make_config: MakeConfig) -
     assert (summary.train_examples, summary.validation_examples, summary.eval_examples) == (400, 40, 60)
     assert summary.train_tokens == report["splits"]["train"]["tokens"] > 0
     assert summary.report_path == str(layout.data_report)
+    # the base model's content identity, by the recipe anyone can rerun (`sha256sum` manifest)
+    assert summary.model_digest == tree_digest(config.paths.model) and summary.model_digest.startswith("sha256:")
 
 
 def test_prepared_splits_are_what_train_and_evaluate_read(make_config: MakeConfig, tiny_tokenizer) -> None:  # noqa: ANN001
