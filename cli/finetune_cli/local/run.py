@@ -200,7 +200,7 @@ class Ui:
         if self.plain and plain_line_due(self._last_step, step, total):
             self._last_step = step
             eta = f" ETA {event.eta_seconds}s" if event.eta_seconds and step < total else ""
-            self.console.print(f"  step {step}/{total} {info}{eta}")
+            self.console.print(f"  {event.unit} {step}/{total} {info}{eta}".rstrip())
 
     def done(self, task: Any, ok: bool, text: str) -> None:
         shown = self.progress.tasks[task]

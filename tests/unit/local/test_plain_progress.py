@@ -50,3 +50,14 @@ def test_a_finished_training_line_keeps_its_last_step_and_figures():
     lines = [line for line in console.export_text().splitlines() if "done" in line][-2:]
     assert "150/150 loss 0.0512 val 0.26 3400 tok/s done" in lines[0], lines
     assert "1/1" in lines[1] and "done" in lines[1], lines
+
+
+def test_the_baseline_and_the_evaluation_count_answers_in_plain_lines():
+    console = Console(file=StringIO(), force_terminal=False, width=120, record=True)
+    with Ui(console, plain=True) as ui:
+        evaluate = ui.phase("evaluate", Path("evaluate.log"))
+        for done in (32, 64, 96, 120):
+            ui.event(evaluate, ProgressEvent(step=done, total_steps=120, unit="item"))
+        ui.done(evaluate, True, "done")
+    lines = console.export_text().splitlines()
+    assert [line for line in lines if line.startswith("  item")] == ["  item 32/120", "  item 64/120", "  item 96/120", "  item 120/120"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from finetune_api.contract.artifacts import artifact_ref
 from finetune_api.contract.summaries import EvaluateSummary
+from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.vllm import base_model_name
 from finetune_api.job import REFUSAL_GRADER, GateResult
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
@@ -174,6 +175,26 @@ class BaseOutputCache:
         write_json_atomic(self.path, {"key": self.key, "outputs": outputs}, indent=None, default=None)
 
 
+class _ItemProgress:
+    """Answers generated so far, printed as progress events (`unit: item`) about ten times per phase, so
+    `ftctl run` shows the baseline and the evaluation moving. Chunks stay large enough for a batching
+    backend to fill its batches."""
+
+    MIN_CHUNK = 32
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.size = max(self.MIN_CHUNK, -(-total // 10))
+
+    def chunks(self, prompts: list[list[int]]) -> list[list[list[int]]]:
+        return [prompts[i:i + self.size] for i in range(0, len(prompts), self.size)] or [[]]
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if count:
+            print(ProgressEvent(step=self.done, total_steps=self.total, unit="item").to_line(), flush=True)
+
+
 def _generate_all(
     backend: GenerationBackend, sides: list[Side], prompt_sets: list[list[list[int]]], timings: dict[str, float],
     cache: BaseOutputCache | None = None,
@@ -181,16 +202,20 @@ def _generate_all(
     """Outputs per set and side; each side runs all its sets before the next side (one model load).
     The base side comes from `cache` when it holds outputs for these prompts, and is stored there."""
     results: list[dict[Side, list[str]]] = [{} for _ in prompt_sets]
+    cached = cache.load() if cache is not None and "base" in sides else None
+    counter = _ItemProgress(sum(len(p) for p in prompt_sets) * sum(1 for s in sides if s != "base" or cached is None))
     for side in sides:
-        cached = cache.load() if cache is not None and side == "base" else None
-        if cached is not None:
+        if side == "base" and cached is not None:
             for out, outputs in zip(results, cached):
                 out[side] = outputs
             timings["generate_base_cached"] = 0.0
             continue
         started = time.perf_counter()
         for out, prompts in zip(results, prompt_sets):
-            out[side] = backend.generate(prompts, side)
+            out[side] = []
+            for chunk in counter.chunks(prompts):
+                out[side] += backend.generate(chunk, side)
+                counter.advance(len(chunk))
         timings[f"generate_{side}"] = time.perf_counter() - started
         if cache is not None and side == "base":
             cache.save([out[side] for out in results])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from finetune_api.contract.progress import read_events
 from finetune_trainer.evaluation.evaluate import run_evaluate
 from finetune_trainer.phases.evaluate import main
 
@@ -28,11 +29,16 @@ def run_evaluate_phase(config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_tuned_model_passes_its_gates_and_the_base_does_not(
-    make_config: MakeConfig, trained_adapter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_config: MakeConfig, trained_adapter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = make_config(trained_adapter, {"backend": "transformers", "gates": [QUICKSTART_GATE]})
     code, message = run_evaluate_phase(config, tmp_path, monkeypatch)
     assert code == 0
+    counted = read_events(capsys.readouterr().out.splitlines())  # what `ftctl run` shows as the phase's bar
+    assert {e.unit for e in counted} == {"item"} and len(counted) >= 2
+    assert [e.step for e in counted] == sorted({e.step for e in counted})
+    assert counted[-1].step == counted[-1].total_steps == 120  # 60 answers from each of base and tuned
     assert message["ok"] is True and message["passed"] is True
     assert message["items"] == 60
     metrics = {m["name"]: m for m in message["metrics"]}
