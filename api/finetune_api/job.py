@@ -742,6 +742,9 @@ class DataReport(StatusModel):
     train_tokens: int = 0
     report_path: str | None = None
     message: str = ""
+    sources: dict[str, str] = Field(default_factory=dict)
+    """What this job read, by role (`model`, `train`, …): the hub commit, the S3 objects' digest or the
+    files' digest the fetch step resolved (also in `sources.json` and `run.json`)."""
     model_max_positions: int | None = None
     """The base model's position limit, as vLLM derives it from `config.json` (unset when it states none)."""
     max_length: int | None = None

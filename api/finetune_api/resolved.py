@@ -62,6 +62,16 @@ class ResolvedConfig(ApiModel):
         return self.model_copy(update={"paths": paths})
 
 
+def load_resolved_config(path: str | Path) -> ResolvedConfig:
+    """The config a phase runs with: the file, with every fetched source pointed at the cached copy the
+    fetch step recorded in the output's `sources.json` (in a pod the ConfigMap still names the URIs)."""
+    config = ResolvedConfig.model_validate_json(Path(path).read_text())
+    fetched = ArtifactLayout(config.paths.output).sources_json
+    if fetched.is_file():
+        config = config.with_fetched(FetchSummary.model_validate_json(fetched.read_text()))
+    return config
+
+
 def uri_to_path(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> str:
     """Map a spec URI to where the trainer reads it: PVCs are mounted under `pvc_root/<claim>`."""
     if uri.startswith("pvc://"):
@@ -158,6 +168,11 @@ class ArtifactLayout:
     def sources_json(self) -> Path:
         """The fetch step's resolved sources (identities and cached paths)."""
         return self.root / "sources.json"
+
+    def fetched(self, role: str) -> Path:
+        """A link to where the fetch step put the source in `role` (vLLM pods serve the base model
+        through it: its cache path is known only after the fetch)."""
+        return self.root / "sources" / role
 
     @property
     def run_json(self) -> Path:

@@ -23,6 +23,7 @@ from typing import Any
 from finetune_api import API_VERSION, FineTuneJob
 from finetune_api.job import ServingSpec
 from finetune_api.resolved import ArtifactLayout, claim_of, uri_to_path
+from finetune_api.sources import parse_source
 from ..settings import OperatorSettings
 from .common import (
     ANNOTATION_GENERATION,
@@ -59,13 +60,12 @@ TERMINATION_GRACE_SECONDS = 60
 
 
 # ----------------------------------------------------------------------------- model references
-def _model_source(uri: str, pvc_root: str) -> tuple[str, dict[str, str]]:
-    """What vLLM's `--model` gets: a mounted path, a hub id, or an S3 URI streamed by run:ai."""
-    if uri.startswith("hf://"):
-        return uri[len("hf://") :], {}
-    if uri.startswith("s3://"):
-        return uri, {"load_format": "runai_streamer"}
-    return uri_to_path(uri, pvc_root), {}
+def _model_source(job: FineTuneJob, settings: OperatorSettings) -> str:
+    """What vLLM's `--model` gets: the mounted path, or for a hub or S3 model the copy the fetch step
+    put in the source cache (through the output's `sources/model` link; vLLM never downloads)."""
+    if parse_source(job.spec.model.uri).remote:
+        return str(ArtifactLayout(uri_to_path(output_uri(job, settings), settings.pvc_mount_root)).fetched("model"))
+    return uri_to_path(job.spec.model.uri, settings.pvc_mount_root)
 
 
 def tuned_model_dir(job: FineTuneJob, settings: OperatorSettings) -> str:
@@ -162,7 +162,6 @@ class _Server:
     serving: ServingSpec
     claims: list[str]
     replicas: int
-    hub: bool = False
 
 
 def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
@@ -176,9 +175,7 @@ def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
 
 def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu: str | None, memory: str | None) -> dict[str, Any]:
     serving = server.serving
-    env = {**scratch_env(), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-    if not server.hub:
-        env["HF_HUB_OFFLINE"] = "1"
+    env = {**scratch_env(), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
     if settings.cpu_runtime:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(gib(memory or "8Gi")))
     claim_vols, claim_mounts = claim_volumes(server.claims, settings.pvc_mount_root)
@@ -244,15 +241,12 @@ def _service(meta: dict[str, Any], selector: dict[str, str]) -> dict[str, Any]:
 
 
 def _job_claims(job: FineTuneJob, settings: OperatorSettings, with_output: bool) -> list[str]:
-    uris = [job.spec.model.uri] + ([output_uri(job, settings)] if with_output else [])
-    return list(dict.fromkeys(c for c in map(claim_of, uris) if c))
-
-
-def _base_source(job: FineTuneJob, settings: OperatorSettings) -> tuple[str, dict[str, Any]]:
-    model, options = _model_source(job.spec.model.uri, settings.pvc_mount_root)
-    if job.spec.model.uri.startswith("hf://") and job.spec.model.revision:
-        options = {**options, "revision": job.spec.model.revision}
-    return model, options
+    """The claims a vLLM pod mounts: the model's, and the output's (the adapter, the merged model, or a
+    fetched base model's link and the source cache it points into)."""
+    remote = parse_source(job.spec.model.uri).remote
+    uris = [job.spec.model.uri] + ([output_uri(job, settings)] if with_output or remote else [])
+    claims = [*map(claim_of, uris), settings.artifacts_pvc if remote else None]
+    return list(dict.fromkeys(c for c in claims if c))
 
 
 def _common_flags(job: FineTuneJob, settings: OperatorSettings, serving: ServingSpec, max_model_len: int) -> dict[str, Any]:
@@ -271,18 +265,18 @@ def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -
     if serving.mode == "merged":
         args = vllm_args(tuned_model_dir(job, settings), served_model_names(job), **flags)
         return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
-    model, options = _base_source(job, settings)
+    model = _model_source(job, settings)
     lora = LoraModule(job.metadata.name, adapter_dir(job, settings), base_model_name(job.spec))
-    args = vllm_args(model, [base_model_name(job.spec)], lora_modules=[lora], lora_rank=job.spec.adapter.r, **options, **flags)
-    return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas, hub=job.spec.model.uri.startswith("hf://"))
+    args = vllm_args(model, [base_model_name(job.spec)], lora_modules=[lora], lora_rank=job.spec.adapter.r, **flags)
+    return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
 
 
 def _base_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
     """The canary's base arm answers to the base's name (first: metrics) and to `<job>` (clients)."""
-    model, options = _base_source(job, settings)
+    model = _model_source(job, settings)
     flags = _common_flags(job, settings, job.spec.serving, serving_max_model_len(job))
-    args = vllm_args(model, [base_model_name(job.spec), job.metadata.name], **options, **flags)
-    return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas, hub=job.spec.model.uri.startswith("hf://"))
+    args = vllm_args(model, [base_model_name(job.spec), job.metadata.name], **flags)
+    return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas)
 
 
 def _arm_deployment(job: FineTuneJob, settings: OperatorSettings, name: str, arm: str, server: _Server) -> dict[str, Any]:
@@ -307,12 +301,12 @@ def _pool_objects(job: FineTuneJob, settings: OperatorSettings, pool_adapters: l
         update={"replicas": max(s.replicas for s in specs), "gpus": max(s.gpus for s in specs)}
     )
     cpu, memory = _largest([s.cpu for s in specs]), _largest([s.memory for s in specs])
-    model, options = _base_source(job, settings)
+    model = _model_source(job, settings)
     flags = _common_flags(job, settings, serving, max(a.max_model_len for a in adapters))
     loras = [LoraModule(a.job, a.path, base) for a in adapters]
-    args = vllm_args(model, [base], lora_modules=loras, lora_rank=max(a.rank for a in adapters), **options, **flags)
+    args = vllm_args(model, [base], lora_modules=loras, lora_rank=max(a.rank for a in adapters), **flags)
     claims = list(dict.fromkeys(c for a in adapters for c in a.claims))
-    server = _Server(args, serving, claims, serving.replicas, hub=job.spec.model.uri.startswith("hf://"))
+    server = _Server(args, serving, claims, serving.replicas)
 
     pool_labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PHASE: "serve", LABEL_POOL: name}
     owners = [_pool_owner(a) for a in adapters if a.uid]

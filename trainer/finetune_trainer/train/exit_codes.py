@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 import traceback
-from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
@@ -32,13 +31,13 @@ def run_phase(
     passes `write_message=True`. `user_errors` are the exception classes that mean a user error
     (exit 1); by default `(ValueError, ValidationError, FileNotFoundError)`.
     """
-    from finetune_api.resolved import ResolvedConfig
+    from finetune_api.resolved import load_resolved_config
     from pydantic import ValidationError
 
     if user_errors is None:
         user_errors = (ValueError, ValidationError, FileNotFoundError)
     try:
-        config = ResolvedConfig.model_validate_json(Path(config_path).read_text())
+        config = load_resolved_config(config_path)
         summary = body(config)
     except user_errors as err:
         print(f"{phase}: {err}", file=sys.stderr)
