@@ -142,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--workdir", help="where artifacts and the report go (default: runs/<job>)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
-    p.add_argument("--no-serve", action="store_true", help="stop after the gates")
+    serving = p.add_mutually_exclusive_group()
+    serving.add_argument("--no-serve", action="store_true", help="stop after the gates")
+    serving.add_argument("--keep-serving", action="store_true",
+                         help="after the smoke answer, go on serving until Ctrl-C (like ftctl serve)")
     p.add_argument("--processes", type=int, default=2, help="training processes (default 2)")
     p.add_argument("--plain", action="store_true", help="plain log lines instead of progress bars")
     p.set_defaults(func=_cmd_run)

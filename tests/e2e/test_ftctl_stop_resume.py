@@ -292,15 +292,19 @@ def test_a_second_run_on_a_locked_workdir_is_refused_with_the_holders_pid(manife
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_signal_while_serving_stops_the_server_and_frees_its_port(manifest: Path, reference: Path, tmp_path: Path, signum: int) -> None:
-    run = Ftctl(run_args(manifest, reference), tmp_path / "serve.log")
-    run.wait_for_text("serve: running")
-    run.wait_for(lambda: (reference / "artifacts" / "logs" / "vllm.log").exists() and listening(vllm_port(reference))
-                 and len(descendants(run.proc.pid)) >= 2, "the vLLM server listening, with its engine")
+    """`--keep-serving` holds the endpoint after the smoke answer, so the signal lands on a server known
+    to be up (without it the run stops its server by itself a moment after the answer)."""
+    run = Ftctl(run_args(manifest, reference, "--keep-serving"), tmp_path / "serve.log")
+    run.wait_for_text("Ctrl-C stops the server")
     port = vllm_port(reference)
+    assert listening(port) and len(descendants(run.proc.pid)) >= 2, run.output()[-3000:]
+    assert re.search(rf"^serving stop-resume at http://127\.0\.0\.1:{port}/v1; Ctrl-C stops the server$", run.output(), re.MULTILINE)
     done = run.stop(signum)
     assert done.code == 128 + signum, done.output[-3000:]
     assert done.last_line.startswith(f"stopped by {signal.Signals(signum).name} during serve; run the same command to serve again")
     assert skipped(done.output) == ["prepare", "baseline", "train", "evaluate"]
+    assert f"served at http://127.0.0.1:{port}/v1; answer: " in done.output  # the report keeps the answer
+    assert "verdict: PASSED" in done.output
     assert port_free(port), f"port {port} still taken"
 
 

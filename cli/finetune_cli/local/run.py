@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from collections.abc import Callable
 
 from rich.console import Console
@@ -70,6 +70,9 @@ class RunState:
     stopped_by: str | None = None  # the signal's name
 
 
+ServeMode = Literal["off", "answer", "keep"]  # no serving; serve, ask one question, stop; and go on serving
+
+
 class PhaseFailed(Exception):
     """A phase ended badly: the exit code of the run and one line on what to change."""
 
@@ -80,7 +83,7 @@ class PhaseFailed(Exception):
 
 def verdict(state: RunState) -> str:
     """The run's verdict over every phase: the report's title and the terminal's `verdict:` line."""
-    if state.stopped_by:
+    if state.stopped_by and not state.served:  # a stop after the answer (--keep-serving) ends a finished run
         return f"STOPPED during {state.current}" if state.current else "STOPPED"
     passed = state.evaluation.get("passed")
     if passed is True:
@@ -211,7 +214,7 @@ def run_job(
     manifest: Path,
     workdir: Path | None = None,
     fresh: bool = False,
-    serve: bool = True,
+    serve: ServeMode = "answer",
     processes: int = 2,
     plain: bool = False,
     console: Console | None = None,
@@ -244,7 +247,7 @@ def _clear(workdir: Path) -> None:
 
 
 def _locked_run(
-    job: FineTuneJob, manifest: Path, workdir: Path, fresh: bool, serve: bool, processes: int, plain: bool,
+    job: FineTuneJob, manifest: Path, workdir: Path, fresh: bool, serve: ServeMode, processes: int, plain: bool,
     console: Console,
 ) -> int:
     state = RunState()
@@ -319,7 +322,7 @@ def _pipeline(
     layout: ArtifactLayout,
     workdir: Path,
     processes: int,
-    serve: bool,
+    serve: ServeMode,
     ui: Ui,
     state: RunState,
 ) -> int:
@@ -384,8 +387,8 @@ def _pipeline(
     if not state.evaluation.get("passed"):
         return EXIT_REJECTED
 
-    if serve and config.spec.serving.enabled:
-        return _serve_and_ask(config, layout, ui, state)
+    if serve != "off" and config.spec.serving.enabled:
+        return _serve_and_ask(config, layout, ui, state, keep=serve == "keep")
     return EXIT_PASSED
 
 
@@ -421,22 +424,34 @@ def _first_eval_prompt(config: ResolvedConfig) -> list[dict[str, str]]:
     return [{"role": "user", "content": row.get("prompt", "")}]
 
 
-def _serve_and_ask(config: ResolvedConfig, layout: ArtifactLayout, ui: Ui, state: RunState) -> int:
+def _serve_and_ask(config: ResolvedConfig, layout: ArtifactLayout, ui: Ui, state: RunState, keep: bool) -> int:
+    """Serve the result and ask it the first held-out prompt; with `keep`, go on serving until a stop
+    signal (the run then ends as `ftctl serve` does, 128 + the signal)."""
     from finetune_trainer.serving.local import serve_local_run, vllm_log
 
     state.current, state.progress = "serve", None
     task = ui.phase("serve", vllm_log(layout))
     messages = _first_eval_prompt(config)
+
+    def answered(endpoint: str, answer: str, seconds: float) -> None:
+        if state.served:
+            return
+        state.endpoint, state.answer, state.served = endpoint, answer, True
+        state.phases.append(("serve", seconds, "answered"))
+        ui.done(task, True, f"{config.served_model_name} answered {answer!r}")
+
+    def keep_serving(endpoint: str, answer: str, seconds: float) -> None:
+        answered(endpoint, answer, seconds)
+        ui.console.print(f"serving {config.served_model_name} at {endpoint}; Ctrl-C stops the server", soft_wrap=True)
+
     try:
-        endpoint, answer, seconds = serve_local_run(config, layout, messages)
+        answered(*serve_local_run(config, layout, messages, on_answer=keep_serving if keep else None))
     except RuntimeError as exc:
-        ui.done(task, False, "failed")
-        state.phases.append(("serve", 0.0, "failed"))
+        if state.served is None:
+            ui.done(task, False, "failed")
+            state.phases.append(("serve", 0.0, "failed"))
         state.served = False
         raise PhaseFailed("serving", EXIT_INFRA, " ".join(str(exc).split())) from None
-    state.endpoint, state.answer, state.served = endpoint, answer, True
-    state.phases.append(("serve", seconds, "answered"))
-    ui.done(task, True, f"{config.served_model_name} answered {answer!r}")
     return EXIT_PASSED
 
 
@@ -470,7 +485,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
         Path(args.file),
         workdir=Path(args.workdir) if args.workdir else None,
         fresh=args.fresh,
-        serve=not args.no_serve,
+        serve="off" if args.no_serve else "keep" if args.keep_serving else "answer",
         processes=args.processes,
         plain=args.plain,
     )

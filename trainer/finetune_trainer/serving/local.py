@@ -14,10 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -238,11 +238,7 @@ def serve_artifacts(artifacts_dir: str | Path, port: int | None = None, block: b
             if not block:
                 return EXIT_OK
             print("Ctrl-C stops the server.", flush=True)
-            assert server.process is not None  # started by wait_ready
-            while (returncode := server.process.poll()) is None:
-                time.sleep(1.0)
-            reason = reason_from_log(server.log_tail(200).splitlines()) or f"vLLM exited with code {returncode}"
-            raise ServerFailed(reason, server.log_path)
+            serve_until_stopped(server)
     except ServerFailed as exc:
         print(f"serving failed: {exc}", file=sys.stderr)
         return EXIT_INFRA
@@ -254,10 +250,26 @@ def serve_artifacts(artifacts_dir: str | Path, port: int | None = None, block: b
         return 128 + signal.SIGINT
 
 
+def serve_until_stopped(server: LocalVllmServer) -> NoReturn:
+    """Block while a ready server runs; a stop signal ends it (StopRequested), a crash is ServerFailed."""
+    assert server.process is not None  # started by wait_ready
+    while (returncode := server.process.poll()) is None:
+        time.sleep(1.0)
+    reason = reason_from_log(server.log_tail(200).splitlines()) or f"vLLM exited with code {returncode}"
+    raise ServerFailed(reason, server.log_path)
+
+
 def serve_local_run(
-    config: ResolvedConfig, layout: ArtifactLayout, messages: list[dict[str, str]], max_tokens: int = 32
+    config: ResolvedConfig,
+    layout: ArtifactLayout,
+    messages: list[dict[str, str]],
+    max_tokens: int = 32,
+    on_answer: Callable[[str, str, float], None] | None = None,
 ) -> tuple[str, str, float]:
-    """`ftctl run`'s last phase: serve the result, ask one question, stop. (endpoint, answer, seconds)."""
+    """`ftctl run`'s last phase: serve the result, ask one question, stop. (endpoint, answer, seconds).
+
+    With `on_answer`, it is called with the same three values while the server still runs, and the
+    server then keeps serving until a stop signal (`ftctl run --keep-serving`)."""
     started = time.monotonic()
     try:
         server = server_for_run(config, layout, log_path=vllm_log(layout))
@@ -269,4 +281,11 @@ def serve_local_run(
             answer = chat(server.url, config.served_model_name, messages, max_tokens=max_tokens)
         except httpx.HTTPError as exc:
             raise RuntimeError(f"chat request to {server.url} failed: {exc}") from exc
-    return server.url, answer, time.monotonic() - started
+        seconds = time.monotonic() - started
+        if on_answer is not None:
+            on_answer(server.url, answer, seconds)
+            try:
+                serve_until_stopped(server)
+            except ServerFailed as exc:
+                raise RuntimeError(str(exc)) from exc
+    return server.url, answer, seconds
