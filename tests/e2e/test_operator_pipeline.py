@@ -1,6 +1,10 @@
 """The whole promise on the test control plane: one FineTuneJob applied with kubectl goes Validating →
 Training → Evaluating → Deploying → Serving, and the endpoint answers.
 
+The base model comes from a private bucket of a real S3 store (SeaweedFS): the prepare pod's fetch
+container reads it with the job's Secret into the source cache, every later pod (training, evaluation,
+vLLM) reads the cached copy, and the Secret's value appears in no object, file or log the project writes.
+
 The operator runs as a process with its least-privilege ServiceAccount; every pod it creates
 (prepare Job, 2-process torchrun training Job, evaluation Job, vLLM Deployment) is placed on the
 `local-runner` node by the operator-wide placement settings and run for real by the local pod runner:
@@ -13,11 +17,14 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from finetune_trainer.tiny_model import LABELS, build_tiny_model
+from tests.harness.cluster import build, missing_binaries
+from tests.harness.objectstore import ObjectStore
 from tests.harness.operator import Operator, get, setup_namespace, status, wait_for
 from tests.harness.podrunner import NODE_SELECTOR, TOLERATIONS
 
@@ -26,6 +33,31 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART_DATA = REPO / "examples" / "data" / "quickstart"
 TERMINAL = {"Serving", "Succeeded", "Failed", "Rejected"}
+BUCKET = "private-models"
+
+
+@pytest.fixture
+def object_store(tmp_path: Path):
+    """SeaweedFS with a private bucket holding the tiny chat model."""
+    if missing_binaries(["weed"]):
+        build()
+    store = ObjectStore(tmp_path / "seaweedfs", (BUCKET,)).start()
+    try:
+        build_tiny_model(REPO / ".cache" / "models" / "tiny-chat")
+        store.put_tree(BUCKET, "tiny-chat", REPO / ".cache" / "models" / "tiny-chat")
+        yield store
+    finally:
+        store.stop()
+
+
+def written_by_the_project(cluster, namespace: str, roots: list[Path]) -> Iterator[tuple[str, bytes]]:
+    """Every object in the namespace except Secrets (with the job's status and events), and every file
+    under `roots` (claims, pod logs, the operator's log): (where, content)."""
+    kinds = "finetunejobs,configmaps,events,jobs,pods,deployments,services,endpointslices"
+    yield "objects", cluster.kubectl("get", kinds, "-n", namespace, "-o", "json").stdout.encode()
+    for root in roots:
+        for path in (p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+            yield str(path), path.read_bytes()
 
 
 def claim_dir(cluster, namespace: str, claim: str) -> Path:
@@ -39,12 +71,14 @@ def claim_dir(cluster, namespace: str, claim: str) -> Path:
 
 
 def job_manifest(name: str, namespace: str) -> dict:
-    """The quickstart's spec with its data and model on claims, as a cluster user writes it."""
+    """The quickstart's spec with its data on claims and its model in a private bucket, as a cluster
+    user writes it."""
     return {
         "apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "model": {"uri": "pvc://models/tiny-chat", "name": "tiny-chat", "dtype": "float32"},
+            "model": {"uri": f"s3://{BUCKET}/tiny-chat", "name": "tiny-chat", "dtype": "float32",
+                      "secretRef": {"name": "models-bucket"}},
             "datasets": {
                 "train": {"uri": "pvc://data/train.jsonl", "format": "messages"},
                 "validation": {"uri": "pvc://data/validation.jsonl", "format": "messages"},
@@ -75,11 +109,11 @@ def chat(address: str, port: int, model: str, content: str) -> str:
 
 
 def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner, namespace, operator_kubeconfig,
-                                                          tmp_path):
+                                                          tmp_path, object_store):
     setup_namespace(cluster, namespace)
-    build_tiny_model(REPO / ".cache" / "models" / "tiny-chat")
-    shutil.copytree(REPO / ".cache" / "models" / "tiny-chat", claim_dir(cluster, namespace, "models") / "tiny-chat",
-                    dirs_exist_ok=True)
+    secret = object_store.reader.env(object_store.endpoint)
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "models-bucket", "namespace": namespace},
+                   "stringData": secret})
     for split in ("train", "validation", "eval"):
         shutil.copy(QUICKSTART_DATA / f"{split}.jsonl", claim_dir(cluster, namespace, "data"))
     claim_dir(cluster, namespace, "finetune-artifacts")
@@ -105,6 +139,7 @@ def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner,
         assert {"Validating", "Training", "Evaluating"} <= set(seen), seen
 
         assert final["data"]["trainExamples"] == 400
+        assert final["data"]["sources"]["model"].startswith(f"s3:{BUCKET}/tiny-chat#sha256:"), final["data"]
         assert final["evaluation"]["passed"] is True
         exact = next(m for m in final["evaluation"]["metrics"] if m["name"] == "exact_match")
         assert exact["tuned"] >= 0.8 and exact["base"] <= 0.3, exact
@@ -122,6 +157,12 @@ def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner,
         assert ready, f"no ready endpoint behind Service {service}: {slices}"
         answer = chat(*ready[0], "support", "Hi, my invoice river blue, please help.")
         assert answer == "billing", f"the served adapter answered {answer!r} (labels: {sorted(LABELS)})"
+
+        roots = [claim_dir(cluster, namespace, c) for c in ("data", "finetune-artifacts")]
+        roots += [local_runner.work_dir, tmp_path / "operator.log"]
+        leaked = [where for where, content in written_by_the_project(cluster, namespace, roots)
+                  if secret["AWS_SECRET_ACCESS_KEY"].encode() in content]
+        assert not leaked, f"the Secret's value was written to {leaked}"
     finally:
         cluster.kubectl("delete", "finetunejob", "support", "-n", namespace, "--wait=false", check=False)
         operator.stop()
