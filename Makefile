@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install setup quickstart test test-unit test-fast lint controlplane crds bench
+.PHONY: install setup quickstart test test-unit test-fast lint controlplane cluster-demo crds bench
 
 install:
 	scripts/install.sh
@@ -22,6 +22,13 @@ controlplane:
 # The virtualenv and the control plane side by side: pip waits on the network and the disk, go on the CPU.
 setup:
 	$(MAKE) -j2 install controlplane
+
+# The cluster path on a laptop (README "On a cluster"): the test control plane with kwok GPU nodes and the
+# local pod runner, the chart installed (CRDs, RBAC, settings), the operator as a process with the chart's
+# ServiceAccount and values, the claims seeded with the tiny model and the quickstart data; prints the
+# commands to try. Ctrl-C stops everything (tests/harness/demo.py).
+cluster-demo: setup
+	$(PY) -m tests.harness.demo
 
 # Every tier that can run here: unit (with the slow training tests), api, e2e. The cluster tier
 # runs only when KUBECONFIG names a real cluster (FT_USE_EXISTING_CLUSTER=1).

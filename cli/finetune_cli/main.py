@@ -13,6 +13,8 @@ from pathlib import Path
 
 EXIT_OK = 0
 EXIT_INVALID = 2
+POD_PHASES = ("prepare", "train", "eval", "serve")
+"""The `finetune.dev/phase` label values of a job's pods, in pipeline order (`ftctl logs --phase`)."""
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -112,6 +114,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve_artifacts(args.artifacts, port=args.port, block=True) or EXIT_OK
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .cluster import cmd_status
+
+    return cmd_status(args)
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from .cluster import cmd_logs
+
+    return cmd_logs(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftctl", description="Validate, render, run and serve FineTuneJobs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifacts")
     p.add_argument("--port", type=int)
     p.set_defaults(func=_cmd_serve)
+
+    def cluster_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("job", help="the FineTuneJob's name")
+        p.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
+        p.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config, as kubectl")
+        p.add_argument("--context", help="a kubeconfig context (default: the current one)")
+
+    p = sub.add_parser("status", help="a FineTuneJob on a cluster: phase, progress, evaluation, gates, endpoint")
+    cluster_args(p)
+    p.set_defaults(func=_cmd_status)
+    p = sub.add_parser("logs", help="the logs of a FineTuneJob's pods on a cluster, without pod names")
+    cluster_args(p)
+    p.add_argument("--phase", choices=POD_PHASES, help="whose pods (default: the job's current phase)")
+    p.add_argument("-f", "--follow", action="store_true", help="stream until the container exits")
+    p.add_argument("--tail", type=int, help="only the last N lines")
+    p.set_defaults(func=_cmd_logs)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     try:

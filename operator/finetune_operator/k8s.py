@@ -119,7 +119,8 @@ class K8s:
     ) -> Any:
         resource = f"{res.plural}/{sub}" if sub else res.plural
         if not rbac.allows(res.group, resource, verb, self.rules):
-            raise NotPermitted(f"{verb} {res.group or 'core'}/{resource} is not in rbac.REQUIRED_RULES")
+            raise NotPermitted(f"{verb} {res.group or 'core'}/{resource} is not in rbac.REQUIRED_RULES"
+                               " (of this install's features)")
         with self._lock:
             self.requests[(verb, resource)] += 1
         if self.on_request:

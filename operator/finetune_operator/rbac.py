@@ -1,14 +1,22 @@
-"""The exact RBAC the operator needs: the Helm chart renders its ClusterRole from `REQUIRED_RULES`,
-and `k8s.K8s` refuses any call these rules do not allow, so the chart and the code cannot drift.
+"""The exact RBAC the operator needs: the Helm chart renders its Roles and ClusterRole from
+`REQUIRED_RULES`, and `k8s.K8s` refuses any call these rules do not allow, so the chart and the code
+cannot drift.
 
 Kopf's own calls (watches of every resource the handlers and indexes observe, peering) are declared
-here too: the operator runs with exactly this ClusterRole and nothing else.
+here too: the operator runs with exactly these rules and nothing else. A rule tagged with a `Feature`
+is granted only where that feature is on (Kueue mode, several peering replicas, Gateway API canaries),
+so an install carries no grant it never uses (`rules_for`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+Feature = Literal["kueue", "peering", "gatewayApi"]
+"""An optional part of the operator whose rules only installs that use it get (the chart's condition
+for each is in scripts/gen-rbac.py: `queue.mode=kueue`, `replicaCount > 1`, `jobs.gatewayApi`)."""
+FEATURES: tuple[Feature, ...] = ("kueue", "peering", "gatewayApi")
 
 
 @dataclass(frozen=True)
@@ -18,6 +26,8 @@ class PolicyRule:
     api_groups: tuple[str, ...]
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
+    feature: Feature | None = None
+    """Granted only when this feature is on; None: always."""
 
     def to_api(self) -> dict[str, Any]:
         return {"apiGroups": list(self.api_groups), "resources": list(self.resources), "verbs": list(self.verbs)}
@@ -29,6 +39,9 @@ REQUIRED_RULES: tuple[PolicyRule, ...] = (
     # the API: watch jobs and queues, write job status, read queue flavors
     PolicyRule(("finetune.dev",), ("finetunejobs",), WATCH),
     PolicyRule(("finetune.dev",), ("finetunejobs/status",), ("get", "patch")),
+    # children carry `blockOwnerDeletion: true`: OwnerReferencesPermissionEnforcement (OpenShift) lets
+    # only who may update the owner's finalizers set it. The operator itself never writes finalizers.
+    PolicyRule(("finetune.dev",), ("finetunejobs/finalizers",), ("update",)),
     PolicyRule(("finetune.dev",), ("finetunequeues",), WATCH),
     PolicyRule(("finetune.dev",), ("finetunequeues/status",), ("get", "patch")),
     # children (DESIGN.md §4): created by name, observed through watches, deleted on retry/preemption
@@ -36,7 +49,7 @@ REQUIRED_RULES: tuple[PolicyRule, ...] = (
     PolicyRule(("",), ("services",), ("get", "create", "patch", "delete")),
     PolicyRule(("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
     PolicyRule(("apps",), ("deployments",), ("get", "create", "patch", "delete")),
-    PolicyRule(("gateway.networking.k8s.io",), ("httproutes",), ("get", "create", "patch", "delete")),
+    PolicyRule(("gateway.networking.k8s.io",), ("httproutes",), ("get", "create", "patch", "delete"), "gatewayApi"),
     # exit codes and termination messages; progress from the rank-0 trainer's log tail
     PolicyRule(("",), ("pods",), WATCH),
     PolicyRule(("",), ("pods/log",), ("get",)),
@@ -46,12 +59,19 @@ REQUIRED_RULES: tuple[PolicyRule, ...] = (
     PolicyRule(("",), ("events",), ("create",)),
     PolicyRule(("events.k8s.io",), ("events",), ("create",)),
     # Kueue mode: mirror the Workload of the suspended training Job
-    PolicyRule(("kueue.x-k8s.io",), ("workloads",), WATCH),
-    # Kopf: peering between replicas, and the namespaces it may be told to watch
-    PolicyRule(("kopf.dev",), ("clusterkopfpeerings",), ("get", "list", "watch", "patch")),
+    PolicyRule(("kueue.x-k8s.io",), ("workloads",), WATCH, "kueue"),
+    # Kopf: peering between replicas (one active operator)
+    PolicyRule(("kopf.dev",), ("clusterkopfpeerings",), ("get", "list", "watch", "patch"), "peering"),
+    # namespace labels, for the queues' namespaceSelector (handlers/indexes.py)
     PolicyRule(("",), ("namespaces",), ("list", "watch")),
+    # Kopf notices CRDs installed after it started (Kueue's, Gateway API's)
     PolicyRule(("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch")),
 )
+
+
+def rules_for(features: frozenset[Feature] | set[Feature], rules: tuple[PolicyRule, ...] = REQUIRED_RULES) -> tuple[PolicyRule, ...]:
+    """The rules an install with these features on is granted: the untagged ones and those of its features."""
+    return tuple(r for r in rules if r.feature is None or r.feature in features)
 
 
 def allows(group: str, resource: str, verb: str, rules: tuple[PolicyRule, ...] = REQUIRED_RULES) -> bool:

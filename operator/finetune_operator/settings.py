@@ -11,11 +11,24 @@ import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydantic.alias_generators import to_camel
 
+from finetune_api.common import QUANTITY_PATTERN
 from finetune_api.resolved import PVC_MOUNT_ROOT
 
 TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+
+
+class NamespaceCaps(BaseModel):
+    """What one namespace's jobs may hold at once (Helm `policy.namespaces.<ns>`); unset: no cap."""
+
+    model_config = {"alias_generator": to_camel, "populate_by_name": True, "extra": "forbid"}
+
+    max_concurrent_jobs: int | None = Field(default=None, ge=0)
+    """Jobs between Validating and their end (Succeeded, Failed, Rejected)."""
+    max_gpus: int | None = Field(default=None, ge=0)
+    """Training GPUs (nodes × gpusPerNode) of those jobs."""
 
 
 class OperatorSettings(BaseModel):
@@ -51,7 +64,19 @@ class OperatorSettings(BaseModel):
     """Node labels added to every pod the operator creates (a dedicated node pool; JSON in the env)."""
     pod_tolerations: list[dict[str, Any]] = Field(default_factory=list)
     """Tolerations added to every pod the operator creates (JSON list in the env)."""
+    scratch_size: str = Field(default="50Gi", pattern=QUANTITY_PATTERN)
+    """Bound of each pod's `/tmp` scratch (caches, hub downloads, torch extensions): the emptyDir's
+    `sizeLimit` and each container's `ephemeral-storage` limit, so a full scratch evicts that pod, not
+    the node's other tenants."""
+    scratch_request: str = Field(default="2Gi", pattern=QUANTITY_PATTERN)
+    """Each container's `ephemeral-storage` request (what the scheduler reserves on the node's disk)."""
 
+    namespace_caps: dict[str, NamespaceCaps] = Field(default_factory=dict)
+    """Per-namespace caps, checked when a job starts: one past a cap is `Rejected` with the rule's name
+    (JSON in the env: `{"team-a": {"maxConcurrentJobs": 3, "maxGpus": 16}}`)."""
+    max_preemptions: int = Field(default=20, ge=0)
+    """Preemptions (pod disruptions, queue evictions, Kueue suspensions) a job may take before it is
+    `Failed` with `PreemptionsExhausted`; each is counted in `status.attempts.preemptions`."""
     reconcile_error_attempts: int = Field(default=5, ge=1)
     """Reconciles that may fail with a permanent error (a builder error, a 4xx, a foreign object) before
     the job is `Failed`; transient API errors (5xx, 429, timeouts) retry with backoff without limit."""
@@ -80,7 +105,7 @@ class OperatorSettings(BaseModel):
             raw = env.get(f"FT_{name.upper()}")
             if raw is None:
                 continue
-            if field.annotation in (dict[str, str], list[dict[str, Any]]):
+            if field.annotation in (dict[str, str], list[dict[str, Any]], dict[str, NamespaceCaps]):
                 try:
                     values[name] = json.loads(raw) if raw.strip() else field.get_default(call_default_factory=True)
                 except ValueError as error:

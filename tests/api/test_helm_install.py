@@ -1,7 +1,8 @@
 """`helm install` of charts/finetune-operator into the test control plane (RBAC on): the operator runs with
-the chart's ServiceAccount, its arguments and its env, completes a FineTuneJob as far as kwok drives the
-pods, leaves the children alone when the same job is applied again, and `helm uninstall` leaves nothing
-behind but the CRDs.
+the chart's ServiceAccount, its arguments and its env, under the chart's ValidatingAdmissionPolicies,
+completes a FineTuneJob as far as kwok drives the pods, leaves the children alone when the same job is
+applied again, and `helm uninstall` leaves nothing behind but the CRDs. The default install is namespaced
+(the release namespace, Roles there); the cluster-wide mode is the other case.
 
 There is no container runtime: the chart's Deployment runs 0 replicas and the operator runs here as a
 subprocess (`python -m kopf run` with the Deployment's own args and env) on a kubeconfig holding a token
@@ -24,6 +25,7 @@ import pytest
 import yaml
 
 from finetune_api.contract.termination import PhaseSummary
+from tests.harness.cluster import KUBECTL
 from tests.harness.operator import Operator, PodDriver, free_port, wait_for
 from tests.harness.summaries import PREPARED, TRAINED, evaluated
 from tests.unit.chart.chart import CHART
@@ -32,7 +34,20 @@ pytestmark = pytest.mark.api
 
 # What the trainer would write as its termination message, per phase (label finetune.dev/phase).
 TRAINER_RESULTS: dict[str, PhaseSummary] = {"prepare": PREPARED, "train": TRAINED, "eval": evaluated(True)}
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "FineTuneQueue"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "FineTuneQueue",
+                  "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
+def foreign_job(namespace: str) -> dict[str, Any]:
+    """A Job the operator never makes: not labelled as ours, another image."""
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "not-ours", "namespace": namespace},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                           "containers": [{"name": "x", "image": "docker.io/library/busybox:1.36"}]}}}}
+
+
+def dry_run_create(kubeconfig: str, obj: dict[str, Any]) -> subprocess.CompletedProcess:
+    return subprocess.run([KUBECTL, "--kubeconfig", kubeconfig, "create", "--dry-run=server", "-f", "-"],
+                          input=json.dumps(obj), capture_output=True, text=True, timeout=60)
 
 
 class ChartOperator(Operator):
@@ -62,15 +77,15 @@ class ChartOperator(Operator):
 class Install:
     """One release of the chart with its own namespaces and queue name."""
 
-    def __init__(self, cluster, tmp_path: Path, watch_job_namespace: bool) -> None:
+    def __init__(self, cluster, tmp_path: Path, cluster_wide: bool) -> None:
         suffix = uuid.uuid4().hex[:5]
         self.cluster, self.tmp = cluster, tmp_path
         self.release = f"ft{suffix}"
         self.namespace = cluster.create_namespace(f"ft{suffix}-system")
-        self.job_namespace = cluster.create_namespace(f"ft{suffix}-ml")
+        # The default install runs jobs in its own namespace; cluster-wide, in a team namespace.
+        self.job_namespace = cluster.create_namespace(f"ft{suffix}-ml") if cluster_wide else self.namespace
         self.queue = f"ft{suffix}-queue"
-        namespaces = {"watchNamespaces": [self.job_namespace]} if watch_job_namespace else {
-            "jobs": {"jobNamespaces": [self.job_namespace]}}
+        namespaces = {"clusterWide": True, "jobs": {"jobNamespaces": [self.job_namespace]}} if cluster_wide else {}
         values = {
             "replicaCount": 0,
             "queue": {"mode": "embedded", "default": {
@@ -130,19 +145,23 @@ class Install:
         self.cluster.helm("uninstall", self.release, "-n", self.namespace, check=False)
         self.cluster.kubectl("patch", "finetunequeue", self.queue, "--type=merge", "-p",
                              '{"metadata": {"finalizers": null}}', check=False)
-        for ns in (self.namespace, self.job_namespace):
+        for ns in {self.namespace, self.job_namespace}:
             self.cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-@pytest.mark.parametrize("watch_job_namespace", [False, True], ids=["cluster-wide", "watched-namespace"])
-def test_helm_install_runs_a_job_with_the_charts_rbac_and_uninstalls_cleanly(cluster, tmp_path, watch_job_namespace):
-    setup = Install(cluster, tmp_path, watch_job_namespace)
+@pytest.mark.parametrize("cluster_wide", [False, True], ids=["namespaced-default", "cluster-wide"])
+def test_helm_install_runs_a_job_with_the_charts_rbac_and_uninstalls_cleanly(cluster, tmp_path, cluster_wide):
+    setup = Install(cluster, tmp_path, cluster_wide)
     operator: ChartOperator | None = None
     try:
         objects = setup.install()
         kinds = {o["kind"] for o in objects}
-        assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "FineTuneQueue"} <= kinds
-        assert ("Role" in kinds) == watch_job_namespace
+        assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "FineTuneQueue",
+                "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
+        assert ("Role" in kinds) != cluster_wide
+        if not cluster_wide:
+            role = next(o for o in objects if o["kind"] == "Role")
+            assert role["metadata"]["namespace"] == setup.namespace  # the release namespace, nothing else
         assert f"rollout status deployment/{setup.release}-finetune-operator" in setup.notes
         assert f'FineTuneQueue "{setup.queue}"' in setup.notes
         assert "kubectl apply --server-side -f charts/finetune-operator/crds/" in setup.notes
@@ -152,6 +171,9 @@ def test_helm_install_runs_a_job_with_the_charts_rbac_and_uninstalls_cleanly(clu
         deployment = setup.get("deployment", f"{setup.release}-finetune-operator", setup.namespace)
         account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
         kubeconfig = cluster.service_account_kubeconfig(setup.namespace, account, tmp_path / "operator.kubeconfig")
+        # The API server loads the policies asynchronously: in force before the operator creates anything.
+        wait_for("the chart's admission policy refusing the operator's token a foreign Job",
+                 lambda: "managedLabels:" in dry_run_create(kubeconfig, foreign_job(setup.job_namespace)).stderr)
         operator = ChartOperator(deployment, kubeconfig, tmp_path / "operator.log").start()
 
         setup.claims()

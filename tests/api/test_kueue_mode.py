@@ -165,7 +165,9 @@ def kueue(cluster, tmp_path):
 
 def kueue_objects(namespace: str, cluster_queue: str, gpus: int) -> list[dict]:
     meta = {"name": cluster_queue, "labels": {"finetune.dev/test-ns": namespace}}
+    # ephemeral-storage too: every child requests its scratch, and Kueue admits only covered resources.
     quota = [{"name": "cpu", "nominalQuota": "256"}, {"name": "memory", "nominalQuota": "2Ti"},
+             {"name": "ephemeral-storage", "nominalQuota": "10Ti"},
              {"name": "nvidia.com/gpu", "nominalQuota": str(gpus)}]
     return [
         {"apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": meta},

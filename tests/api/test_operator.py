@@ -181,7 +181,7 @@ def test_a_failing_gate_ends_rejected_without_a_deployment(cluster, namespace, o
     pods.on("train", 0, TrainSummary(step=10))
     start_training(cluster, namespace, "gate", pods)
     rejected = wait_phase(cluster, namespace, "gate", "Rejected", timeout=90)
-    assert rejected["reason"] == "GatesNotPassed" and "0.4 < 0.8" in rejected["message"]
+    assert rejected["reason"] == "GatesNotPassed" and rejected["message"].endswith("exact_match: tuned 0.400 < min 0.800")
     assert rejected["evaluation"]["passed"] is False
     assert names_of(cluster, namespace, "deployments") == []
 
@@ -211,3 +211,23 @@ def test_deleting_a_job_mid_training_leaves_no_children(cluster, namespace, oper
     for kind in ("jobs", "configmaps", "services", "pods"):
         wait_for(f"no {kind} of the deleted job", lambda k=kind: not [
             n for n in names_of(cluster, namespace, k) if n.startswith("gone-")], timeout=60)
+
+
+def test_a_job_past_its_namespaces_cap_is_rejected_with_the_rules_name(cluster, operator_kubeconfig, namespace, tmp_path):
+    """settings.namespace_caps (Helm policy.namespaces.<ns>.maxConcurrentJobs): the operator counts the
+    namespace's started jobs; one past the cap ends Rejected, named by the rule, with an Event."""
+    caps = json.dumps({namespace: {"maxConcurrentJobs": 1}})
+    op = Operator(operator_kubeconfig, tmp_path / "operator.log", FT_NAMESPACE_CAPS=caps).start()
+    try:
+        setup_namespace(cluster, namespace)
+        cluster.apply({**ftj("first"), "metadata": {"name": "first", "namespace": namespace}})
+        wait_phase(cluster, namespace, "first", "Validating")  # no PodDriver: its prepare pod keeps running
+        cluster.apply({**ftj("second"), "metadata": {"name": "second", "namespace": namespace}})
+        rejected = wait_phase(cluster, namespace, "second", "Rejected")
+        assert rejected["reason"] == "MaxConcurrentJobs"
+        assert rejected["message"].startswith(
+            f"namespaces.{namespace}.maxConcurrentJobs: {namespace} already runs 1 jobs, its cap is 1")
+        wait_for("the MaxConcurrentJobs Event", lambda: "MaxConcurrentJobs" in events_of(cluster, namespace, "second"))
+        assert names_of(cluster, namespace, "jobs") == ["first-prepare"]
+    finally:
+        op.stop()

@@ -2,7 +2,8 @@
 
 Real everything: the tiny model is built offline (or reused), the data checked, the base evaluated,
 two training processes, the tuned adapter evaluated and gated, a real vLLM CPU server started and
-asked one question, and the report written.
+asked one question, and the report written. The run is recorded in a real MLflow server (started here,
+like the other test services) and read back with MLflow's own client.
 """
 
 from __future__ import annotations
@@ -13,18 +14,41 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from finetune_trainer.tiny_model import LABELS
+from tests.harness.mlflow import MlflowServer
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_quickstart_passes_its_gate_and_serves_an_answer(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.stop()
+
+
+def tracked_quickstart(out: Path, tracking_uri: str) -> Path:
+    """The quickstart manifest with its paths made absolute and the run tracked in MLflow."""
+    examples = REPO / "examples"
+    doc = yaml.safe_load((examples / "quickstart.yaml").read_text())
+    spec = doc["spec"]
+    spec["model"]["uri"] = str((examples / spec["model"]["uri"]).resolve())
+    for split in ("train", "validation", "eval"):
+        spec["datasets"][split]["uri"] = str(examples / spec["datasets"][split]["uri"])
+    spec["tracking"] = {"mlflow": {"uri": tracking_uri, "experiment": "e2e-quickstart"}}
+    out.write_text(yaml.safe_dump(doc))
+    return out
+
+
+def test_quickstart_passes_its_gate_serves_an_answer_and_is_recorded_in_mlflow(tmp_path: Path, mlflow_server: MlflowServer) -> None:
     workdir = tmp_path / "quickstart"
+    manifest = tracked_quickstart(tmp_path / "quickstart.yaml", mlflow_server.uri)
     proc = subprocess.run(
-        [sys.executable, "-m", "finetune_cli.main", "run", str(REPO / "examples" / "quickstart.yaml"),
+        [sys.executable, "-m", "finetune_cli.main", "run", str(manifest),
          "--workdir", str(workdir), "--plain"],
         capture_output=True, text=True, timeout=1200, cwd=REPO,
     )
@@ -48,3 +72,18 @@ def test_quickstart_passes_its_gate_and_serves_an_answer(tmp_path: Path) -> None
     assert served, output[-3000:]
     answer = served[-1].split("answer: ", 1)[1].strip("'\"")
     assert answer in LABELS, f"the served tuned model answered {answer!r}, not a class"
+
+    run = mlflow_server.read_run("e2e-quickstart", "quickstart-g1", "eval/report.json")
+    assert run["status"] == "FINISHED"
+    assert run["params"]["method.type"] == "sft" and run["params"]["hyperparameters.learningRate"] == "0.003"
+    assert run["params"]["adapter.r"] == "16"
+    steps = [step for step, _ in run["history"]["train/loss"]]
+    assert len(steps) > 5 and steps == sorted(steps)
+    assert run["history"]["train/eval_loss"], "the validation-loss curve was not recorded"
+    assert run["metrics"]["eval/held-out/exact_match/tuned"] == exact["tuned"]
+    assert run["metrics"]["gate/held-out/exact_match"] == 1.0 and run["metrics"]["eval/passed"] == 1.0
+    assert {"eval/report.json", "eval/report.md", "data/report.json"} <= set(run["artifacts"])
+    assert run["tensorboard"], "no TensorBoard event files were uploaded"
+    assert run["artifact"] == evaluation  # MLflow's copy of the evaluation report is the run's own
+    events = list((workdir / "artifacts" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event files in the artifacts"

@@ -24,6 +24,7 @@ from tests.harness.cluster import (
     KWOK_TERMINATION_MESSAGE,
     REPO,
     STORAGE_CLASS,
+    _set_pdeathsig,
 )
 from tests.harness.cluster import wait_for as cluster_wait_for
 
@@ -68,13 +69,16 @@ class Operator:
         env.pop("FT_PEERING", None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "finetune_operator.main"], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=REPO)
+                                         stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=_set_pdeathsig)
         wait_for("the operator's /metrics", self.metrics_text, timeout=60)
         return self
 
-    def metrics_text(self) -> str:
+    def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
+
+    def metrics_text(self) -> str:
+        self.check_alive()
         try:
             return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
         except OSError:

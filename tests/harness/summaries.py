@@ -18,6 +18,6 @@ def evaluated(passed: bool) -> EvaluateSummary:
     return EvaluateSummary(
         passed=passed, score=f"exact_match {tuned} (base 0.1)", items=12,
         metrics=[MetricResult(name="exact_match", base=0.1, tuned=tuned)],
-        gates=[GateResult(metric="exact_match", passed=passed, message="0.9 >= 0.8" if passed else "0.4 < 0.8")],
+        gates=[GateResult(metric="exact_match", passed=passed, message="exact_match: tuned 0.900 ≥ min 0.800" if passed else "exact_match: tuned 0.400 < min 0.800")],
         report=ArtifactRef(path="eval/report.json"),
     )

@@ -19,8 +19,13 @@ from .exit_codes import INFRASTRUCTURE_ERROR, USER_ERROR
 
 MAX_BYTES = 4096
 PhaseName = Literal["fetch", "prepare", "train", "evaluate", "merge"]
-FailureReason = Literal["UserError", "InfrastructureError"]
-FAILURE_EXIT_CODES: dict[FailureReason, int] = {"UserError": USER_ERROR, "InfrastructureError": INFRASTRUCTURE_ERROR}
+FailureReason = Literal["UserError", "InfrastructureError", "DiskFull"]
+FAILURE_EXIT_CODES: dict[FailureReason, int] = {
+    "UserError": USER_ERROR,
+    "InfrastructureError": INFRASTRUCTURE_ERROR,
+    # ENOSPC: a retry writes to the same full volume, so it is not retried (the exit code of user errors)
+    "DiskFull": USER_ERROR,
+}
 
 
 def _finite(value: float | None) -> float | None:

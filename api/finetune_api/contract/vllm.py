@@ -111,3 +111,9 @@ def default_max_model_len(spec: FineTuneJobSpec, data: DataReport | None = None)
     if data is not None and data.max_model_len:
         return data.max_model_len
     return derive_max_model_len(spec.datasets.max_length or DEFAULT_MAX_LENGTH, spec.evaluation.max_new_tokens, None)
+
+
+def grader_api_key_env(grader: str) -> str:
+    """The environment variable the evaluation pod gets a `score_model` grader's API key in (from its
+    Secret); the operator sets it, the trainer reads it."""
+    return "FT_GRADER_API_KEY_" + "".join(c if c.isalnum() else "_" for c in grader.upper())

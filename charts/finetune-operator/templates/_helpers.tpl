@@ -52,9 +52,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
 {{- end }}
 
-{{/* Namespaces where job pods run: watchNamespaces + jobs.jobNamespaces, or the release namespace. Newline-separated. */}}
+{{/* Namespaces the operator watches (with a Role in each): watchNamespaces, else the release namespace;
+empty in cluster-wide mode. Newline-separated. */}}
+{{- define "finetune-operator.watchNamespaces" -}}
+{{- if .Values.clusterWide }}
+{{- if .Values.watchNamespaces }}{{ fail "clusterWide: true watches every namespace: leave watchNamespaces empty" }}{{ end }}
+{{- else }}
+{{- join "\n" (default (list .Release.Namespace) .Values.watchNamespaces | uniq) }}
+{{- end }}
+{{- end }}
+
+{{/* Namespaces where job pods run: the watched ones + jobs.jobNamespaces, or the release namespace. Newline-separated. */}}
 {{- define "finetune-operator.jobNamespaces" -}}
-{{- $all := concat .Values.watchNamespaces .Values.jobs.jobNamespaces | uniq }}
+{{- $watched := include "finetune-operator.watchNamespaces" . }}
+{{- if and .Values.jobs.jobNamespaces (not .Values.clusterWide) }}{{ fail "jobs.jobNamespaces is for clusterWide: true; a namespaced install runs jobs in watchNamespaces" }}{{ end }}
+{{- $all := concat (ternary list (splitList "\n" $watched) (eq $watched "")) .Values.jobs.jobNamespaces | uniq }}
 {{- if not $all }}{{ $all = list .Release.Namespace }}{{ end }}
 {{- join "\n" $all }}
+{{- end }}
+
+{{/* FT_NAMESPACE_CAPS: {"<ns>": {"maxConcurrentJobs": N, "maxGpus": N}} from policy.namespaces (JSON). */}}
+{{- define "finetune-operator.namespaceCaps" -}}
+{{- $caps := dict }}
+{{- range $ns, $rules := .Values.policy.namespaces }}
+{{- $cap := pick $rules "maxConcurrentJobs" "maxGpus" }}
+{{- if $cap }}{{ $_ := set $caps $ns $cap }}{{ end }}
+{{- end }}
+{{- $caps | toJson }}
 {{- end }}

@@ -7,9 +7,11 @@
 - apiGroups: [finetune.dev]
   resources: [finetunequeues/status]
   verbs: [get, patch]
+{{- if include "finetune-operator.peering" . }}
 - apiGroups: [kopf.dev]
   resources: [clusterkopfpeerings]
   verbs: [get, list, watch, patch]
+{{- end }}
 - apiGroups: ['']
   resources: [namespaces]
   verbs: [list, watch]
@@ -25,6 +27,9 @@
 - apiGroups: [finetune.dev]
   resources: [finetunejobs/status]
   verbs: [get, patch]
+- apiGroups: [finetune.dev]
+  resources: [finetunejobs/finalizers]
+  verbs: [update]
 - apiGroups: ['']
   resources: [configmaps]
   verbs: [get, create, patch]
@@ -37,9 +42,11 @@
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, create, patch, delete]
+{{- if .Values.jobs.gatewayApi }}
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [get, create, patch, delete]
+{{- end }}
 - apiGroups: ['']
   resources: [pods]
   verbs: [get, list, watch]
@@ -55,7 +62,9 @@
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create]
+{{- if eq .Values.queue.mode "kueue" }}
 - apiGroups: [kueue.x-k8s.io]
   resources: [workloads]
   verbs: [get, list, watch]
+{{- end }}
 {{- end }}

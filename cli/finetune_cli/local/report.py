@@ -123,7 +123,7 @@ def write_report(
         )
     lines += ["", "## Gates", ""]
     for g in evaluation.get("gates", []):
-        lines.append(f"- {'PASS' if g.get('passed') else 'FAIL'} `{g.get('metric')}`: {g.get('message', '')}")
+        lines.append(f"- {'PASS' if g.get('passed') else 'FAIL'}: {g.get('message') or g.get('metric')}")
     if loss_png:
         lines += ["", "## Loss", "", f"![loss]({loss_png.name})"]
     if metrics_png:

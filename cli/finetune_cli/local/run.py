@@ -22,6 +22,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -48,6 +49,7 @@ from .config import BOOTSTRAP_ANNOTATION, inapplicable_fields, local_config
 from .disk import DiskFull, check_free_space, estimated_bytes, free_bytes
 from .lock import LOCK_NAME, WorkdirBusy, WorkdirLock
 from .processes import PhaseResult, phase_log, run_phase_process
+from ..figures import training_figures
 from .report import read_progress, write_report
 from .resume import PhaseRecords
 
@@ -143,6 +145,19 @@ def gpus_available() -> int:
         return 0
 
 
+PLAIN_LINES_PER_PHASE = 10
+"""Plain (CI) output: a training phase prints about this many step lines; every step is in its log."""
+
+
+def plain_line_due(last: int, step: int, total: int) -> bool:
+    """Whether `step` crosses the next tenth of the run (or ends it) since the last printed step."""
+    if step == last:
+        return False
+    if not total or last < 0 or step >= total:
+        return True
+    return step * PLAIN_LINES_PER_PHASE // total > last * PLAIN_LINES_PER_PHASE // total
+
+
 class Ui:
     """Progress bars on a terminal, plain lines elsewhere (CI logs)."""
 
@@ -153,7 +168,7 @@ class Ui:
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
+            MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
@@ -161,6 +176,7 @@ class Ui:
             disable=self.plain,
         )
         self._last_step = -1
+        self._latest: dict[Any, ProgressEvent] = {}  # per phase: the last figures (an evaluation step has no loss)
 
     def __enter__(self) -> Ui:
         self.progress.__enter__()
@@ -176,23 +192,24 @@ class Ui:
         return self.progress.add_task(name, total=None, info="")
 
     def event(self, task: Any, event: ProgressEvent) -> None:
+        if task in self._latest:
+            event = self._latest[task].updated_by(event)
+        self._latest[task] = event
         step = event.step
-        info_parts = []
-        if event.loss is not None:
-            info_parts.append(f"loss {event.loss:.3f}")
-        if event.eval_loss is not None:
-            info_parts.append(f"val {event.eval_loss:.3f}")
-        if event.tokens_per_second:
-            info_parts.append(f"{event.tokens_per_second:.0f} tok/s")
-        info = " ".join(info_parts)
+        info = " ".join(training_figures(event.loss, event.eval_loss, event.tokens_per_second))
         total = event.total_steps
         self.progress.update(task, completed=step, total=total or None, info=info)
-        if self.plain and step != self._last_step:
+        if self.plain and plain_line_due(self._last_step, step, total):
             self._last_step = step
-            self.console.print(f"  step {step}/{total} {info}")
+            eta = f" ETA {event.eta_seconds}s" if event.eta_seconds and step < total else ""
+            self.console.print(f"  step {step}/{total} {info}{eta}")
 
     def done(self, task: Any, ok: bool, text: str) -> None:
-        self.progress.update(task, total=1, completed=1, info=text)
+        shown = self.progress.tasks[task]
+        if shown.total:  # a phase that counted steps keeps its last step and figures on its line
+            self.progress.update(task, info=f"{shown.fields.get('info', '')} {text}".strip())
+        else:
+            self.progress.update(task, total=1, completed=1, info=text)
         self.progress.stop_task(task)
         if self.plain:
             self.console.print(f"{'ok' if ok else 'FAILED'}: {self.progress.tasks[task].description}: {text}")
@@ -467,7 +484,7 @@ def _final_table(console: Console, state: RunState, report: Path) -> None:
     console.print(table)
     for g in state.evaluation.get("gates", []):
         mark = "[green]PASS[/green]" if g.get("passed") else "[red]FAIL[/red]"
-        console.print(f"{mark} {g.get('metric')}: {g.get('message', '')}")
+        console.print(f"{mark} {g.get('message') or g.get('metric')}")
     data = state.data
     if data is not None:
         console.print(

@@ -131,11 +131,11 @@ def claim_volumes(
     return volumes, mounts
 
 
-def scratch_volumes(shm_size: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Memory-backed `/dev/shm` (NCCL, dataloader workers) and a writable `/tmp` for caches."""
+def scratch_volumes(shm_size: str, scratch_size: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Memory-backed `/dev/shm` (NCCL, dataloader workers) and a writable `/tmp` for caches, both bounded."""
     volumes = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
-        {"name": "scratch", "emptyDir": {}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": scratch_size}},
     ]
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "scratch", "mountPath": SCRATCH_DIR}]
     return volumes, mounts
@@ -168,6 +168,14 @@ def parse_quantity(value: str) -> Decimal:
 
 def gib(value: str) -> float:
     return float(parse_quantity(value) / (1 << 30))
+
+
+def with_scratch_storage(resources: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """A container's resources plus its `ephemeral-storage` request and limit (the scratch bound)."""
+    return {
+        "requests": {**resources.get("requests", {}), "ephemeral-storage": settings.scratch_request},
+        "limits": {**resources.get("limits", {}), "ephemeral-storage": settings.scratch_size},
+    }
 
 
 def pod_resources(gpus: int, gpu_resource: str, cpu: str | None, memory: str | None,

@@ -41,6 +41,7 @@ def resolve_paths(spec: FineTuneJobSpec, output: str, to_path: Callable[[str], s
         validation=optional(spec.datasets.validation),
         eval=optional(spec.datasets.eval),
         regression=optional(spec.evaluation.regression),
+        suites={suite.name: to_path(suite.dataset.uri) for suite in spec.evaluation.suites if suite.dataset is not None},
     )
 
 

@@ -44,6 +44,7 @@ from .common import (
     pod_security_context,
     scratch_env,
     scratch_volumes,
+    with_scratch_storage,
     serving_placement,
 )
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
@@ -179,7 +180,7 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu
     if settings.cpu_runtime:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(gib(memory or "8Gi")))
     claim_vols, claim_mounts = claim_volumes(server.claims, settings.pvc_mount_root)
-    scratch_vols, scratch_mounts = scratch_volumes(f"{2 * max(serving.gpus, 1)}Gi")
+    scratch_vols, scratch_mounts = scratch_volumes(f"{2 * max(serving.gpus, 1)}Gi", settings.scratch_size)
     container = {
         "name": "vllm",
         "image": serving.image or settings.vllm_image,
@@ -188,7 +189,8 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server, cpu
         "args": server.args,
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "env": env_list(env),
-        "resources": vllm_pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, cpu, memory),
+        "resources": with_scratch_storage(
+            vllm_pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, cpu, memory), settings),
         "volumeMounts": claim_mounts + scratch_mounts,
         "securityContext": container_security_context(),
         "startupProbe": _probe(10, STARTUP_BUDGET_SECONDS // 10, 5),

@@ -23,6 +23,7 @@ from .common import (
     pod_security_context,
     scratch_env,
     scratch_volumes,
+    with_scratch_storage,
 )
 from .resolve import output_uri
 
@@ -49,7 +50,7 @@ def trainer_container(
     (the fetch step): every other phase reads fetched copies, never downloads."""
     _, config_mount = config_volume(job.metadata.name)
     _, claim_mounts = _claims(job, settings)
-    _, scratch_mounts = scratch_volumes("1Gi")
+    _, scratch_mounts = scratch_volumes("1Gi", settings.scratch_size)
     # The trainer writes its summary where this variable says; naming the path keeps the container
     # and the pod's terminationMessagePath in one place.
     offline = {} if hub else {"HF_HUB_OFFLINE": "1"}
@@ -60,7 +61,7 @@ def trainer_container(
         "imagePullPolicy": settings.image_pull_policy,
         "command": command,
         "env": (extra_env or []) + env_list(values),
-        "resources": resources or {},
+        "resources": with_scratch_storage(resources or {}, settings),
         "volumeMounts": [config_mount, *claim_mounts, *scratch_mounts],
         "securityContext": container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
@@ -89,7 +90,7 @@ def trainer_pod_spec(
 ) -> dict[str, Any]:
     config, _ = config_volume(job.metadata.name)
     claim_vols, _ = _claims(job, settings)
-    scratch_vols, _ = scratch_volumes(shm_size)
+    scratch_vols, _ = scratch_volumes(shm_size, settings.scratch_size)
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": settings.service_account,

@@ -4,6 +4,7 @@ from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe
 from .decide import decide
 from .observed import (
     JobState,
+    NamespaceUsage,
     ObservedChildren,
     PodState,
     ServingState,
@@ -15,6 +16,6 @@ from .observed import (
 
 __all__ = [
     "Action", "Apply", "Create", "Delete", "DeleteServing", "Emit", "Observe", "PatchStatus", "Requeue", "writes",
-    "decide", "JobState", "ObservedChildren", "PodState", "ServingState", "WorkloadState",
+    "decide", "JobState", "NamespaceUsage", "ObservedChildren", "PodState", "ServingState", "WorkloadState",
     "job_state", "pod_state", "workload_state",
 ]

@@ -244,10 +244,33 @@ def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSett
 # -- phases -----------------------------------------------------------------------------------------
 
 def _pending(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    refused = _namespace_cap_refusal(plan.job, children, settings)
+    if refused is not None:
+        rule, message = refused
+        plan.transition("Rejected", rule, message, warning=True)
+        return
     plan.do(Create("config"), Create("prepare"))
     plan.condition("Validated", False, "Validating", "checking the datasets")
     plan.set(start_time=plan.status.start_time or plan.now_text)
     plan.transition("Validating", "Validating", "checking the datasets (prepare Job started)")
+
+
+def _namespace_cap_refusal(job: FineTuneJob, children: ObservedChildren,
+                           settings: OperatorSettings) -> tuple[str, str] | None:
+    """(reason, message) when starting this job would take its namespace past a cap; None otherwise.
+    The reason is the rule's name as an admin wrote it in the Helm values."""
+    ns = job.metadata.namespace or ""
+    caps, usage = settings.namespace_caps.get(ns), children.namespace_usage
+    if caps is None or usage is None:
+        return None
+    if caps.max_concurrent_jobs is not None and usage.jobs + 1 > caps.max_concurrent_jobs:
+        return "MaxConcurrentJobs", (f"namespaces.{ns}.maxConcurrentJobs: {ns} already runs {usage.jobs} jobs, its cap is "
+                                     f"{caps.max_concurrent_jobs}; submit it again when one has ended")
+    gpus = job.spec.resources.nodes * job.spec.resources.gpus_per_node
+    if caps.max_gpus is not None and usage.gpus + gpus > caps.max_gpus:
+        return "MaxGpus", (f"namespaces.{ns}.maxGpus: {ns}'s started jobs hold {usage.gpus} GPUs; {gpus} more exceed its cap of "
+                           f"{caps.max_gpus}")
+    return None
 
 
 def _validating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
@@ -348,7 +371,7 @@ def _training(plan: Plan, children: ObservedChildren, settings: OperatorSettings
     train = children.jobs.get(names.train_job_name(plan.name, attempt)) if attempt >= 0 else None
     queue = plan.status.queue
     if settings.queue_mode == "embedded" and queue is not None and queue.eviction_requested:
-        _evict(plan, train, children)
+        _evict(plan, train, children, settings)
         return
     if train is None:
         if attempt < 0:
@@ -358,7 +381,7 @@ def _training(plan: Plan, children: ObservedChildren, settings: OperatorSettings
         return
     if train.outcome == "running":
         if settings.queue_mode == "kueue" and train.suspended:
-            _preempted_by_kueue(plan, train)
+            _preempted_by_kueue(plan, settings)
             return
         if children.progress is not None:
             plan.set(progress=progress_status(children.progress, plan.now_text))
@@ -436,13 +459,14 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
     text = train.failure_text()
     attempt = plan.attempt
     attempts = plan.status.attempts
-    if kind == "user":
+    if kind in ("user", "disk-full"):
+        reason, what = ("TrainingFailed", "a user error") if kind == "user" else ("DiskFull", "a full volume")
         _spend_gpu(plan, gpu_seconds)
         plan.update("attempts", last_failure=f"attempt {attempt}: {text}"[:1024])
         plan.update("queue", admitted=False)
-        plan.condition("Trained", False, "TrainingFailed", text)
-        plan.do(Observe("retry", 1, {"class": "user"}))
-        plan.transition("Failed", "TrainingFailed", f"attempt {attempt} failed with a user error: {text}", warning=True)
+        plan.condition("Trained", False, reason, text)
+        plan.do(Observe("retry", 1, {"class": kind}))
+        plan.transition("Failed", reason, f"attempt {attempt} failed with {what}: {text}", warning=True)
         return
     if kind == "deadline":
         _spend_gpu(plan, gpu_seconds)
@@ -457,6 +481,8 @@ def _training_failed(plan: Plan, train: JobState, gpu_seconds: float, settings: 
         plan.transition("Failed", "TrainingDeadlineExceeded", message[:1024], warning=True)
         return
     if kind == "preempted":
+        if _preemptions_exhausted(plan, settings, gpu_seconds, text):
+            return
         _next_attempt(plan, gpu_seconds, "preempted", "Preempted", f"attempt {attempt} preempted: {text}",
                       f"attempt {attempt} was preempted ({text}); attempt {attempt + 1} resumes from the latest "
                       "checkpoint (retry budget not spent)", preemptions=attempts.preemptions + 1)
@@ -496,11 +522,33 @@ def _next_attempt(plan: Plan, gpu_seconds: float, retry_class: str, reason: str,
     plan.note(message[:1024], reason)
 
 
-def _evict(plan: Plan, train: JobState | None, children: ObservedChildren) -> None:
+def _preemptions_exhausted(plan: Plan, settings: OperatorSettings, gpu_seconds: float, text: str) -> bool:
+    """Fail the job when this preemption is one more than the operator allows (`maxPreemptions`):
+    preemptions are free for the retry budget, so without a cap a job on flaky or contended nodes
+    would hold its place in the queue forever."""
+    count = plan.status.attempts.preemptions + 1
+    limit = settings.max_preemptions
+    if count <= limit:
+        return False
+    _spend_gpu(plan, gpu_seconds)
+    message = (f"attempt {plan.attempt} preempted ({text}); {count} preemptions exceed the operator's limit of "
+               f"{limit} (Helm jobs.maxPreemptions)")[:1024]
+    plan.update("attempts", preemptions=count, last_failure=message)
+    plan.update("queue", admitted=False)
+    plan.condition("Trained", False, "PreemptionsExhausted", message)
+    plan.do(Observe("retry", 1, {"class": "exhausted"}))
+    plan.transition("Failed", "PreemptionsExhausted", message, warning=True)
+    return True
+
+
+def _evict(plan: Plan, train: JobState | None, children: ObservedChildren, settings: OperatorSettings) -> None:
     """The queue preempted this job: stop the gang (SIGTERM → checkpoint), wait again, budget untouched."""
     if train is not None and not train.deleting:
         plan.do(Delete("Job", train.name, "Foreground", children.eviction_grace_seconds))
     gpu = _gpu_seconds(plan, train) if train is not None else 0.0
+    if _preemptions_exhausted(plan, settings, gpu, "evicted by the queue"):
+        plan.update("queue", eviction_requested=False, flavor=None, admitted_at=None)
+        return
     _spend_gpu(plan, gpu)
     plan.update("queue", admitted=False, eviction_requested=False, flavor=None, admitted_at=None)
     plan.update("attempts", preemptions=plan.status.attempts.preemptions + 1,
@@ -513,7 +561,9 @@ def _evict(plan: Plan, train: JobState | None, children: ObservedChildren) -> No
                     warning=True)
 
 
-def _preempted_by_kueue(plan: Plan, train: JobState) -> None:
+def _preempted_by_kueue(plan: Plan, settings: OperatorSettings) -> None:
+    if _preemptions_exhausted(plan, settings, 0.0, "Kueue suspended the training Job"):
+        return
     plan.update("queue", admitted=False)
     plan.update("attempts", preemptions=plan.status.attempts.preemptions + 1)
     plan.do(Observe("retry", 1, {"class": "preempted"}))
@@ -544,8 +594,9 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
     if ev.outcome == "failed" or summary is None or not summary.ok:
         text = ev.failure_text() if ev.outcome == "failed" else (
             (summary.message if summary else None) or "the evaluation ended without a summary")
-        plan.condition("Evaluated", False, "EvaluationFailed", text, floor)
-        plan.transition("Failed", "EvaluationFailed", text, warning=True)
+        reason = "DiskFull" if ev.outcome == "failed" and ev.failure_class() == "disk-full" else "EvaluationFailed"
+        plan.condition("Evaluated", False, reason, text, floor)
+        plan.transition("Failed", reason, text, warning=True)
         return
     root = output_uri(plan.job, settings)
     report = summary.report.under(root) if summary.report is not None else None
@@ -554,7 +605,7 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
     plan.set(evaluation=result, artifacts=_evaluated_artifacts(root, report, ev.summary(MergeSummary)))
     if not result.passed:
         failed = [g for g in result.gates if not g.passed]
-        text = "; ".join(f"{g.metric}: {g.message}" if g.message else g.metric for g in failed) or "gates not passed"
+        text = "; ".join(g.message or g.metric for g in failed) or "gates not passed"  # a message names its metric
         plan.condition("Evaluated", True, "GatesNotPassed", text, floor)
         plan.condition("Deployed", False, "GatesNotPassed", "not deployed: the gates did not pass")
         plan.transition("Rejected", "GatesNotPassed", f"the tuned model did not pass its gates: {text}", warning=True)

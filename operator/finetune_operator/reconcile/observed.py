@@ -18,7 +18,7 @@ from ..builders.training_job import training_failure_kind
 
 JobOutcome = Literal["running", "succeeded", "failed"]
 Summary = TypeVar("Summary", bound=PhaseSummary)
-JobFailureClass = FailureClass | Literal["deadline"]
+JobFailureClass = FailureClass | Literal["deadline", "disk-full"]
 """The contract's exit-code classes, plus a Job stopped at its `activeDeadlineSeconds`."""
 
 
@@ -78,9 +78,13 @@ class JobState:
     def failure_class(self) -> JobFailureClass:
         """The contract's classes: exit 1 is the user's (the Job's user-error rule says so too); a
         disruption (preemption, drain, eviction) is free; a Job past its `activeDeadlineSeconds` is out of
-        time; the rest is infrastructure."""
+        time; a trainer that ran out of disk says so (never retried: the volume is still full); the rest is
+        infrastructure."""
         if self.failure_reason == "deadline":
             return "deadline"
+        summary = self.summary(PhaseSummary)
+        if summary is not None and summary.reason == "DiskFull":
+            return "disk-full"
         if self.failure_reason == "user":
             return "user"
         disrupted = self.failure_reason == "preempted" or any(p.disrupted for p in self.pods)
@@ -140,6 +144,14 @@ class ServingState:
 
 
 @dataclass(frozen=True)
+class NamespaceUsage:
+    """What the other started jobs of the job's namespace hold (for `settings.namespace_caps`)."""
+
+    jobs: int = 0
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
 class ObservedChildren:
     """Everything observed about one FineTuneJob's children (keyed by child name)."""
 
@@ -154,6 +166,8 @@ class ObservedChildren:
     """The rank-0 trainer's latest progress (finetune_api.contract.progress)."""
     config_spec: dict[str, Any] | None = None
     """The spec the job's ConfigMap was rendered from (read only when the generation moved)."""
+    namespace_usage: NamespaceUsage | None = None
+    """Read for a Pending job whose namespace has caps."""
 
 
 # -- from API objects -----------------------------------------------------------------------------

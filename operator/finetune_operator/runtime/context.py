@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .. import rbac
 from ..k8s import K8s
 from ..metrics import Metrics
 from ..settings import OperatorSettings
@@ -40,6 +41,18 @@ def api_client() -> Any:
         return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
 
 
+def rbac_features(settings: OperatorSettings, env: dict[str, str] | None = None) -> frozenset[rbac.Feature]:
+    """The optional features this process uses: the chart grants only their rules, so the k8s layer
+    refuses calls of the others before they reach the API server as a 403."""
+    env = dict(os.environ if env is None else env)
+    on: dict[rbac.Feature, bool] = {
+        "kueue": settings.queue_mode == "kueue",
+        "peering": bool(env.get("FT_PEERING")),
+        "gatewayApi": settings.gateway_api,
+    }
+    return frozenset(feature for feature, enabled in on.items() if enabled)
+
+
 @dataclass
 class Context:
     """The operator's shared parts; `jobs` is the FineTuneJob controller."""
@@ -55,7 +68,7 @@ class Context:
     def create(cls, settings: OperatorSettings, api: Any, indexes: Indexes) -> Context:
         jobs: JobController | None = None
         metrics = Metrics(phases=lambda: jobs.cache.phases() if jobs else ())
-        k8s = K8s(api, on_request=metrics.count_request)
+        k8s = K8s(api, rules=rbac.rules_for(rbac_features(settings)), on_request=metrics.count_request)
         executor = Executor()
         jobs = JobController(k8s, settings, metrics, executor, indexes)
         return cls(settings, k8s, metrics, executor, indexes, jobs)

@@ -65,7 +65,7 @@ class JobController:
         self.locks = KeyedLocks()
         self.backoff = Backoff()
         self.timers = Timers(self._timer_fired)
-        self.observer = Observer(k8s, settings, executor, indexes)
+        self.observer = Observer(k8s, settings, executor, indexes, self.cache)
         self.actuator = Actuator(k8s, settings, metrics, executor, self.cache, self.timers)
 
     # -- events -------------------------------------------------------------------------------------

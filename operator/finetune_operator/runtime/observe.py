@@ -9,7 +9,7 @@ import json
 import logging
 from typing import Any
 
-from finetune_api import FineTuneJob
+from finetune_api import TERMINAL_PHASES, FineTuneJob
 from finetune_api.contract.progress import ProgressEvent
 from finetune_api.queue import Flavor
 
@@ -19,12 +19,12 @@ from ..builders.common import CONFIG_FILE
 from ..k8s import K8s
 from ..progress import TAIL_LINES, latest_progress
 from ..queue.views import admitted_flavor
-from ..reconcile import JobState, ObservedChildren, ServingState, pod_state
+from ..reconcile import JobState, NamespaceUsage, ObservedChildren, ServingState, pod_state
 from ..reconcile.decide import AFTER_TRAINING
 from ..settings import OperatorSettings
 from .executor import Executor
 from .indexes import Indexes
-from .job_cache import Key
+from .job_cache import JobCache, Key
 from .smoke import smoke_base_url, smoke_request
 
 log = logging.getLogger("finetune_operator.job")
@@ -33,8 +33,10 @@ log = logging.getLogger("finetune_operator.job")
 class Observer:
     """Builds `ObservedChildren` for `reconcile.decide`; reads the trainer's log at most every progress interval."""
 
-    def __init__(self, k8s: K8s, settings: OperatorSettings, executor: Executor, indexes: Indexes) -> None:
+    def __init__(self, k8s: K8s, settings: OperatorSettings, executor: Executor, indexes: Indexes,
+                 cache: JobCache) -> None:
         self.k8s = k8s
+        self.cache = cache
         self.settings = settings
         self.executor = executor
         self.indexes = indexes
@@ -42,6 +44,16 @@ class Observer:
 
     def forget(self, key: Key) -> None:
         self.progress_read.pop(key, None)
+
+    def _namespace_usage(self, ns: str, name: str) -> NamespaceUsage:
+        """The other jobs of the namespace that have started and not ended, from this process's cache (a
+        job created in the same instant as another may not see it: the caps are per reconcile)."""
+        started = []
+        for (job_ns, job_name), body in list(self.cache.items()):
+            phase = (body.get("status") or {}).get("phase") or "Pending"
+            if job_ns == ns and job_name != name and phase != "Pending" and phase not in TERMINAL_PHASES:
+                started.append(FineTuneJob.model_validate(body).spec.resources)
+        return NamespaceUsage(jobs=len(started), gpus=sum(r.nodes * r.gpus_per_node for r in started))
 
     def _flavor(self, job: FineTuneJob) -> Flavor | None:
         """The flavor the embedded queue admitted the job to."""
@@ -62,6 +74,8 @@ class Observer:
         if phase == "Training" and attempt >= 0:
             observed = dataclasses.replace(observed, progress=await self._progress(job, jobs.get(
                 names.train_job_name(name, attempt))))
+        if phase == "Pending" and ns in self.settings.namespace_caps:
+            observed = dataclasses.replace(observed, namespace_usage=self._namespace_usage(ns, name))
         if phase == "Deploying":
             observed = dataclasses.replace(observed, serving=await self._serving(job))
         generation = job.metadata.generation or 1

@@ -22,13 +22,15 @@ names of the pod's own subdomain (`<host>.<subdomain>[.<ns>[.svc[.cluster.local]
 rewritten to 127.0.0.1 in the same way, so Indexed Job peers find each other on loopback.
 
 Run: `python -m tests.harness.podrunner --kubeconfig K --work-dir D` (the `local_runner` pytest
-fixture does this). Container logs: `<work-dir>/pods/<ns>_<pod>_<uid8>/<container>.log`.
+fixture does this). Container logs: `<work-dir>/pods/<ns>_<pod>_<uid8>/<container>.log` (every run,
+appended; `<container>.log.starts` holds each run's byte offset); `kubectl logs` reads them through the
+runner's kubelet log endpoint (HTTPS on the node's address, port in `daemonEndpoints`).
 
 Modules, one concern each: `node` (the Node, its Lease, scheduling constants, POD_IP), `runner` (the
 watch and one worker per pod), `worker` (a pod's life), `container` (a container's state and host
 paths), `processes` (spawning, signals, exits), `probes`, `env` (env, downward API, ConfigMap and Secret
-data), `volumes`, `paths` (textual path mapping), `status` (the pod status), `logs` (log tail and
-termination message), `fixture` (the pytest fixture's handle on the subprocess), `main` (the command).
+data), `volumes`, `paths` (textual path mapping), `status` (the pod status), `logs` (log runs, log tail and
+termination message), `kubelet_logs` (the kubelet's container-log endpoint), `fixture` (the pytest fixture's handle on the subprocess), `main` (the command).
 """
 
 from .fixture import LocalRunnerProcess

@@ -1,5 +1,5 @@
 """The `local_runner` fixture's handle on a runner subprocess: start it, wait for its node, read pod
-directories and container logs (`kubectl logs` does not work on this node), stop it."""
+directories and container logs (every run's output, appended; `kubectl logs` serves one run), stop it."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class LocalRunnerProcess:
         return dirs[-1]
 
     def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
-        """A container's output (stdout+stderr); `kubectl logs` does not work on this node."""
+        """A container's output (stdout+stderr) of all its runs, in order."""
         d = self.pod_dir(namespace, pod)
         if container is None:
             files = sorted(d.glob("*.log"))

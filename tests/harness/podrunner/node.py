@@ -42,12 +42,14 @@ def pod_spec_for_runner(pod_spec: dict) -> dict:
 class NodeAgent:
     """Registers the node and keeps it Ready: Lease renewals, and status heartbeats every third one."""
 
-    def __init__(self, core: Any, coord: Any, node_name: str, capacity: dict[str, str], labels: dict[str, str]) -> None:
+    def __init__(self, core: Any, coord: Any, node_name: str, capacity: dict[str, str], labels: dict[str, str],
+                 kubelet_port: int) -> None:
         self.core = core
         self.coord = coord
         self.node_name = node_name
         self.capacity = capacity
         self.labels = labels
+        self.kubelet_port = kubelet_port
 
     def node_object(self) -> dict:
         conds = [
@@ -74,8 +76,10 @@ class NodeAgent:
                 "allocatable": self.capacity,
                 "conditions": [{"type": a, "status": b, "reason": c, "message": d, "lastHeartbeatTime": t,
                                 "lastTransitionTime": t} for a, b, c, d in conds],
-                "addresses": [{"type": "InternalIP", "address": POD_IP}, {"type": "Hostname", "address": self.node_name}],
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+                # InternalIP only: the apiserver reaches the kubelet log endpoint (kubelet_logs) at the first of its
+                # preferred address types, Hostname first, and the name `local-runner` resolves nowhere
+                "addresses": [{"type": "InternalIP", "address": POD_IP}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
                 "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.34.3-local-runner",
                              "containerRuntimeVersion": "local://processes", "kernelVersion": os.uname().release,
                              "osImage": "local pod runner", "kubeProxyVersion": "", "machineID": "", "systemUUID": "",

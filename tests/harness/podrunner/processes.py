@@ -12,7 +12,7 @@ import time
 
 from .clock import now
 from .container import Container, restart_backoff
-from .logs import TERMINATION_MESSAGE_LIMIT, termination_message
+from .logs import TERMINATION_MESSAGE_LIMIT, open_run_log, termination_message
 from .paths import expand_vars
 
 log = logging.getLogger("podrunner")
@@ -35,7 +35,7 @@ def start(c: Container, base_env: dict[str, str], hostname: str, restart_policy:
     env = dict(base_env)
     env.update(c.env)
     env["HOSTNAME"] = hostname
-    with open(c.log_path, "ab") as logf:
+    with open_run_log(c) as logf:
         try:
             c.proc = subprocess.Popen(
                 argv, env=env, cwd=c.cwd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,

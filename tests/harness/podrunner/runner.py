@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .node import NODE_NAME, NodeAgent
+from .kubelet_logs import LogServer
+from .node import NODE_NAME, POD_IP, NodeAgent
 from .worker import PodWorker
 
 # Environment variables passed from the runner to every container (besides PATH and HOME).
@@ -48,7 +49,8 @@ class Runner:
         self.pvc_root = Path(pvc_root) if pvc_root else self.work_dir / "pvc"
         self.capacity = capacity or {"cpu": "64", "memory": "512Gi", "pods": "110",
                                      "ephemeral-storage": "1Ti", "nvidia.com/gpu": "8"}
-        self.node = NodeAgent(self.core, self.coord, node_name, self.capacity, labels or {})
+        self.log_server = LogServer(self, POD_IP)
+        self.node = NodeAgent(self.core, self.coord, node_name, self.capacity, labels or {}, self.log_server.port)
         self.stop_grace = stop_grace
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
@@ -178,6 +180,7 @@ class Runner:
                     time.sleep(1)
 
     def run(self, ready: threading.Event | None = None) -> None:
+        self.log_server.start()
         self.node.register()
         hb = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         hb.start()
@@ -191,6 +194,7 @@ class Runner:
             workers = list(self.workers.values())
         for w in workers:
             w.join(self.stop_grace + 15)
+        self.log_server.stop()
         if delete_node:
             try:
                 self.core.delete_node(self.node_name)

@@ -50,6 +50,18 @@ def test_adapter_eval_has_no_merge_and_no_gpu_when_serving_has_none() -> None:
     assert not any("gpu" in k for k in pod["containers"][0]["resources"]["requests"])
 
 
+def test_a_judge_graders_api_key_comes_from_its_secret_into_the_eval_container_only() -> None:
+    judge = {"name": "judge.v2", "type": "score_model", "rubric": "r", "endpoint": "https://judge.example/v1",
+             "apiKeySecret": {"name": "judge-key", "key": "token"}}
+    job = make_job(evaluation={"graders": [judge]})
+    pod = build_eval_job(job, OperatorSettings())["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["FT_GRADER_API_KEY_JUDGE_V2"] == {
+        "name": "FT_GRADER_API_KEY_JUDGE_V2", "valueFrom": {"secretKeyRef": {"name": "judge-key", "key": "token"}}}
+    config_map = json.dumps(build_config_map(job, OperatorSettings()))
+    assert "judge-key" in config_map and "valueFrom" not in config_map  # the Secret's name, never its value
+
+
 @pytest.mark.parametrize(
     ("base", "name"),
     [("qwen2.5-7b", "vllm-qwen2-5-7b"), ("llama_3", "vllm-llama-3"), ("a" * 63, None)],

@@ -69,3 +69,21 @@ def test_render_without_a_uid_omits_owner_references() -> None:
     job.metadata.uid = None
     for _, obj in _objects(job, OperatorSettings()):
         assert "ownerReferences" not in obj["metadata"]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=["default", "kueue-cpu-gateway"])
+def test_every_pod_has_bounded_disk(example_job: FineTuneJob, settings: OperatorSettings) -> None:
+    """Scratch cannot fill a node: every emptyDir has a sizeLimit and every container requests and
+    limits ephemeral-storage (the settings' scratch bound)."""
+    pods = [obj["spec"]["template"]["spec"] for _, obj in _objects(example_job, settings)
+            if obj["kind"] in {"Job", "Deployment"}]
+    assert pods
+    for pod in pods:
+        for volume in pod["volumes"]:
+            if "emptyDir" in volume:
+                assert volume["emptyDir"]["sizeLimit"], volume
+        for container in pod["containers"] + pod.get("initContainers", []):
+            assert container["resources"]["requests"]["ephemeral-storage"] == settings.scratch_request
+            assert container["resources"]["limits"]["ephemeral-storage"] == settings.scratch_size
+        scratch = next(v for v in pod["volumes"] if v["name"] == "scratch")
+        assert scratch["emptyDir"] == {"sizeLimit": settings.scratch_size}

@@ -38,7 +38,7 @@ def test_merged_deployment_serves_versioned_names_with_probes() -> None:
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
-    assert container["resources"]["limits"] == {"memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert container["resources"]["limits"] == {"memory": "32Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "50Gi"}
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["HF_HUB_OFFLINE"] == "1" and "VLLM_CPU_KVCACHE_SPACE" not in env
     assert deployment["spec"]["replicas"] == 2

@@ -23,7 +23,7 @@ VALUES_SETS = sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
 RELEASE = "ft"
 NAMESPACE = "finetune-system"
 # helm's offline commands assume Kubernetes 1.20 unless built with its k8sVersion ldflags; the chart needs
-# >= 1.29, and the objects are validated against this version's schemas.
+# >= 1.30, and the objects are validated against this version's schemas.
 KUBE_VERSION = "1.32.0"
 
 

@@ -84,7 +84,7 @@ def test_every_object_is_valid_for_its_schema(rendered: tuple[str, list[dict[str
 
 def test_every_namespaced_object_names_its_namespace(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "FineTuneQueue",
-                      "ClusterKopfPeering"}
+                      "ClusterKopfPeering", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     _, objects = rendered
     missing = [f"{o['kind']}/{o['metadata']['name']}" for o in objects
                if o["kind"] not in cluster_scoped and not o["metadata"].get("namespace")]
@@ -96,8 +96,9 @@ def settings_of(objects: list[dict[str, Any]]) -> OperatorSettings:
     return OperatorSettings.from_env(container_env(one(objects, "Deployment")))
 
 
-def test_defaults_give_the_settings_defaults() -> None:
-    assert settings_of(template("defaults")) == OperatorSettings()
+def test_defaults_give_the_settings_defaults_watching_the_release_namespace() -> None:
+    assert settings_of(template("defaults")) == OperatorSettings(watch_namespaces=["finetune-system"])
+    assert settings_of(template("cluster-wide")).watch_namespaces == []
 
 
 def test_every_setting_has_its_env_var() -> None:
@@ -132,7 +133,7 @@ def kopf_args(objects: list[dict[str, Any]]) -> list[str]:
 def test_one_replica_is_standalone_with_recreate() -> None:
     objects = template("defaults")
     args = kopf_args(objects)
-    assert "--standalone" in args and "--all-namespaces" in args
+    assert "--standalone" in args and "--namespace=finetune-system" in args
     assert "FT_PEERING" not in container_env(one(objects, "Deployment"))
     assert args[-2:] == ["-m", "finetune_operator.main"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in args
@@ -263,3 +264,11 @@ def test_job_namespaces_get_the_trainer_account_and_optionally_the_claim() -> No
 def test_crds_ship_in_the_crds_directory() -> None:
     crds = [o for o in template("defaults", include_crds=True) if o["kind"] == "CustomResourceDefinition"]
     assert sorted(c["metadata"]["name"] for c in crds) == ["finetunejobs.finetune.dev", "finetunequeues.finetune.dev"]
+
+
+def test_namespace_caps_reach_the_operator_and_nothing_else_does(tmp_path) -> None:
+    objects = template("defaults", {"policy": {"namespaces": {
+        "team-a": {"maxConcurrentJobs": 3, "maxGpus": 16, "maxGpusPerJob": 8}, "team-b": {"priorityClasses": ["x"]}}}}, tmp_path)
+    caps = settings_of(objects).namespace_caps
+    assert set(caps) == {"team-a"}
+    assert (caps["team-a"].max_concurrent_jobs, caps["team-a"].max_gpus) == (3, 16)

@@ -43,6 +43,6 @@ def test_bad_values_are_refused_naming_the_field(overrides: dict[str, Any], fiel
 
 
 def test_good_overrides_are_accepted(tmp_path: Path) -> None:
-    objects = template(None, {"replicaCount": 0, "watchNamespaces": ["ml"], "queue": {"mode": "none"},
+    objects = template(None, {"replicaCount": 0, "clusterWide": True, "queue": {"mode": "none"},
                               "jobs": {"jobNamespaces": ["ml-batch"]}}, tmp_path)
     assert any(o["kind"] == "Deployment" and o["spec"]["replicas"] == 0 for o in objects)

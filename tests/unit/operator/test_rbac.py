@@ -6,6 +6,8 @@ from urllib3.exceptions import MaxRetryError
 
 from finetune_operator import rbac
 from finetune_operator.k8s import K8s, NotPermitted
+from finetune_operator.runtime.context import rbac_features
+from finetune_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
 
@@ -49,3 +51,25 @@ def test_allowed_calls_are_counted_by_verb_and_resource():
     with pytest.raises(MaxRetryError):  # allowed, so it reached the (closed) port
         k8s.pod_log_tail("ns", "pod", None, 10)
     assert seen == [("get", "pods/log")] and k8s.requests[("get", "pods/log")] == 1
+
+
+def test_feature_rules_are_granted_only_with_their_feature():
+    base = rbac.rules_for(frozenset())
+    assert not rbac.allows("kueue.x-k8s.io", "workloads", "watch", base)
+    assert not rbac.allows("kopf.dev", "clusterkopfpeerings", "patch", base)
+    assert not rbac.allows("gateway.networking.k8s.io", "httproutes", "create", base)
+    assert rbac.allows("kueue.x-k8s.io", "workloads", "watch", rbac.rules_for({"kueue"}))
+    assert rbac.rules_for(set(rbac.FEATURES)) == rbac.REQUIRED_RULES
+
+
+def test_a_process_uses_the_features_its_settings_turn_on():
+    assert rbac_features(OperatorSettings(), {}) == frozenset()
+    assert rbac_features(OperatorSettings(queue_mode="kueue", gateway_api=True), {"FT_PEERING": "ft"}) == {
+        "kueue", "gatewayApi", "peering"}
+
+
+def test_an_install_without_gateway_api_refuses_httproute_calls_before_they_leave():
+    k8s = K8s(unreachable_client(), rules=rbac.rules_for(rbac_features(OperatorSettings(), {})))
+    with pytest.raises(NotPermitted, match="create gateway.networking.k8s.io/httproutes"):
+        k8s.create({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": "x", "namespace": "ns"}})

@@ -38,8 +38,10 @@ Purpose = Literal["sft", "dpo", "grpo", "eval"]
 Message = dict[str, Any]
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
-MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
-COMMON_KEYS = frozenset({"id", "metadata", "reference"})
+MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "weight"})
+"""`weight` (0 or 1, assistant messages only, as in OpenAI's chat format): 0 keeps the turn out of the loss."""
+COMMON_KEYS = frozenset({"id", "metadata", "reference", "category"})
+"""`category` names the row's slice in evaluation reports (`evaluation.sliceBy`)."""
 ROW_KEYS: dict[str, frozenset[str]] = {
     "messages": frozenset({"messages", "tools"}) | COMMON_KEYS,
     "prompt_completion": frozenset({"prompt", "completion"}) | COMMON_KEYS,
@@ -155,8 +157,22 @@ class _RowChecker:
             norm: Message = {"role": role, "content": content}
             if not plain:
                 norm.update((key, msg[key]) for key in ("name", "tool_calls", "tool_call_id") if key in msg)
+                if "weight" in msg and not self.weight(msg["weight"], role, at):
+                    continue
+                if "weight" in msg:
+                    norm["weight"] = msg["weight"]
             out.append(norm)
         return out
+
+    def weight(self, value: Any, role: str, at: str) -> bool:
+        """A per-turn loss weight is 0 or 1 on an assistant message."""
+        if role != "assistant":
+            self.fail(VALUE_TYPE, f"{at}.weight is only for assistant messages (this one is {role})")
+            return False
+        if isinstance(value, bool) or value not in (0, 1):
+            self.fail(VALUE_TYPE, f"{at}.weight must be 0 or 1, not {value!r}")
+            return False
+        return True
 
     def order(self, messages: list[Message], where: str) -> None:
         """Optional leading system turn, then user/assistant alternating (tool results after assistant)."""

@@ -32,7 +32,7 @@ class Rule:
 
 JSON_PARSE = Rule("FT001", "json-parse", "every line is one JSON object")
 FORMAT = Rule("FT002", "format", "one format per file: messages, prompt/completion or chosen/rejected")
-UNKNOWN_KEY = Rule("FT003", "unknown-key", "only the keys of the row's format (and id, metadata, reference, tools)")
+UNKNOWN_KEY = Rule("FT003", "unknown-key", "only the keys of the row's format (and id, metadata, reference, category, tools)")
 ROLE = Rule("FT004", "role", "roles are system, user, assistant or tool")
 ROLE_ORDER = Rule("FT005", "role-order", "optional leading system, then user/assistant alternating")
 EMPTY_CONTENT = Rule("FT006", "empty-content", "no empty message, prompt or answer")
@@ -47,7 +47,7 @@ DUPLICATE = Rule("FT014", "duplicate", "exact duplicate rows are removed from tr
 LEAKAGE = Rule("FT015", "leakage", "train prompts do not appear in the validation or eval set")
 METHOD_FORMAT = Rule("FT016", "method-format", "the format fits the method: dpo needs pairs, sft answers")
 SOURCE = Rule("FT017", "source", "the dataset location exists and holds JSONL files")
-VALUE_TYPE = Rule("FT018", "value-type", "values have the right JSON type")
+VALUE_TYPE = Rule("FT018", "value-type", "values have the right JSON type (a message's weight: 0 or 1, assistant only)")
 NO_GENERATION_MARKERS = Rule("FT019", "no-generation-markers", "the template marks assistant turns for the loss")
 TOKENIZER = Rule("FT020", "tokenizer", "the base model's tokenizer loads")
 CONTEXT_LENGTH = Rule("FT021", "context-length", "datasets.maxLength and serving.maxModelLen fit the base model's positions")

@@ -183,6 +183,25 @@ def _encode_batch(tok: Tokenizer, batch: list[Example]) -> list[tuple[list[int],
     return [r if isinstance(r, Exception) else next(pairs) for r in rendered]
 
 
+def weighted_mask(mask: list[int], weights: list[int]) -> list[int]:
+    """The assistant mask with the turns of weight 0 taken out: the k-th run of 1s is the k-th
+    assistant turn. ValueError when the template's runs do not match the turns one to one."""
+    runs: list[tuple[int, int]] = []
+    for i, bit in enumerate(mask):
+        if bit and (i == 0 or not mask[i - 1]):
+            runs.append((i, i + 1))
+        elif bit:
+            runs[-1] = (runs[-1][0], i + 1)
+    if len(runs) != len(weights):
+        raise ValueError(f"{len(weights)} assistant turns but {len(runs)} masked spans: per-turn weights cannot be applied "
+                         "(the chat template must mark each assistant turn with {% generation %})")
+    out = list(mask)
+    for (start, end), weight in zip(runs, weights):
+        if weight == 0:
+            out[start:end] = [0] * (end - start)
+    return out
+
+
 def _last_run(mask: list[int]) -> list[int]:
     """Keep only the last contiguous run of ones (the final answer)."""
     out = [0] * len(mask)
@@ -221,6 +240,13 @@ def encode_sft(
                 findings.add(TEMPLATE, ex.file, ex.line, f"the chat template does not render this row: {encoded}")
                 continue
             ids, mask = list(encoded[0]), list(encoded[1])
+            weights = [m.get("weight", 1) for m in ex.conversation if m["role"] == "assistant"]
+            if loss_on != "all" and 0 in weights:
+                try:
+                    mask = weighted_mask(mask, weights)
+                except ValueError as exc:
+                    findings.add(TEMPLATE, ex.file, ex.line, str(exc))
+                    continue
             if loss_on == "all":
                 mask = [1] * len(ids)
             elif loss_on == "completion":

@@ -16,11 +16,12 @@ from typing import Any
 
 from finetune_api.contract.artifacts import artifact_ref
 from finetune_api.contract.summaries import EvaluateSummary
-from finetune_api.job import GateResult
+from finetune_api.contract.vllm import base_model_name
+from finetune_api.job import REFUSAL_GRADER, GateResult
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from ..atomic_json import write_json_atomic
-from .gates import check_gates
+from .gates import HELD_OUT, REGRESSION, GateScope, GateVerdicts, check_gates
 from .generate import (
     GenerationBackend,
     GenerationSettings,
@@ -31,18 +32,12 @@ from .generate import (
     open_backend,
     resolve_models,
 )
-from .graders import BaseGrader, GradeResult, GraderConfigError, build_grader
-from .items import EvalDataError, EvalItem, held_out_items, regression_items
-from .metrics import CLASSIFICATION_METRICS, PER_ITEM, class_labels, mean_table, metric_tables
+from .graders import BaseGrader, GradeResult, GraderConfigError, JudgeDefaults, build_grader, default_refusal_grader
+from .items import EvalDataError, EvalItem
+from .metrics import CLASSIFICATION_METRICS, PER_ITEM, MetricTable, class_labels, mean_table, metric_tables
 from .report import ItemRecord, SetResult, write_eval_report
 from .stats import MetricSummary, summarize
-
-BUILTIN_GATE_METRICS = frozenset({*PER_ITEM, *CLASSIFICATION_METRICS})
-
-
-class GateConfigError(ValueError):
-    """A gate that cannot be evaluated as written."""
-
+from .suites import EvalSet, GateConfigError, eval_sets
 
 EvaluationUserError = (EvalDataError, GraderConfigError, GateConfigError)
 
@@ -53,39 +48,32 @@ class EvaluateResult:
 
     passed: bool
     score: str
-    held_out: SetResult
-    gates: list[GateResult]
-    regression: SetResult | None = None
+    sets: list[SetResult]
+    """Held-out first, then the regression set and the suites."""
+    verdicts: GateVerdicts
     report_path: Path | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def held_out(self) -> SetResult:
+        return self.sets[0]
+
+    @property
+    def gates(self) -> list[GateResult]:
+        return self.verdicts.results
+
     def summary(self, output_root: str, generation: int | None = None) -> EvaluateSummary:
-        """The termination message; the report's path is relative to `output_root`."""
+        """The termination message; the report's path is relative to `output_root`. Failing gates come
+        first: a message over 4 KiB loses the tail of its lists, and the Rejected reason must keep them."""
         return EvaluateSummary(
             passed=self.passed,
             score=self.score,
             items=len(self.held_out.records),
             metrics=[m.to_result() for m in self.held_out.metrics.values()],
-            gates=self.gates,
+            gates=sorted(self.gates, key=lambda g: g.passed),
             report=artifact_ref(output_root, self.report_path) if self.report_path else None,
             evaluated_generation=generation,
         )
-
-
-def _metric_names(config: ResolvedConfig) -> list[str]:
-    names: list[str] = list(dict.fromkeys(config.spec.evaluation.metrics))
-    graders = {g.name for g in config.spec.evaluation.graders}
-    for i, gate in enumerate(config.spec.evaluation.gates):
-        if gate.metric in graders:
-            continue
-        if gate.metric not in BUILTIN_GATE_METRICS:
-            raise GateConfigError(f"spec.evaluation.gates[{i}].metric: {gate.metric!r} is neither a built-in metric nor a grader")
-        wanted = "classification" if gate.metric in CLASSIFICATION_METRICS else gate.metric
-        if wanted not in names:
-            names.append(wanted)
-        if gate.max_regression is not None and config.spec.evaluation.regression is None:
-            raise GateConfigError(f"spec.evaluation.gates[{i}].maxRegression: needs spec.evaluation.regression (a regression set)")
-    return names
 
 
 def headline(summaries: dict[str, MetricSummary], config: ResolvedConfig) -> str:
@@ -98,29 +86,51 @@ def headline(summaries: dict[str, MetricSummary], config: ResolvedConfig) -> str
     return f"{name} {m.tuned:.3g}" + (f" (base {m.base:.3g})" if m.base is not None else "")
 
 
-class _Scorer:
-    """Scores outputs of one item set with the built-in metrics and the graders."""
+def slice_of(fields: dict[str, Any], field_name: str) -> str | None:
+    """The row's slice: its top-level `field_name` (`category`), else that key of its `metadata`."""
+    metadata = fields.get("metadata")
+    value = fields.get(field_name, metadata.get(field_name) if isinstance(metadata, dict) else None)
+    return None if value is None or isinstance(value, (dict, list)) else str(value)
 
-    def __init__(self, config: ResolvedConfig, graders: list[BaseGrader], metric_names: list[str]) -> None:
+
+def slice_rows(items: list[EvalItem], field_name: str) -> dict[str, list[int]]:
+    """Item indices by slice (rows without one belong to no slice), sorted by slice."""
+    rows: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        value = slice_of(item.fields, field_name)
+        if value is not None:
+            rows.setdefault(value, []).append(i)
+    return dict(sorted(rows.items()))
+
+
+class _Scorer:
+    """Scores the outputs of one set with its built-in metrics and graders, on the whole and per slice."""
+
+    def __init__(self, config: ResolvedConfig, graders: dict[str, BaseGrader]) -> None:
         self.ev = config.spec.evaluation
         self.seed = config.spec.hyperparameters.seed
-        self.graders, self.metric_names = graders, metric_names
+        self.graders = graders
 
-    def score(self, items: list[EvalItem], outputs: dict[Side, list[str]]) -> SetResult:
-        references = [it.reference for it in items]
-        labels = class_labels(references) if {"classification", *CLASSIFICATION_METRICS} & set(self.metric_names) else []
-        tables = {side: metric_tables(self.metric_names, outs, references, labels) for side, outs in outputs.items()}
-        grades: dict[Side, dict[str, list[GradeResult]]] = {}
-        for side, outs in outputs.items():
-            grades[side] = {g.name: g.grade_batch(outs, [it.fields for it in items]) for g in self.graders}
-            for g in self.graders:
-                tables[side][g.name] = mean_table(g.name, [r.score for r in grades[side][g.name]])
-        thresholds = {g.name: g.spec.pass_threshold for g in self.graders}
-        summaries = {
+    def _summaries(self, tables: dict[Side, dict[str, MetricTable]], thresholds: dict[str, float]) -> dict[str, MetricSummary]:
+        return {
             name: summarize(tables["tuned"][name], tables.get("base", {}).get(name), self.ev.bootstrap_samples,
                             self.ev.confidence_level, self.seed, thresholds.get(name, 0.5))
             for name in tables["tuned"]
         }
+
+    def score(self, eval_set: EvalSet, outputs: dict[Side, list[str]]) -> SetResult:
+        items, names = eval_set.items, eval_set.metrics
+        graders = [self.graders[n] for n in eval_set.graders]
+        references = [it.reference for it in items]
+        labels = class_labels(references) if {"classification", *CLASSIFICATION_METRICS} & set(names) else []
+        tables = {side: metric_tables(names, outs, references, labels) for side, outs in outputs.items()}
+        grades: dict[Side, dict[str, list[GradeResult]]] = {}
+        for side, outs in outputs.items():
+            grades[side] = {g.name: g.grade_batch(outs, [it.fields for it in items]) for g in graders}
+            for g in graders:
+                tables[side][g.name] = mean_table(g.name, [r.score for r in grades[side][g.name]])
+        thresholds = {g.name: g.spec.pass_threshold for g in graders}
+        slices = slice_rows(items, self.ev.slice_by)
         records = [
             ItemRecord(
                 index=i, origin=item.origin, prompt=item.prompt, reference=item.reference,
@@ -128,10 +138,16 @@ class _Scorer:
                 scores={side: {n: float(t.per_item[i]) for n, t in tables[side].items() if n in PER_ITEM or n in thresholds}
                         for side in outputs},
                 errors={side: {n: r[i].error for n, r in grades[side].items() if r[i].error} for side in outputs},
+                slice=slice_of(item.fields, self.ev.slice_by),
             )
             for i, item in enumerate(items)
         ]
-        return SetResult(summaries, records, labels)
+        by_slice = {
+            value: self._summaries({side: {n: t.subset(rows) for n, t in ts.items()} for side, ts in tables.items()}, thresholds)
+            for value, rows in slices.items()
+        }
+        return SetResult(eval_set.name, eval_set.kind, eval_set.source, self._summaries(tables, thresholds), records,
+                         labels, by_slice)
 
 
 class BaseOutputCache:
@@ -181,52 +197,76 @@ def _generate_all(
     return results
 
 
-def _prompt_sets(tokenizer: Any, items: list[EvalItem], regression: list[EvalItem] | None) -> list[list[list[int]]]:
-    """Token ids of the held-out prompts, then of the regression prompts when there is a set."""
-    sets = [encode_prompts(tokenizer, [it.prompt for it in items])]
-    if regression:
-        sets.append(encode_prompts(tokenizer, [it.prompt for it in regression]))
-    return sets
+def _prompt_sets(tokenizer: Any, sets: list[EvalSet]) -> list[list[list[int]]]:
+    """Token ids of every set's prompts, in set order (the base-output cache's key covers them)."""
+    return [encode_prompts(tokenizer, [it.prompt for it in s.items]) for s in sets]
+
+
+def _build_graders(config: ResolvedConfig, sets: list[EvalSet]) -> dict[str, BaseGrader]:
+    """Every grader some set uses, by name; the shipped `refusal` unless the spec declares its own."""
+    ev = config.spec.evaluation
+    specs = {g.name: g for g in ev.graders}
+    used = {name for s in sets for name in s.graders}
+    if REFUSAL_GRADER in used and REFUSAL_GRADER not in specs:
+        specs[REFUSAL_GRADER] = default_refusal_grader()
+    built: dict[str, BaseGrader] = {}
+    try:
+        judge = JudgeDefaults(config.vllm_url, base_model_name(config.spec))
+        for name in sorted(used):
+            built[name] = build_grader(specs[name], ev.graders, judge=judge)
+    except Exception:
+        for grader in built.values():
+            grader.close()
+        raise
+    return built
+
+
+def _gate_scopes(sets: list[EvalSet], results: list[SetResult]) -> list[GateScope]:
+    """Every gate with the sets it reads: held-out gates read the regression set for maxRegression."""
+    regression = next((r for r in results if r.name == REGRESSION), None)
+    return [
+        GateScope(s.name, gate, result, regression if s.name == HELD_OUT else None)
+        for s, result in zip(sets, results) for gate in s.gates
+    ]
 
 
 def run_baseline(config: ResolvedConfig) -> dict[str, float]:
     """Generate with the base model before training (cached for the final evaluation); returns the
     base's mean per built-in metric on the held-out set."""
     ev = config.spec.evaluation
-    metric_names = [m for m in _metric_names(config) if m in PER_ITEM]
-    items, _ = held_out_items(config)
+    sets = eval_sets(config)
+    metric_names = [m for m in sets[0].metrics if m in PER_ITEM]
     pair = resolve_models(config, need_tuned=False)
     settings = GenerationSettings.from_config(config)
     tokenizer = load_padded_tokenizer(pair.base_dir, pair.chat_template)
-    prompt_sets = _prompt_sets(tokenizer, items, regression_items(config))
+    prompt_sets = _prompt_sets(tokenizer, sets)
     cache = BaseOutputCache(ArtifactLayout(config.paths.output).base_outputs, pair, settings, prompt_sets)
     backend = open_backend(config, pair, settings, ev.backend, tokenizer)
     try:
         outputs = _generate_all(backend, ["base"], prompt_sets, {}, cache)
     finally:
         backend.close()
-    references = [it.reference for it in items]
+    references = [it.reference for it in sets[0].items]
     tables = metric_tables(metric_names, outputs[0]["base"], references, [])
     return {name: table.value() for name, table in tables.items()}
 
 
 def run_evaluate(config: ResolvedConfig, backend: GenerationBackend | str | None = None) -> EvaluateResult:
-    """Evaluate the tuned model (and its base) and decide the gates; writes eval/report.{json,md}.
+    """Evaluate the tuned model (and its base) on every set and decide the gates; writes
+    eval/report.{json,md}.
 
     `backend` is a backend object to reuse, or a name overriding `spec.evaluation.backend`.
     """
     ev = config.spec.evaluation
-    metric_names = _metric_names(config)
-    items, source = held_out_items(config)
-    regression = regression_items(config)
-    graders = [build_grader(g, ev.graders) for g in ev.graders]
-    pair = resolve_models(config)
-    settings = GenerationSettings.from_config(config)
+    sets = eval_sets(config)
+    graders = _build_graders(config, sets)
     timings: dict[str, float] = {}
     notes: list[str] = []
     try:
+        pair = resolve_models(config)
+        settings = GenerationSettings.from_config(config)
         tokenizer = load_padded_tokenizer(pair.base_dir, pair.chat_template)
-        prompt_sets = _prompt_sets(tokenizer, items, regression)
+        prompt_sets = _prompt_sets(tokenizer, sets)
         sides: list[Side] = ["base", "tuned"] if ev.compare_to_base else ["tuned"]
         cache = BaseOutputCache(ArtifactLayout(config.paths.output).base_outputs, pair, settings, prompt_sets)
         chosen = backend if backend is not None and not isinstance(backend, str) else None
@@ -245,20 +285,19 @@ def run_evaluate(config: ResolvedConfig, backend: GenerationBackend | str | None
             if chosen is None:
                 active.close()
         started = time.perf_counter()
-        scorer = _Scorer(config, graders, metric_names)
-        held_out = scorer.score(items, outputs[0])
-        reg = scorer.score(regression, outputs[1]) if regression else None
+        scorer = _Scorer(config, graders)
+        results = [scorer.score(s, out) for s, out in zip(sets, outputs)]
         timings["score"] = time.perf_counter() - started
     finally:
-        for g in graders:
+        for g in graders.values():
             g.close()
-    gates = check_gates(ev.gates, held_out.metrics, reg.metrics if reg else None)
+    verdicts = check_gates(_gate_scopes(sets, results), ev.confidence_level, ev.correction)
     result = EvaluateResult(
-        passed=all(g.passed for g in gates), score=headline(held_out.metrics, config), held_out=held_out,
-        gates=gates, regression=reg, notes=notes,
+        passed=all(g.passed for g in verdicts.results), score=headline(results[0].metrics, config), sets=results,
+        verdicts=verdicts, notes=notes,
     )
     result.report_path = write_eval_report(
         ArtifactLayout(config.paths.output), result, config,
-        {"backend": active.name, "source": source, "pair": pair, "settings": settings, "timings": timings},
+        {"backend": active.name, "pair": pair, "settings": settings, "timings": timings},
     )
     return result

@@ -103,6 +103,10 @@ class MetricTable:
     def value(self) -> float:
         return float(self.aggregate(self.values.sum(axis=0), len(self.values)))
 
+    def subset(self, rows: list[int]) -> MetricTable:
+        """The same metric over some of the items (a slice)."""
+        return MetricTable(self.name, self.values[rows], self.aggregate, self.per_item[rows])
+
 
 def _mean(sums: np.ndarray, n: int) -> np.ndarray:
     return sums[..., 0] / max(n, 1)

@@ -1,20 +1,23 @@
 """`eval/report.json` (per-item results, aggregates, gates) and `eval/report.md` (for people).
 
 The top level of report.json carries the same keys as the termination message (`passed`, `score`,
-`items`, `metrics`, `gates`), untruncated, so `ftctl run` and the operator read one shape.
+`items`, `metrics`, `gates`), untruncated, so `ftctl run` and the operator read one shape; those
+describe the held-out set. `suites` holds every other set (the regression set and `evaluation.suites`)
+in the same shape, each with per-slice metrics; `statistics` states the test, the correction and the
+power behind every number.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from ..atomic_json import write_json_atomic
-from .stats import MetricSummary
+from .stats import POWER, TEST_DESCRIPTION, MetricSummary
 
 if TYPE_CHECKING:
     from .evaluate import EvaluateResult
@@ -31,10 +34,13 @@ class ItemRecord:
     outputs: dict[str, str]
     scores: dict[str, dict[str, float]]
     errors: dict[str, dict[str, str | None]]
+    slice: Any = None
+    """The item's value of `evaluation.sliceBy`, when it has one."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "index": self.index, "origin": self.origin, "prompt": self.prompt, "reference": self.reference,
+            "slice": self.slice,
             **{side: {"output": out, "scores": self.scores[side], "graderErrors": self.errors[side]}
                for side, out in self.outputs.items()},
         }
@@ -42,19 +48,31 @@ class ItemRecord:
 
 @dataclass
 class SetResult:
-    """Aggregates and per-item records of one item set (held-out or regression)."""
+    """Aggregates and per-item records of one evaluation set, on the whole and per slice."""
 
+    name: str
+    kind: str
+    source: str
     metrics: dict[str, MetricSummary]
     records: list[ItemRecord]
     labels: list[str]
+    slices: dict[str, dict[str, MetricSummary]] = field(default_factory=dict)
 
     def grader_errors(self) -> int:
         return sum(len(errs) for r in self.records for errs in r.errors.values())
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "name": self.name,
+            "kind": self.kind,
+            "source": self.source,
             "items": len(self.records),
             "metrics": [m.to_json() for m in self.metrics.values()],
+            "slices": [
+                {"slice": value, "items": next(iter(table.values())).items if table else 0,
+                 "metrics": [m.to_json() for m in table.values()]}
+                for value, table in self.slices.items()
+            ],
             "labels": self.labels,
             "graderErrors": self.grader_errors(),
             "results": [r.to_json() for r in self.records],
@@ -69,6 +87,7 @@ def report_json(result: EvaluateResult, config: ResolvedConfig, run: dict[str, A
         "score": result.score,
         "items": held["items"],
         "metrics": held["metrics"],
+        "slices": held["slices"],
         "gates": [g.to_api() for g in result.gates],
         "graderErrors": held["graderErrors"],
         "labels": held["labels"],
@@ -76,15 +95,23 @@ def report_json(result: EvaluateResult, config: ResolvedConfig, run: dict[str, A
         "job": config.job,
         "generation": config.generation,
         "backend": run["backend"],
-        "source": run["source"],
+        "source": held["source"],
         "models": {"base": run["pair"].base_dir, "tuned": run["pair"].tuned_dir, "tunedIsAdapter": run["pair"].tuned_is_adapter},
         "settings": {
             **dataclasses.asdict(run["settings"]), "bootstrapSamples": ev.bootstrap_samples,
-            "confidenceLevel": ev.confidence_level, "compareToBase": ev.compare_to_base,
+            "confidenceLevel": ev.confidence_level, "compareToBase": ev.compare_to_base, "sliceBy": ev.slice_by,
+        },
+        "statistics": {
+            "test": TEST_DESCRIPTION,
+            "correction": result.verdicts.correction,
+            "gateTests": result.verdicts.tests,
+            "statement": result.verdicts.statement(),
+            "minDetectableDifference": f"two-sided at {ev.confidence_level:.0%}, {POWER:.0%} power, from the spread of "
+                                       "the per-item differences",
         },
         "timings": run["timings"],
         "results": held["results"],
-        "regression": result.regression.to_json() if result.regression else None,
+        "suites": [s.to_json() for s in result.sets[1:]],
     }
 
 
@@ -92,17 +119,31 @@ def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _metric_table(metrics: list[dict[str, Any]]) -> list[str]:
+def _metric_table(metrics: list[dict[str, Any]], first_column: str = "metric") -> list[str]:
     lines = [
-        "| metric | base | tuned | delta | CI of delta | P(tuned > base) | wins / losses / ties | flips +/− |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {first_column} | items | base | tuned | delta | CI | P(tuned > base) | min. detectable | wins / losses / ties | flips +/− |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in metrics:
         ci = f"[{_num(m.get('ciLow'))}, {_num(m.get('ciHigh'))}]"
         wlt = f"{m['wins']} / {m['losses']} / {m['ties']}" if "wins" in m else "–"
         flips = f"{m['flipsToPass']} / {m['flipsToFail']}" if "flipsToPass" in m else "–"
-        lines.append(f"| {m['name']} | {_num(m.get('base'))} | {_num(m['tuned'])} | {_num(m.get('delta'))} | {ci} | "
-                     f"{_num(m.get('pBetter'))} | {wlt} | {flips} |")
+        label = m.get("label", m["name"])
+        lines.append(f"| {label} | {m.get('items', '–')} | {_num(m.get('base'))} | {_num(m['tuned'])} | {_num(m.get('delta'))} | "
+                     f"{ci} | {_num(m.get('pBetter'))} | {_num(m.get('minDetectableDifference'))} | {wlt} | {flips} |")
+    return lines
+
+
+def _set_section(title: str, data: dict[str, Any], slice_by: str) -> list[str]:
+    """One set's metric table, then one table per metric across the slices."""
+    lines = ["", f"## {title}", "", f"{data['items']} items from {data['source']}.", "", *_metric_table(data["metrics"])]
+    if data["slices"]:
+        lines += ["", f"### By {slice_by}"]
+        for metric in data["metrics"]:
+            rows = [{**m, "label": s["slice"]} for s in data["slices"] for m in s["metrics"] if m["name"] == metric["name"]]
+            lines += ["", f"{metric['name']}:", "", *_metric_table(rows, slice_by)]
+    if data["graderErrors"]:
+        lines += ["", f"{data['graderErrors']} grader errors (per item in report.json)."]
     return lines
 
 
@@ -113,26 +154,34 @@ def _escape(text: str, limit: int = 80) -> str:
 
 
 def render_markdown(report: dict[str, Any], examples: int = 10) -> str:
-    """The report for people: verdict, gates, metrics, regression, and the first differing items."""
+    """The report for people: verdict, gates, statistics, every set (per slice), and the first items
+    where base and tuned differ."""
     verdict = "PASSED" if report["passed"] else "REJECTED"
-    settings = report["settings"]
+    settings, stats = report["settings"], report["statistics"]
+    slice_by = settings["sliceBy"]
     lines = [
         f"# Evaluation of {report['job']} (generation {report['generation']}): {verdict}",
         "",
-        f"{report['items']} held-out items from {report['source']}; backend {report['backend']}; "
+        f"Backend {report['backend']}; "
         f"{'greedy' if settings['temperature'] == 0 else 'temperature ' + str(settings['temperature'])}, "
-        f"max {settings['max_new_tokens']} new tokens; bootstrap {settings['bootstrapSamples']} resamples, "
-        f"{settings['confidenceLevel']:.0%} intervals.",
+        f"max {settings['max_new_tokens']} new tokens.",
         "",
         "## Gates",
         "",
     ]
     lines += [f"- {'PASS' if g['passed'] else 'FAIL'} {g['message']}" for g in report["gates"]] or ["- no gates"]
-    lines += ["", "## Held-out set", "", *_metric_table(report["metrics"])]
-    if report["graderErrors"]:
-        lines += ["", f"{report['graderErrors']} grader errors (per item in report.json)."]
-    if report["regression"]:
-        lines += ["", f"## Regression set ({report['regression']['items']} items)", "", *_metric_table(report["regression"]["metrics"])]
+    lines += [
+        "", "## Statistics", "",
+        f"- Test: {stats['test']}; {settings['bootstrapSamples']} resamples, {settings['confidenceLevel']:.0%} intervals.",
+        f"- {stats['statement']}",
+        f"- Minimum detectable difference (column \"min. detectable\"): {stats['minDetectableDifference']}; a set "
+        "whose difference is below it is too small to decide.",
+    ]
+    held = {"items": report["items"], "source": report["source"], "metrics": report["metrics"],
+            "slices": report["slices"], "graderErrors": report["graderErrors"]}
+    lines += _set_section("Held-out set", held, slice_by)
+    for suite in report["suites"]:
+        lines += _set_section(f"Suite {suite['name']} ({suite['kind']})", suite, slice_by)
     for note in report["notes"]:
         lines += ["", f"Note: {note}"]
     differing = [r for r in report["results"] if "base" in r and r["base"]["output"] != r["tuned"]["output"]]

@@ -7,7 +7,8 @@ the difference over resamples gives the confidence interval and P(tuned > base).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,16 @@ class Paired:
     ci_high: float
     p_better: float
     """Share of resamples in which the tuned model is strictly better."""
+    boot: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    """Tuned minus base on every resample: one-sided tests of any threshold read it."""
+
+    def p_at_most(self, threshold: float) -> float:
+        """The bootstrap p-value of "tuned − base ≤ threshold": the share of resamples at or below it."""
+        return float((self.boot <= threshold).mean()) if len(self.boot) else 1.0
+
+    def lower_bound(self, alpha: float) -> float:
+        """The one-sided (1 − alpha) lower confidence bound of tuned − base."""
+        return float(np.quantile(self.boot, alpha)) if len(self.boot) else self.delta
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +109,7 @@ def paired_comparison(
         ci_low=low,
         ci_high=high,
         p_better=float((boot > 0).mean()),
+        boot=boot,
     )
 
 
@@ -107,6 +119,42 @@ def single_interval(table: MetricTable, samples: int, confidence: float, seed: i
         return Interval(0.0, 0.0)
     boot = _bootstrap_values(table, resample_counts(len(table.values), samples, seed))
     return Interval(*_percentiles(boot, confidence))
+
+
+POWER = 0.8
+"""Power at which the minimum detectable difference is stated."""
+TEST_DESCRIPTION = (
+    "paired bootstrap over items (both models answered the same items): percentile intervals of tuned − base; "
+    "gates test one-sided (tuned − base above a threshold)"
+)
+
+
+def minimum_detectable_difference(tuned: np.ndarray, base: np.ndarray | None, confidence: float) -> float | None:
+    """The smallest true difference a two-sided test at `confidence` finds with 80% power on this many
+    items: (z₁₋α/₂ + z_power)·σ/√n, σ the spread of the per-item differences (of the pooled scores ×√2
+    when the differences do not vary, as between identical models). None when nothing varies."""
+    n = len(tuned)
+    if n < 2:
+        return None
+    sigma = float(np.std(tuned - base, ddof=1)) if base is not None else 0.0
+    if sigma == 0.0:
+        pooled = np.concatenate([tuned, base]) if base is not None else tuned
+        sigma = float(np.std(pooled, ddof=1)) * (2 ** 0.5 if base is not None else 1.0)
+    if sigma == 0.0:
+        return None
+    z = NormalDist()
+    return (z.inv_cdf(1 - (1 - confidence) / 2) + z.inv_cdf(POWER)) * sigma / n ** 0.5
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input order (step-down, monotone, capped at 1)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 @dataclass
@@ -122,6 +170,9 @@ class MetricSummary:
     base: float | None = None
     paired: Paired | None = None
     interval: Interval | None = None
+    items: int = 0
+    mdd: float | None = None
+    """Minimum detectable difference at this many items (`minimum_detectable_difference`)."""
 
     def to_result(self) -> MetricResult:
         interval = (self.paired.ci_low, self.paired.ci_high) if self.paired else (
@@ -138,6 +189,7 @@ class MetricSummary:
         data = self.to_result().to_api()
         if self.paired is not None:
             data.update({k: v for k, v in self.paired.to_json().items() if k not in data})
+        data.update({"items": self.items, "minDetectableDifference": self.mdd})
         return data
 
 
@@ -146,7 +198,10 @@ def summarize(
     pass_threshold: float = 0.5,
 ) -> MetricSummary:
     """The summary of one metric: values, and the paired bootstrap against the base when there is one."""
+    n = len(tuned.values)
+    mdd = minimum_detectable_difference(tuned.per_item, base.per_item if base is not None else None, confidence)
     if base is None:
-        return MetricSummary(tuned.name, tuned.value(), interval=single_interval(tuned, samples, confidence, seed))
+        return MetricSummary(tuned.name, tuned.value(), interval=single_interval(tuned, samples, confidence, seed),
+                             items=n, mdd=mdd)
     paired = paired_comparison(tuned, base, samples, confidence, seed, pass_threshold)
-    return MetricSummary(tuned.name, tuned.value(), base.value(), paired)
+    return MetricSummary(tuned.name, tuned.value(), base.value(), paired, items=n, mdd=mdd)

@@ -11,6 +11,19 @@ from typing import Any
 from finetune_api.contract.summaries import EvaluateSummary
 
 
+def record_in_mlflow(config: Any) -> None:
+    """Record the run in MLflow; a tracking failure is printed, not a failed evaluation (the verdict
+    stands and the reports are in the artifacts either way)."""
+    from finetune_trainer.tracking import TrackingError, record_run
+
+    try:
+        run_id = record_run(config, config.spec.tracking.mlflow)
+    except TrackingError as exc:
+        print(f"  tracking: not recorded in MLflow: {exc}")
+        return
+    print(f"  tracking: recorded in MLflow {config.spec.tracking.mlflow.uri} as run {run_id}")
+
+
 def main(config_path: str, baseline: bool = False) -> int:
     """`baseline`: generate with the base model only (before training) and report its scores."""
     from pydantic import ValidationError
@@ -28,6 +41,8 @@ def main(config_path: str, baseline: bool = False) -> int:
         for gate in result.gates:
             print(f"  {'PASS' if gate.passed else 'FAIL'} {gate.message}")
         print(f"  report: {result.report_path}")
+        if config.spec.tracking.mlflow is not None:
+            record_in_mlflow(config)
         return result.summary(config.paths.output, config.generation)
 
     return run_phase("evaluate", config_path, body, user_errors=(*EvaluationUserError, ValidationError))

@@ -157,3 +157,12 @@ class StopOnSigterm(TrainerCallback):
             self.stopped = True
             control.should_save = True
             control.should_training_stop = True
+
+
+def tensorboard_callback(log_dir: Path) -> TrainerCallback:
+    """The Trainer's own TensorBoard logging (loss, validation loss, learning rate by step) into the
+    artifacts; `report_to` stays `none` so no other integration is picked up from what is installed."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))

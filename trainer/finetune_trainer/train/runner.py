@@ -20,7 +20,14 @@ from finetune_api.contract.vllm import base_model_name
 
 from . import dpo, grpo, sft
 from .arguments import common_training_kwargs
-from .callbacks import ProgressCallback, StopOnSigterm, TokenCounter, resumed_token_count, with_token_counting
+from .callbacks import (
+    ProgressCallback,
+    StopOnSigterm,
+    TokenCounter,
+    resumed_token_count,
+    tensorboard_callback,
+    with_token_counting,
+)
 from .checkpoint import latest_checkpoint
 from .deepspeed_config import deepspeed_config, write_deepspeed_config
 from .hyperparams import resolve_hyperparameters
@@ -145,8 +152,11 @@ def run_training(
     counter = TokenCounter(resumed_token_count(resume))
     stop = stop or StopOnSigterm().install()
     progress = ProgressCallback(counter, layout.progress_log if rank == 0 else None)
+    callbacks: list[Any] = [progress, stop]
+    if spec.tracking.tensorboard and rank == 0:
+        callbacks.append(tensorboard_callback(layout.tensorboard))
     trainer = make_trainer(TrainerParts(
-        spec, args, model, tokenizer, train_ds, eval_ds, lora_config(spec.adapter), [progress, stop],
+        spec, args, model, tokenizer, train_ds, eval_ds, lora_config(spec.adapter), callbacks,
         wrap=lambda cls: with_token_counting(cls, counter),
     ))
     # stdout carries our JSON progress lines only; the Trainer's own dict printing would break them.

@@ -11,10 +11,11 @@ from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
 from finetune_api.job import DataReport, GateResult, MetricResult
 from finetune_operator.reconcile import (
-    Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue, ServingState, WorkloadState, decide,
+    Apply, Create, Delete, DeleteServing, Emit, NamespaceUsage, Observe, PatchStatus, Requeue, ServingState,
+    WorkloadState, decide,
     writes,
 )
-from finetune_operator.settings import OperatorSettings
+from finetune_operator.settings import NamespaceCaps, OperatorSettings
 
 from .conftest import NOW, apply_patch, children, ended, job, make_job, status_patch
 
@@ -263,6 +264,35 @@ def test_preemption_retries_at_once_without_spending_the_budget(settings):
     assert Observe("retry", 1, {"class": "preempted"}) in actions
 
 
+def test_preemptions_past_the_operators_cap_fail_the_job(settings):
+    capped = settings.model_copy(update={"max_preemptions": 2})
+    status = training(count=3, preemptions=2)
+    failed = job("demo-train-a2", "failed", (ended(143, disrupted=True),), failure_reason="preempted", finished_at=T0)
+    actions = decide(make_job(status), children(failed), NOW, capped)
+    assert not creates(actions)
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "PreemptionsExhausted"
+    assert "3 preemptions exceed the operator's limit of 2 (Helm jobs.maxPreemptions)" in patch["message"]
+    assert patch["attempts"]["preemptions"] == 3 and patch["queue"]["admitted"] is False
+    assert [e.reason for e in events(actions)] == ["PreemptionsExhausted"]
+    # the second preemption is still free
+    below = decide(make_job(training(count=2, preemptions=1)), children(
+        job("demo-train-a1", "failed", (ended(143, disrupted=True),), failure_reason="preempted", finished_at=T0)),
+        NOW, capped)
+    assert creates(below) == [Create("train", attempt=2)]
+
+
+def test_a_queue_eviction_past_the_cap_stops_the_gang_and_fails(settings):
+    status = training(count=1, preemptions=1)
+    status["queue"]["evictionRequested"] = True
+    capped = settings.model_copy(update={"max_preemptions": 1})
+    actions = decide(make_job(status), children(a0("running", finished_at=None), eviction_grace_seconds=90), NOW, capped)
+    assert Delete("Job", "demo-train-a0", "Foreground", 90) in actions
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "PreemptionsExhausted"
+    assert patch["queue"]["evictionRequested"] is False
+
+
 def test_queue_eviction_stops_the_gang_and_requeues_without_spending_the_budget(settings):
     status = training()
     status["queue"]["evictionRequested"] = True
@@ -295,7 +325,7 @@ EVALUATING = at_phase("Evaluating", conditions=[
 
 
 def evaluated(passed: bool, gen: int = 1):
-    gates = [GateResult(metric="exact_match", passed=passed, message="0.91 >= 0.8" if passed else "0.42 < 0.8")]
+    gates = [GateResult(metric="exact_match", passed=passed, message="exact_match: tuned 0.910 ≥ min 0.800" if passed else "exact_match: tuned 0.420 < min 0.800")]
     message = EvaluateSummary(passed=passed, score="exact_match 0.91 (base 0.10)", items=50,
                               metrics=[MetricResult(name="exact_match", base=0.1, tuned=0.91 if passed else 0.42)],
                               gates=gates, report=ArtifactRef(path="eval/report.json")).encode()
@@ -327,7 +357,7 @@ def test_a_failing_gate_rejects_without_deploying(settings):
     assert creates(actions) == []
     patch = status_patch(actions)
     assert patch["phase"] == "Rejected" and patch["reason"] == "GatesNotPassed"
-    assert "exact_match: 0.42 < 0.8" in patch["message"]
+    assert patch["message"] == "the tuned model did not pass its gates: exact_match: tuned 0.420 < min 0.800"
 
 
 def test_evaluation_without_a_summary_fails(settings):
@@ -414,3 +444,20 @@ def test_spec_change_during_training_updates_the_config_only(settings):
     actions = decide(j, children(a0("running", finished_at=None)), NOW, settings)
     assert Apply("config") in actions
     assert status_patch(actions) == {"observedGeneration": 2}
+
+
+# -- Namespace caps (settings.namespace_caps) ---------------------------------------------------
+
+def test_a_job_past_its_namespaces_caps_is_rejected_with_the_rules_name(settings):
+    capped = settings.model_copy(update={"namespace_caps": {"team": NamespaceCaps(max_concurrent_jobs=2, max_gpus=16)}})
+    busy = decide(make_job(), children(namespace_usage=NamespaceUsage(jobs=2, gpus=8)), NOW, capped)
+    patch = status_patch(busy)
+    assert (patch["phase"], patch["reason"]) == ("Rejected", "MaxConcurrentJobs")
+    assert patch["message"].startswith("namespaces.team.maxConcurrentJobs: team already runs 2 jobs, its cap is 2")
+    assert [e.reason for e in events(busy)] == ["MaxConcurrentJobs"] and not creates(busy)
+    # 2 nodes x 4 GPUs on top of 12 held: past 16
+    full = status_patch(decide(make_job(), children(namespace_usage=NamespaceUsage(jobs=1, gpus=12)), NOW, capped))
+    assert (full["phase"], full["reason"]) == ("Rejected", "MaxGpus")
+    assert full["message"] == "namespaces.team.maxGpus: team's started jobs hold 12 GPUs; 8 more exceed its cap of 16"
+    within = decide(make_job(), children(namespace_usage=NamespaceUsage(jobs=1, gpus=8)), NOW, capped)
+    assert creates(within) == [Create("config"), Create("prepare")]

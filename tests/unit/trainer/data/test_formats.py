@@ -99,3 +99,22 @@ def test_same_prompt_has_the_same_leakage_key_across_formats() -> None:
     (a,), _ = parse([{"prompt": "Q ", "completion": "A"}])
     (b,), _ = parse([{"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "B"}]}])
     assert a.prompt_key == b.prompt_key and a.row_key != b.row_key
+
+
+def test_per_turn_weights_are_0_or_1_on_assistant_messages() -> None:
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 0},
+             {"role": "user", "content": "c"}, {"role": "assistant", "content": "d", "weight": 1}]
+    (good,), findings = parse([{"messages": turns}])
+    assert not findings.errors and good.prompt[1]["weight"] == 0 and good.answer[0]["weight"] == 1
+    bad_rows = [
+        {"messages": [{"role": "user", "content": "a", "weight": 1}, {"role": "assistant", "content": "b"}]},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 0.5}]},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": True}]},
+    ]
+    examples, findings = parse(bad_rows)
+    assert examples == []
+    assert {(f.line, f.message) for f in findings.errors} >= {
+        (1, "messages[0].weight is only for assistant messages (this one is user)"),
+        (2, "messages[1].weight must be 0 or 1, not 0.5"),
+        (3, "messages[1].weight must be 0 or 1, not True"),
+    }

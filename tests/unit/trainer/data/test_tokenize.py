@@ -74,3 +74,16 @@ def test_without_a_chat_template_prompt_completion_is_plain_text(tiny_model_dir)
     assert len(enc.examples) == 1
     assert trained_text(plain, enc.input_ids[0], enc.masks[0]) == "4<|im_end|>"
     assert [str(f.rule) for f in findings.errors] == ["FT010 chat-template"]
+
+
+def test_an_assistant_turn_of_weight_0_is_out_of_the_loss(tiny_model_dir, tiny_tokenizer: Tokenizer) -> None:  # noqa: ANN001
+    weighted = dataclasses.replace(ROWS[1], prompt=[
+        {"role": "user", "content": "One?"}, {"role": "assistant", "content": "1", "weight": 0}, {"role": "user", "content": "Two?"},
+    ])
+    for tok in (tiny_tokenizer, load_tokenizer(str(tiny_model_dir), NO_MARKERS)):
+        enc = encode(tok, [weighted])
+        assert trained_text(tok, enc.input_ids[0], enc.masks[0]) == "2 and more<|im_end|>"
+    findings = Findings()
+    silent = dataclasses.replace(weighted, answer=[{"role": "assistant", "content": "2 and more", "weight": 0}])
+    assert encode(tiny_tokenizer, [silent], findings=findings).masks == []
+    assert [f.rule.id for f in findings.errors] == ["FT011"]

@@ -41,7 +41,8 @@ def test_tuned_model_passes_its_gates_and_the_base_does_not(
     assert metrics["exact_match"]["pBetter"] >= 0.95
     assert {"macro_f1", "precision", "recall", "token_f1", "normalized_match"} <= metrics.keys()
     assert message["score"].startswith("exact_match ") and "(base " in message["score"]
-    assert message["gates"] == [{"metric": "exact_match", "passed": True, "message": message["gates"][0]["message"]}]
+    assert message["gates"] == [{"metric": "exact_match", "suite": "held-out", "passed": True,
+                                 "message": message["gates"][0]["message"]}]
     report = read_report(config)
     assert report["passed"] is True and len(report["results"]) == 60
     first = report["results"][0]

@@ -76,3 +76,29 @@ def test_without_a_base_the_interval_is_the_models_own() -> None:
     assert interval.low < 0.5 < interval.high
     result = summarize(mean_table("m", [1.0, 0.0]), None, 200, 0.95).to_result()
     assert result.base is None and result.delta is None and result.p_better is None and result.ci_low is not None
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order() -> None:
+    from finetune_trainer.evaluation.stats import holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+    assert holm([0.4, 0.9]) == [0.8, 0.9]
+
+
+def test_the_minimum_detectable_difference_shrinks_with_the_square_root_of_the_items() -> None:
+    from statistics import NormalDist
+
+    from finetune_trainer.evaluation.stats import minimum_detectable_difference
+
+    tuned = np.array([1.0, 0.0] * 50)
+    base = np.array([0.0, 0.0] * 50)
+    sd = float(np.std(tuned - base, ddof=1))
+    z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.8)
+    assert minimum_detectable_difference(tuned, base, 0.95) == pytest.approx(z * sd / 10)
+    four_times = minimum_detectable_difference(np.tile(tuned, 4), np.tile(base, 4), 0.95)
+    assert four_times == pytest.approx(z * float(np.std(np.tile(tuned - base, 4), ddof=1)) / 20)
+    # identical models: no spread in the differences, so the pooled scores' spread (×√2) is used
+    same = minimum_detectable_difference(tuned, tuned, 0.95)
+    assert same == pytest.approx(z * float(np.std(np.concatenate([tuned, tuned]), ddof=1)) * math.sqrt(2) / 10)
+    assert minimum_detectable_difference(np.ones(10), np.ones(10), 0.95) is None

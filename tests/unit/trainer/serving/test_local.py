@@ -80,8 +80,29 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, trai
     return {"artifacts": artifacts, "layout": layout, "expected": expected, "merged": merged, "tokenizer": tokenizer}
 
 
+def judge_outcome(url: str) -> None:
+    """The `score_model` grader asks the served base model, as its prompt says, and reads the reply: a
+    score when the reply is an integer in range, else the reply quoted in the item's error after retries."""
+    from finetune_api.job import Grader
+    from finetune_trainer.evaluation.graders import JudgeDefaults, build_grader
+
+    spec = Grader(name="judge", type="score_model", rubric="Is {{ item.reference }} the class of the ticket?",
+                  max_retries=1, timeout_seconds=120)
+    grader = build_grader(spec, [], judge=JudgeDefaults(url, BASE))
+    item = {"reference": LEARNED}
+    reply = chat(url, BASE, grader.messages(LEARNED, item), 8)  # the same greedy request, sent directly
+    (result,) = grader.grade_batch([LEARNED], [item])
+    grader.close()
+    try:
+        expected = grader.parse(reply)
+    except ValueError as exc:
+        assert result.score == 0.0 and result.error == f"ValueError: after 2 attempts: {exc}"
+    else:
+        assert result.score == expected and result.error is None
+
+
 @pytest.mark.slow
-def test_adapter_mode_serves_base_and_adapter_by_name(run_dir: dict[str, Any]) -> None:
+def test_adapter_mode_serves_base_and_adapter_by_name_and_the_base_judges(run_dir: dict[str, Any]) -> None:
     config, layout = load_run(run_dir["artifacts"])
     expected = run_dir["expected"]
     assert expected["adapter"] == LEARNED != expected["base"], expected
@@ -91,6 +112,7 @@ def test_adapter_mode_serves_base_and_adapter_by_name(run_dir: dict[str, Any]) -
         assert set(server.models()) == {BASE, JOB}
         assert chat(server.url, JOB, QUESTION, MAX_TOKENS) == LEARNED
         assert chat(server.url, BASE, QUESTION, MAX_TOKENS) == expected["base"]
+        judge_outcome(server.url)
     assert server.process is not None and server.process.poll() is not None
 
 

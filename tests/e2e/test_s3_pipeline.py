@@ -1,5 +1,5 @@
-"""The whole promise on the test control plane: one FineTuneJob applied with kubectl goes Validating →
-Training → Evaluating → Deploying → Serving, and the endpoint answers.
+"""A job whose base model is in object storage, on the test control plane: one FineTuneJob applied with
+kubectl goes Validating → Training → Evaluating → Deploying → Serving, and the endpoint answers.
 
 The base model comes from a private bucket of a real S3 store (SeaweedFS): the prepare pod's fetch
 container reads it with the job's Secret into the source cache, every later pod (training, evaluation,
@@ -108,7 +108,7 @@ def chat(address: str, port: int, model: str, content: str) -> str:
         return json.loads(response.read())["choices"][0]["message"]["content"].strip()
 
 
-def test_manifest_to_served_endpoint_on_the_control_plane(cluster, local_runner, namespace, operator_kubeconfig,
+def test_private_s3_model_to_served_endpoint_on_the_control_plane(cluster, local_runner, namespace, operator_kubeconfig,
                                                           tmp_path, object_store):
     setup_namespace(cluster, namespace)
     secret = object_store.reader.env(object_store.endpoint)
