@@ -25,7 +25,7 @@ class Source:
     location: str
     """hf: the repo id (`org/name`); s3: the bucket; pvc: the claim; local: the path."""
     path: str = ""
-    """s3: the key prefix; pvc: the path inside the claim."""
+    """s3: the key prefix; pvc: the path inside the claim; hf: a file or folder inside the repo."""
     revision: str | None = None
     """hf: the branch, tag or commit (from `@revision` or `spec.model.revision`)."""
     repo_type: Literal["model", "dataset"] = "model"
@@ -51,9 +51,10 @@ def parse_source(uri: str, revision: str | None = None, dataset: bool = False) -
         if parts[0] in HF_REPO_TYPES:
             repo_type = "dataset" if parts[0] == "datasets" else "model"
             parts = parts[1:]
-        if len(parts) not in (1, 2) or not all(parts):
+        if not parts or not all(parts):
             raise ValueError(f"{uri}: an hf:// URI names a repo as `org/name` (optionally `@revision`)")
-        return Source("hf", "/".join(parts), revision=(pinned if at else None) or revision, repo_type=repo_type)
+        return Source("hf", "/".join(parts[:2]), "/".join(parts[2:]), revision=(pinned if at else None) or revision,
+                      repo_type=repo_type)
     if scheme in ("s3", "pvc"):
         location, _, path = rest.partition("/")
         return Source("s3" if scheme == "s3" else "pvc", location, path)

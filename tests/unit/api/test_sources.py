@@ -14,6 +14,7 @@ pytestmark = pytest.mark.unit
     ("hf://acme/llm@v2", None, False, Source("hf", "acme/llm", revision="v2")),
     ("hf://acme/llm", "main", False, Source("hf", "acme/llm", revision="main")),
     ("hf://gpt2", None, False, Source("hf", "gpt2")),
+    ("hf://datasets/acme/chats/data/train.jsonl", None, False, Source("hf", "acme/chats", "data/train.jsonl", repo_type="dataset")),
     ("hf://acme/chats", None, True, Source("hf", "acme/chats", repo_type="dataset")),
     ("hf://datasets/acme/chats@v1", None, False, Source("hf", "acme/chats", revision="v1", repo_type="dataset")),
     ("hf://models/acme/llm", None, True, Source("hf", "acme/llm")),
@@ -27,7 +28,7 @@ def test_uris_parse_to_their_source(uri: str, revision: str | None, dataset: boo
     assert expected.remote == (expected.scheme in ("hf", "s3"))
 
 
-@pytest.mark.parametrize("uri", ["hf://a/b/c", "gs://bucket/x"])
+@pytest.mark.parametrize("uri", ["gs://bucket/x"])
 def test_unparseable_uris_name_themselves(uri: str) -> None:
     with pytest.raises(ValueError, match=uri.split("/")[0]):
         parse_source(uri)

@@ -40,7 +40,8 @@ class Resolved:
     download: Callable[[Path], int] | None = None
     local: Path | None = None
     name: str | None = None
-    """A single-object S3 source: the file name inside the cache entry."""
+    """The part of the cache entry the source names: a single S3 object's file name, or a path inside
+    a hub repo (`hf://datasets/org/name/train.jsonl`)."""
 
 
 def credential(role: SourceRole, key: str) -> str | None:
@@ -86,7 +87,7 @@ def resolve_hf(source: Source, role: SourceRole) -> Resolved:
         shutil.copytree(path, target, dirs_exist_ok=True)  # follows the hub cache's blob symlinks
         return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
 
-    return Resolved(f"hf:{source.repo_type}/{source.location}@{commit}", download)
+    return Resolved(f"hf:{source.repo_type}/{source.location}@{commit}", download, name=source.path or None)
 
 
 def _hf_commit(source: Source, revision: str, token: str | None, offline_snapshot: Callable[[], Path]) -> str:

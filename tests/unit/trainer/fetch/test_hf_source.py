@@ -100,3 +100,16 @@ def test_an_unknown_repo_or_revision_is_a_user_error_naming_it(
         run = run_fetch(job_config(tmp_path, {"uri": uri}, {"uri": str(data)}, tmp_path / "sources"), hub)
         assert run.returncode == 1, run.output
         assert uri.split("@")[0].removeprefix("hf://") in run.output and "Traceback" not in run.output
+
+
+def test_a_path_inside_the_repo_is_read_from_the_cached_snapshot(
+    tmp_path: Path, hub: dict[str, str], run_fetch: Callable[..., FetchRun],
+) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text("{}\n")
+    run = run_fetch(job_config(tmp_path, {"uri": "hf://acme/tiny-llm/sub"}, {"uri": str(data)}, tmp_path / "sources"), hub)
+    assert run.returncode == 0, run.output
+    assert run.summary is not None
+    model = run.summary.sources[0]
+    assert model.identity == f"hf:model/acme/tiny-llm@{COMMIT_MAIN}" and Path(model.path).name == "sub"
+    assert (Path(model.path) / "tokenizer.json").read_bytes() == b"{}"
