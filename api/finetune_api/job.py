@@ -410,6 +410,9 @@ class ResourcesSpec(ApiModel):
         },
     )
     """Extended resource name of the accelerator (`<domain>/<name>`, e.g. `nvidia.com/gpu`)."""
+    cpu_multi_node: bool = False
+    """Opt in to more than one node without accelerators (`gpusPerNode: 0`): the pods train together over
+    TCP with the gloo backend, e.g. on CPU clusters. Far slower than NCCL on GPUs, so it is never implied."""
     processes_per_node: int | None = Field(default=None, ge=1, le=256)
     """Training processes per pod; defaults to the GPUs per node (or 1 on CPU)."""
     cpu: str | None = quantity_field(None)
@@ -432,7 +435,11 @@ class ResourcesSpec(ApiModel):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                cel(f"{opt('self.nodes', 1)} == 1 || {opt('self.gpusPerNode', 1)} >= 1", "more than one node needs gpusPerNode >= 1", ".gpusPerNode"),
+                cel(f"{opt('self.nodes', 1)} == 1 || {opt('self.gpusPerNode', 1)} >= 1 || {opt('self.cpuMultiNode', False)}",
+                    "more than one node needs gpusPerNode >= 1, or gpusPerNode 0 with cpuMultiNode: true (gloo over TCP)",
+                    ".gpusPerNode"),
+                cel(f"!{opt('self.cpuMultiNode', False)} || {opt('self.gpusPerNode', 1)} == 0",
+                    "cpuMultiNode needs gpusPerNode 0", ".cpuMultiNode"),
                 cel(f"!{opt('self.deepspeed.offloadParams', False)} || {opt('self.deepspeed.zeroStage', 0)} == 3", "offloadParams needs zeroStage 3", ".deepspeed.offloadParams"),
             ]
         }

@@ -25,7 +25,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         label = f"{v.kind}/{v.name}" if v.kind else ""
         if v.ok:
             if not args.quiet:
-                print(f"{v.source}: {label}: valid")
+                print(f"{v.source}: {label}: valid", flush=True)  # in order with the errors on stderr
         else:
             for err in v.errors:
                 print(f"{v.source}: {label + ': ' if label else ''}{err}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,6 +196,41 @@ def setup_namespace(cluster, namespace: str) -> None:
                   "resources": {"requests": {"storage": "1Gi"}}}}
         for claim in ("models", "data", "finetune-artifacts")
     ])
+
+
+def claim_dir(cluster, namespace: str, claim: str) -> Path:
+    """The host directory of a bound claim (kwok binds `standard` claims to hostPath volumes)."""
+    volume = wait_for(f"claim {claim} bound",
+                      lambda: ((get(cluster, namespace, "pvc", claim) or {}).get("spec") or {}).get("volumeName"))
+    pv = json.loads(cluster.kubectl("get", "pv", volume, "-o", "json").stdout)
+    path = Path(pv["spec"]["hostPath"]["path"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def seed_claims(cluster, namespace: str, splits: tuple[str, ...]) -> Path:
+    """The tiny model on the `models` claim and the quickstart's `splits` on `data`, as a user would put
+    them there; returns the artifacts claim's directory."""
+    from finetune_trainer.tiny_model import build_tiny_model
+
+    model = REPO / ".cache" / "models" / "tiny-chat"
+    build_tiny_model(model)
+    shutil.copytree(model, claim_dir(cluster, namespace, "models") / "tiny-chat", dirs_exist_ok=True)
+    for split in splits:
+        shutil.copy(REPO / "examples" / "data" / "quickstart" / f"{split}.jsonl", claim_dir(cluster, namespace, "data"))
+    return claim_dir(cluster, namespace, "finetune-artifacts")
+
+
+# The two lines every training rank prints (finetune_trainer/train/runner.py): its rendezvous, its step count.
+RANK_LINE = re.compile(r"train: rank (\d+) of (\d+) on (\S+)(?: joined the process group at (\S+)|: (\d+) of (\d+) steps)")
+
+
+def training_pod_lines(cluster, local_runner, namespace: str, job: str) -> dict[str, list[str]]:
+    """Each training pod's rendezvous and per-rank step lines (the trainer prints one of each per rank)."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l",
+                                      f"finetune.dev/job={job},finetune.dev/phase=train", "-o", "json").stdout)["items"]
+    return {p["metadata"]["name"]: [line for line in local_runner.logs(namespace, p["metadata"]["name"]).splitlines()
+                                    if RANK_LINE.search(line)] for p in pods}
 
 
 def get(cluster, namespace: str, kind: str, name: str) -> dict | None:

@@ -5,7 +5,7 @@ does not manage it), watches the pods bound to it and runs each container's comm
 list, never a shell) as a process group with the runner's Python environment first on PATH (the
 repo's `.venv`: `python` in a container command is the venv's python). It writes the pod status
 back like a kubelet: Pending -> Running -> Succeeded/Failed, containerStatuses (running /
-terminated with exitCode, reason and the termination message), podIP 127.0.0.1, Ready from the
+terminated with exitCode, reason and the termination message), podIP (the node's address), Ready from the
 readinessProbe (httpGet / tcpSocket / exec), restarts per restartPolicy, and on deletion sends
 SIGTERM to the process group and SIGKILL after terminationGracePeriodSeconds.
 
@@ -17,9 +17,12 @@ directory (emptyDir/configMap/secret/projected/downwardAPI -> a per-pod director
 hostPath or `<pvc-root>/<namespace>/<claim>`, shared by all pods of the claim; hostPath -> the same
 path). Programs cannot see that mapping, so mount paths are substituted *textually* in command,
 args, env values and in the text files materialised from configMap/secret volumes; a path a
-program builds at run time or reads from elsewhere is not mapped (documented limitation). Host
-names of the pod's own subdomain (`<host>.<subdomain>[.<ns>[.svc[.cluster.local]]]`) are
-rewritten to 127.0.0.1 in the same way, so Indexed Job peers find each other on loopback.
+program builds at run time or reads from elsewhere is not mapped (documented limitation).
+
+Network identity (`network`, `sandbox`): each container runs in its pod's own UTS and mount namespaces with
+the pod's hostname and the kubelet's /etc/hosts, /etc/hostname and /etc/resolv.conf bind-mounted; names
+resolve through the cluster DNS (`--cluster-dns`, CoreDNS started by the fixture: tests/harness/clusterdns.py).
+Pods share the node's network namespace and address, like hostNetwork pods (docs/controlplane.md).
 
 Run: `python -m tests.harness.podrunner --kubeconfig K --work-dir D` (the `local_runner` pytest
 fixture does this). Container logs: `<work-dir>/pods/<ns>_<pod>_<uid8>/<container>.log` (every run,
@@ -29,8 +32,10 @@ runner's kubelet log endpoint (HTTPS on the node's address, port in `daemonEndpo
 Modules, one concern each: `node` (the Node, its Lease, scheduling constants, POD_IP), `runner` (the
 watch and one worker per pod), `worker` (a pod's life), `container` (a container's state and host
 paths), `processes` (spawning, signals, exits), `probes`, `env` (env, downward API, ConfigMap and Secret
-data), `volumes`, `paths` (textual path mapping), `status` (the pod status), `logs` (log runs, log tail and
-termination message), `kubelet_logs` (the kubelet's container-log endpoint), `fixture` (the pytest fixture's handle on the subprocess), `main` (the command).
+data), `volumes`, `paths` (textual path mapping), `network` (hostname, /etc files, DNS policy), `sandbox`
+(the exec wrapper that enters the pod's namespaces), `status` (the pod status), `logs` (log runs, log tail
+and termination message), `kubelet_logs` (the kubelet's container-log endpoint), `fixture` (the pytest
+fixture's handle on the subprocess), `main` (the command).
 """
 
 from .fixture import LocalRunnerProcess

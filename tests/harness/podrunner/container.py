@@ -3,7 +3,6 @@ and where its paths, working directory, log and termination message live on the 
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
@@ -74,8 +73,7 @@ class Container:
             st["lastState"] = self.last_state
         return st
 
-    def prepare(self, pod_dir: Path, volumes: dict[str, Path], env: dict[str, str],
-                hosts: re.Pattern | None) -> None:
+    def prepare(self, pod_dir: Path, volumes: dict[str, Path], env: dict[str, str]) -> None:
         """Map the mounts, termination message path and working directory to host paths; path-map `env`."""
         spec = self.spec
         self.env = env
@@ -109,6 +107,6 @@ class Container:
             self.cwd = mapped
         else:
             self.cwd = str(cdir)
-        self.pathmap = PathMap(mapping, hosts)
+        self.pathmap = PathMap(mapping)
         self.env = {k: self.pathmap(v) for k, v in self.env.items()}
         self.log_path = pod_dir / f"{self.name}.log"

@@ -1,5 +1,6 @@
-"""The `local_runner` fixture's handle on a runner subprocess: start it, wait for its node, read pod
-directories and container logs (every run's output, appended; `kubectl logs` serves one run), stop it."""
+"""The `local_runner` fixture's handle on a runner subprocess and its cluster DNS: start both, wait for the
+node, read pod directories and container logs (every run's output, appended; `kubectl logs` serves one run),
+stop both."""
 
 from __future__ import annotations
 
@@ -10,18 +11,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.harness.clusterdns import ClusterDNS
+
 from .node import NODE_NAME, NODE_SELECTOR, TOLERATIONS
 
 
 class LocalRunnerProcess:
-    """A `python -m tests.harness.podrunner` subprocess for a Cluster (what the `local_runner`
-    fixture yields). Attributes: node_name, work_dir, log_file, node_selector, tolerations."""
+    """A `python -m tests.harness.podrunner` subprocess for a Cluster, with the cluster DNS its pods resolve
+    through (what the `local_runner` fixture yields). Attributes: node_name, work_dir, log_file, dns,
+    node_selector, tolerations."""
 
     node_selector = NODE_SELECTOR
     tolerations = TOLERATIONS
 
-    def __init__(self, cluster: Any, work_dir: Path, proc: subprocess.Popen, log_file: Path, node_name: str) -> None:
+    def __init__(self, cluster: Any, work_dir: Path, proc: subprocess.Popen, log_file: Path, node_name: str,
+                 dns: ClusterDNS) -> None:
         self.cluster = cluster
+        self.dns = dns
         self.work_dir = work_dir
         self.proc = proc
         self.log_file = log_file
@@ -34,9 +40,10 @@ class LocalRunnerProcess:
 
         work = Path(work_dir).resolve()
         work.mkdir(parents=True, exist_ok=True)
+        dns = ClusterDNS.start(cluster.kubeconfig, work / "coredns", Path(cluster.logs_dir))
         log_file = Path(cluster.logs_dir) / "podrunner.log"
         cmd = [sys.executable, "-m", "tests.harness.podrunner", "--kubeconfig", cluster.kubeconfig,
-               "--work-dir", str(work), "--node-name", node_name]
+               "--work-dir", str(work), "--node-name", node_name, "--cluster-dns", dns.address]
         if getattr(cluster, "pv_root", None):
             cmd += ["--pvc-root", str(cluster.pv_root)]
         if getattr(cluster, "external", False):
@@ -47,7 +54,7 @@ class LocalRunnerProcess:
         with open(log_file, "ab") as f:
             proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, cwd=str(REPO), preexec_fn=_set_pdeathsig)
-        runner = cls(cluster, work, proc, log_file, node_name)
+        runner = cls(cluster, work, proc, log_file, node_name, dns)
         try:
             wait_nodes_ready(_ProcCheck(cluster, proc, log_file), [node_name], timeout=timeout)
         except BaseException:
@@ -83,6 +90,7 @@ class LocalRunnerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self.dns.stop()
 
 
 class _ProcCheck:

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pvc-root", default=None)
     ap.add_argument("--venv-bin", default=os.environ.get("FT_RUNNER_VENV_BIN"))
     ap.add_argument("--delete-node-on-exit", action="store_true")
+    ap.add_argument("--cluster-dns", default=None,
+                    help="the cluster DNS address pods with dnsPolicy ClusterFirst resolve through (port 53)")
     ap.add_argument("--stop-grace", type=float, default=5.0,
                     help="seconds between SIGTERM and SIGKILL for running pods when the runner stops")
     args = ap.parse_args(argv)
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     api = config.new_client_from_config(config_file=args.kubeconfig)
     runner = Runner(api, args.work_dir, node_name=args.node_name, pvc_root=args.pvc_root, venv_bin=args.venv_bin,
-                    stop_grace=args.stop_grace)
+                    stop_grace=args.stop_grace, cluster_dns=args.cluster_dns)
 
     def _stop(signum: int, frame: Any) -> None:
         log.info("signal %s: stopping", signum)

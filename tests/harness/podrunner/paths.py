@@ -1,12 +1,11 @@
-"""Container paths on the host. Programs cannot see the mount mapping, so mount paths (and the pod's
-subdomain host names) are substituted textually in command, args, env values and volume files."""
+"""Container paths on the host. Programs cannot see the mount mapping, so mount paths are substituted
+textually in command, args, env values and volume files (host names resolve through DNS: network.py)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from .node import POD_IP
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -19,20 +18,17 @@ def expand_vars(s: str, env: dict[str, str]) -> str:
 class PathMap:
     """Textual mapping of container paths (mount paths) to host paths, in one regex pass."""
 
-    def __init__(self, mapping: dict[str, str], subdomain_hosts: re.Pattern | None = None) -> None:
+    def __init__(self, mapping: dict[str, str]) -> None:
         self.mapping = {k.rstrip("/") or "/": v for k, v in mapping.items() if k and k != "/"}
         keys = sorted(self.mapping, key=len, reverse=True)
         self._re = (
             re.compile(r"(?<![\w.\-/])(" + "|".join(re.escape(k) for k in keys) + r")(?![\w.\-])")
             if keys else None
         )
-        self._hosts = subdomain_hosts
 
     def __call__(self, s: str) -> str:
         if self._re is not None:
             s = self._re.sub(lambda m: self.mapping[m.group(1)], s)
-        if self._hosts is not None:
-            s = self._hosts.sub(POD_IP, s)
         return s
 
     def host_path(self, container_path: str) -> str | None:
@@ -49,16 +45,3 @@ def safe_join(root: Path, rel: str) -> Path:
     if not str(p).startswith(str(root.resolve())):
         raise ValueError(f"path {rel!r} escapes the volume")
     return p
-
-
-def subdomain_hosts(pod_spec: dict, namespace: str) -> re.Pattern | None:
-    """Host names of the pod's own subdomain (`<host>.<subdomain>[.<ns>[.svc[.cluster.local]]]`), which
-    map to this machine: Indexed Job peers find each other on loopback."""
-    sub = pod_spec.get("subdomain")
-    if not sub:
-        return None
-    ns = re.escape(namespace)
-    return re.compile(
-        r"(?<![\w.\-])[a-z0-9]([a-z0-9-]*[a-z0-9])?\." + re.escape(sub)
-        + r"(\." + ns + r"(\.svc(\.cluster\.local)?)?)?(?![\w\-]|\.[a-z])"
-    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -13,13 +14,15 @@ import time
 from .clock import now
 from .container import Container, restart_backoff
 from .logs import TERMINATION_MESSAGE_LIMIT, open_run_log, termination_message
+from .network import PodNetwork
 from .paths import expand_vars
 
 log = logging.getLogger("podrunner")
 
 
-def start(c: Container, base_env: dict[str, str], hostname: str, restart_policy: str, where: str) -> None:
-    """Start a prepared container; a start that fails is reported like the kubelet's StartError."""
+def start(c: Container, base_env: dict[str, str], network: PodNetwork, restart_policy: str, where: str) -> None:
+    """Start a prepared container in the pod's namespaces (`network`); a start that fails is reported like
+    the kubelet's StartError."""
     assert c.pathmap is not None and c.log_path is not None
     spec = c.spec
     argv = [expand_vars(a, c.env) for a in (spec.get("command") or []) + (spec.get("args") or [])]
@@ -34,11 +37,14 @@ def start(c: Container, base_env: dict[str, str], hostname: str, restart_policy:
         return
     env = dict(base_env)
     env.update(c.env)
-    env["HOSTNAME"] = hostname
+    env["HOSTNAME"] = network.hostname
+    if shutil.which(argv[0], path=env.get("PATH")) is None:
+        fail_start(c, f"executable file not found in $PATH (argv[0]={argv[0]!r})", restart_policy, where)
+        return
     with open_run_log(c) as logf:
         try:
             c.proc = subprocess.Popen(
-                argv, env=env, cwd=c.cwd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                network.sandbox_argv(argv), env=env, cwd=c.cwd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as e:

@@ -38,6 +38,7 @@ class Runner:
         capacity: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         stop_grace: float = 5.0,
+        cluster_dns: str | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -52,6 +53,7 @@ class Runner:
         self.log_server = LogServer(self, POD_IP)
         self.node = NodeAgent(self.core, self.coord, node_name, self.capacity, labels or {}, self.log_server.port)
         self.stop_grace = stop_grace
+        self.cluster_dns = cluster_dns  # the nameserver of ClusterFirst pods (network.py)
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.finished: set[str] = set()

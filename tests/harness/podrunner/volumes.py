@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .env import field_value, ref_data, resource_field_value
-from .paths import PathMap, safe_join, subdomain_hosts
+from .paths import PathMap, safe_join
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -52,7 +52,7 @@ def prepare_volumes(runner: Runner, pod: dict, pod_dir: Path, volumes: dict[str,
                         ns, name_of_pod, name, sorted(set(v) - {"name"}))
         d.mkdir(parents=True, exist_ok=True)
         volumes[name] = d
-    pm = PathMap(pod_mount_map(spec, volumes), subdomain_hosts(spec, ns))
+    pm = PathMap(pod_mount_map(spec, volumes))
     for d, files in deferred:
         for rel, content in files.items():
             p = safe_join(d, rel)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from . import processes
 from .container import Container, restart_backoff
 from .env import container_env
-from .paths import subdomain_hosts
+from .network import PodNetwork, prepare_network
 from .probes import probe
 from .status import StatusWriter
 from .volumes import prepare_volumes
@@ -39,6 +39,7 @@ class PodWorker(threading.Thread):
         self.gone = threading.Event()  # the API object is gone: kill at once, write nothing
         self.volumes: dict[str, Path] = {}
         self.containers: list[Container] = []
+        self.network: PodNetwork | None = None
         self.init_containers: list[Container] = []
         self.status = StatusWriter(runner.core, self.ns, self.pod_name)
         self.phase = "Pending"
@@ -76,6 +77,7 @@ class PodWorker(threading.Thread):
     # -- main loop
     def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.network = prepare_network(self.pod, self.dir, self.runner.cluster_dns)
         spec = self.spec
         policy = spec.get("restartPolicy", "Always")
         for c in spec.get("initContainers") or []:
@@ -225,12 +227,12 @@ class PodWorker(threading.Thread):
     def _start(self, c: Container) -> None:
         if c.pathmap is None:
             self._prepare_container(c)
-        hostname = self.spec.get("hostname") or self.pod_name
-        processes.start(c, self.runner.base_env, hostname, self.spec.get("restartPolicy", "Always"), self.where)
+        assert self.network is not None
+        processes.start(c, self.runner.base_env, self.network, self.spec.get("restartPolicy", "Always"), self.where)
 
     def _prepare_container(self, c: Container) -> None:
         env = container_env(self.runner, self.pod, c.spec)
-        c.prepare(self.dir, self.volumes, env, subdomain_hosts(self.spec, self.ns))
+        c.prepare(self.dir, self.volumes, env)
 
     # -- status
     def _update_ready(self) -> None:

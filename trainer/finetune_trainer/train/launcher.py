@@ -5,7 +5,8 @@ torchrun and `accelerate launch` exit 1 whenever any worker fails. A worker that
 crash, the OOM killer, an abort at teardown) would then read as a user error (exit 1, never retried).
 Run in-process, the launcher's `ChildFailedError` carries every worker's exit code: 1 anywhere is the
 user's error; only SIGTERM exits mean stopped after a checkpoint (143); anything else is infrastructure
-(2, retried from the latest checkpoint).
+(2, retried from the latest checkpoint). A rendezvous that fails before any worker starts is
+infrastructure too (2).
 """
 
 from __future__ import annotations
@@ -45,11 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in LAUNCHERS:
         print(f"usage: python -m finetune_trainer.train.launcher {{{'|'.join(LAUNCHERS)}}} ARGS...", file=sys.stderr)
         return INFRASTRUCTURE_ERROR
+    from torch.distributed import DistError
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
 
     try:
         _launch(argv[0], argv[1:])
+    except (DistError, RendezvousError) as err:
+        # The rendezvous itself failed (master port taken, master unreachable, timeout): no worker ran and
+        # nothing is wrong with the user's input, so it is retried, never read as a user error (exit 1).
+        text = f"rendezvous failed: {type(err).__name__}: {err}"
+        print(f"train: {text}", file=sys.stderr)
+        write_termination_message(TrainSummary.failure("InfrastructureError", text[:1024]))
+        return INFRASTRUCTURE_ERROR
     except ChildFailedError as err:
         codes = {rank: failure.exitcode for rank, failure in sorted(err.failures.items())}
     except subprocess.CalledProcessError as err:  # accelerate's single-process launcher

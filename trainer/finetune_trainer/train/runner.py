@@ -7,6 +7,8 @@ The caller (phases/train.py) turns the outcome into an exit code and the termina
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable
@@ -145,6 +147,10 @@ def run_training(
         # With use_cpu the Trainer's state leaves DeepSpeed's own comm unset, and ZeRO-3's zero.Init would
         # then size its batch check for one process; wrap the process group already set up.
         deepspeed.init_distributed(dist_backend="nccl" if accelerator else "gloo", auto_mpi_discovery=False)
+    if world_size > 1:
+        print(f"train: rank {rank} of {world_size} on {socket.gethostname()} joined the process group at "
+              f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} "
+              f"({torch.distributed.get_backend()})", file=sys.stderr, flush=True)
     tokenizer = load_padded_tokenizer(config.paths.model, spec.model.chat_template)
     model = load_base_model(config.paths.model, spec.adapter, hp.dtype)
 
@@ -172,6 +178,10 @@ def run_training(
 
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None) if hp.max_steps != 0 else None
     state = trainer.state
+    # Every rank says how far it got: in a multi-node run this is the one line that shows each pod trained
+    # in step with the others (stderr: stdout carries the progress lines only).
+    print(f"train: rank {rank} of {world_size} on {socket.gethostname()}: {state.global_step} of {state.max_steps} "
+          f"steps" + (f", resumed from {resume.name}" if resume else ""), file=sys.stderr, flush=True)
     outcome = TrainOutcome(
         interrupted=stop.stopped,
         step=state.global_step,
