@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
 from .common import (
@@ -82,7 +82,8 @@ class ModelSpec(ApiModel):
     """Credentials for a private bucket or a gated/private hub repo."""
     name: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
     """Short name of the base model; the serving pool and the served base model carry it. Defaults to
-    the last path element of the URI, lower-cased."""
+    the last path element of the URI, lower-cased. Served with `-base` appended when it is the job's
+    name (the tuned model is served under the job's name)."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     """Weights dtype for training and serving. `auto` picks bfloat16 on GPUs and float32 on CPU."""
     chat_template: str | None = Field(default=None, max_length=16384)
@@ -666,9 +667,10 @@ class ServingSpec(ApiModel):
 
     enabled: bool = True
     """Deploy the model after its gates pass; otherwise the job ends `Succeeded`."""
-    mode: Literal["merged", "adapter"] = "adapter"
+    mode: Literal["merged", "adapter"] | None = None
     """`merged`: serve base and adapter merged into one model; `adapter`: load the LoRA adapter into the
-    shared pool of its base model."""
+    shared pool of its base model. Unset: `adapter` for LoRA and QLoRA, `merged` for a full fine-tune
+    (it has no adapter)."""
     replicas: int = Field(default=1, ge=0, le=100)
     """vLLM replicas of the tuned model (with a canary: replicas of the model group in all)."""
     image: str | None = Field(default=None, max_length=512)
@@ -755,6 +757,8 @@ METHOD = opt("self.method.type", "sft")
 TRAIN_FORMAT = opt("self.datasets.train.format", "auto")
 ADAPTER = opt("self.adapter.type", "lora")
 SERVING = opt("self.serving.enabled", True)
+SERVING_MODE = f"self.?serving.?mode.orValue({ADAPTER} == 'full' ? 'merged' : 'adapter')"
+"""`serving.mode` as read: unset follows the adapter type (`FineTuneJobSpec._serving_mode_follows_the_adapter`)."""
 
 
 class FineTuneJobSpec(ApiModel):
@@ -824,7 +828,7 @@ class FineTuneJobSpec(ApiModel):
                     ".method.grpo.rewards",
                 ),
                 cel(
-                    f"!{SERVING} || {opt('self.serving.mode', 'adapter')} != 'adapter' || {ADAPTER} != 'full'",
+                    f"!{SERVING} || {SERVING_MODE} != 'adapter' || {ADAPTER} != 'full'",
                     "serving.mode adapter needs an adapter: a full fine-tune is served merged",
                     ".serving.mode",
                 ),
@@ -839,7 +843,7 @@ class FineTuneJobSpec(ApiModel):
                     ".serving.canary",
                 ),
                 cel(
-                    f"!{SERVING} || {opt('self.serving.mode', 'adapter')} != 'adapter' || {ADAPTER} == 'full'"
+                    f"!{SERVING} || {SERVING_MODE} != 'adapter' || {ADAPTER} == 'full'"
                     f" || {opt('self.adapter.r', 16)} <= {LORA_RANKS[-1]}",
                     f"vLLM serves LoRA ranks up to {LORA_RANKS[-1]}: lower adapter.r or set serving.mode to merged",
                     ".adapter.r",
@@ -847,6 +851,14 @@ class FineTuneJobSpec(ApiModel):
             ]
         }
     }
+
+    @model_validator(mode="after")
+    def _serving_mode_follows_the_adapter(self) -> FineTuneJobSpec:
+        """An unset `serving.mode` serves a full fine-tune merged (it has no adapter to load) and LoRA or
+        QLoRA as an adapter; the CEL rules read it the same way (`SERVING_MODE`)."""
+        if self.serving.mode is None:
+            self.serving.mode = "merged" if self.adapter.type == "full" else "adapter"
+        return self
 
 
 # --------------------------------------------------------------------------------------- status

@@ -95,9 +95,17 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_tiny_model(args: argparse.Namespace) -> int:
-    from finetune_trainer.tiny_model import build_tiny_model
+    from finetune_trainer.tiny_model import build_model
+    from finetune_trainer.zoo import recipe
 
-    path = build_tiny_model(args.dir, steps=args.steps, log=lambda s, t, loss: print(f"pre-train {s}/{t} loss {loss:.3f}"))
+    try:
+        chosen = recipe(args.model)
+    except ValueError as exc:
+        print(f"--model: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    path = build_model(
+        chosen, args.dir, steps=args.steps, log=lambda s, t, loss: print(f"pre-train {s}/{t} loss {loss:.3f}"),
+    )
     print(path)
     return EXIT_OK
 
@@ -194,9 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_data_check(data)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
-    p = dev.add_parser("tiny-model", help="build the pre-trained tiny chat model offline")
+    p = dev.add_parser("tiny-model", help="build a pre-trained tiny chat model offline (the quickstart's, or a zoo model)")
     p.add_argument("dir")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--model", default="tiny-chat", help="tiny-chat (the quickstart's) or a zoo model (docs/zoo.md)")
+    p.add_argument("--steps", type=int, help="pre-training steps (default: the model's own)")
     p.set_defaults(func=_cmd_tiny_model)
     return parser
 

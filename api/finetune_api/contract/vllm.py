@@ -86,11 +86,15 @@ def vllm_args(
     return args + list(extra)
 
 
-def base_model_name(spec: FineTuneJobSpec) -> str:
-    """`spec.model.name`, or the last element of the model URI, lower-cased."""
-    if spec.model.name:
-        return spec.model.name
-    return PurePosixPath(spec.model.uri.split("://", 1)[-1].rstrip("/")).name.lower()
+BASE_SUFFIX = "-base"
+
+
+def base_model_name(spec: FineTuneJobSpec, job: str) -> str:
+    """The served base model's name: `spec.model.name`, or the last element of the model URI,
+    lower-cased — with `-base` appended when that is the job's own name (the tuned model is served
+    under the job's name, and vLLM refuses an adapter named like its base)."""
+    name = spec.model.name or PurePosixPath(spec.model.uri.split("://", 1)[-1].rstrip("/")).name.lower()
+    return name + BASE_SUFFIX if name == job else name
 
 
 MAX_MODEL_LEN_STEP = 256

@@ -39,6 +39,7 @@ from finetune_api.contract.sources import FetchSummary
 from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary
 from finetune_api.job import DataReport, RetrySpec
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_operator.builders.eval_job import merges_before_eval
 from finetune_trainer.fetch.cache import SourceCache
 from finetune_trainer.fetch.run import holder_name
 from finetune_trainer.process_group import StopRequested
@@ -216,15 +217,21 @@ class Ui:
 
 
 def _bootstrap_model(job: FineTuneJob, config: ResolvedConfig, console: Console) -> None:
-    annotations = job.metadata.annotations or {}
-    if annotations.get(BOOTSTRAP_ANNOTATION) != "tiny-chat":
+    """Build the tiny model the annotation names (`tiny-chat` or a zoo model) at `spec.model.uri` when missing."""
+    name = (job.metadata.annotations or {}).get(BOOTSTRAP_ANNOTATION)
+    if name is None:
         return
-    from finetune_trainer.tiny_model import build_tiny_model, is_built
+    from finetune_trainer.tiny_model import build_model, is_built
+    from finetune_trainer.zoo import recipe
 
+    try:
+        chosen = recipe(name)
+    except ValueError as exc:
+        raise PhaseFailed("bootstrap", EXIT_USER, f"metadata.annotations[{BOOTSTRAP_ANNOTATION}]: {exc}") from None
     path = Path(config.paths.model)
-    if not is_built(path):
-        console.print(f"building the tiny chat model offline at {path} (about 30 s)")
-        build_tiny_model(path)
+    if not is_built(path, chosen):
+        console.print(f"building the tiny model {name} offline at {path} (about 30 s)")
+        build_model(chosen, path)
 
 
 def run_job(
@@ -396,7 +403,7 @@ def _pipeline(
         lambda text: ui.console.print(f"[yellow]{text}[/yellow]"),
     ))
 
-    if config.spec.serving.enabled and config.spec.serving.mode == "merged":
+    if merges_before_eval(job):  # as the operator's evaluation Job does: a full model needs no merge
         phase("merge", lambda: attempt("merge", trainer_argv("merge", config_path)))
 
     evaluated = EvaluateSummary.parse(phase("evaluate", lambda: attempt("evaluate", trainer_argv("evaluate", config_path))))

@@ -46,7 +46,7 @@ def adapter_pool(job: FineTuneJob, peers: Iterable[Mapping[str, Any]], settings:
     serving = job.spec.serving
     if serving.mode != "adapter" or serving.canary is not None:
         return []
-    base = base_model_name(job.spec)
+    base = base_model_name(job.spec, job.metadata.name)
     pool = []
     for body in peers:
         meta = body.get("metadata") or {}
@@ -58,6 +58,6 @@ def adapter_pool(job: FineTuneJob, peers: Iterable[Mapping[str, Any]], settings:
             peer = FineTuneJob.model_validate(dict(body))
         except ValueError:
             continue
-        if peer.spec.serving.mode == "adapter" and base_model_name(peer.spec) == base:
+        if peer.spec.serving.mode == "adapter" and base_model_name(peer.spec, peer.metadata.name) == base:
             pool.append(pool_adapter(peer, settings))
     return pool

@@ -268,8 +268,9 @@ def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -
         args = vllm_args(tuned_model_dir(job, settings), served_model_names(job), **flags)
         return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
     model = _model_source(job, settings)
-    lora = LoraModule(job.metadata.name, adapter_dir(job, settings), base_model_name(job.spec))
-    args = vllm_args(model, [base_model_name(job.spec)], lora_modules=[lora], lora_rank=job.spec.adapter.r, **flags)
+    base = base_model_name(job.spec, job.metadata.name)
+    lora = LoraModule(job.metadata.name, adapter_dir(job, settings), base)
+    args = vllm_args(model, [base], lora_modules=[lora], lora_rank=job.spec.adapter.r, **flags)
     return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
 
 
@@ -277,7 +278,7 @@ def _base_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) ->
     """The canary's base arm answers to the base's name (first: metrics) and to `<job>` (clients)."""
     model = _model_source(job, settings)
     flags = _common_flags(job, settings, job.spec.serving, serving_max_model_len(job))
-    args = vllm_args(model, [base_model_name(job.spec), job.metadata.name], **flags)
+    args = vllm_args(model, [base_model_name(job.spec, job.metadata.name), job.metadata.name], **flags)
     return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas)
 
 
@@ -295,7 +296,7 @@ def _arm_deployment(job: FineTuneJob, settings: OperatorSettings, name: str, arm
 def _pool_objects(job: FineTuneJob, settings: OperatorSettings, pool_adapters: list[PoolAdapter]) -> list[dict[str, Any]]:
     mine = pool_adapter(job, settings)
     adapters = sorted({a.job: a for a in [*pool_adapters, mine]}.values(), key=lambda a: a.job)
-    base = base_model_name(job.spec)
+    base = base_model_name(job.spec, job.metadata.name)
     name = pool_name(base)
     first = adapters[0].serving
     specs = [a.serving for a in adapters]

@@ -120,3 +120,13 @@ def test_gateway_api_canary_uses_route_weights() -> None:
     assert {r["name"] for r in refs} <= {o["metadata"]["name"] for o in objects if o["kind"] == "Service"}
     tuned_args = _container(_by(objects, "Deployment", "faq-serve"))["args"]
     assert json.loads(_flag(tuned_args, "--lora-modules"))["name"] == "faq"
+
+
+def test_an_adapter_job_named_like_its_model_serves_the_base_under_another_name() -> None:
+    """A job `base-7b` on the model `base-7b`: vLLM refuses an adapter named like its base, so the base
+    is served as `base-7b-base` (the tuned model keeps the job's name)."""
+    job = make_job("base-7b")
+    args = _container(_by(build_serving_objects(job, OperatorSettings()), "Deployment", "vllm-base-7b-base"))["args"]
+    assert _flag(args, "--served-model-name") == "base-7b-base"
+    lora = json.loads(_flag(args, "--lora-modules"))
+    assert lora["name"] == "base-7b" and lora["base_model_name"] == "base-7b-base"

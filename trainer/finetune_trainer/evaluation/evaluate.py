@@ -211,7 +211,7 @@ def _build_graders(config: ResolvedConfig, sets: list[EvalSet]) -> dict[str, Bas
         specs[REFUSAL_GRADER] = default_refusal_grader()
     built: dict[str, BaseGrader] = {}
     try:
-        judge = JudgeDefaults(config.vllm_url, base_model_name(config.spec))
+        judge = JudgeDefaults(config.vllm_url, base_model_name(config.spec, config.job))
         for name in sorted(used):
             built[name] = build_grader(specs[name], ev.graders, judge=judge)
     except Exception:

@@ -73,7 +73,7 @@ def resolve_models(config: ResolvedConfig, need_tuned: bool = True) -> ModelPair
         raise FileNotFoundError(f"{tuned}: no {marker}; the tuned weights are missing (did training finish?)")
     return ModelPair(
         base_dir=config.paths.model, tuned_dir=str(tuned), tuned_is_adapter=is_adapter,
-        base_name=base_model_name(spec), tuned_name=config.served_model_name or config.job,
+        base_name=base_model_name(spec, config.job), tuned_name=config.served_model_name or config.job,
         dtype=spec.model.dtype, chat_template=spec.model.chat_template, max_model_len=default_max_model_len(spec, read_summary(layout)),
     )
 

@@ -198,7 +198,7 @@ def server_for_run(config: ResolvedConfig, layout: ArtifactLayout, port: int | N
         return LocalVllmServer(layout.merged, names, **common)
     if (layout.adapter / "adapter_config.json").exists():
         adapters = {job: str(layout.adapter)}
-        return LocalVllmServer(config.paths.model, job, adapters=adapters, base_name=base_model_name(spec), **common)
+        return LocalVllmServer(config.paths.model, job, adapters=adapters, base_name=base_model_name(spec, job), **common)
     if (layout.model / "config.json").exists():
         return LocalVllmServer(layout.model, names, **common)
     raise ValueError(f"{layout.root}: no merged/, adapter/ or model/ to serve (did training finish?)")

@@ -203,7 +203,7 @@ def run_training(
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(target))
         if spec.adapter.type != "full":
-            label_adapter(target, base_model_name(spec), config.paths.model)
+            label_adapter(target, base_model_name(spec, config.job), config.paths.model)
         outcome.weights = artifact_ref(layout.root, target, with_digest=True)
         outcome.metrics = {k: float(v) for k, v in (result.metrics if result else {}).items() if isinstance(v, (int, float))}
         write_run_record(layout, {**record, "result": outcome.summary().to_wire()})
