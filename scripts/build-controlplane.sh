@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the test control plane (tests/controlplane, Kubernetes v1.34.3 + etcd v3.6.4 in one
-# binary), kwok, helm, Kueue's manager and the cluster DNS (tests/coredns, CoreDNS with its
-# kubernetes plugin) into $REPO/.cache/bin. Idempotent: each tool is rebuilt
+# binary), kwok, helm, Kueue's manager, the cluster DNS (tests/coredns, CoreDNS with its
+# kubernetes plugin) and SeaweedFS's `weed` (the tests' S3 store) into $REPO/.cache/bin. Idempotent: each tool is rebuilt
 # only when it is missing or its inputs/pinned version changed (a stamp file sits next to each binary).
 # Safe to run concurrently on one cache (worktrees share it through FT_CACHE_DIR): a second run waits
 # for the first (flock on $CACHE/.build.lock), then finds everything up to date. Each binary is built
@@ -18,6 +18,7 @@ KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KUEUE_VERSION=v0.17.0        # tests/api/test_kueue_mode.py applies its CRDs from the module cache
 COREDNS_VERSION=v1.15.0      # keep in sync with tests/coredns/go.mod
+SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6   # weed 4.53: the S3-compatible store of the storage tests
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${FT_CACHE_DIR:-$REPO/.cache}"
@@ -108,5 +109,13 @@ build ft-coredns "$dns_stamp" \
     bash -c "cd '$dns_dir' && $NICE go build -trimpath \
         -ldflags='-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION' \
         -o \"\$OUT/ft-coredns\" ."
+
+# SeaweedFS's `weed` (S3-compatible object store for tests/harness/objectstore.py). Its go.mod has a
+# replace directive, so `go install mod@version` is refused: build inside a writable copy of the module.
+build weed "$SEAWEEDFS_VERSION $(go version)" \
+    bash -c "set -e; $NICE go mod download github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION; \
+        src=\"\$OUT/src\"; cp -r \"$GOMODCACHE/github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION\" \"\$src\"; \
+        chmod -R u+w \"\$src\"; cd \"\$src\" && $NICE go build -trimpath -ldflags='-s -w' -o \"\$OUT/weed\" ./weed; \
+        rm -rf \"\$src\""
 
 log "versions: $("$BIN/ft-controlplane" version); kwok $KWOK_VERSION; helm $("$BIN/helm" version --short 2>/dev/null || echo "$HELM_VERSION"); kueue $KUEUE_VERSION; coredns $COREDNS_VERSION"

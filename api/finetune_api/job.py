@@ -47,15 +47,39 @@ for `ftctl run` (no scheme: `file://` is not a URI the cluster can read)."""
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
 
 
+# --------------------------------------------------------------------------------------- sources
+class SecretRef(ApiModel):
+    """A Secret in the job's namespace holding a source's credentials (DESIGN.md §9 Sources)."""
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
+    """The Secret's name. Keys read: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and optionally
+    `AWS_SESSION_TOKEN`, `AWS_ENDPOINT_URL`, `AWS_REGION`) for `s3://`; `HF_TOKEN` for `hf://`. Only the
+    pods that read the source get them, as env from `secretKeyRef`."""
+
+
 # --------------------------------------------------------------------------------------- model
 class ModelSpec(ApiModel):
     """The base model to fine-tune."""
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.revision) || !self.uri.contains('@')",
+                    "give the revision once: in uri (`hf://org/name@revision`) or in revision",
+                    ".revision",
+                ),
+            ]
+        }
+    }
     uri: str = Field(pattern=URI_PATTERN, max_length=1024)
-    """Where the base model is: `pvc://<claim>/<path>`, `s3://bucket/prefix`, `hf://org/name` (needs hub
-    access from the cluster), or a local directory for `ftctl run`."""
+    """Where the base model is: `hf://org/name[@revision]` (the Hugging Face Hub, or the mirror in
+    `HF_ENDPOINT`), `s3://bucket/prefix`, `pvc://<claim>/<path>`, or a local directory for `ftctl run`.
+    Hub and S3 models are fetched once into the source cache before training."""
     revision: str | None = Field(default=None, max_length=128)
-    """Hub revision (branch, tag or commit) for `hf://` models."""
+    """Hub revision (branch, tag or commit) for `hf://` models; the commit it resolves to is recorded."""
+    secret_ref: SecretRef | None = None
+    """Credentials for a private bucket or a gated/private hub repo."""
     name: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
     """Short name of the base model; the serving pool and the served base model carry it. Defaults to
     the last path element of the URI, lower-cased. Served with `-base` appended when it is the job's
@@ -75,7 +99,10 @@ class DatasetRef(ApiModel):
     """One dataset: a JSON Lines file (or a directory of them)."""
 
     uri: str = Field(pattern=URI_PATTERN, max_length=1024)
-    """`pvc://<claim>/<path>`, `s3://…`, `hf://…` or a local path (for `ftctl run`)."""
+    """`pvc://<claim>/<path>`, `s3://bucket/prefix`, `hf://org/name[@revision]` or a local path (for
+    `ftctl run`). S3 and hub datasets are fetched once into the source cache."""
+    secret_ref: SecretRef | None = None
+    """Credentials for a private bucket or hub dataset."""
     format: DatasetFormat = "auto"
     """Row format: chat `messages`, `prompt`/`completion`, or preference pairs (`chosen`/`rejected`).
     `auto` detects it from the first row and then requires every row to match."""
@@ -868,6 +895,9 @@ class DataReport(StatusModel):
     train_tokens: int = 0
     report_path: str | None = None
     message: str = ""
+    sources: dict[str, str] = Field(default_factory=dict)
+    """What this job read, by role (`model`, `train`, …): the hub commit, the S3 objects' digest or the
+    files' digest the fetch step resolved (also in `sources.json` and `run.json`)."""
     model_max_positions: int | None = None
     """The base model's position limit, as vLLM derives it from `config.json` (unset when it states none)."""
     max_length: int | None = None

@@ -13,7 +13,9 @@ from typing import Literal
 from pydantic import Field
 
 from .common import ApiModel
-from .job import FineTuneJob, FineTuneJobSpec
+from .contract.sources import FetchSummary
+from .job import DatasetRef, FineTuneJob, FineTuneJobSpec
+from .sources import Source, SourceRole, parse_source
 
 PVC_MOUNT_ROOT = "/mnt/pvc"
 
@@ -49,6 +51,27 @@ class ResolvedConfig(ApiModel):
     vllm_url: str | None = None
     """An OpenAI-compatible server to evaluate through, when one is already running."""
     labels: dict[str, str] = Field(default_factory=dict)
+    source_cache: str | None = None
+    """The source cache (fetch step): hub and S3 sources are downloaded into it once, keyed by identity."""
+    source_cache_max_bytes: int | None = None
+    """Evict the least recently used entries no job holds once the cache is larger than this."""
+
+    def with_fetched(self, fetched: FetchSummary) -> ResolvedConfig:
+        """This config with every fetched source's path replaced by where the fetch step put it."""
+        paths = self.paths.model_copy(
+            update={role: fetched.path_of(role) or getattr(self.paths, role) for role in FETCHED_ROLES}
+        )
+        return self.model_copy(update={"paths": paths})
+
+
+def load_resolved_config(path: str | Path) -> ResolvedConfig:
+    """The config a phase runs with: the file, with every fetched source pointed at the cached copy the
+    fetch step recorded in the output's `sources.json` (in a pod the ConfigMap still names the URIs)."""
+    config = ResolvedConfig.model_validate_json(Path(path).read_text())
+    fetched = ArtifactLayout(config.paths.output).sources_json
+    if fetched.is_file():
+        config = config.with_fetched(FetchSummary.model_validate_json(fetched.read_text()))
+    return config
 
 
 def uri_to_path(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> str:
@@ -57,6 +80,27 @@ def uri_to_path(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> str:
         claim, _, rest = uri[len("pvc://") :].partition("/")
         return str(Path(pvc_root) / claim / rest) if rest else str(Path(pvc_root) / claim)
     return uri
+
+
+FETCHED_ROLES: tuple[SourceRole, ...] = ("model", "train", "validation", "eval", "regression")
+"""The sources the fetch step resolves (the output is written, not fetched)."""
+
+
+def job_sources(spec: FineTuneJobSpec) -> dict[SourceRole, tuple[Source, DatasetRef | None]]:
+    """Every source the job reads, parsed, by role (the dataset ref carries its own secretRef)."""
+    refs: dict[SourceRole, DatasetRef | None] = {
+        "train": spec.datasets.train,
+        "validation": spec.datasets.validation,
+        "eval": spec.datasets.eval,
+        "regression": spec.evaluation.regression,
+    }
+    out: dict[SourceRole, tuple[Source, DatasetRef | None]] = {
+        "model": (parse_source(spec.model.uri, spec.model.revision), None)
+    }
+    for role, ref in refs.items():
+        if ref is not None:
+            out[role] = (parse_source(ref.uri, dataset=True), ref)
+    return out
 
 
 def claim_of(uri: str) -> str | None:
@@ -122,6 +166,16 @@ class ArtifactLayout:
     def base_outputs(self) -> Path:
         """The base model's generations, kept by the baseline evaluation for the final one."""
         return self.eval_dir / "base-outputs.json"
+
+    @property
+    def sources_json(self) -> Path:
+        """The fetch step's resolved sources (identities and cached paths)."""
+        return self.root / "sources.json"
+
+    def fetched(self, role: str) -> Path:
+        """A link to where the fetch step put the source in `role` (vLLM pods serve the base model
+        through it: its cache path is known only after the fetch)."""
+        return self.root / "sources" / role
 
     @property
     def tensorboard(self) -> Path:

@@ -68,6 +68,9 @@ class OperatorSettings(BaseModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     artifacts_pvc: str = "finetune-artifacts"
     """Claim that holds artifacts when a job names no `spec.output.uri` (`<namespace>/<job>` under it)."""
+    source_cache_max_bytes: int | None = Field(default=None, ge=0)
+    """Size limit of the source cache on the artifacts claim (`.source-cache`); the least recently used
+    entries no job holds are evicted by each fetch step. Unset: no limit."""
     pvc_mount_root: str = PVC_MOUNT_ROOT
     """Where claims are mounted in the pods (`pvc://claim/path` → `<root>/claim/path`)."""
     queue_mode: Literal["embedded", "kueue", "none"] = "embedded"

@@ -73,8 +73,8 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fo
         pass
 
 
-# What scripts/build-controlplane.sh puts in BIN_DIR; it writes a stamp (`.<name>.stamp`) after each binary.
-CONTROLPLANE_BINARIES = ("ft-controlplane", "kwok", "helm", "kueue", "ft-coredns")
+# What scripts/build-controlplane.sh puts in BIN_DIR (weed: the S3 store of tests/harness/objectstore.py); it writes a stamp (`.<name>.stamp`) after each binary.
+CONTROLPLANE_BINARIES = ("ft-controlplane", "kwok", "helm", "kueue", "ft-coredns", "weed")
 # What start_cluster runs; helm and kueue are only needed by the tests that use them.
 CLUSTER_BINARIES = ("ft-controlplane", "kwok")
 

@@ -81,8 +81,6 @@ def vllm_args(
     lora_rank: int | None = None,
     lora_capacity: LoraCapacity | None = None,
     tensor_parallel_size: int = 1,
-    revision: str | None = None,
-    load_format: str | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """Flags for one vLLM server. With `lora_modules` (adapters fixed at start), `lora_rank` is the
@@ -98,10 +96,6 @@ def vllm_args(
         args += ["--max-model-len", str(max_model_len)]
     if tensor_parallel_size > 1:
         args += ["--tensor-parallel-size", str(tensor_parallel_size)]
-    if revision:
-        args += ["--revision", revision]
-    if load_format:
-        args += ["--load-format", load_format]
     if cpu:
         args.append("--enforce-eager")
     if lora_modules:

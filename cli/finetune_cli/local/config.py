@@ -7,6 +7,7 @@ listed once, never silently dropped.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from finetune_api import FineTuneJob
@@ -14,6 +15,15 @@ from finetune_api.resolved import ResolvedConfig
 from finetune_operator.builders.resolve import resolve_paths
 
 BOOTSTRAP_ANNOTATION = "finetune.dev/local-bootstrap"
+SOURCE_CACHE_ENV = "FT_SOURCE_CACHE"
+SOURCE_CACHE_MAX_ENV = "FT_SOURCE_CACHE_MAX_BYTES"
+
+
+def source_cache() -> tuple[str, int | None]:
+    """Where `ftctl run` caches hub and S3 sources (shared by every run on this machine), and its limit."""
+    root = os.environ.get(SOURCE_CACHE_ENV) or str(Path.home() / ".cache" / "finetune-operator" / "sources")
+    limit = os.environ.get(SOURCE_CACHE_MAX_ENV, "").strip()
+    return root, int(limit) if limit.isdigit() else None
 
 
 def local_path(uri: str, base_dir: Path) -> str:
@@ -30,6 +40,7 @@ def local_config(job: FineTuneJob, manifest_path: Path, workdir: Path) -> Resolv
     base = manifest_path.resolve().parent
     spec = job.spec
     paths = resolve_paths(spec, str((workdir / "artifacts").resolve()), lambda uri: local_path(uri, base))
+    cache, cache_limit = source_cache()
     return ResolvedConfig(
         job=job.metadata.name,
         namespace=job.metadata.namespace or "local",
@@ -38,6 +49,8 @@ def local_config(job: FineTuneJob, manifest_path: Path, workdir: Path) -> Resolv
         spec=spec,
         paths=paths,
         served_model_name=job.metadata.name,
+        source_cache=cache,
+        source_cache_max_bytes=cache_limit,
     )
 
 

@@ -35,10 +35,13 @@ from finetune_api import FineTuneJob
 from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, USER_ERROR, failure_class, is_retried
 from finetune_api.contract.launch import ATTEMPT_ENV
 from finetune_api.contract.progress import ProgressEvent
+from finetune_api.contract.sources import FetchSummary
 from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary
 from finetune_api.job import DataReport, RetrySpec
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_operator.builders.eval_job import merges_before_eval
+from finetune_trainer.fetch.cache import SourceCache
+from finetune_trainer.fetch.run import holder_name
 from finetune_trainer.process_group import StopRequested
 from finetune_trainer.train.checkpoint import checkpoint_step, latest_checkpoint
 
@@ -304,6 +307,8 @@ def _locked_run(
     except StopRequested as stop:
         state.stopped_by = str(stop)
         code, last_line = stop.exit_code, _stopped_line(state, layout, stop)
+    if config.source_cache:
+        SourceCache(Path(config.source_cache)).release(holder_name(config))
     try:
         report = write_report(
             workdir, job.metadata.name, verdict(state), state.data, state.evaluation, state.phases, state.endpoint,
@@ -345,8 +350,6 @@ def _pipeline(
     ui: Ui,
     state: RunState,
 ) -> int:
-    records = PhaseRecords(workdir, config)
-
     def on_event(task: Any, event: ProgressEvent) -> None:
         state.progress = (event.step, event.total_steps)
         ui.event(task, event)
@@ -383,6 +386,8 @@ def _pipeline(
         records.forget_from(name)
         return checked(name, run())
 
+    config = _fetch(config, config_path, layout, attempt)
+    records = PhaseRecords(workdir, config)
     prepared = phase("prepare", lambda: attempt("prepare", trainer_argv("prepare", config_path)))
     state.data = (PrepareSummary.parse(prepared) or PrepareSummary()).data
 
@@ -409,6 +414,20 @@ def _pipeline(
     if serve != "off" and config.spec.serving.enabled:
         return _serve_and_ask(config, layout, ui, state, keep=serve == "keep")
     return EXIT_PASSED
+
+
+def _fetch(
+    config: ResolvedConfig, config_path: Path, layout: ArtifactLayout, attempt: Callable[[str, list[str]], PhaseResult],
+) -> ResolvedConfig:
+    """Run the fetch step (always: on a warm cache it only resolves identities) and rewrite the config
+    so that every later phase reads the fetched copies."""
+    result = attempt("fetch", trainer_argv("fetch", config_path))
+    if result.returncode != 0:
+        raise PhaseFailed("fetch", phase_exit_code(result.returncode), result.reason, result.log_path)
+    fetched = FetchSummary.model_validate_json(layout.sources_json.read_text())
+    config = config.with_fetched(fetched)
+    config_path.write_text(config.model_dump_json(by_alias=True, exclude_none=True, indent=2))
+    return config
 
 
 def _full_eval_report(layout: ArtifactLayout) -> dict[str, Any]:

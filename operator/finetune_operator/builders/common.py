@@ -159,11 +159,6 @@ def scratch_env() -> dict[str, str]:
     }
 
 
-def hub_env(model_uri: str) -> dict[str, str]:
-    """Offline unless the model comes from the hub: no silent downloads in the cluster."""
-    return {} if model_uri.startswith("hf://") else {"HF_HUB_OFFLINE": "1"}
-
-
 def parse_quantity(value: str) -> Decimal:
     """A Kubernetes quantity as a number (kubernetes' own parser)."""
     from kubernetes.utils import parse_quantity as parse

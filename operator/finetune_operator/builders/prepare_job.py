@@ -1,4 +1,5 @@
-"""Job `<job>-prepare`: checks and prepares the data on CPU before any GPU is requested."""
+"""Job `<job>-prepare`: fetches the sources (init container `fetch`), then checks and prepares the data,
+on CPU, before any GPU is requested."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from finetune_api import FineTuneJob
 from ..settings import OperatorSettings
+from .fetch import FETCH_CONTAINER, fetch_container
 from .names import prepare_job_name
 from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_command, trainer_container, trainer_pod_spec, user_error_rule
 
@@ -18,5 +20,6 @@ def build_prepare_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str,
     container = trainer_container(
         job, settings, TRAINER_CONTAINER, trainer_command("prepare"), env={"OMP_NUM_THREADS": "1"}, resources=PREPARE_RESOURCES
     )
-    pod = trainer_pod_spec(job, settings, [container], shm_size="1Gi")
-    return batch_job(job, prepare_job_name(job.metadata.name), "prepare", pod, PREPARE_BACKOFF_LIMIT, [user_error_rule()])
+    pod = trainer_pod_spec(job, settings, [container], shm_size="1Gi", init_containers=[fetch_container(job, settings)])
+    rules = [user_error_rule(FETCH_CONTAINER), user_error_rule()]
+    return batch_job(job, prepare_job_name(job.metadata.name), "prepare", pod, PREPARE_BACKOFF_LIMIT, rules)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from finetune_api import FineTuneJob
 from finetune_api.job import DatasetRef, FineTuneJobSpec
+from finetune_api.contract.sources import SOURCE_CACHE_DIR
 from finetune_api.resolved import ResolvedConfig, ResolvedPaths, uri_to_path
 from ..settings import OperatorSettings
 from .common import job_labels
@@ -16,6 +17,11 @@ def output_uri(job: FineTuneJob, settings: OperatorSettings) -> str:
     if job.spec.output.uri:
         return job.spec.output.uri
     return f"pvc://{settings.artifacts_pvc}/{namespace(job)}/{job.metadata.name}"
+
+
+def source_cache_dir(settings: OperatorSettings) -> str:
+    """The source cache on the operator's artifacts claim (every job's trainer pods mount it)."""
+    return uri_to_path(f"pvc://{settings.artifacts_pvc}/{SOURCE_CACHE_DIR}", settings.pvc_mount_root)
 
 
 def namespace(job: FineTuneJob) -> str:
@@ -52,4 +58,6 @@ def resolve_config(job: FineTuneJob, settings: OperatorSettings, attempt: int = 
         paths=paths,
         served_model_name=job.metadata.name,
         labels=job_labels(job.metadata.name),
+        source_cache=source_cache_dir(settings),
+        source_cache_max_bytes=settings.source_cache_max_bytes,
     )

@@ -24,6 +24,8 @@ from typing import Any
 from finetune_api import API_VERSION, FineTuneJob
 from finetune_api.job import ServingSpec
 from finetune_api.resolved import ArtifactLayout, claim_of, uri_to_path
+from finetune_api.sources import parse_source
+from finetune_api.contract.sources import cache_path
 from ..settings import OperatorSettings
 from .common import (
     ANNOTATION_GENERATION,
@@ -47,7 +49,7 @@ from .common import (
     serving_placement,
 )
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
-from .resolve import namespace, output_uri
+from .resolve import namespace, output_uri, source_cache_dir
 from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
                                         default_max_model_len, vllm_args)
 from ..reconcile.pool import ADAPTERS_GATE, PoolAdapter
@@ -62,13 +64,22 @@ TERMINATION_GRACE_SECONDS = 60
 
 
 # ----------------------------------------------------------------------------- model references
-def _model_source(uri: str, pvc_root: str) -> tuple[str, dict[str, str]]:
-    """What vLLM's `--model` gets: a mounted path, a hub id, or an S3 URI streamed by run:ai."""
-    if uri.startswith("hf://"):
-        return uri[len("hf://") :], {}
-    if uri.startswith("s3://"):
-        return uri, {"load_format": "runai_streamer"}
-    return uri_to_path(uri, pvc_root), {}
+def _model_source(job: FineTuneJob, settings: OperatorSettings) -> str:
+    """What vLLM's `--model` gets: the mounted path, or for a hub or S3 model the copy the fetch step
+    put in the source cache (through the output's `sources/model` link; vLLM never downloads)."""
+    if parse_source(job.spec.model.uri).remote:
+        return str(ArtifactLayout(uri_to_path(output_uri(job, settings), settings.pvc_mount_root)).fetched("model"))
+    return uri_to_path(job.spec.model.uri, settings.pvc_mount_root)
+
+
+def _pooled_model_source(job: FineTuneJob, settings: OperatorSettings) -> str:
+    """The pool's `--model`, the same whichever of its jobs applies it: a hub or S3 base is read from its
+    cache entry (content-addressed by the identity in `status.data.sources`), not through one job's link."""
+    data = job.status.data if job.status else None
+    identity = data.sources.get("model") if data else None
+    if parse_source(job.spec.model.uri).remote and identity:
+        return cache_path(source_cache_dir(settings), identity)
+    return _model_source(job, settings)
 
 
 def tuned_model_dir(job: FineTuneJob, settings: OperatorSettings) -> str:
@@ -159,7 +170,6 @@ class _Server:
     serving: ServingSpec
     claims: list[str]
     replicas: int
-    hub: bool = False
     env: dict[str, str] = field(default_factory=dict)
     gpu_resource_name: str | None = None
     """None: the job's `spec.resources.gpuResourceName`."""
@@ -180,9 +190,7 @@ def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
 def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server) -> dict[str, Any]:
     serving = server.serving
     cpu, memory = serving.cpu, serving.memory
-    env = {**scratch_env(), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **server.env}
-    if not server.hub:
-        env["HF_HUB_OFFLINE"] = "1"
+    env = {**scratch_env(), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", **server.env}
     if settings.cpu_runtime:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(gib(memory or "8Gi")))
     claim_vols, claim_mounts = claim_volumes(server.claims, settings.pvc_mount_root)
@@ -260,15 +268,12 @@ def _service(meta: dict[str, Any], selector: dict[str, str]) -> dict[str, Any]:
 
 
 def _job_claims(job: FineTuneJob, settings: OperatorSettings, with_output: bool) -> list[str]:
-    uris = [job.spec.model.uri] + ([output_uri(job, settings)] if with_output else [])
-    return list(dict.fromkeys(c for c in map(claim_of, uris) if c))
-
-
-def _base_source(job: FineTuneJob, settings: OperatorSettings) -> tuple[str, dict[str, Any]]:
-    model, options = _model_source(job.spec.model.uri, settings.pvc_mount_root)
-    if job.spec.model.uri.startswith("hf://") and job.spec.model.revision:
-        options = {**options, "revision": job.spec.model.revision}
-    return model, options
+    """The claims a vLLM pod mounts: the model's, and the output's (the adapter, the merged model, or a
+    fetched base model's link and the source cache it points into)."""
+    remote = parse_source(job.spec.model.uri).remote
+    uris = [job.spec.model.uri] + ([output_uri(job, settings)] if with_output or remote else [])
+    claims = [*map(claim_of, uris), settings.artifacts_pvc if remote else None]
+    return list(dict.fromkeys(c for c in claims if c))
 
 
 def _common_flags(job: FineTuneJob, settings: OperatorSettings, serving: ServingSpec, max_model_len: int) -> dict[str, Any]:
@@ -287,19 +292,19 @@ def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -
     if serving.mode == "merged":
         args = vllm_args(tuned_model_dir(job, settings), served_model_names(job), **flags)
         return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
-    model, options = _base_source(job, settings)
+    model = _model_source(job, settings)
     base = base_model_name(job.spec, job.metadata.name)
     lora = LoraModule(job.metadata.name, adapter_dir(job, settings), base)
-    args = vllm_args(model, [base], lora_modules=[lora], lora_rank=job.spec.adapter.r, **options, **flags)
-    return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas, hub=job.spec.model.uri.startswith("hf://"))
+    args = vllm_args(model, [base], lora_modules=[lora], lora_rank=job.spec.adapter.r, **flags)
+    return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
 
 
 def _base_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
     """The canary's base arm answers to the base's name (first: metrics) and to `<job>` (clients)."""
-    model, options = _base_source(job, settings)
+    model = _model_source(job, settings)
     flags = _common_flags(job, settings, job.spec.serving, serving_max_model_len(job))
-    args = vllm_args(model, [base_model_name(job.spec, job.metadata.name), job.metadata.name], **options, **flags)
-    return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas, hub=job.spec.model.uri.startswith("hf://"))
+    args = vllm_args(model, [base_model_name(job.spec, job.metadata.name), job.metadata.name], **flags)
+    return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas)
 
 
 def _arm_deployment(job: FineTuneJob, settings: OperatorSettings, name: str, arm: str, server: _Server) -> dict[str, Any]:
@@ -319,12 +324,12 @@ def _pool_server(job: FineTuneJob, settings: OperatorSettings, claims: list[str]
     replica holds every adapter. Nothing here depends on which jobs the pool serves, except the claims."""
     pool = settings.adapter_pool
     base = pooled_base_name(job.spec)
-    model, options = _base_source(job, settings)
+    model = _pooled_model_source(job, settings)
     capacity = LoraCapacity(max_loras=pool.max_loras, max_cpu_loras=pool.max_cpu_loras, max_lora_rank=pool.max_lora_rank)
     args = vllm_args(model, [base], dtype=job.spec.model.dtype, max_model_len=pool.max_model_len, cpu=settings.cpu_runtime,
-                     tensor_parallel_size=max(pool.gpus, 1), lora_capacity=capacity, **options)
+                     tensor_parallel_size=max(pool.gpus, 1), lora_capacity=capacity)
     serving = ServingSpec(replicas=pool.replicas, gpus=pool.gpus, image=pool.image, cpu=pool.cpu, memory=pool.memory)
-    return _Server(args, serving, claims, pool.replicas, hub=job.spec.model.uri.startswith("hf://"), env=dict(RUNTIME_LORA_ENV),
+    return _Server(args, serving, claims, pool.replicas, env=dict(RUNTIME_LORA_ENV),
                    gpu_resource_name=pool.gpu_resource_name, placement=(pool.node_selector or None, list(pool.tolerations)),
                    readiness_gates=(ADAPTERS_GATE,))
 

@@ -17,7 +17,6 @@ from .common import (
     config_volume,
     container_security_context,
     env_list,
-    hub_env,
     labels,
     object_meta,
     placement,
@@ -45,14 +44,17 @@ def trainer_container(
     env: dict[str, str] | None = None,
     resources: dict[str, Any] | None = None,
     extra_env: list[dict[str, Any]] | None = None,
+    hub: bool = False,
 ) -> dict[str, Any]:
-    """A trainer-image container with the config, claims and scratch mounted."""
+    """A trainer-image container with the config, claims and scratch mounted. Offline unless `hub`
+    (the fetch step): every other phase reads fetched copies, never downloads."""
     _, config_mount = config_volume(job.metadata.name)
     _, claim_mounts = _claims(job, settings)
     _, scratch_mounts = scratch_volumes("1Gi", settings.scratch_size)
     # The trainer writes its summary where this variable says; naming the path keeps the container
     # and the pod's terminationMessagePath in one place.
-    values = {**scratch_env(), **hub_env(job.spec.model.uri), "FT_TERMINATION_LOG": TERMINATION_LOG, **(env or {})}
+    offline = {} if hub else {"HF_HUB_OFFLINE": "1"}
+    values = {**scratch_env(), **offline, "FT_TERMINATION_LOG": TERMINATION_LOG, **(env or {})}
     container: dict[str, Any] = {
         "name": name,
         "image": job.spec.trainer_image or settings.trainer_image,
@@ -72,8 +74,9 @@ def trainer_container(
 
 def _claims(job: FineTuneJob, settings: OperatorSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     out = output_uri(job, settings)
-    writable = [c for c in [claim_of(out)] if c]
-    return claim_volumes(pvc_claims(job, default_output=out), settings.pvc_mount_root, writable)
+    writable = list(dict.fromkeys(c for c in [claim_of(out), settings.artifacts_pvc] if c))  # output, source cache
+    claims = list(dict.fromkeys([*pvc_claims(job, default_output=out), settings.artifacts_pvc]))
+    return claim_volumes(claims, settings.pvc_mount_root, writable)
 
 
 def trainer_pod_spec(
@@ -103,11 +106,11 @@ def trainer_pod_spec(
     return spec
 
 
-def user_error_rule() -> dict[str, Any]:
+def user_error_rule(container: str = TRAINER_CONTAINER) -> dict[str, Any]:
     """Exit code 1 is a user error (bad data or config): retrying cannot help."""
     return {
         "action": "FailJob",
-        "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In", "values": [USER_ERROR]},
+        "onExitCodes": {"containerName": container, "operator": "In", "values": [USER_ERROR]},
     }
 
 

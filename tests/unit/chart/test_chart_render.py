@@ -112,6 +112,7 @@ def test_values_map_to_the_operator_settings() -> None:
     assert kueue.watch_namespaces == ["team-a", "team-b"]
     assert kueue.priority_class_name == "training-low"
     assert kueue.progress_interval_seconds == 10
+    assert kueue.source_cache_max_bytes == 536870912000
 
     cpu = settings_of(template("cpu-custom"))
     assert cpu.cpu_runtime is True

@@ -30,6 +30,7 @@ from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, USER_ERRO
 from finetune_api.contract.summaries import PrepareSummary
 from finetune_api.contract.termination import FailureReason
 from finetune_api.job import DataReport
+from finetune_api.contract.sources import FetchSummary
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from . import rules
@@ -260,6 +261,15 @@ def _infrastructure_failure(message: str) -> PrepareResult:
     return PrepareResult(INFRASTRUCTURE_ERROR, Findings(), report, summary(report, None))
 
 
+def fetched_identities(layout: ArtifactLayout) -> dict[str, str]:
+    """Role → identity from the fetch step's `sources.json` ({} when no fetch step ran)."""
+    try:
+        fetched = FetchSummary.model_validate_json(layout.sources_json.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {s.role: s.identity for s in fetched.sources}
+
+
 def run_prepare(config: ResolvedConfig) -> PrepareResult:
     """The Validating phase's work, before any GPU is requested."""
     layout = ArtifactLayout(config.paths.output)
@@ -315,6 +325,7 @@ def run_prepare(config: ResolvedConfig) -> PrepareResult:
         )
         if prepared_dir is not None:
             report["prepared"] = str(prepared_dir)
+        report["sources"] = fetched_identities(layout)
         write_json_atomic(layout.data_report, report)
         layout.data_report.with_suffix(".md").write_text(render_markdown(report))
     except OSError as exc:

@@ -102,6 +102,7 @@ def summary(report: dict[str, Any], report_path: str | None) -> DataReport:
         train_tokens=splits.get("train", {}).get("tokens", 0),
         report_path=report_path,
         message=report["message"],
+        sources=report.get("sources", {}),
         model_max_positions=model.get("positions"),
         max_length=model.get("max_length"),
         longest_example=model.get("longest_example"),

@@ -7,13 +7,12 @@ returns the exit code (0 ok, 1 bad data or config: do not retry, 2 infrastructur
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from pydantic import ValidationError
 
 from finetune_api.contract.summaries import PrepareSummary
 from finetune_api.contract.termination import FAILURE_EXIT_CODES, FailureReason
-from finetune_api.resolved import ResolvedConfig
+from finetune_api.resolved import load_resolved_config
 
 from ..data.prepare import run_prepare
 from ..termination import write_termination_message
@@ -27,7 +26,7 @@ def _fail(message: str, reason: FailureReason) -> int:
 
 def main(config_path: str) -> int:
     try:
-        config = ResolvedConfig.model_validate_json(Path(config_path).read_text())
+        config = load_resolved_config(config_path)
     except ValidationError as exc:
         return _fail(f"{config_path}: invalid resolved config: {exc}", "UserError")
     except OSError as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import sys
 import traceback
-from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
@@ -34,14 +33,14 @@ def run_phase(
     passes `write_message=True`. `user_errors` are the exception classes that mean a user error
     (exit 1); by default `(ValueError, ValidationError, FileNotFoundError)`.
     """
-    from finetune_api.resolved import ResolvedConfig
+    from finetune_api.resolved import ResolvedConfig, load_resolved_config
     from pydantic import ValidationError
 
     if user_errors is None:
         user_errors = (ValueError, ValidationError, FileNotFoundError)
     config: ResolvedConfig | None = None
     try:
-        config = ResolvedConfig.model_validate_json(Path(config_path).read_text())
+        config = load_resolved_config(config_path)
         summary = body(config)
     except Exception as err:  # noqa: BLE001 - classified below: ENOSPC, user error or infrastructure
         return _failed(phase, err, config, write_message, user_errors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from datetime import datetime, UTC
@@ -35,13 +36,23 @@ def attempt_number(config: ResolvedConfig) -> int:
     return int(value) if value.isdigit() else config.attempt
 
 
+def _fetched_sources(config: ResolvedConfig) -> list[dict[str, Any]]:
+    """What the fetch step resolved (role, URI, identity), for reproducing the run; [] without one."""
+    try:
+        fetched = json.loads(ArtifactLayout(config.paths.output).sources_json.read_text())
+    except (OSError, ValueError):
+        return []
+    keep = ("role", "uri", "identity")
+    return [{k: s[k] for k in keep if k in s} for s in fetched.get("sources", [])]
+
+
 def build_run_record(
     config: ResolvedConfig,
     hyperparameters: dict[str, Any],
     data_hash: str | None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run record as a JSON-ready dict."""
+    """The run record as a JSON-ready dict; `sources` are the fetch step's resolved identities."""
     return {
         "job": config.job,
         "namespace": config.namespace,
@@ -53,6 +64,7 @@ def build_run_record(
         "hyperparameters": hyperparameters,
         "versions": library_versions(),
         "dataHash": data_hash,
+        "sources": _fetched_sources(config),
         "writtenAt": datetime.now(UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
