@@ -114,16 +114,19 @@ def write_report(
                   ("trainExamples", "validationExamples", "evalExamples", "trainTokens", "warnings",
                    "modelMaxPositions", "maxLength", "longestExample", "maxModelLen", "message") if key in counts]
         lines += [f"- dropped by {rule}: {count}" for rule, count in data.dropped.items()]
-    lines += ["", "## Evaluation (held-out set)", "", "| metric | base | tuned | delta | CI low | CI high | P(tuned > base) |"]
-    lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
-    for m in evaluation.get("metrics", []):
-        lines.append(
-            f"| {m.get('name')} | {_fmt(m.get('base'))} | {_fmt(m.get('tuned'))} | {_fmt(m.get('delta'))} | "
-            f"{_fmt(m.get('ciLow'))} | {_fmt(m.get('ciHigh'))} | {_fmt(m.get('pBetter'))} |"
-        )
-    lines += ["", "## Gates", ""]
-    for g in evaluation.get("gates", []):
-        lines.append(f"- {'PASS' if g.get('passed') else 'FAIL'}: {g.get('message') or g.get('metric')}")
+    lines += ["", "## Evaluation (held-out set)", ""]
+    if evaluation:
+        lines += ["| metric | base | tuned | delta | CI low | CI high | P(tuned > base) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for m in evaluation.get("metrics", []):
+            lines.append(
+                f"| {m.get('name')} | {_fmt(m.get('base'))} | {_fmt(m.get('tuned'))} | {_fmt(m.get('delta'))} | "
+                f"{_fmt(m.get('ciLow'))} | {_fmt(m.get('ciHigh'))} | {_fmt(m.get('pBetter'))} |"
+            )
+        lines += ["", "## Gates", ""]
+        for g in evaluation.get("gates", []):
+            lines.append(f"- {'PASS' if g.get('passed') else 'FAIL'}: {g.get('message') or g.get('metric')}")
+    else:
+        lines.append("Not evaluated (no evaluation ran: disabled, or the run ended before it).")
     if loss_png:
         lines += ["", "## Loss", "", f"![loss]({loss_png.name})"]
     if metrics_png:

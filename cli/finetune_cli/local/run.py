@@ -71,6 +71,7 @@ class RunState:
     failed: str | None = None  # the phase that failed
     served: bool | None = None  # None: not attempted
     stopped_by: str | None = None  # the signal's name
+    unevaluated: bool = False  # trained with `evaluation.enabled: false`: no gates to pass
 
 
 ServeMode = Literal["off", "answer", "keep"]  # no serving; serve, ask one question, stop; and go on serving
@@ -88,6 +89,8 @@ def verdict(state: RunState) -> str:
     """The run's verdict over every phase: the report's title and the terminal's `verdict:` line."""
     if state.stopped_by and not state.served:  # a stop after the answer (--keep-serving) ends a finished run
         return f"STOPPED during {state.current}" if state.current else "STOPPED"
+    if state.unevaluated:  # as the operator: trained, then served (or Succeeded) without gates
+        return "TRAINED (evaluation disabled), SERVING FAILED" if state.served is False else "TRAINED (evaluation disabled)"
     passed = state.evaluation.get("passed")
     if passed is True:
         return "PASSED gates, SERVING FAILED" if state.served is False else "PASSED"
@@ -406,10 +409,14 @@ def _pipeline(
     if merges_before_eval(job):  # as the operator's evaluation Job does: a full model needs no merge
         phase("merge", lambda: attempt("merge", trainer_argv("merge", config_path)))
 
-    evaluated = EvaluateSummary.parse(phase("evaluate", lambda: attempt("evaluate", trainer_argv("evaluate", config_path))))
-    state.evaluation = _full_eval_report(layout) or (evaluated.to_wire() if evaluated is not None else {})
-    if not state.evaluation.get("passed"):
-        return EXIT_REJECTED
+    if config.spec.evaluation.enabled:
+        evaluated = EvaluateSummary.parse(phase("evaluate", lambda: attempt("evaluate", trainer_argv("evaluate", config_path))))
+        state.evaluation = _full_eval_report(layout) or (evaluated.to_wire() if evaluated is not None else {})
+        if not state.evaluation.get("passed"):
+            return EXIT_REJECTED
+    else:
+        state.unevaluated = True
+        ui.console.print("evaluate: skipped (spec.evaluation.enabled is false)")
 
     if serve != "off" and config.spec.serving.enabled:
         return _serve_and_ask(config, layout, ui, state, keep=serve == "keep")
@@ -488,7 +495,8 @@ def _final_table(console: Console, state: RunState, report: Path) -> None:
             str(m.get("name")),
             *[f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "–" for k in ("base", "tuned", "delta", "pBetter")],
         )
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     for g in state.evaluation.get("gates", []):
         mark = "[green]PASS[/green]" if g.get("passed") else "[red]FAIL[/red]"
         console.print(f"{mark} {g.get('message') or g.get('metric')}")

@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[3]
         (RunState(evaluation={"passed": False}), "REJECTED"),
         (RunState(failed="train"), "FAILED in train"),
         (RunState(current="train", stopped_by="SIGTERM"), "STOPPED during train"),
+        (RunState(current="serve", stopped_by="SIGINT", evaluation={"passed": True}, served=True), "PASSED"),  # --keep-serving
+        (RunState(unevaluated=True, served=True), "TRAINED (evaluation disabled)"),
+        (RunState(unevaluated=True, served=False, failed="serving"), "TRAINED (evaluation disabled), SERVING FAILED"),
     ],
 )
 def test_the_verdict_covers_every_phase(state: RunState, expected: str) -> None:
