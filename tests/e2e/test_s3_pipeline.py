@@ -25,7 +25,7 @@ import pytest
 from finetune_trainer.tiny_model import LABELS, build_tiny_model
 from tests.harness.cluster import build, missing_binaries
 from tests.harness.objectstore import ObjectStore
-from tests.harness.operator import Operator, get, setup_namespace, status, wait_for
+from tests.harness.operator import Operator, claim_dir, setup_namespace, status, wait_for
 from tests.harness.podrunner import NODE_SELECTOR, TOLERATIONS
 
 pytestmark = pytest.mark.e2e
@@ -58,16 +58,6 @@ def written_by_the_project(cluster, namespace: str, roots: list[Path]) -> Iterat
     for root in roots:
         for path in (p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
             yield str(path), path.read_bytes()
-
-
-def claim_dir(cluster, namespace: str, claim: str) -> Path:
-    """The host directory of a bound claim (kwok binds `standard` claims to hostPath volumes)."""
-    volume = wait_for(f"claim {claim} bound",
-                      lambda: ((get(cluster, namespace, "pvc", claim) or {}).get("spec") or {}).get("volumeName"))
-    pv = json.loads(cluster.kubectl("get", "pv", volume, "-o", "json").stdout)
-    path = Path(pv["spec"]["hostPath"]["path"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def job_manifest(name: str, namespace: str) -> dict:
