@@ -9,6 +9,8 @@ from __future__ import annotations
 
 
 def main(config_path: str) -> int:
+    import shutil
+
     from finetune_api.contract.sources import FetchSummary
     from finetune_api.resolved import ArtifactLayout, ResolvedConfig
     from finetune_trainer.atomic_json import write_json_atomic
@@ -25,6 +27,8 @@ def main(config_path: str) -> int:
             tmp = link.with_name(f".{link.name}.tmp")
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(source.path)
+            if link.is_dir() and not link.is_symlink():  # a copied work directory holds a copy where the link was
+                shutil.rmtree(link)
             tmp.replace(link)
         write_json_atomic(layout.sources_json, summary.to_wire())
         return summary
