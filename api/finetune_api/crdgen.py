@@ -248,6 +248,8 @@ def job_crd() -> dict[str, Any]:
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
         {"name": "Eval", "type": "string", "jsonPath": ".status.evaluation.score"},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.serving.endpoint"},
+        {"name": "Canary", "type": "string", "jsonPath": ".status.serving.canary.state"},
+        {"name": "Tuned%", "type": "integer", "jsonPath": ".status.serving.canary.share"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
         {"name": "Queue", "type": "string", "jsonPath": ".spec.queue.name", "priority": 1},

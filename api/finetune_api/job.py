@@ -651,10 +651,36 @@ class TrackingSpec(ApiModel):
 
 # --------------------------------------------------------------------------------------- serving
 class CanarySpec(ApiModel):
-    """Send a share of the traffic of the stable Service to the tuned model, the rest to the base."""
+    """Progressive delivery with a verdict: send a share of the stable Service's requests to the tuned
+    model and the rest to its base, compare the two arms on the signals vLLM exports on `/metrics`
+    (HTTP 5xx rate, end-to-end latency p50 and p95), then promote the tuned model (100 %) or roll back
+    (0 %, the job ends `Rejected` naming the signal and its numbers)."""
 
-    weight: int = Field(default=10, ge=0, le=100)
-    """Percent of requests for the tuned model."""
+    weight: int = Field(default=10, ge=1, le=99)
+    """Percent of requests for the tuned model during the analysis. Without Gateway API the split is a
+    replica ratio and `status.serving.canary.share` states the share actually routed."""
+    duration_seconds: int = Field(default=600, ge=10, le=7 * 86400)
+    """The analysis lasts at least this long."""
+    min_requests: int = Field(default=100, ge=1, le=10_000_000)
+    """...and until each arm has answered at least this many completion requests."""
+    timeout_seconds: int = Field(default=3600, ge=60, le=14 * 86400)
+    """Deadline of the analysis: an arm short of `minRequests` by then rolls the canary back."""
+    max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)
+    """Allowed HTTP 5xx rate of the tuned arm above the base arm's (0.01: one percentage point)."""
+    max_latency_ratio: float = Field(default=1.2, ge=1, le=100)
+    """Allowed ratio of the tuned arm's end-to-end latency p50 and p95 to the base arm's."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    f"{opt('self.timeoutSeconds', 3600)} > {opt('self.durationSeconds', 600)}",
+                    "timeoutSeconds must be longer than durationSeconds (the analysis needs its duration)",
+                    ".timeoutSeconds",
+                ),
+            ]
+        }
+    }
 
 
 _RESERVED_FLAGS_CEL = "[" + ",".join(f"'{f}'" for f in RESERVED_FLAGS) + "]"
@@ -949,6 +975,27 @@ class EvaluationStatus(StatusModel):
     evaluated_generation: int | None = None
 
 
+class CanaryStatus(StatusModel):
+    """Where the canary stands: its state, the share of requests the tuned arm receives now, and the numbers
+    of the analysis."""
+
+    state: Literal["Analyzing", "Promoted", "RolledBack"] = "Analyzing"
+    generation: int = 0
+    """The generation this canary belongs to (a new generation starts a new canary)."""
+    split: Literal["HTTPRoute", "Replicas"] = "Replicas"
+    """How traffic is split: HTTPRoute weights, or the replica ratio behind the stable Service."""
+    share: int = 0
+    """Percent of requests routed to the tuned model now (with `Replicas`: tuned / all replicas)."""
+    tuned_replicas: int = 0
+    base_replicas: int = 0
+    started_at: str | None = None
+    tuned_requests: int = 0
+    """Completion requests the tuned arm answered in the analysis window."""
+    base_requests: int = 0
+    verdict: str = ""
+    """The analysis' latest reading, then its verdict with the numbers."""
+
+
 class ServingStatus(StatusModel):
     """The served endpoint."""
 
@@ -958,6 +1005,7 @@ class ServingStatus(StatusModel):
     ready_replicas: int = 0
     deployment: str = ""
     served_generation: int | None = None
+    canary: CanaryStatus | None = None
 
 
 class QueueStatus(StatusModel):

@@ -17,7 +17,6 @@ Topology:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +46,7 @@ from .common import (
     with_scratch_storage,
     serving_placement,
 )
+from .canary import CanaryRoute, canary_route, canary_split, canary_weight
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
 from .resolve import namespace, output_uri
 from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
@@ -93,23 +93,6 @@ def serving_endpoint(job: FineTuneJob) -> str:
     name = job.metadata.name
     service = stable_service_name(name) if job.spec.serving.canary else serve_name(name)
     return f"http://{service}.{namespace(job)}.svc:{VLLM_PORT}/v1"
-
-
-def canary_split(replicas: int, weight: int) -> tuple[int, int]:
-    """(tuned, base) replicas for a canary of `weight` percent over `replicas` in all.
-
-    Half rounds up; a split canary keeps at least one replica on each arm (so a total of 1 becomes
-    1 + 1). Weight 10 over 10 replicas is 1 tuned and 9 base; 10% over 3 replicas is 1 and 2 (33%).
-    """
-    if replicas == 0:
-        return 0, 0
-    if weight <= 0:
-        return 0, replicas
-    if weight >= 100:
-        return replicas, 0
-    total = max(replicas, 2)
-    tuned = min(max(math.floor(total * weight / 100 + 0.5), 1), total - 1)
-    return tuned, total - tuned
 
 
 # ----------------------------------------------------------------------------- adapter pool
@@ -367,9 +350,9 @@ def build_serving_objects(
         deployment = _arm_deployment(job, settings, serve_name(name), "tuned", _tuned_server(job, settings, serving.replicas))
         return [deployment, _service(object_meta(job, serve_name(name), "serve"), _selector(deployment))]
 
-    tuned_replicas, base_replicas = canary_split(serving.replicas, serving.canary.weight)
-    tuned = _arm_deployment(job, settings, serve_name(name), "tuned", _tuned_server(job, settings, tuned_replicas))
-    base = _arm_deployment(job, settings, base_arm_name(name), "base", _base_server(job, settings, base_replicas))
+    route = canary_route(job, settings)
+    tuned = _arm_deployment(job, settings, serve_name(name), "tuned", _tuned_server(job, settings, route.tuned_replicas))
+    base = _arm_deployment(job, settings, base_arm_name(name), "base", _base_server(job, settings, route.base_replicas))
     group = {LABEL_MODEL_GROUP: name}
     objects = [
         tuned,
@@ -379,7 +362,7 @@ def build_serving_objects(
     ]
     if settings.gateway_api:
         objects.append(_service(object_meta(job, base_arm_name(name), "serve"), _selector(base)))
-        objects.append(_http_route(job, serving.canary.weight))
+        objects.append(_http_route(job, route.weight))
     return objects
 
 
@@ -409,10 +392,13 @@ def _http_route(job: FineTuneJob, weight: int) -> dict[str, Any]:
 
 
 __all__ = [
+    "CanaryRoute",
     "PoolMember",
     "base_model_name",
     "build_serving_objects",
+    "canary_route",
     "canary_split",
+    "canary_weight",
     "default_max_model_len",
     "serving_max_model_len",
     "pool_member",

@@ -14,18 +14,22 @@ from finetune_api import FineTuneJob, TERMINAL_PHASES
 from finetune_api.contract.vllm import pooled_base_name
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
 from finetune_api.common import Condition
-from finetune_api.job import Artifacts, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus
+from finetune_api.job import Artifacts, CanaryStatus, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus
 from ..builders import names
+from ..builders.canary import canary_route
 from ..builders.resolve import output_uri
 from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
 from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
 from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
+from .canary import Arms, Keep, Promote, judge
 from .failures import ReconcileFailure
 from .observed import JobState, ObservedChildren, format_time, parse_time
 from .status import changes, find_condition, model_patch, nested_model, revised, set_condition
 
 DEPLOY_POLL_SECONDS = 5.0
+CANARY_POLL_SECONDS = 15.0
+"""How often a canary's analysis reads both arms' `/metrics`."""
 AFTER_TRAINING = ("Evaluating", "Deploying", "Serving", "Succeeded", "Rejected")
 
 
@@ -671,16 +675,111 @@ def _deploying(plan: Plan, children: ObservedChildren, settings: OperatorSetting
         plan.do(Requeue(DEPLOY_POLL_SECONDS))
         return
     gen = plan.generation
+    canary = _canary_started(plan, settings)
     plan.set(serving=ServingStatus(endpoint=serving.endpoint, ready_replicas=serving.ready_replicas,
                                    deployment=names.serve_name(plan.name), served_generation=gen,
-                                   model_names=[f"{plan.name}@{gen}", plan.name]))
+                                   model_names=[f"{plan.name}@{gen}", plan.name], canary=canary))
     plan.condition("Deployed", True, "Deployed", f"{serving.ready_replicas} ready replica(s)")
     plan.condition("Ready", True, "SmokeRequestOk", serving.smoke_message or "a chat completion came back")
     plan.transition("Serving", "Serving", f"serving at {serving.endpoint}")
+    if canary is not None:
+        spec = plan.job.spec.serving.canary
+        assert spec is not None
+        plan.event("CanaryStarted", f"{canary.share}% of requests to the tuned model ({_split_text(canary)}); "
+                                    f"analysis for at least {spec.duration_seconds}s and {spec.min_requests} "
+                                    f"request(s) per arm, deadline {spec.timeout_seconds}s")
+        plan.do(Requeue(CANARY_POLL_SECONDS))
+
+
+# -- the canary (reconcile/canary.py judges; DESIGN.md §5.4) -------------------------------------------
+
+def _canary_started(plan: Plan, settings: OperatorSettings) -> CanaryStatus | None:
+    if plan.job.spec.serving.canary is None:
+        return None
+    route = canary_route(plan.job, settings)
+    return CanaryStatus(state="Analyzing", generation=plan.generation, split=route.split, share=route.share,
+                        tuned_replicas=route.tuned_replicas, base_replicas=route.base_replicas,
+                        started_at=plan.now_text, verdict="analysis started")
+
+
+def _split_text(canary: CanaryStatus) -> str:
+    if canary.split == "HTTPRoute":
+        return "HTTPRoute weights"
+    return f"replica ratio: {canary.tuned_replicas} tuned / {canary.tuned_replicas + canary.base_replicas} replicas"
+
+
+def _current_canary(plan: Plan) -> CanaryStatus | None:
+    serving = plan.status.serving
+    canary = serving.canary if serving else None
+    if canary is None or canary.generation != plan.generation or plan.job.spec.serving.canary is None:
+        return None
+    return canary
+
+
+def _serving(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    """Serving waits for a spec change (handled before the phase step), or runs its canary to a verdict."""
+    canary = _current_canary(plan)
+    if canary is None:
+        return
+    if canary.state == "Analyzing":
+        _analyze(plan, children, canary)
+    else:
+        _route_canary(plan, settings, canary)
+
+
+def _analyze(plan: Plan, children: ObservedChildren, canary: CanaryStatus) -> None:
+    """Read both arms, judge: keep analysing, promote, or roll back (the job ends `Rejected`). The new
+    weights are applied by the next reconcile (`_route_canary`), after the verdict is recorded."""
+    spec = plan.job.spec.serving.canary
+    assert spec is not None
+    started = parse_time(canary.started_at) or plan.now
+    elapsed = (plan.now - started).total_seconds()
+    arms = children.canary
+    if arms is None:
+        arms = Arms()
+        if elapsed < spec.timeout_seconds:
+            plan.do(Requeue(CANARY_POLL_SECONDS))
+            return
+    verdict = judge(spec, arms, elapsed)
+    unread = f"; /metrics not read from {', '.join(arms.unread)}" if arms.unread else ""
+    counts = {"tuned_requests": round(arms.tuned.requests), "base_requests": round(arms.base.requests)}
+    if isinstance(verdict, Keep):
+        plan.update("serving", canary=revised(canary, verdict=(verdict.message + unread)[:1024], **counts))
+        plan.do(Requeue(CANARY_POLL_SECONDS))
+    elif isinstance(verdict, Promote):
+        plan.update("serving", canary=revised(canary, state="Promoted", verdict=verdict.message[:1024], **counts))
+        plan.event("CanaryPromoted", f"promoting the tuned model to 100%: {verdict.message}"[:1024])
+    else:
+        message = f"canary rolled back on {verdict.signal}: {verdict.message}"[:1024]
+        plan.update("serving", canary=revised(canary, state="RolledBack", verdict=message, **counts))
+        plan.condition("Ready", False, "CanaryRolledBack", message)
+        plan.transition("Rejected", "CanaryRolledBack", message, warning=True)
+
+
+def _route_canary(plan: Plan, settings: OperatorSettings, canary: CanaryStatus) -> None:
+    """After a verdict: apply the arms at 100 % or 0 % (the builders read the verdict from the status),
+    then record the share now routed."""
+    route = canary_route(plan.job, settings)
+    if (canary.share, canary.tuned_replicas, canary.base_replicas) == (route.share, route.tuned_replicas,
+                                                                        route.base_replicas):
+        return
+    routed = revised(canary, share=route.share, split=route.split, tuned_replicas=route.tuned_replicas,
+                     base_replicas=route.base_replicas)
+    plan.do(Apply("serving"))
+    plan.update("serving", canary=routed)
+    model = "tuned model" if canary.state == "Promoted" else "base model (rolled back)"
+    plan.event("CanaryRouted", f"all requests to the {model}: tuned share {route.share}% ({_split_text(routed)})")
+
+
+def _rejected(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    """Rejected waits for a spec change; a canary rolled back still routes everything to the base."""
+    canary = _current_canary(plan)
+    if canary is not None and canary.state == "RolledBack":
+        _route_canary(plan, settings, canary)
 
 
 def _idle(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
-    """Serving, Succeeded and Rejected wait for a spec change (handled before the phase step)."""
+    """Succeeded waits for a spec change (handled before the phase step)."""
 
 
 _PHASES = {
@@ -690,7 +789,7 @@ _PHASES = {
     "Training": _training,
     "Evaluating": _evaluating,
     "Deploying": _deploying,
-    "Serving": _idle,
+    "Serving": _serving,
     "Succeeded": _idle,
-    "Rejected": _idle,
+    "Rejected": _rejected,
 }

@@ -15,6 +15,7 @@ from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.termination import PhaseSummary
 from finetune_api.queue import Flavor
 from ..builders.training_job import training_failure_kind
+from .canary import Arms
 
 JobOutcome = Literal["running", "succeeded", "failed"]
 Summary = TypeVar("Summary", bound=PhaseSummary)
@@ -168,6 +169,8 @@ class ObservedChildren:
     """The spec the job's ConfigMap was rendered from (read only when the generation moved)."""
     namespace_usage: NamespaceUsage | None = None
     """Read for a Pending job whose namespace has caps."""
+    canary: Arms | None = None
+    """Both arms' counts in the canary's analysis window (read while its analysis runs)."""
 
 
 # -- from API objects -----------------------------------------------------------------------------

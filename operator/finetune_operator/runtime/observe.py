@@ -27,6 +27,7 @@ from ..settings import OperatorSettings
 from .executor import Executor
 from .indexes import Indexes
 from .api_keys import ApiKeyMissing, ApiKeys
+from .canary import CanaryReader
 from .job_cache import JobCache, Key
 from .pools import PoolController, pool_key
 from .smoke import smoke_base_url, smoke_request
@@ -40,6 +41,7 @@ class Observer:
     def __init__(self, k8s: K8s, settings: OperatorSettings, executor: Executor, indexes: Indexes,
                  cache: JobCache, pools: PoolController, api_keys: ApiKeys) -> None:
         self.k8s = k8s
+        self.canary = CanaryReader(k8s, executor)
         self.cache = cache
         self.pools = pools
         self.api_keys = api_keys
@@ -50,6 +52,7 @@ class Observer:
 
     def forget(self, key: Key) -> None:
         self.progress_read.pop(key, None)
+        self.canary.forget(key)
 
     def _namespace_usage(self, ns: str, name: str) -> NamespaceUsage:
         """The other jobs of the namespace that have started and not ended, from this process's cache (a
@@ -84,6 +87,8 @@ class Observer:
             observed = dataclasses.replace(observed, namespace_usage=self._namespace_usage(ns, name))
         if phase == "Deploying":
             observed = dataclasses.replace(observed, serving=await self._serving(job))
+        if phase == "Serving" and _canary_analyzing(job):
+            observed = dataclasses.replace(observed, canary=await self.canary.read(job))
         generation = job.metadata.generation or 1
         if status and (status.observed_generation or 0) < generation and phase in AFTER_TRAINING:
             observed = dataclasses.replace(observed, config_spec=await self._config_spec(ns, name))
@@ -159,3 +164,11 @@ class Observer:
         ok, message = await self.executor.call(smoke_request, base, job.metadata.name, token)
         return ServingState(ready=True, ready_replicas=ready_replicas, smoke_ok=ok, smoke_message=message,
                             endpoint=builders.serving_endpoint(job))
+
+
+def _canary_analyzing(job: FineTuneJob) -> bool:
+    """The job's canary of this generation is still being analysed (its arms' `/metrics` are read)."""
+    serving = job.status.serving if job.status else None
+    canary = serving.canary if serving else None
+    return (job.spec.serving.canary is not None and canary is not None and canary.state == "Analyzing"
+            and canary.generation == (job.metadata.generation or 1))

@@ -55,7 +55,7 @@ def test_job_crd_has_columns_short_names_and_status() -> None:
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["shortNames"] == ["ftj"]
     names = [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c]
-    assert names == ["Phase", "Progress", "Eval", "Endpoint", "Age"]
+    assert names == ["Phase", "Progress", "Eval", "Endpoint", "Canary", "Tuned%", "Age"]
 
 
 def _validator(kind: str) -> jsonschema.Draft4Validator:

@@ -1,0 +1,72 @@
+"""The canary's readings (the edge of `reconcile.canary`): each arm's ready replicas' `/metrics`, as counts
+since the analysis window started.
+
+The window's start samples are kept in memory per job and generation: after an operator restart the
+counts start again from the first reading (the deadline, kept in the status, does not move). `/metrics`
+is outside vLLM's API-key guard (which covers `/v1` paths only), so no key is sent."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from finetune_api import FineTuneJob
+from finetune_api.contract.vllm import VLLM_PORT
+
+from ..builders.common import LABEL_ARM, LABEL_JOB, LABEL_MODEL_GROUP
+from ..k8s import K8s
+from ..reconcile.canary import ArmMetrics, Arms, parse_metrics, window
+from ..reconcile.pool import replica_of
+from .executor import Executor
+from .job_cache import Key
+from .pools import VLLM_CONTAINER
+
+log = logging.getLogger("finetune_operator.canary")
+TIMEOUT_SECONDS = 10.0
+ARMS = ("tuned", "base")
+
+Samples = dict[str, ArmMetrics]
+"""Per replica (`<pod>@<container start>`) counters."""
+
+
+def read_metrics(url: str) -> ArmMetrics:
+    """One replica's `/metrics`; raises `httpx.HTTPError` when it does not answer."""
+    response = httpx.get(f"{url}/metrics", timeout=TIMEOUT_SECONDS)
+    response.raise_for_status()
+    return parse_metrics(response.text)
+
+
+class CanaryReader:
+    def __init__(self, k8s: K8s, executor: Executor) -> None:
+        self.k8s = k8s
+        self.executor = executor
+        self.starts: dict[tuple[Key, int], dict[str, Samples]] = {}
+
+    def forget(self, key: Key) -> None:
+        for window_key in [k for k in self.starts if k[0] == key]:
+            del self.starts[window_key]
+
+    async def read(self, job: FineTuneJob) -> Arms:
+        """Both arms' counts since this generation's window started (the first reading starts it)."""
+        ns, name = job.metadata.namespace or "", job.metadata.name
+        now: dict[str, Samples] = {}
+        unread: list[str] = []
+        for arm in ARMS:
+            selector = f"{LABEL_JOB}={name},{LABEL_MODEL_GROUP}={name},{LABEL_ARM}={arm}"
+            pods = await self.executor.call(self.k8s.list, "Pod", ns, selector)
+            now[arm] = {}
+            for replica in filter(None, (replica_of(p, VLLM_CONTAINER, VLLM_PORT) for p in pods)):
+                if not (replica.container_ready and replica.url):
+                    continue
+                try:
+                    metrics = await self.executor.call(read_metrics, replica.url)
+                except httpx.HTTPError as e:
+                    log.info("canary %s/%s: /metrics of %s: %s", ns, name, replica.pod, e)
+                    unread.append(replica.pod)
+                    continue
+                now[arm][f"{replica.pod}@{replica.started_at}"] = metrics
+        start = self.starts.setdefault(((ns, name), job.metadata.generation or 1), now)
+        return Arms(tuned=window(start["tuned"], now["tuned"]), base=window(start["base"], now["base"]),
+                    unread=tuple(unread))
+
