@@ -18,6 +18,7 @@ KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KUEUE_VERSION=v0.17.0        # tests/api/test_kueue_mode.py applies its CRDs from the module cache
 COREDNS_VERSION=v1.15.0      # keep in sync with tests/coredns/go.mod
+GATEWAY_API_VERSION=v1.5.0   # tests/api/test_canary.py applies its HTTPRoute CRD from the module cache
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6   # weed 4.53: the S3-compatible store of the storage tests
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -117,5 +118,10 @@ build weed "$SEAWEEDFS_VERSION $(go version)" \
         src=\"\$OUT/src\"; cp -r \"$GOMODCACHE/github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION\" \"\$src\"; \
         chmod -R u+w \"\$src\"; cd \"\$src\" && $NICE go build -trimpath -ldflags='-s -w' -o \"\$OUT/weed\" ./weed; \
         rm -rf \"\$src\""
+
+# Gateway API: only its CRDs are used (nothing is built); the module cache holds the release's
+# config/crd/standard. A download, so it runs every time (go skips a module it already has).
+log "gateway-api $GATEWAY_API_VERSION CRDs ..."
+(cd "$CACHE" && $NICE go mod download "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
 
 log "versions: $("$BIN/ft-controlplane" version); kwok $KWOK_VERSION; helm $("$BIN/helm" version --short 2>/dev/null || echo "$HELM_VERSION"); kueue $KUEUE_VERSION; coredns $COREDNS_VERSION"

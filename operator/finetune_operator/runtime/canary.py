@@ -23,18 +23,26 @@ from .job_cache import Key
 from .pools import VLLM_CONTAINER
 
 log = logging.getLogger("finetune_operator.canary")
-TIMEOUT_SECONDS = 10.0
+TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+"""A replica in the cluster network connects at once; one that does not is counted as unread."""
 ARMS = ("tuned", "base")
 
 Samples = dict[str, ArmMetrics]
 """Per replica (`<pod>@<container start>`) counters."""
 
 
+class MetricsUnreadable(RuntimeError):
+    """A replica's `/metrics` did not answer, or not in the Prometheus text format."""
+
+
 def read_metrics(url: str) -> ArmMetrics:
-    """One replica's `/metrics`; raises `httpx.HTTPError` when it does not answer."""
-    response = httpx.get(f"{url}/metrics", timeout=TIMEOUT_SECONDS)
-    response.raise_for_status()
-    return parse_metrics(response.text)
+    """One replica's `/metrics`."""
+    try:
+        response = httpx.get(f"{url}/metrics", timeout=TIMEOUT)
+        response.raise_for_status()
+        return parse_metrics(response.text)
+    except (httpx.HTTPError, ValueError) as e:
+        raise MetricsUnreadable(f"{url}/metrics: {e}") from None
 
 
 class CanaryReader:
@@ -61,8 +69,8 @@ class CanaryReader:
                     continue
                 try:
                     metrics = await self.executor.call(read_metrics, replica.url)
-                except httpx.HTTPError as e:
-                    log.info("canary %s/%s: /metrics of %s: %s", ns, name, replica.pod, e)
+                except MetricsUnreadable as e:
+                    log.info("canary %s/%s: %s: %s", ns, name, replica.pod, e)
                     unread.append(replica.pod)
                     continue
                 now[arm][f"{replica.pod}@{replica.started_at}"] = metrics

@@ -1,0 +1,98 @@
+"""A canary on the real API server with Gateway API's HTTPRoute CRD (the pinned release's, from the Go
+module cache): the operator splits traffic with an HTTPRoute at the spec's weight, and a canary whose
+analysis ends without evidence is rolled back by itself: the job ends `Rejected` naming the signal and
+the numbers, the HTTPRoute and the arms' replicas route everything to the base, `kubectl get ftj` shows
+the canary's state and share, and each step is an Event.
+
+kwok's vLLM pods never answer, so two things stand in for vLLM here: the smoke request's success (the
+test writes the `Serving` status with the canary's start that the operator writes after it, as
+`test_operator.admit` writes the queue's admission), and the arms' `/metrics`, which cannot be read
+(kwok's pod addresses do not connect). The analysis of real readings is proven in the unit tier on a
+real vLLM server's exposition (tests/unit/operator/reconcile/test_canary.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import pytest
+
+from tests.api.test_operator import events_of, ftj
+from tests.harness.cluster import CACHE_DIR, REPO
+from tests.harness.operator import Operator, PodDriver, get, setup_namespace, status, wait_for, wait_phase
+from tests.harness.summaries import PREPARED, TRAINED, evaluated
+
+pytestmark = pytest.mark.api
+
+GATEWAY_API_VERSION = re.search(r"^GATEWAY_API_VERSION=(\S+)",
+                                (REPO / "scripts" / "build-controlplane.sh").read_text(), re.M).group(1)
+HTTPROUTE_CRD = (CACHE_DIR / "go" / "pkg" / "mod" / "sigs.k8s.io" / f"gateway-api@{GATEWAY_API_VERSION}" / "config"
+                 / "crd" / "standard" / "gateway.networking.k8s.io_httproutes.yaml")
+CANARY = {"weight": 25, "durationSeconds": 60, "minRequests": 5, "timeoutSeconds": 120}
+
+
+def route_weights(cluster, namespace: str, name: str) -> list[tuple[str, int]] | None:
+    route = get(cluster, namespace, "httproute", name)
+    if route is None:
+        return None
+    return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def replicas(cluster, namespace: str, name: str) -> int | None:
+    deployment = get(cluster, namespace, "deployment", name)
+    return None if deployment is None else deployment["spec"]["replicas"]
+
+
+def test_a_canary_without_evidence_is_rolled_back_through_its_httproute(cluster, namespace, operator_kubeconfig,
+                                                                         tmp_path):
+    assert HTTPROUTE_CRD.is_file(), f"{HTTPROUTE_CRD} missing: scripts/build-controlplane.sh downloads it"
+    cluster.kubectl("apply", "--server-side", "-f", str(HTTPROUTE_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/httproutes.gateway.networking.k8s.io", "--timeout=60s")
+    setup_namespace(cluster, namespace)
+    pods = PodDriver(cluster, namespace)
+    pods.on("prepare", 0, PREPARED)
+    pods.on("train", 0, TRAINED)
+    pods.on("eval", 0, evaluated(True))
+    operator = Operator(operator_kubeconfig, tmp_path / "operator.log", FT_QUEUE_MODE="none",
+                        FT_GATEWAY_API="true").start()
+    try:
+        serving = {"mode": "adapter", "replicas": 2, "gpus": 0, "canary": CANARY}
+        cluster.apply({**ftj("cny", serving=serving), "metadata": {"name": "cny", "namespace": namespace}})
+        wait_phase(cluster, namespace, "cny", "Deploying", timeout=120)
+        assert wait_for("the canary's HTTPRoute", lambda: route_weights(cluster, namespace, "cny")) == [
+            ("cny-serve", 25), ("cny-base", 75)]
+        assert (replicas(cluster, namespace, "cny-serve"), replicas(cluster, namespace, "cny-base")) == (1, 1)
+
+        # What the operator writes once the smoke request answers, with the analysis begun 200 s ago:
+        # past its 120 s deadline with no arm's /metrics read.
+        started = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=200)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        canary = {"state": "Analyzing", "generation": 1, "split": "HTTPRoute", "share": 25, "tunedReplicas": 1,
+                  "baseReplicas": 1, "startedAt": started}
+        patch = {"status": {"phase": "Serving", "serving": {"endpoint": f"http://cny.{namespace}.svc:8000/v1",
+                                                            "canary": canary}}}
+        cluster.kubectl("patch", "finetunejob", "cny", "-n", namespace, "--subresource=status", "--type=merge",
+                        "-p", json.dumps(patch))
+
+        rejected = wait_phase(cluster, namespace, "cny", "Rejected", timeout=60)
+        assert rejected["reason"] == "CanaryRolledBack"
+        assert rejected["message"].startswith(
+            "canary rolled back on traffic: the tuned and base arm(s) answered fewer than minRequests 5 within "
+            "timeoutSeconds 120 (tuned 0, base 0 request(s))"), rejected["message"]
+        assert wait_for("the HTTPRoute at 0 %", lambda: route_weights(cluster, namespace, "cny") == [
+            ("cny-serve", 0), ("cny-base", 100)])
+        assert (replicas(cluster, namespace, "cny-serve"), replicas(cluster, namespace, "cny-base")) == (0, 2)
+        routed = wait_for("the share routed", lambda: (s := status(cluster, namespace, "cny"))["serving"]["canary"]
+                          .get("share") == 0 and s["serving"]["canary"])
+        assert (routed["state"], routed["split"], routed["baseReplicas"]) == ("RolledBack", "HTTPRoute", 2)
+
+        table = cluster.kubectl("get", "ftj", "cny", "-n", namespace).stdout.splitlines()
+        header, row = table[0].split(), table[1].split()
+        assert header[:7] == ["NAME", "PHASE", "PROGRESS", "EVAL", "ENDPOINT", "CANARY", "TUNED%"], table
+        assert row[0] == "cny" and "Rejected" in row and row[-3:-1] == ["RolledBack", "0"], table
+
+        reasons = events_of(cluster, namespace, "cny")
+        assert {"CanaryRolledBack", "CanaryRouted"} <= set(reasons), reasons
+    finally:
+        pods.close()
+        operator.stop()  # also asserts no call was refused by RBAC (the HTTPRoute patch included)
