@@ -989,6 +989,8 @@ class CanaryStatus(StatusModel):
     tuned_replicas: int = 0
     base_replicas: int = 0
     started_at: str | None = None
+    read_at: str | None = None
+    """When the counts below were read (written at most every poll interval)."""
     tuned_requests: int = 0
     """Completion requests the tuned arm answered in the analysis window."""
     base_requests: int = 0

@@ -5,7 +5,8 @@ Two jobs pass their gates one after the other (their prepare, training and evalu
 nodes with the trainer's typed summaries, `PodDriver`); the operator loads each adapter into the one
 running pool replica through vLLM's run-time API, and both answer while the vLLM process never restarts.
 Every call carries the namespace's API key (vLLM refuses one without it). A vLLM process killed mid-way comes back (the pod runner restarts the container) and gets both adapters
-again before its readiness gate lets traffic in; a deleted job's adapter disappears from the replica.
+again before its readiness gate lets traffic in (and the canary's `/metrics` reader counts exactly the requests
+it then answers); a deleted job's adapter disappears from the replica.
 
 The prepare pod reports the base model's real content digest, which keys the pool. Only the pool's pods run on the local runner: the admin's pool definition (`FT_ADAPTER_POOL`) places
 them there. The adapters are untrained (peft's B = 0), since what is checked is where they are served,
@@ -30,6 +31,8 @@ from finetune_api.contract.artifacts import tree_digest
 from finetune_api.contract.summaries import PrepareSummary
 from finetune_operator.builders.names import pool_name
 from finetune_operator.builders.serving import adapter_dir
+from finetune_operator.reconcile.canary import window
+from finetune_operator.runtime.canary import read_metrics
 from finetune_operator.settings import OperatorSettings
 from finetune_trainer.tiny_model import build_tiny_model
 from tests.api.test_operator import ftj
@@ -147,7 +150,12 @@ def test_adapters_join_a_running_pool_survive_a_restart_and_leave_with_their_job
         restarted = wait_for("the restarted replica to be Ready", ready_again, timeout=SERVE_TIMEOUT, interval=1)
         assert vllm_pid(restarted) != pid
         assert {"alpha@1", "alpha", "beta@1", "beta"} <= listed(url)
+        # the canary's reader on this real vLLM's /metrics: exactly these two answers in its window
+        before = read_metrics(url.removesuffix("/v1"))
         assert answer(url, "alpha") and answer(url, "beta@1")
+        counted = window({"replica": before}, {"replica": read_metrics(url.removesuffix("/v1"))})
+        assert (counted.requests, counted.errors, counted.latency[-1][1]) == (2, 0, 2), counted
+        assert counted.latency_quantile(0.95) is not None
 
         # 4. a deleted job's adapter leaves the replica; the other stays
         cluster.kubectl("delete", "finetunejob", "alpha", "-n", namespace, "--wait=false")

@@ -744,8 +744,13 @@ def _analyze(plan: Plan, children: ObservedChildren, canary: CanaryStatus) -> No
     unread = f"; /metrics not read from {', '.join(arms.unread)}" if arms.unread else ""
     counts = {"tuned_requests": round(arms.tuned.requests), "base_requests": round(arms.base.requests)}
     if isinstance(verdict, Keep):
-        plan.update("serving", canary=revised(canary, verdict=(verdict.message + unread)[:1024], **counts))
-        plan.do(Requeue(CANARY_POLL_SECONDS))
+        # The reading is written once per poll: each write is a watch event and reconciles again.
+        last = parse_time(canary.read_at)
+        since = (plan.now - last).total_seconds() if last else CANARY_POLL_SECONDS
+        if since >= CANARY_POLL_SECONDS:
+            plan.update("serving", canary=revised(canary, verdict=(verdict.message + unread)[:1024],
+                                                  read_at=plan.now_text, **counts))
+        plan.do(Requeue(CANARY_POLL_SECONDS - since if since < CANARY_POLL_SECONDS else CANARY_POLL_SECONDS))
     elif isinstance(verdict, Promote):
         plan.update("serving", canary=revised(canary, state="Promoted", verdict=verdict.message[:1024], **counts))
         plan.event("CanaryPromoted", f"promoting the tuned model to 100%: {verdict.message}"[:1024])

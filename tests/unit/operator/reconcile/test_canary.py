@@ -178,11 +178,18 @@ def test_a_canary_reaching_serving_starts_its_analysis_with_an_event():
     assert Requeue(15.0) in actions
 
 
-def test_analysing_records_the_counts_and_comes_back():
-    actions = decide(canary_job("Analyzing"), children(canary=Arms(tuned=arm(10), base=arm(30))), NOW, OperatorSettings())
+def test_analysing_records_the_counts_once_per_poll_and_comes_back():
+    job = canary_job("Analyzing")
+    actions = decide(job, children(canary=Arms(tuned=arm(10), base=arm(30))), NOW, OperatorSettings())
     canary = status_patch(actions)["serving"]["canary"]
     assert (canary["state"], canary["tunedRequests"], canary["baseRequests"]) == ("Analyzing", 10, 30)
+    assert canary["readAt"] == "2030-01-01T12:00:00Z"
     assert Requeue(15.0) in actions and not any(isinstance(a, Apply) for a in actions)
+    # the write reconciles again at once: new counts wait for the next poll instead of writing in a loop
+    recorded = apply_patch(job, status_patch(actions))
+    again = decide(recorded, children(canary=Arms(tuned=arm(12), base=arm(33))), NOW + dt.timedelta(seconds=4),
+                   OperatorSettings())
+    assert again == [Requeue(11.0)]
 
 
 def test_a_canary_that_does_as_well_is_promoted_then_routed_to_100_percent():
