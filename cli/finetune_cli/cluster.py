@@ -111,6 +111,10 @@ def format_status(job: FineTuneJob) -> str:
     if status.serving and status.serving.endpoint:
         s = status.serving
         lines.append(f"serving: {s.endpoint} models {', '.join(s.model_names)} ({s.ready_replicas} ready)")
+        if s.canary is not None:
+            c = s.canary
+            lines.append(f"canary: {c.state}, tuned share {c.share}% ({c.split}: {c.tuned_replicas} tuned / "
+                         f"{c.base_replicas} base replicas); {c.verdict}")
     return "\n".join(lines)
 
 

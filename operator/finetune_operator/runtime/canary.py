@@ -74,7 +74,10 @@ class CanaryReader:
                     unread.append(replica.pod)
                     continue
                 now[arm][f"{replica.pod}@{replica.started_at}"] = metrics
-        start = self.starts.setdefault(((ns, name), job.metadata.generation or 1), now)
+        current = ((ns, name), job.metadata.generation or 1)
+        for older in [k for k in self.starts if k[0] == current[0] and k != current]:
+            del self.starts[older]  # a new generation's canary starts a new window
+        start = self.starts.setdefault(current, now)
         return Arms(tuned=window(start["tuned"], now["tuned"]), base=window(start["base"], now["base"]),
                     unread=tuple(unread))
 

@@ -7,6 +7,7 @@ import pytest
 
 from finetune_api import FineTuneJob
 from finetune_api.job import (
+    CanaryStatus,
     EvaluationStatus,
     FineTuneJobStatus,
     GateResult,
@@ -46,6 +47,16 @@ def test_status_of_a_serving_job_shows_progress_evaluation_gates_and_endpoint():
     assert any(line.split() == ["exact_match", "0.000", "0.970", "0.970"] for line in lines), lines
     assert "  gate passed: exact_match: tuned 0.970 ≥ min 0.800" in lines
     assert lines[-1] == "serving: http://support-serve.team-a.svc:8000/v1 models support (1 ready)"
+
+
+def test_status_of_a_canary_shows_its_state_true_share_and_verdict():
+    canary = CanaryStatus(state="RolledBack", split="Replicas", share=0, tuned_replicas=0, base_replicas=3,
+                          verdict="canary rolled back on errorRate: HTTP 5xx rate 10.0% (6/60) on the tuned arm")
+    status = FineTuneJobStatus(phase="Rejected", serving=ServingStatus(endpoint="http://support.team-a.svc:8000/v1",
+                                                                      model_names=["support"], canary=canary))
+    assert format_status(job(status)).splitlines()[-1] == (
+        "canary: RolledBack, tuned share 0% (Replicas: 0 tuned / 3 base replicas); canary rolled back on errorRate: "
+        "HTTP 5xx rate 10.0% (6/60) on the tuned arm")
 
 
 def test_status_while_training_shows_the_eta_and_a_failed_job_its_reason():
