@@ -46,7 +46,7 @@ from .common import (
     with_scratch_storage,
     serving_placement,
 )
-from .canary import CanaryRoute, canary_route, canary_split, canary_weight
+from .canary import canary_route, canary_split
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
 from .resolve import namespace, output_uri
 from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
@@ -392,13 +392,10 @@ def _http_route(job: FineTuneJob, weight: int) -> dict[str, Any]:
 
 
 __all__ = [
-    "CanaryRoute",
     "PoolMember",
     "base_model_name",
     "build_serving_objects",
-    "canary_route",
     "canary_split",
-    "canary_weight",
     "default_max_model_len",
     "serving_max_model_len",
     "pool_member",
