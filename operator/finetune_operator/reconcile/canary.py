@@ -135,7 +135,7 @@ class Arms:
     tuned: ArmMetrics = field(default_factory=ArmMetrics)
     base: ArmMetrics = field(default_factory=ArmMetrics)
     unread: tuple[str, ...] = ()
-    """Ready replicas whose `/metrics` could not be read this time (their counts are missing)."""
+    """Replicas whose `/metrics` could not be read this time, or not ready (their counts are missing)."""
 
 
 def _pct(rate: float) -> str:

@@ -755,7 +755,7 @@ def _analyze(plan: Plan, children: ObservedChildren, canary: CanaryStatus) -> No
         plan.update("serving", canary=revised(canary, state="Promoted", verdict=verdict.message[:1024], **counts))
         plan.event("CanaryPromoted", f"promoting the tuned model to 100%: {verdict.message}"[:1024])
     else:
-        message = f"canary rolled back on {verdict.signal}: {verdict.message}"[:1024]
+        message = f"canary rolled back on {verdict.signal}: {verdict.message}{unread}"[:1024]
         plan.update("serving", canary=revised(canary, state="RolledBack", verdict=message, **counts))
         plan.condition("Ready", False, "CanaryRolledBack", message)
         plan.transition("Rejected", "CanaryRolledBack", message, warning=True)

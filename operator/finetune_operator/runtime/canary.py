@@ -66,6 +66,7 @@ class CanaryReader:
             now[arm] = {}
             for replica in filter(None, (replica_of(p, VLLM_CONTAINER, VLLM_PORT) for p in pods)):
                 if not (replica.container_ready and replica.url):
+                    unread.append(f"{replica.pod} (not ready)")
                     continue
                 try:
                     metrics = await self.executor.call(read_metrics, replica.url)

@@ -226,6 +226,15 @@ def test_a_canary_that_does_worse_is_rolled_back_and_rejected_with_the_reason():
     assert status_patch(routed)["serving"]["canary"]["share"] == 0
 
 
+def test_a_roll_back_for_lack_of_traffic_names_the_replicas_not_read():
+    late = NOW + dt.timedelta(seconds=900)
+    arms = Arms(tuned=ArmMetrics(), base=arm(80), unread=("demo-serve-1 (not ready)",))
+    patch = status_patch(decide(canary_job("Analyzing"), children(canary=arms), late, OperatorSettings()))
+    assert patch["message"] == ("canary rolled back on traffic: the tuned arm(s) answered fewer than minRequests 50 "
+                                "within timeoutSeconds 900 (tuned 0, base 80 request(s)); /metrics not read from "
+                                "demo-serve-1 (not ready)")
+
+
 def test_the_analysis_deadline_rolls_back_even_without_readings():
     late = NOW + dt.timedelta(seconds=900)
     patch = status_patch(decide(canary_job("Analyzing"), children(), late, OperatorSettings()))
