@@ -216,3 +216,35 @@ def test_an_upload_the_store_refuses_fails_naming_the_bucket_and_key(tmp_path: P
     assert denied.returncode == 1, output
     assert f"s3://{BUCKET}/runs/job-a/adapter/adapter_config.json: access denied" in output and "spec.output.secretRef" in output
     assert "Traceback" not in output and store.reader.secret_access_key not in output
+
+
+def test_an_evaluation_suites_dataset_from_s3_is_fetched_with_its_secret_and_evaluated_from_the_cache(
+    tmp_path: Path, store: ObjectStore, run_fetch: Callable[..., FetchRun],  # noqa: F811
+) -> None:
+    from finetune_api.job import DatasetRef, EvaluationSpec
+    from finetune_api.resolved import load_resolved_config
+    from finetune_trainer.evaluation.suites import eval_sets
+
+    suite_uri = f"s3://{BUCKET}/data/train.jsonl"
+    (tmp_path / "train.jsonl").write_bytes(TRAIN)
+    base = job_config(tmp_path, {"uri": "pvc://models/tiny"}, {"uri": str(tmp_path / "train.jsonl")}, tmp_path / "cache")
+    evaluation = EvaluationSpec.model_validate({"suites": [
+        {"name": "tickets", "dataset": {"uri": suite_uri, "secretRef": {"name": "evals"}}}]})
+    held_out = str(tmp_path / "train.jsonl")
+    datasets = base.spec.datasets.model_copy(update={"eval": DatasetRef(uri=held_out)})
+    config = base.model_copy(update={
+        "spec": base.spec.model_copy(update={"evaluation": evaluation, "datasets": datasets}),
+        "paths": base.paths.model_copy(update={"model": str(tmp_path), "eval": held_out, "suites": {"tickets": suite_uri}})})
+    without = run_fetch(config, {**ANONYMOUS, "AWS_ENDPOINT_URL": store.endpoint})
+    assert without.returncode == 1 and suite_uri in without.output and "secretRef" in without.output, without.output
+
+    fetched = run_fetch(config, secret_env(store, "suite0"))
+    assert fetched.returncode == 0, fetched.output
+    assert fetched.summary is not None
+    (suite,) = [s for s in fetched.summary.sources if s.role == "suite0"]
+    assert suite.uri == suite_uri and suite.identity.startswith(f"s3:{BUCKET}/data/train.jsonl#sha256:")
+    phase_config = load_resolved_config(Path(config.paths.output).parent / "config.json")
+    assert phase_config.paths.suites == {"tickets": suite.path} and Path(suite.path).is_relative_to(tmp_path / "cache")
+    tickets = next(s for s in eval_sets(phase_config) if s.name == "tickets")
+    assert tickets.source == suite.path and len(tickets.items) == 50 and tickets.items[0].prompt[-1]["content"] == "2+2?"
+    assert store.reader.secret_access_key not in without.output + fetched.output
