@@ -171,6 +171,10 @@ class BridgeCNI:
         self._remove(sandbox.name, f"{self.bridge}v{host_octet}")
         self.addresses.release(ipaddress.IPv4Address(sandbox.ip))
 
+    def delete_bridge(self) -> None:
+        """Remove the node's bridge (once every pod's namespace is gone)."""
+        PodBridge(self.bridge, self.network, self.gateway).delete()
+
     @staticmethod
     def _remove(netns: str, host_veth: str) -> None:
         ip("netns", "delete", netns, check=False)

@@ -105,7 +105,7 @@ class LocalRunnerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self.dns.stop()
-        if self.bridge:
+        if self.bridge:  # the runner removes it when it stops; this covers a runner that was killed
             self.bridge.delete()
 
 

@@ -212,6 +212,8 @@ class Runner:
         for w in workers:
             w.join(self.stop_grace + 15)
         self.log_server.stop()
+        if self.cni is not None:  # the bridge goes with its node, also when the fixture's process was killed
+            self.cni.delete_bridge()
         if delete_node:
             try:
                 self.core.delete_node(self.node_name)

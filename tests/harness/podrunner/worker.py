@@ -169,7 +169,9 @@ class PodWorker(threading.Thread):
             return self.gone.is_set() or self.delete_requested is not None or self.runner.stopping.is_set()
 
     def _await_deletion(self) -> None:
-        """A terminal pod keeps its status; when it gets deleted, finish the deletion."""
+        """A terminal pod keeps its status (and its podIP there) but not its network namespace, as with a
+        kubelet; when it gets deleted, finish the deletion."""
+        self._release_network()
         while not self.gone.is_set() and not self.runner.stopping.is_set():
             with self.lock:
                 if self.delete_requested is not None:
