@@ -72,8 +72,8 @@ class PodBridge:
         """Claim a free /24 of the pool and bring its bridge up; the reason as a string if this machine cannot."""
         if shutil.which("ip") is None:
             return "iproute2 (`ip`) is not installed"
-        subnets = list(ipaddress.ip_network(pool or os.environ.get(POOL_ENV) or DEFAULT_POOL)
-                       .subnets(new_prefix=POD_PREFIX_LENGTH))
+        pool = pool or os.environ.get(POOL_ENV) or DEFAULT_POOL
+        subnets = list(ipaddress.ip_network(pool).subnets(new_prefix=POD_PREFIX_LENGTH))
         taken = _host_networks()
         start = os.getpid() % len(subnets)
         for i in range(len(subnets)):
@@ -95,7 +95,7 @@ class PodBridge:
                 bridge.delete()
                 return str(e)
             return bridge
-        return f"no free /{POD_PREFIX_LENGTH} left in the pod network pool {pool or DEFAULT_POOL}"
+        return f"no /{POD_PREFIX_LENGTH} of the pod network pool {pool} is free of the host's addresses and other runners"
 
     def delete(self) -> None:
         """Remove the bridge and any pod namespace of its subnet left behind (a runner that was killed)."""
