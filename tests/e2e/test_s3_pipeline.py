@@ -43,11 +43,11 @@ BUCKET = "private-models"
 
 
 @pytest.fixture
-def object_store(tmp_path: Path):
-    """SeaweedFS with a private bucket holding the tiny chat model."""
+def object_store(tmp_path: Path, local_runner):
+    """SeaweedFS with a private bucket holding the tiny chat model, where the runner's pods reach the host."""
     if missing_binaries(["weed"]):
         build()
-    store = ObjectStore(tmp_path / "seaweedfs", (BUCKET,)).start()
+    store = ObjectStore(tmp_path / "seaweedfs", (BUCKET,), address=local_runner.host_address).start()
     try:
         build_tiny_model(REPO / ".cache" / "models" / "tiny-chat")
         store.put_tree(BUCKET, "tiny-chat", REPO / ".cache" / "models" / "tiny-chat")
