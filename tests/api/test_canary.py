@@ -48,7 +48,11 @@ def test_a_canary_without_evidence_is_rolled_back_through_its_httproute(cluster,
                                                                          tmp_path):
     assert HTTPROUTE_CRD.is_file(), f"{HTTPROUTE_CRD} missing: scripts/build-controlplane.sh downloads it"
     cluster.kubectl("apply", "--server-side", "-f", str(HTTPROUTE_CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/httproutes.gateway.networking.k8s.io", "--timeout=60s")
+    # `kubectl wait` errors out at once on a CRD the apiserver's cache does not show yet: poll instead
+    wait_for("the HTTPRoute CRD established", lambda: any(
+        c["type"] == "Established" and c["status"] == "True"
+        for c in ((get(cluster, "", "crd", "httproutes.gateway.networking.k8s.io") or {}).get("status") or {})
+        .get("conditions") or []), timeout=60)
     setup_namespace(cluster, namespace)
     pods = PodDriver(cluster, namespace)
     pods.on("prepare", 0, PREPARED)
