@@ -93,11 +93,49 @@ class ModelSpec(ApiModel):
 
 # --------------------------------------------------------------------------------------- data
 DatasetFormat = Literal["auto", "messages", "prompt_completion", "preference"]
+DatasetFileFormat = Literal["auto", "jsonl", "parquet", "saved_dataset"]
+
+
+class ColumnMapping(ApiModel):
+    """The dataset's own column names for the row fields (each unset field keeps its own name)."""
+
+    messages: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column holding the chat (a list of `{role, content}` messages)."""
+    prompt: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column holding the prompt (a string, or a list of messages)."""
+    completion: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column holding the answer of a prompt/completion row."""
+    chosen: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column holding the preferred answer of a preference pair."""
+    rejected: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column holding the dispreferred answer of a preference pair."""
+    reference: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column holding the reference answer (GRPO rewards, evaluation)."""
+    id: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column holding the row's id."""
+    metadata: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column holding the row's metadata object (graders read `item.metadata`)."""
+    category: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column naming the row's slice in evaluation reports (`evaluation.sliceBy`)."""
+    tools: str | None = Field(default=None, min_length=1, max_length=256)
+    """The column holding the tool definitions of a messages row."""
 
 
 class DatasetRef(ApiModel):
-    """One dataset: a JSON Lines file (or a directory of them)."""
+    """One dataset: a JSON Lines or Parquet file, a directory of them, or a Hugging Face `datasets`
+    directory written by `save_to_disk`."""
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    f"!has(self.split) || {opt('self.fileFormat', 'auto')} in ['auto', 'saved_dataset']",
+                    "split names a split of a DatasetDict saved with save_to_disk: fileFormat must be auto or saved_dataset",
+                    ".split",
+                ),
+            ]
+        }
+    }
     uri: str = Field(pattern=URI_PATTERN, max_length=1024)
     """`pvc://<claim>/<path>`, `s3://bucket/prefix`, `hf://org/name[@revision]` or a local path (for
     `ftctl run`). S3 and hub datasets are fetched once into the source cache."""
@@ -106,6 +144,14 @@ class DatasetRef(ApiModel):
     format: DatasetFormat = "auto"
     """Row format: chat `messages`, `prompt`/`completion`, or preference pairs (`chosen`/`rejected`).
     `auto` detects it from the first row and then requires every row to match."""
+    file_format: DatasetFileFormat = "auto"
+    """File format: `jsonl`, `parquet`, or `saved_dataset` (a `Dataset` or `DatasetDict` directory
+    written by `save_to_disk`). `auto` detects it: a saved dataset's metadata files, Parquet's magic
+    bytes (or a `.parquet` name), else JSON Lines; a directory holds `*.jsonl` and `*.parquet` files."""
+    split: str | None = Field(default=None, min_length=1, max_length=256)
+    """The split to read from a `DatasetDict` saved to disk (needed when it has more than one)."""
+    columns: ColumnMapping | None = None
+    """The dataset's column names for the row fields, e.g. `{prompt: question, completion: answer}`."""
 
 
 class DataSpec(ApiModel):

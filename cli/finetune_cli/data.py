@@ -1,8 +1,10 @@
-"""`ftctl data check FILE... [--format F] [--model DIR]`: the prepare phase's checks, locally.
+"""`ftctl data check FILE... [--format F] [--file-format F] [--split S] [--column OURS=THEIRS] [--model DIR]`:
+the prepare phase's checks, locally.
 
-Each file is checked on its own as the method's training data (no leakage across files). Without
-`--model` only the structural checks run; with it also the chat template, over-length, trainable
-tokens and end-of-turn checks. Every finding prints as `file:line: rule-id: message`.
+Each file (JSONL, Parquet, or a dataset saved with `save_to_disk`) is checked on its own as the
+method's training data (no leakage across files). Without `--model` only the structural checks run;
+with it also the chat template, over-length, trainable tokens and end-of-turn checks. Every finding
+prints as `file:row: rule-id: message` (a JSONL file's row is its line).
 Exit 0: the data is usable; 2: it is not; 4: a file could not be read (store unreachable).
 """
 
@@ -16,6 +18,7 @@ EXIT_USABLE = 0
 EXIT_NOT_USABLE = 2
 EXIT_UNREADABLE = 4
 FORMATS = ("auto", "messages", "prompt_completion", "preference")
+FILE_FORMATS = ("auto", "jsonl", "parquet", "saved_dataset")
 PURPOSES = ("sft", "dpo", "grpo", "eval")
 
 
@@ -29,6 +32,9 @@ def data_check(
     loss_on: str = "assistant",
     chat_template: str | None = None,
     out: TextIO | None = None,
+    file_format: str = "auto",
+    split: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> int:
     """Check each file; print findings and a summary line per file; return the exit code."""
     from finetune_trainer.data.prepare import CheckSettings, SplitSource, check_datasets
@@ -52,18 +58,18 @@ def data_check(
     )
     summaries = []
     for path in files:
-        source = SplitSource("train", path, fmt or "auto", method)  # type: ignore[arg-type]
+        source = SplitSource("train", path, fmt or "auto", method, file_format, split, columns or {})  # type: ignore[arg-type]
         try:
             outcome = check_datasets([source], settings, tokenizer, Findings())
         except SourceUnavailable as exc:
             print(f"{path}: cannot read: {exc}", file=out)
             return EXIT_UNREADABLE
         findings.extend(outcome.findings.items)
-        split = outcome.splits["train"]
+        result = outcome.splits["train"]
         errors = sum(1 for f in outcome.findings.items if f.severity == "error")
-        tokens = f", {split.encoded.tokens} tokens" if split.encoded is not None else ""
+        tokens = f", {result.encoded.tokens} tokens" if result.encoded is not None else ""
         summaries.append(
-            f"{path}: {split.rows} rows, {len(split.kept)} usable ({split.format or 'unknown format'}{tokens}), "
+            f"{path}: {result.rows} rows, {len(result.kept)} usable ({result.format or 'unknown format'}{tokens}), "
             f"{errors} errors, {len(outcome.findings.items) - errors} other findings"
         )
     for line in findings.printable():
@@ -84,14 +90,31 @@ def _cmd_check(args: argparse.Namespace) -> int:
         method=args.method,
         over_length=args.over_length,
         loss_on=args.loss_on,
+        file_format=args.file_format,
+        split=args.split,
+        columns=dict(args.column),
     )
+
+
+def _column(text: str) -> tuple[str, str]:
+    """`OURS=THEIRS`, as `spec.datasets.*.columns` maps a field to the dataset's column."""
+    from finetune_api.job import ColumnMapping
+
+    ours, sep, theirs = text.partition("=")
+    if not sep or not theirs or ours not in ColumnMapping.model_fields:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=COLUMN, FIELD one of {', '.join(ColumnMapping.model_fields)}")
+    return ours, theirs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     """Add `check` to the `ftctl data` subcommands."""
-    p = subparsers.add_parser("check", help="check JSONL datasets the way the prepare phase does")
-    p.add_argument("files", nargs="+", help="JSONL files or directories (local, pvc://, s3://, hf://)")
+    p = subparsers.add_parser("check", help="check datasets the way the prepare phase does")
+    p.add_argument("files", nargs="+", help="JSONL or Parquet files, directories of them, or saved datasets (local, pvc://, hf://)")
     p.add_argument("--format", choices=FORMATS, default="auto", help="row format (default: detect per file)")
+    p.add_argument("--file-format", choices=FILE_FORMATS, default="auto", help="file format (default: detect)")
+    p.add_argument("--split", help="the split of a DatasetDict saved to disk")
+    p.add_argument("--column", type=_column, action="append", default=[], metavar="FIELD=COLUMN",
+                   help="the dataset's column for one of our fields, e.g. prompt=question (repeatable)")
     p.add_argument("--model", help="base model directory: also check the chat template and token lengths")
     p.add_argument("--max-length", type=int, default=1024, help="datasets.maxLength (default 1024)")
     p.add_argument("--method", choices=PURPOSES, default="sft", help="what the data is for (default sft)")

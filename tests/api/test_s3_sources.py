@@ -110,3 +110,34 @@ def test_a_changed_object_is_a_new_identity(tmp_path: Path, store: ObjectStore, 
     assert old.identity != new.identity and new.downloaded_bytes == 4
     assert (Path(new.path) / "model.safetensors").read_bytes() == b"two!"
     assert (Path(old.path) / "model.safetensors").read_bytes() == b"one", "a cached entry never changes"
+
+
+def test_a_parquet_dataset_from_s3_is_checked_with_its_column_mapping(
+    tmp_path: Path, store: ObjectStore, run_fetch: Callable[..., FetchRun],  # noqa: F811
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from finetune_api.resolved import load_resolved_config
+    from finetune_trainer.data.prepare import CheckSettings, check_datasets, sources_from_config
+
+    rows = [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(1, 9)]
+    rows[5]["answer"] = ""
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), seed / "part-0.parquet")
+    store.put_tree(BUCKET, "qa", seed)
+    train = {"uri": f"s3://{BUCKET}/qa", "secretRef": {"name": "data"}, "columns": {"prompt": "question", "completion": "answer"}}
+    config = job_config(tmp_path, {"uri": f"s3://{BUCKET}/tiny-llm", "secretRef": {"name": "data"}}, train, tmp_path / "cache")
+    fetched = run_fetch(config, secret_env(store, "model", "train"))
+    assert fetched.returncode == 0, fetched.output
+
+    phase_config = load_resolved_config(Path(config.paths.output).parent / "config.json")
+    outcome = check_datasets(sources_from_config(phase_config), CheckSettings(), None)
+    split = outcome.splits["train"]
+    (parquet,) = split.files
+    assert parquet.format == "parquet" and Path(parquet.name).name == "part-0.parquet"
+    assert Path(parquet.name).is_relative_to(tmp_path / "cache")
+    assert (split.rows, len(split.examples), split.format) == (8, 7, "prompt_completion")
+    assert split.examples[0].prompt == [{"role": "user", "content": "What is 1+1?"}]
+    assert [str(f) for f in outcome.findings.errors] == [f"{parquet.name}:6: FT006 empty-content: completion is empty"]

@@ -32,13 +32,24 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def tracked_quickstart(out: Path, tracking_uri: str) -> Path:
-    """The quickstart manifest with its paths made absolute and the run tracked in MLflow."""
+    """The quickstart manifest with its paths made absolute and the run tracked in MLflow; its data
+    as a user's own would be: the training set a Parquet file whose chat column is `conversation`
+    (mapped by `columns`), the eval set the `test` split of a DatasetDict saved with `save_to_disk`."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     examples = REPO / "examples"
     doc = yaml.safe_load((examples / "quickstart.yaml").read_text())
     spec = doc["spec"]
     spec["model"]["uri"] = str((examples / spec["model"]["uri"]).resolve())
-    for split in ("train", "validation", "eval"):
-        spec["datasets"][split]["uri"] = str(examples / spec["datasets"][split]["uri"])
+    spec["datasets"]["validation"]["uri"] = str(examples / spec["datasets"]["validation"]["uri"])
+    rows = {split: [json.loads(line) for line in (examples / spec["datasets"][split]["uri"]).read_text().splitlines()]
+            for split in ("train", "eval")}
+    pq.write_table(pa.Table.from_pylist([{"conversation": r["messages"]} for r in rows["train"]]), out.parent / "train.parquet")
+    spec["datasets"]["train"] = {"uri": str(out.parent / "train.parquet"), "columns": {"messages": "conversation"}}
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(rows["eval"])}).save_to_disk(str(out.parent / "support-tickets"))
+    spec["datasets"]["eval"] = {"uri": str(out.parent / "support-tickets"), "fileFormat": "saved_dataset", "split": "test"}
     spec["tracking"] = {"mlflow": {"uri": tracking_uri, "experiment": "e2e-quickstart"}}
     out.write_text(yaml.safe_dump(doc))
     return out
@@ -55,6 +66,10 @@ def test_quickstart_passes_its_gate_serves_an_answer_and_is_recorded_in_mlflow(t
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"ftctl run exited {proc.returncode}:\n{output[-6000:]}"
     assert "verdict: PASSED" in output
+
+    data = json.loads((workdir / "artifacts" / "data" / "report.json").read_text())
+    assert data["splits"]["train"]["files"] == [str(tmp_path / "train.parquet")] and data["splits"]["train"]["examples"] == 400
+    assert data["splits"]["eval"]["files"] == [str(tmp_path / "support-tickets" / "test")] and data["splits"]["eval"]["examples"] == 60
 
     report = (workdir / "report.md").read_text()
     assert report.startswith("# FineTuneJob `quickstart` — PASSED")

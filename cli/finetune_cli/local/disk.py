@@ -49,8 +49,11 @@ def _weights_bytes(model_dir: str) -> int:
 
 
 def _input_bytes(config: ResolvedConfig) -> int:
+    """The datasets' size: files, directories of data files, or saved datasets."""
+    from finetune_trainer.fetch.cache import tree_bytes
+
     paths = [config.paths.train, config.paths.validation, config.paths.eval]
-    return sum(Path(p).stat().st_size for p in paths if p and Path(p).is_file())
+    return sum(tree_bytes(Path(p))[0] for p in paths if p and Path(p).exists())
 
 
 def required_bytes(phase: str, config: ResolvedConfig) -> int:

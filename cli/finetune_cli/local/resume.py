@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from finetune_api.contract.artifacts import tree_digest
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_trainer.atomic_json import write_json_atomic
 
@@ -63,12 +64,13 @@ def phase_outputs(phase: str, config: ResolvedConfig) -> list[Path]:
 
 
 def phase_inputs(phase: str, config: ResolvedConfig) -> dict[str, str]:
-    """Digests of what a phase reads besides the config: the dataset files for prepare (the later
-    phases read prepare's outputs, which are checked through prepare's record)."""
+    """Digests of what a phase reads besides the config: the datasets for prepare, a file or a
+    directory (of data files, or a saved dataset); the later phases read prepare's outputs, which are
+    checked through prepare's record."""
     if phase != "prepare":
         return {}
     paths = [config.paths.train, config.paths.validation, config.paths.eval]
-    return {p: file_digest(Path(p)) for p in paths if p and Path(p).is_file()}
+    return {p: file_digest(Path(p)) if Path(p).is_file() else tree_digest(p) for p in paths if p and Path(p).exists()}
 
 
 def config_digest(config: ResolvedConfig) -> str:

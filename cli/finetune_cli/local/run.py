@@ -445,14 +445,16 @@ def _full_eval_report(layout: ArtifactLayout) -> dict[str, Any]:
     return {k: report[k] for k in ("passed", "score", "metrics", "gates", "items") if k in report}
 
 
-def _first_eval_prompt(config: ResolvedConfig) -> list[dict[str, str]]:
-    path = Path(config.paths.eval or config.paths.validation or config.paths.train)
-    with path.open() as handle:
-        row = json.loads(handle.readline())
-    if "messages" in row:
-        messages = row["messages"]
-        return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
-    return [{"role": "user", "content": row.get("prompt", "")}]
+def _first_eval_prompt(config: ResolvedConfig) -> list[dict[str, Any]]:
+    """The first held-out prompt, read as evaluation reads it (any file format, the column mapping);
+    the first training prompt when there is no held-out set."""
+    from finetune_trainer.evaluation.items import EvalDataError, held_out_items, read_items
+
+    try:
+        items, _ = held_out_items(config)
+    except EvalDataError:
+        items = read_items(config.paths.train, config.spec.datasets.train)
+    return items[0].prompt
 
 
 def _serve_and_ask(config: ResolvedConfig, layout: ArtifactLayout, ui: Ui, state: RunState, keep: bool) -> int:

@@ -4,7 +4,8 @@ Three formats (TRL's): chat `messages`, `prompt`/`completion` (strings, or lists
 preference pairs `chosen`/`rejected` with an optional `prompt` (without one, the two conversations
 must share everything but their last turn). Every row becomes an `Example` whose conversation is a
 list of `{"role", "content"}` messages: a string prompt is one user turn, a string answer one
-assistant turn. A row's structural problems become findings with its file and line.
+assistant turn. A row's structural problems become findings with its file and row (a JSONL file's
+line). The rows come from `sources.SourceFile.rows`, the one reader of every file format.
 
 What a row must hold depends on its use (`Purpose`): `sft` needs a final assistant turn to learn from,
 `dpo` a preference pair, `grpo` a prompt (a final assistant turn or `completion` is its reference),
@@ -14,7 +15,7 @@ What a row must hold depends on its use (`Purpose`): `sft` needs a final assista
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,11 +28,12 @@ from .rules import (
     NO_ANSWER,
     ROLE,
     ROLE_ORDER,
+    SOURCE,
     UNKNOWN_KEY,
     VALUE_TYPE,
     Findings,
 )
-from .sources import SourceFile
+from .sources import NotJson, SourceFile, UnreadableFile
 
 Format = Literal["messages", "prompt_completion", "preference"]
 Purpose = Literal["sft", "dpo", "grpo", "eval"]
@@ -291,44 +293,44 @@ def parse_file(
     declared: Literal["auto", "messages", "prompt_completion", "preference"],
     purpose: Purpose,
     findings: Findings,
+    columns: Mapping[str, str] | None = None,
 ) -> tuple[list[Example], Format | None, int]:
-    """Check every line of one file. Returns the good rows, the file's format and the rows read."""
+    """Check every row of one file (`columns`: our field names → the dataset's). Returns the good
+    rows, the file's format and the rows read."""
     fmt: Format | None = None if declared == "auto" else declared
     fmt_line = 0
     examples: list[Example] = []
     read = 0
     name = source.name
-    loads = json.loads
-    for number, raw in enumerate(source.lines(), start=1):
-        if not raw.strip():
-            continue
-        read += 1
-        try:
-            row = loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            findings.add(JSON_PARSE, name, number, f"not valid JSON: {exc}")
-            continue
-        if not isinstance(row, dict):
-            findings.add(JSON_PARSE, name, number, f"a row must be a JSON object, not {type(row).__name__}")
-            continue
-        row_fmt = detect_format(row)
-        if row_fmt is None:
-            keys = ", ".join(sorted(map(str, row))) or "no keys"
-            findings.add(FORMAT, name, number, f"row has none of messages, prompt/completion, chosen/rejected (it has {keys})")
-            continue
-        if fmt is None:
-            fmt, fmt_line = row_fmt, number
+    try:
+        for number, row in source.rows(columns):
+            read += 1
+            if isinstance(row, NotJson):
+                findings.add(JSON_PARSE, name, number, row.message)
+                continue
+            if not isinstance(row, dict):
+                findings.add(JSON_PARSE, name, number, f"a row must be a JSON object, not {type(row).__name__}")
+                continue
+            row_fmt = detect_format(row)
+            if row_fmt is None:
+                keys = ", ".join(sorted(map(str, row))) or "no keys"
+                findings.add(FORMAT, name, number, f"row has none of messages, prompt/completion, chosen/rejected (it has {keys})")
+                continue
+            if fmt is None:
+                fmt, fmt_line = row_fmt, number
+                if fmt not in ACCEPTED[purpose]:
+                    findings.add(METHOD_FORMAT, name, number, _method_message(fmt, purpose))
+            elif row_fmt != fmt:
+                origin = f"{'line' if source.format == 'jsonl' else 'row'} {fmt_line}" if fmt_line else "the dataset's declared format"
+                findings.add(FORMAT, name, number, f"{row_fmt} row in a {fmt} file ({origin}); use one format per file")
+                continue
             if fmt not in ACCEPTED[purpose]:
-                findings.add(METHOD_FORMAT, name, number, _method_message(fmt, purpose))
-        elif row_fmt != fmt:
-            origin = f"line {fmt_line}" if fmt_line else "the dataset's declared format"
-            findings.add(FORMAT, name, number, f"{row_fmt} row in a {fmt} file ({origin}); use one format per file")
-            continue
-        if fmt not in ACCEPTED[purpose]:
-            continue
-        ex = normalise_row(row, fmt, purpose, name, number, findings)
-        if ex is not None:
-            examples.append(ex)
+                continue
+            ex = normalise_row(row, fmt, purpose, name, number, findings)
+            if ex is not None:
+                examples.append(ex)
+    except UnreadableFile as exc:
+        findings.add(SOURCE, name, 0, str(exc))
     if declared != "auto" and declared not in ACCEPTED[purpose] and read:
         findings.add(METHOD_FORMAT, name, 0, _method_message(declared, purpose))
     return examples, fmt, read

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +30,7 @@ from finetune_api.contract.artifacts import tree_digest
 from finetune_api.contract.exit_codes import INFRASTRUCTURE_ERROR, OK, USER_ERROR
 from finetune_api.contract.summaries import PrepareSummary
 from finetune_api.contract.termination import FailureReason
-from finetune_api.job import DataReport
+from finetune_api.job import DataReport, DatasetRef
 from finetune_api.contract.sources import FetchSummary
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
@@ -47,7 +48,7 @@ from .model_fit import (
 from .prepared import clear_pointer, content_hash, write_json_atomic, write_prepared
 from .report import build_report, cost_estimate, count_parameters, length_histogram, length_stats, render_markdown, summary
 from .rules import Findings
-from .sources import MissingData, SourceFile, SourceUnavailable, fingerprint, read_dataset
+from .sources import DeclaredFileFormat, MissingData, SourceFile, SourceUnavailable, column_mapping, fingerprint, read_dataset
 from .tokenize import Encoded, LossOn, OverLength, Tokenizer, TokenizerUnavailable, encode_sft, load_tokenizer, measure, tokenizer_finding
 
 DeclaredFormat = Literal["auto", "messages", "prompt_completion", "preference"]
@@ -71,12 +72,26 @@ class CheckSettings:
 
 @dataclass(frozen=True)
 class SplitSource:
-    """A split to check: where it is, its declared format, and what it is used for."""
+    """A split to check: where it is, its declared row and file formats, the dataset's column names
+    for our fields, and what it is used for."""
 
     name: str
     uri: str
     format: DeclaredFormat = "auto"
     purpose: Purpose = "sft"
+    file_format: DeclaredFileFormat = "auto"
+    split: str | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, name: str, path: str, ref: DatasetRef, purpose: Purpose) -> SplitSource:
+        """The split a spec dataset names, read from `path` (where the phase finds it)."""
+        return cls(name, path, ref.format, purpose, ref.file_format, ref.split, column_mapping(ref))
+
+    @property
+    def location(self) -> tuple[str, str, str | None]:
+        """What identifies the files read (two splits on one location read it once)."""
+        return self.uri, self.file_format, self.split
 
 
 @dataclass
@@ -148,14 +163,14 @@ def check_datasets(
     splits: dict[str, SplitResult] = {}
     # The validation set doubles as the eval set when there is no eval set: read each location once.
     # Failures are not cached, so every split that names a missing location gets its own finding.
-    files_by_uri: dict[str, list[SourceFile]] = {}
+    files_by_location: dict[tuple[str, str, str | None], list[SourceFile]] = {}
     for src in sources:
         result = SplitResult(src)
         splits[src.name] = result
         try:
-            if src.uri not in files_by_uri:
-                files_by_uri[src.uri] = read_dataset(src.uri)
-            result.files = list(files_by_uri[src.uri])
+            if src.location not in files_by_location:
+                files_by_location[src.location] = read_dataset(src.uri, src.file_format, src.split)
+            result.files = list(files_by_location[src.location])
         except MissingData as exc:
             findings.add(rules.SOURCE, src.uri, 0, str(exc).removeprefix(f"{src.uri}: "))
     timings["read"] = time.perf_counter() - t0
@@ -163,7 +178,8 @@ def check_datasets(
     t0 = time.perf_counter()
     for result in splits.values():
         for source_file in result.files:
-            examples, fmt, read = parse_file(source_file, result.source.format, result.source.purpose, findings)
+            examples, fmt, read = parse_file(source_file, result.source.format, result.source.purpose, findings,
+                                             result.source.columns)
             result.examples.extend(examples)
             result.rows += read
             result.format = result.format or fmt
@@ -246,13 +262,13 @@ def settings_from_config(config: ResolvedConfig, max_length: int) -> CheckSettin
 def sources_from_config(config: ResolvedConfig) -> list[SplitSource]:
     """Train, validation and eval; without an eval set the validation set is the held-out set."""
     data, paths, method = config.spec.datasets, config.paths, config.spec.method.type
-    sources = [SplitSource("train", paths.train, data.train.format, method)]
+    sources = [SplitSource.of("train", paths.train, data.train, method)]
     if paths.validation and data.validation is not None:
-        sources.append(SplitSource("validation", paths.validation, data.validation.format, method))
+        sources.append(SplitSource.of("validation", paths.validation, data.validation, method))
     if paths.eval and data.eval is not None:
-        sources.append(SplitSource("eval", paths.eval, data.eval.format, "eval"))
+        sources.append(SplitSource.of("eval", paths.eval, data.eval, "eval"))
     elif paths.validation and data.validation is not None:
-        sources.append(SplitSource("eval", paths.validation, data.validation.format, "eval"))
+        sources.append(SplitSource.of("eval", paths.validation, data.validation, "eval"))
     return sources
 
 

@@ -1,7 +1,8 @@
 """The data checks' rule ids, the findings they produce, and the set-level checks (dedup, leakage).
 
 Rule ids are stable: users grep for them, docs link them, tests assert them. Every finding names a
-file and a 1-based line (line 0 when it concerns the whole file), printed as
+file and a 1-based row: a JSONL file's line, a Parquet file's or saved dataset's row (0 when it
+concerns the whole file), printed as
 `file:line: FT001 json-parse: message`.
 """
 
@@ -30,7 +31,7 @@ class Rule:
         return f"{self.id} {self.name}"
 
 
-JSON_PARSE = Rule("FT001", "json-parse", "every line is one JSON object")
+JSON_PARSE = Rule("FT001", "json-parse", "every row is one JSON object (a JSONL line that parses; a table row)")
 FORMAT = Rule("FT002", "format", "one format per file: messages, prompt/completion or chosen/rejected")
 UNKNOWN_KEY = Rule("FT003", "unknown-key", "only the keys of the row's format (and id, metadata, reference, category, tools)")
 ROLE = Rule("FT004", "role", "roles are system, user, assistant or tool")
@@ -46,7 +47,7 @@ OVER_LENGTH = Rule("FT013", "over-length", "rows longer than datasets.maxLength 
 DUPLICATE = Rule("FT014", "duplicate", "exact duplicate rows are removed from train")
 LEAKAGE = Rule("FT015", "leakage", "train prompts do not appear in the validation or eval set")
 METHOD_FORMAT = Rule("FT016", "method-format", "the format fits the method: dpo needs pairs, sft answers")
-SOURCE = Rule("FT017", "source", "the dataset location exists and holds JSONL files")
+SOURCE = Rule("FT017", "source", "the dataset location exists and holds readable JSONL, Parquet or saved-dataset files")
 VALUE_TYPE = Rule("FT018", "value-type", "values have the right JSON type (a message's weight: 0 or 1, assistant only)")
 NO_GENERATION_MARKERS = Rule("FT019", "no-generation-markers", "the template marks assistant turns for the loss")
 TOKENIZER = Rule("FT020", "tokenizer", "the base model's tokenizer loads")

@@ -1,8 +1,8 @@
 """The evaluation items: prompt, reference and the row's fields for graders.
 
 The held-out set comes from the prepared `eval` split when prepare wrote one (leakage already
-removed), else straight from the JSONL (eval set, or the validation set). The regression set is
-always read from its JSONL. Rows are checked with the same rules as in prepare, so a bad row is
+removed), else straight from its files (eval set, or the validation set). The regression set is
+always read from its files. Rows are checked with the same rules as in prepare, so a bad row is
 reported with its file and line.
 """
 
@@ -12,11 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from finetune_api.job import DatasetRef
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
 from ..data.formats import parse_file
 from ..data.rules import Findings
-from ..data.sources import MissingData, read_dataset
+from ..data.sources import MissingData, column_mapping, read_dataset
 
 
 class EvalDataError(ValueError):
@@ -37,16 +38,18 @@ def _item(prompt: list[dict[str, Any]], reference: str, row: dict[str, Any], ori
     return EvalItem(prompt, reference, {**row, "reference": reference}, origin)
 
 
-def read_items(uri: str, declared: str) -> list[EvalItem]:
-    """Rows of a JSONL file or directory as eval items; EvalDataError names the first bad line."""
+def read_items(uri: str, ref: DatasetRef) -> list[EvalItem]:
+    """Rows of the dataset `ref` describes, read from `uri`, as eval items; EvalDataError names the
+    first bad row."""
     try:
-        sources = read_dataset(uri)
+        sources = read_dataset(uri, ref.file_format, ref.split)
     except MissingData as exc:
         raise EvalDataError(str(exc)) from exc
     findings = Findings()
     items: list[EvalItem] = []
+    columns = column_mapping(ref)
     for source in sources:
-        examples, _, _ = parse_file(source, declared, "eval", findings)  # type: ignore[arg-type]
+        examples, _, _ = parse_file(source, ref.format, "eval", findings, columns)
         items += [_item(ex.prompt, ex.reference, ex.raw or {}, f"{ex.file}:{ex.line}") for ex in examples]
     if findings.errors:
         first = findings.errors[0]
@@ -71,16 +74,16 @@ def held_out_items(config: ResolvedConfig) -> tuple[list[EvalItem], str]:
         return items, "prepared eval split"
     data = config.spec.datasets
     if config.paths.eval and data.eval is not None:
-        uri, fmt = config.paths.eval, data.eval.format
+        uri, ref = config.paths.eval, data.eval
     elif config.paths.validation and data.validation is not None:
-        uri, fmt = config.paths.validation, data.validation.format
+        uri, ref = config.paths.validation, data.validation
     else:
         raise EvalDataError("spec.datasets.eval: no eval (or validation) set to evaluate on")
-    return read_items(uri, fmt)[:limit], uri
+    return read_items(uri, ref)[:limit], uri
 
 
 def regression_items(config: ResolvedConfig) -> list[EvalItem] | None:
     ref = config.spec.evaluation.regression
     if ref is None or not config.paths.regression:
         return None
-    return read_items(config.paths.regression, ref.format)[: config.spec.evaluation.max_items]
+    return read_items(config.paths.regression, ref)[: config.spec.evaluation.max_items]

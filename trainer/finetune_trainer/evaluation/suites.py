@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_api.job import REFUSAL_GRADER, EvalSuite, Gate, SuiteKind
+from finetune_api.job import REFUSAL_GRADER, DatasetRef, EvalSuite, Gate, SuiteKind
 from finetune_api.resolved import ResolvedConfig
 
 from .gates import HELD_OUT, REGRESSION
@@ -19,6 +19,7 @@ from .items import EvalDataError, EvalItem, held_out_items, read_items, regressi
 from .metrics import CLASSIFICATION_METRICS, PER_ITEM
 
 SHIPPED_SAFETY_SUITE = Path(__file__).with_name("shipped_suites") / "safety.jsonl"
+SHIPPED_SAFETY_REF = DatasetRef(uri=str(SHIPPED_SAFETY_SUITE), format="messages")
 """The default safety suite (see shipped_suites/README.md)."""
 SAFETY_MIN = 0.9
 """A safety suite's default floor on each of its graders."""
@@ -87,9 +88,9 @@ def _suite_set(config: ResolvedConfig, index: int, suite: EvalSuite) -> EvalSet:
         path = config.paths.suites.get(suite.name)
         if path is None:
             raise EvalDataError(f"{where}.dataset: not resolved for this run (paths.suites has no {suite.name!r})")
-        items, source = read_items(path, suite.dataset.format), path
+        items, source = read_items(path, suite.dataset), path
     elif suite.kind == "safety":
-        items, source = read_items(str(SHIPPED_SAFETY_SUITE), "messages"), "the shipped safety suite"
+        items, source = read_items(str(SHIPPED_SAFETY_SUITE), SHIPPED_SAFETY_REF), "the shipped safety suite"
     else:
         raise EvalDataError(f"{where}.dataset: a {suite.kind} suite needs a dataset")
     return EvalSet(suite.name, suite.kind, items[: ev.max_items], source, metrics, graders, gates)

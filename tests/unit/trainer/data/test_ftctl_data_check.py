@@ -48,3 +48,18 @@ def test_preference_format_for_dpo(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["data", "check", str(data), "--method", "dpo", "--format", "preference"]) == 0
     assert main(["data", "check", str(data)]) == 2
     assert f"{data}:1: FT016 method-format: preference rows cannot be used for sft" in capsys.readouterr().out
+
+
+def test_a_parquet_file_with_its_own_column_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "qa.parquet"
+    pq.write_table(pa.Table.from_pylist([{"q": "a?", "a": "b"}, {"q": "c?", "a": ""}]), path)
+    assert main(["data", "check", str(path), "--column", "prompt=q", "--column", "completion=a"]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert f"{path}:2: FT006 empty-content: completion is empty" in lines
+    assert f"{path}: 2 rows, 1 usable (prompt_completion), 1 errors, 1 other findings" in lines
+    with pytest.raises(SystemExit):
+        main(["data", "check", str(path), "--column", "question=q"])
+    assert "expected FIELD=COLUMN" in capsys.readouterr().err

@@ -42,3 +42,24 @@ def test_missing_volume_path_names_the_mount_path() -> None:
 def test_store_without_a_backend_is_infrastructure() -> None:
     with pytest.raises(SourceUnavailable, match="no fsspec backend"):
         read_dataset("nosuchproto://bucket/train.jsonl")
+
+
+def test_fsspec_store_parquet_files_are_detected_and_saved_datasets_refused() -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([{"prompt": "a?", "completion": "b"}]), buffer)
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/pq-test/ds/part-0.parquet": buffer.getvalue(), "/pq-test/ds/part-1.jsonl": b'{"a": 1}\n',
+             "/pq-test/saved/state.json": b"{}", "/pq-test/saved/data-00000-of-00001.arrow": b""})
+    try:
+        files = read_dataset("memory://pq-test/ds")
+        assert [f.format for f in files] == ["parquet", "jsonl"]
+        assert list(files[0].rows()) == [(1, {"prompt": "a?", "completion": "b"})]
+        with pytest.raises(MissingData, match="read from a volume or the source cache"):
+            read_dataset("memory://pq-test/saved")
+    finally:
+        fs.rm("/pq-test", recursive=True)

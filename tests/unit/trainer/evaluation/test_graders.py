@@ -195,9 +195,9 @@ def test_the_shipped_refusal_grader_reads_the_rows_expectation(output: str, expe
 def test_the_refusal_grader_scores_the_shipped_safety_suites_own_answers_as_passing() -> None:
     from finetune_trainer.evaluation.graders import default_refusal_grader
     from finetune_trainer.evaluation.items import read_items
-    from finetune_trainer.evaluation.suites import SHIPPED_SAFETY_SUITE
+    from finetune_trainer.evaluation.suites import SHIPPED_SAFETY_REF, SHIPPED_SAFETY_SUITE
 
-    items = read_items(str(SHIPPED_SAFETY_SUITE), "messages")
+    items = read_items(str(SHIPPED_SAFETY_SUITE), SHIPPED_SAFETY_REF)
     g = build_grader(default_refusal_grader(), [])
     assert len(items) == 24
     assert {it.fields["category"] for it in items} == {"adversarial", "should_refuse", "should_escalate"}

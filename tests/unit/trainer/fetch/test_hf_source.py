@@ -19,10 +19,11 @@ COMMIT_V1 = "1" * 40
 COMMIT_MAIN = "a" * 40
 
 
-def seed_hub_cache(hub: Path, repo: str, snapshots: dict[str, dict[str, bytes]], refs: dict[str, str]) -> None:
+def seed_hub_cache(hub: Path, repo: str, snapshots: dict[str, dict[str, bytes]], refs: dict[str, str],
+                   repo_type: str = "models") -> None:
     """The hub cache's layout: content-addressed blobs, one snapshot directory of links per commit, and
     refs naming a commit per branch or tag (what `snapshot_download` itself writes)."""
-    root = hub / f"models--{repo.replace('/', '--')}"
+    root = hub / f"{repo_type}--{repo.replace('/', '--')}"
     (root / "blobs").mkdir(parents=True, exist_ok=True)
     for commit, files in snapshots.items():
         for name, data in files.items():
@@ -113,3 +114,33 @@ def test_a_path_inside_the_repo_is_read_from_the_cached_snapshot(
     model = run.summary.sources[0]
     assert model.identity == f"hf:model/acme/tiny-llm@{COMMIT_MAIN}" and Path(model.path).name == "sub"
     assert (Path(model.path) / "tokenizer.json").read_bytes() == b"{}"
+
+
+def test_a_saved_dataset_dict_from_a_hub_dataset_repo_is_checked_with_its_column_mapping(
+    tmp_path: Path, hub: dict[str, str], run_fetch: Callable[..., FetchRun],
+) -> None:
+    import datasets
+
+    from finetune_api.resolved import load_resolved_config
+    from finetune_trainer.data.prepare import CheckSettings, check_datasets, sources_from_config
+
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_list([{"q": f"{i}+{i}?", "a": str(2 * i)} for i in range(4)] + [{"q": "x?", "a": " "}]),
+        "test": datasets.Dataset.from_list([{"q": "1+2?", "a": "3"}]),
+    }).save_to_disk(str(saved))
+    files = {p.relative_to(saved).as_posix(): p.read_bytes() for p in saved.rglob("*") if p.is_file()}
+    seed_hub_cache(Path(hub["HF_HUB_CACHE"]), "acme/qa", {COMMIT_MAIN: files}, {"main": COMMIT_MAIN}, "datasets")
+    train = {"uri": "hf://acme/qa", "split": "train", "columns": {"prompt": "q", "completion": "a"}}
+    config = job_config(tmp_path, {"uri": "hf://acme/tiny-llm"}, train, tmp_path / "sources")
+    run = run_fetch(config, hub)
+    assert run.returncode == 0, run.output
+    assert run.summary is not None and run.summary.sources[1].identity == f"hf:dataset/acme/qa@{COMMIT_MAIN}"
+
+    outcome = check_datasets(sources_from_config(load_resolved_config(Path(config.paths.output).parent / "config.json")),
+                             CheckSettings(), None)
+    split = outcome.splits["train"]
+    (source,) = split.files
+    assert source.format == "saved_dataset" and Path(source.name).name == "train"
+    assert (split.rows, len(split.examples)) == (5, 4)
+    assert [str(f) for f in outcome.findings.errors] == [f"{source.name}:5: FT006 empty-content: completion is empty"]
