@@ -768,11 +768,33 @@ class QueueRef(ApiModel):
 
 
 class OutputSpec(ApiModel):
-    """Where the artifacts go (DESIGN.md §4 layout)."""
+    """Where the artifacts go (DESIGN.md §4 layout, §9 Remote output)."""
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.uri) || !self.uri.startsWith('hf://')",
+                    "output cannot be hf://: give pvc://, s3:// or a local directory",
+                    ".uri",
+                ),
+                cel(
+                    "!has(self.secretRef) || (has(self.uri) && self.uri.startsWith('s3://'))",
+                    "secretRef is for an s3:// output uri (a volume or local directory needs no credentials)",
+                    ".secretRef",
+                ),
+            ]
+        }
+    }
     uri: str | None = Field(default=None, pattern=URI_PATTERN, max_length=1024)
     """`pvc://<claim>/<path>` or a local directory for `ftctl run`; defaults to the operator's artifacts
-    claim under `<namespace>/<job>`."""
+    claim under `<namespace>/<job>`. `s3://bucket/prefix`: the job writes to the artifacts volume (the
+    default location; `ftctl run`: its work directory) and, when the run succeeds (gates passed, or
+    training done with evaluation disabled), uploads the final artifacts under the prefix with `ftctl run`
+    (the operator refuses an `s3://` output for now)."""
+    secret_ref: SecretRef | None = None
+    """Credentials for an `s3://` output (keys as for a source's Secret); only the uploading process gets
+    them. Without it, `ftctl run` uses the `AWS_*` environment."""
 
 
 class RetrySpec(ApiModel):

@@ -15,7 +15,7 @@ from pydantic import Field
 from .common import ApiModel
 from .contract.sources import FetchSummary
 from .job import DatasetRef, FineTuneJob, FineTuneJobSpec
-from .sources import Source, SourceRole, parse_source
+from .sources import Source, SourceRole, parse_source, suite_role
 
 PVC_MOUNT_ROOT = "/mnt/pvc"
 
@@ -58,10 +58,18 @@ class ResolvedConfig(ApiModel):
 
     def with_fetched(self, fetched: FetchSummary) -> ResolvedConfig:
         """This config with every fetched source's path replaced by where the fetch step put it."""
-        paths = self.paths.model_copy(
-            update={role: fetched.path_of(role) or getattr(self.paths, role) for role in FETCHED_ROLES}
-        )
-        return self.model_copy(update={"paths": paths})
+        update: dict[str, object] = {role: fetched.path_of(role) or getattr(self.paths, role) for role in FETCHED_ROLES}
+        update["suites"] = {name: fetched.path_of(suite_role(index)) or self.paths.suites[name]
+                            for index, name in enumerate(s.name for s in self.spec.evaluation.suites)
+                            if name in self.paths.suites}
+        return self.model_copy(update={"paths": self.paths.model_copy(update=update)})
+
+    def source_path(self, role: SourceRole) -> str:
+        """Where the source in `role` is before the fetch step (a path, or the URI of a remote source)."""
+        for index, suite in enumerate(self.spec.evaluation.suites):
+            if role == suite_role(index):
+                return self.paths.suites[suite.name]
+        return str(getattr(self.paths, role))
 
 
 def load_resolved_config(path: str | Path) -> ResolvedConfig:
@@ -83,11 +91,13 @@ def uri_to_path(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> str:
 
 
 FETCHED_ROLES: tuple[SourceRole, ...] = ("model", "train", "validation", "eval", "regression")
-"""The sources the fetch step resolves (the output is written, not fetched)."""
+"""The fixed roles the fetch step resolves (the output is written, not fetched); suite datasets
+are `suite<N>` (`job_sources`)."""
 
 
 def job_sources(spec: FineTuneJobSpec) -> dict[SourceRole, tuple[Source, DatasetRef | None]]:
-    """Every source the job reads, parsed, by role (the dataset ref carries its own secretRef)."""
+    """Every source the job reads, parsed, by role (the dataset ref carries its own secretRef); the
+    datasets of `evaluation.suites` too (`suite<N>`)."""
     refs: dict[SourceRole, DatasetRef | None] = {
         "train": spec.datasets.train,
         "validation": spec.datasets.validation,
@@ -97,6 +107,8 @@ def job_sources(spec: FineTuneJobSpec) -> dict[SourceRole, tuple[Source, Dataset
     out: dict[SourceRole, tuple[Source, DatasetRef | None]] = {
         "model": (parse_source(spec.model.uri, spec.model.revision), None)
     }
+    for index, suite in enumerate(spec.evaluation.suites):
+        refs[suite_role(index)] = suite.dataset
     for role, ref in refs.items():
         if ref is not None:
             out[role] = (parse_source(ref.uri, dataset=True), ref)

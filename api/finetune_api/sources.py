@@ -11,9 +11,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 SourceScheme = Literal["hf", "s3", "pvc", "local"]
-SourceRole = Literal["model", "train", "validation", "eval", "regression", "output"]
+SourceRole = str
+"""`model`, `train`, `validation`, `eval`, `regression`, `output`, or `suite<N>` (the dataset of
+`evaluation.suites[N]`, see `suite_role`): the prefix of the role's credential env and its link under
+`sources/`. A suite's role is its position, not its name: two names could map to one env name."""
 REMOTE_SCHEMES: frozenset[str] = frozenset({"hf", "s3"})
 HF_REPO_TYPES = ("models", "datasets", "spaces")
+
+
+def suite_role(index: int) -> SourceRole:
+    """The role of the dataset of `evaluation.suites[index]`."""
+    return f"suite{index}"
 
 
 @dataclass(frozen=True, slots=True)

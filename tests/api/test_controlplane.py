@@ -3,6 +3,7 @@ apiserver/controllers/scheduler, kwok GPU nodes, the local pod runner and RBAC."
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 import textwrap
@@ -307,12 +308,16 @@ def test_local_runner_deployment_readiness_and_graceful_delete(cluster, local_ru
     cluster.kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=90s", timeout=100)
     pod = _get(cluster, "pods", "-n", namespace, "-l", "app=web")["items"][0]
     assert pod["spec"]["nodeName"] == local_runner.node_name
-    assert pod["status"]["podIP"] == POD_IP  # the host's address: EndpointSlices refuse loopback
+    pod_ip = pod["status"]["podIP"]
+    if local_runner.bridge:  # its own address on the node's pod bridge
+        assert ipaddress.ip_address(pod_ip) in local_runner.bridge.network and pod_ip != local_runner.host_address
+    else:  # the host's address: EndpointSlices refuse loopback
+        assert pod_ip == POD_IP
     ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
     assert ready["Ready"] == "True", pod["status"]
     import urllib.request
 
-    with urllib.request.urlopen(f"http://{POD_IP}:{port}/", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://{pod_ip}:{port}/", timeout=5) as resp:
         assert resp.status == 200
 
     # an Indexed Job shares the PVC with the Deployment: both see the same directory

@@ -2,10 +2,13 @@
 (real CoreDNS with its kubernetes plugin) resolves their names: two pods of an Indexed Job behind a
 headless Service find each other by `<hostname>.<subdomain>` and talk over TCP; a ClusterIP Service
 name resolves to its ClusterIP; each pod sees its own hostname, kubelet-managed /etc/hosts and a
-resolv.conf that names the cluster DNS (tests/harness/podrunner/network.py)."""
+resolv.conf that names the cluster DNS (tests/harness/podrunner/network.py). With the node's pod bridge
+(podrunner/cni.py) each pod has an address of its own in the bridge's subnet and both listen on the same
+port; the cluster DNS answers at the node's address on the bridge."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 
@@ -32,6 +35,8 @@ if index == 0:
     conn.sendall(b"pong from " + socket.gethostname().encode())
     conn.close()
 else:
+    if os.environ["OWN_NETWORK"] == "1":  # the same port as pod 0's server, on this pod's own address
+        held = socket.create_server((me["own_ip"], port))
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -71,7 +76,8 @@ def test_indexed_job_pods_resolve_each_other_through_the_cluster_dns(cluster, lo
                       "containers": [{"name": "main", "image": "python:3.11", "command": ["python", "-c", PROGRAM],
                                       "env": [{"name": "PORT", "value": str(port)},
                                               {"name": "SUBDOMAIN", "value": "peers"},
-                                              {"name": "CLUSTERIP_SERVICE", "value": "web"}]}]}}}},
+                                              {"name": "CLUSTERIP_SERVICE", "value": "web"},
+                                              {"name": "OWN_NETWORK", "value": "1" if local_runner.bridge else "0"}]}]}}}},
     ])
 
     def complete() -> str | None:
@@ -105,3 +111,7 @@ def test_indexed_job_pods_resolve_each_other_through_the_cluster_dns(cluster, lo
     assert me0["received"] == "ping from peers-1" and me1["reply"] == "pong from peers-0"
     web = json.loads(cluster.kubectl("get", "service", "web", "-n", namespace, "-o", "json").stdout)
     assert me1["service_ip"] == web["spec"]["clusterIP"]
+    if local_runner.bridge:  # addresses of their own on the node's pod bridge, published in the EndpointSlice
+        ips = {pod0["status"]["podIP"], pod1["status"]["podIP"]}
+        assert len(ips) == 2 and all(ipaddress.ip_address(a) in local_runner.bridge.network for a in ips), ips
+        assert local_runner.host_address not in ips and local_runner.dns.address == local_runner.host_address

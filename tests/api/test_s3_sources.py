@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from finetune_api.contract.sources import credential_env
+from finetune_api.job import OutputSpec
+from finetune_api.resolved import ResolvedConfig
 from tests.harness.cluster import build, missing_binaries
 from tests.harness.objectstore import WEED, ObjectStore
-from tests.unit.trainer.fetch.conftest import FetchRun, job_config, run_fetch  # noqa: F401 - fixture
+from tests.unit.trainer.fetch.conftest import FetchRun, job_config, run_fetch, run_trainer_phase  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.api
 BUCKET = "private-models"
@@ -141,3 +143,108 @@ def test_a_parquet_dataset_from_s3_is_checked_with_its_column_mapping(
     assert (split.rows, len(split.examples), split.format) == (8, 7, "prompt_completion")
     assert split.examples[0].prompt == [{"role": "user", "content": "What is 1+1?"}]
     assert [str(f) for f in outcome.findings.errors] == [f"{parquet.name}:6: FT006 empty-content: completion is empty"]
+
+
+def _finished_run(tmp_path: Path, output: dict[str, object]) -> ResolvedConfig:
+    """The artifacts of a finished run (as training and evaluation leave them) and its config with `output`."""
+    from finetune_api.resolved import ArtifactLayout
+    from finetune_trainer.atomic_json import write_json_atomic
+    from finetune_trainer.train.run_record import build_run_record, write_run_record
+
+    base = job_config(tmp_path, {"uri": "pvc://models/tiny"}, {"uri": "pvc://data/train.jsonl"}, tmp_path / "cache")
+    config = base.model_copy(update={"spec": base.spec.model_copy(update={"output": OutputSpec.model_validate(output)})})
+    layout = ArtifactLayout(config.paths.output)
+    layout.adapter.mkdir(parents=True)
+    (layout.adapter / "adapter_model.safetensors").write_bytes(bytes(range(256)) * 64)
+    write_json_atomic(layout.adapter / "adapter_config.json", {"r": 8})
+    write_json_atomic(layout.eval_report, {"passed": True})
+    write_json_atomic(layout.data_report, {"trainExamples": 50})
+    (layout.checkpoints / "checkpoint-2").mkdir(parents=True)
+    (layout.checkpoints / "checkpoint-2" / "optimizer.pt").write_bytes(b"state")
+    write_run_record(layout, build_run_record(config, {"learningRate": 1e-4}, "sha256:data"))
+    return config
+
+
+def test_a_runs_outputs_are_uploaded_with_the_output_secret_and_read_back(tmp_path: Path, store: ObjectStore) -> None:
+    """The final artifacts (not checkpoints) under the output prefix, keys and ETags recorded in
+    upload.json and the uploaded run.json; a repeat writes the same keys; no credential anywhere."""
+    import json
+
+    import obstore
+
+    from finetune_api.contract.upload import UploadSummary
+    from finetune_api.resolved import ArtifactLayout
+
+    config = _finished_run(tmp_path, {"uri": f"s3://{BUCKET}/runs/job-a", "secretRef": {"name": "uploader"}})
+    layout = ArtifactLayout(config.paths.output)
+    keys = store.admin.env(store.endpoint)
+    env = {credential_env("output", key): value for key, value in keys.items()}
+    first = run_trainer_phase("upload", config, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    summary = UploadSummary.model_validate_json((layout.root / "upload.json").read_text())
+    admin = store.store(BUCKET)
+    uploaded = {o.key: o for o in summary.objects}
+    assert sorted(uploaded) == [f"runs/job-a/{name}" for name in (
+        "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "data/report.json", "eval/report.json", "run.json")]
+    for key, obj in uploaded.items():
+        assert obj.etag and obstore.head(admin, key)["e_tag"] == obj.etag
+        if key != "runs/job-a/run.json":
+            assert bytes(obstore.get(admin, key).bytes()) == (layout.root / key.removeprefix("runs/job-a/")).read_bytes()
+    remote_record = json.loads(bytes(obstore.get(admin, "runs/job-a/run.json").bytes()))
+    assert remote_record["job"] == "job-a" and {o["key"]: o["etag"] for o in remote_record["output"]["objects"]} == {
+        k: o.etag for k, o in uploaded.items() if k != "runs/job-a/run.json"}
+
+    again = run_trainer_phase("upload", config, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    repeat = UploadSummary.model_validate_json((layout.root / "upload.json").read_text())
+    assert [o.key for o in repeat.objects] == [o.key for o in summary.objects]
+    assert [o.etag for o in repeat.objects[:-1]] == [o.etag for o in summary.objects[:-1]], "same bytes, same objects"
+
+    secret = store.admin.secret_access_key.encode()
+    objects = [m["path"] for batch in obstore.list(admin, "runs") for m in batch]
+    assert objects and not [k for k in objects if secret in bytes(obstore.get(admin, k).bytes())]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if secret in p.read_bytes()], "a credential was written to a file"
+    assert store.admin.secret_access_key not in first.stdout + first.stderr + again.stdout + again.stderr
+
+
+def test_an_upload_the_store_refuses_fails_naming_the_bucket_and_key(tmp_path: Path, store: ObjectStore) -> None:
+    config = _finished_run(tmp_path, {"uri": f"s3://{BUCKET}/runs/job-a", "secretRef": {"name": "read-only"}})
+    env = {credential_env("output", key): value for key, value in store.reader.env(store.endpoint).items()}
+    denied = run_trainer_phase("upload", config, env)
+    output = denied.stdout + denied.stderr
+    assert denied.returncode == 1, output
+    assert f"s3://{BUCKET}/runs/job-a/adapter/adapter_config.json: access denied" in output and "spec.output.secretRef" in output
+    assert "Traceback" not in output and store.reader.secret_access_key not in output
+
+
+def test_an_evaluation_suites_dataset_from_s3_is_fetched_with_its_secret_and_evaluated_from_the_cache(
+    tmp_path: Path, store: ObjectStore, run_fetch: Callable[..., FetchRun],  # noqa: F811
+) -> None:
+    from finetune_api.job import DatasetRef, EvaluationSpec
+    from finetune_api.resolved import load_resolved_config
+    from finetune_trainer.evaluation.suites import eval_sets
+
+    suite_uri = f"s3://{BUCKET}/data/train.jsonl"
+    (tmp_path / "train.jsonl").write_bytes(TRAIN)
+    base = job_config(tmp_path, {"uri": "pvc://models/tiny"}, {"uri": str(tmp_path / "train.jsonl")}, tmp_path / "cache")
+    evaluation = EvaluationSpec.model_validate({"suites": [
+        {"name": "tickets", "dataset": {"uri": suite_uri, "secretRef": {"name": "evals"}}}]})
+    held_out = str(tmp_path / "train.jsonl")
+    datasets = base.spec.datasets.model_copy(update={"eval": DatasetRef(uri=held_out)})
+    config = base.model_copy(update={
+        "spec": base.spec.model_copy(update={"evaluation": evaluation, "datasets": datasets}),
+        "paths": base.paths.model_copy(update={"model": str(tmp_path), "eval": held_out, "suites": {"tickets": suite_uri}})})
+    without = run_fetch(config, {**ANONYMOUS, "AWS_ENDPOINT_URL": store.endpoint})
+    assert without.returncode == 1 and suite_uri in without.output and "secretRef" in without.output, without.output
+
+    fetched = run_fetch(config, secret_env(store, "suite0"))
+    assert fetched.returncode == 0, fetched.output
+    assert fetched.summary is not None
+    (suite,) = [s for s in fetched.summary.sources if s.role == "suite0"]
+    assert suite.uri == suite_uri and suite.identity.startswith(f"s3:{BUCKET}/data/train.jsonl#sha256:")
+    phase_config = load_resolved_config(Path(config.paths.output).parent / "config.json")
+    assert phase_config.paths.suites == {"tickets": suite.path} and Path(suite.path).is_relative_to(tmp_path / "cache")
+    tickets = next(s for s in eval_sets(phase_config) if s.name == "tickets")
+    assert tickets.source == suite.path and len(tickets.items) == 50 and tickets.items[0].prompt[-1]["content"] == "2+2?"
+    assert store.reader.secret_access_key not in without.output + fetched.output

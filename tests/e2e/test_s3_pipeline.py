@@ -46,11 +46,11 @@ BUCKET = "private-models"
 
 
 @pytest.fixture
-def object_store(tmp_path: Path):
-    """SeaweedFS with a private bucket holding the zoo model."""
+def object_store(tmp_path: Path, local_runner):
+    """SeaweedFS with a private bucket holding the zoo model, where the runner's pods reach the host."""
     if missing_binaries(["weed"]):
         build()
-    store = ObjectStore(tmp_path / "seaweedfs", (BUCKET,)).start()
+    store = ObjectStore(tmp_path / "seaweedfs", (BUCKET,), address=local_runner.host_address).start()
     try:
         store.put_tree(BUCKET, MODEL, build_zoo_model(MODEL, MODELS / MODEL))
         yield store

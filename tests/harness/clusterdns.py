@@ -3,9 +3,10 @@ scripts/build-controlplane.sh from tests/coredns as `ft-coredns`), answering `cl
 API server's Services and EndpointSlices, so the local pod runner's pods resolve headless-Service,
 pod-hostname and Service names as in a cluster.
 
-It listens on port 53 (resolv.conf has no port field) of a loopback address of its own in 127.53.0.0/16,
-picked per run so that concurrent test sessions on one machine do not collide; nothing but that
-address is bound. It forwards nothing: names outside the cluster are not answered (pods here need none).
+It listens on port 53 (resolv.conf has no port field) of the node's address on the pod bridge, where pods
+in network namespaces of their own reach the host (podrunner/cni.py), or, without a pod bridge, of a loopback
+address of its own in 127.53.0.0/16, picked per run so that concurrent test sessions on one machine do not
+collide; nothing but that address is bound. It forwards nothing: names outside the cluster are not answered (pods here need none).
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ class ClusterDNS:
     log_file: Path
 
     @classmethod
-    def start(cls, kubeconfig: str | os.PathLike, work_dir: Path, logs_dir: Path, timeout: float = 60) -> ClusterDNS:
+    def start(cls, kubeconfig: str | os.PathLike, work_dir: Path, logs_dir: Path, timeout: float = 60,
+              address: str | None = None) -> ClusterDNS:
         binary = BIN_DIR / BINARY
         if not binary.exists():
             raise ClusterError(f"{binary} is missing: run scripts/build-controlplane.sh")
-        address = free_address()
+        address = address or free_address()
         work_dir.mkdir(parents=True, exist_ok=True)
         corefile = work_dir / "Corefile"
         corefile.write_text(COREFILE.format(port=DNS_PORT, address=address, ready_port=READY_PORT,

@@ -52,19 +52,21 @@ class Credentials:
 
 @dataclass
 class ObjectStore:
-    """A running `weed server` with S3 on `endpoint`."""
+    """A running `weed server` with S3 on `endpoint`, bound to `address` only (for pods of the local runner:
+    its `host_address`, the node's address on the pod bridge)."""
 
     workdir: Path
     buckets: tuple[str, ...]
+    address: str = "127.0.0.1"
     admin: Credentials = field(default_factory=lambda: Credentials("admin", secrets.token_hex(16)))
     reader: Credentials = field(default_factory=lambda: Credentials("reader", secrets.token_hex(16)))
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120) -> ObjectStore:
         master, volume, filer, s3, metrics = _ports(5)
-        self.endpoint = f"http://127.0.0.1:{s3}"
-        self.master = f"127.0.0.1:{master}"
-        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+        self.endpoint = f"http://{self.address}:{s3}"
+        self.master = f"{self.address}:{master}"
+        self.metrics_url = f"http://{self.address}:{metrics}/metrics"
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "s3.json"
@@ -78,7 +80,7 @@ class ObjectStore:
         self.log = self.workdir / "weed.log"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(WEED), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                [str(WEED), "server", f"-dir={data}", f"-ip={self.address}", f"-ip.bind={self.address}",
                  f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
                  "-master.volumeSizeLimitMB=64", "-volume.max=16", "-s3", f"-s3.port={s3}",
                  f"-s3.config={config}", f"-metricsPort={metrics}"],

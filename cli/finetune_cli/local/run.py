@@ -37,8 +37,10 @@ from finetune_api.contract.launch import ATTEMPT_ENV
 from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.sources import FetchSummary
 from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary
+from finetune_api.contract.upload import UploadSummary
 from finetune_api.job import DataReport, RetrySpec
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
+from finetune_api.sources import parse_source
 from finetune_operator.builders.eval_job import merges_before_eval
 from finetune_trainer.fetch.cache import SourceCache
 from finetune_trainer.fetch.run import holder_name
@@ -418,9 +420,24 @@ def _pipeline(
         state.unevaluated = True
         ui.console.print("evaluate: skipped (spec.evaluation.enabled is false)")
 
+    if parse_source(config.spec.output.uri or "").scheme == "s3":
+        _upload(config_path, attempt, ui)
+
     if serve != "off" and config.spec.serving.enabled:
         return _serve_and_ask(config, layout, ui, state, keep=serve == "keep")
     return EXIT_PASSED
+
+
+def _upload(config_path: Path, attempt: Callable[[str, list[str]], PhaseResult], ui: Ui) -> None:
+    """Upload the final artifacts to the `s3://` output (after the gates passed, or after training when
+    evaluation is disabled). Run every time: the keys are fixed, so a repeat overwrites the same objects.
+    Credentials: the `AWS_*` environment of `ftctl run`."""
+    result = attempt("upload", trainer_argv("upload", config_path))
+    if result.returncode != 0:
+        raise PhaseFailed("upload", phase_exit_code(result.returncode), result.reason, result.log_path)
+    summary = UploadSummary.parse(result.message)
+    if summary is not None and summary.message:
+        ui.console.print(f"upload: {summary.message}", markup=False, soft_wrap=True)
 
 
 def _fetch(

@@ -15,6 +15,7 @@ from finetune_api.contract.vllm import pooled_base_name
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
 from finetune_api.common import Condition
 from finetune_api.job import Artifacts, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus
+from finetune_api.sources import parse_source
 from ..builders import names
 from ..builders.resolve import output_uri
 from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
@@ -262,7 +263,22 @@ def serving_refusal(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     return None
 
 
+def remote_output_refusal(job: FineTuneJob) -> str | None:
+    """An `s3://` output is uploaded by `ftctl run` only: the operator has no upload step yet, and
+    writing to the URI as if it were a volume path would lose the artifacts."""
+    uri = job.spec.output.uri or ""
+    if parse_source(uri).scheme != "s3":
+        return None
+    return (f"spec.output.uri {uri}: an s3:// output is uploaded by `ftctl run` only; the operator has no "
+            "upload step yet: leave spec.output unset (or use pvc://) and copy the artifacts from the volume")
+
+
 def _pending(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    unsupported = remote_output_refusal(plan.job)
+    if unsupported:
+        plan.condition("Validated", False, "RemoteOutputUnsupported", unsupported)
+        plan.transition("Failed", "RemoteOutputUnsupported", unsupported, warning=True)
+        return
     refusal = serving_refusal(plan.job, settings)
     if refusal:
         plan.condition("Validated", False, "ServingNotPossible", refusal)

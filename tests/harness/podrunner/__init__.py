@@ -5,7 +5,7 @@ does not manage it), watches the pods bound to it and runs each container's comm
 list, never a shell) as a process group with the runner's Python environment first on PATH (the
 repo's `.venv`: `python` in a container command is the venv's python). It writes the pod status
 back like a kubelet: Pending -> Running -> Succeeded/Failed, containerStatuses (running /
-terminated with exitCode, reason and the termination message), podIP (the node's address), Ready from the
+terminated with exitCode, reason and the termination message), podIP (the pod's own address), Ready from the
 readinessProbe (httpGet / tcpSocket / exec), restarts per restartPolicy, and on deletion sends
 SIGTERM to the process group and SIGKILL after terminationGracePeriodSeconds.
 
@@ -19,10 +19,13 @@ path). Programs cannot see that mapping, so mount paths are substituted *textual
 args, env values and in the text files materialised from configMap/secret volumes; a path a
 program builds at run time or reads from elsewhere is not mapped (documented limitation).
 
-Network identity (`network`, `sandbox`): each container runs in its pod's own UTS and mount namespaces with
+Network identity (`cni`, `network`, `sandbox`): with a pod bridge (`--pod-bridge`, `--pod-cidr`; the fixture
+makes one where the machine allows) each pod gets a network namespace, a veth on the bridge and an address
+of its own, deleted with the pod; without one, pods share the node's network namespace and address, like
+hostNetwork pods, and the runner logs why. Each container runs in its pod's own UTS and mount namespaces with
 the pod's hostname and the kubelet's /etc/hosts, /etc/hostname and /etc/resolv.conf bind-mounted; names
-resolve through the cluster DNS (`--cluster-dns`, CoreDNS started by the fixture: tests/harness/clusterdns.py).
-Pods share the node's network namespace and address, like hostNetwork pods (docs/controlplane.md).
+resolve through the cluster DNS (`--cluster-dns`, CoreDNS started by the fixture: tests/harness/clusterdns.py)
+(docs/controlplane.md).
 
 Run: `python -m tests.harness.podrunner --kubeconfig K --work-dir D` (the `local_runner` pytest
 fixture does this). Container logs: `<work-dir>/pods/<ns>_<pod>_<uid8>/<container>.log` (every run,
@@ -32,7 +35,8 @@ runner's kubelet log endpoint (HTTPS on the node's address, port in `daemonEndpo
 Modules, one concern each: `node` (the Node, its Lease, scheduling constants, POD_IP), `runner` (the
 watch and one worker per pod), `worker` (a pod's life), `container` (a container's state and host
 paths), `processes` (spawning, signals, exits), `probes`, `env` (env, downward API, ConfigMap and Secret
-data), `volumes`, `paths` (textual path mapping), `network` (hostname, /etc files, DNS policy), `sandbox`
+data), `volumes`, `paths` (textual path mapping), `cni` (the pod bridge, pod namespaces and addresses), `network`
+(hostname, /etc files, DNS policy), `sandbox`
 (the exec wrapper that enters the pod's namespaces), `status` (the pod status), `logs` (log runs, log tail
 and termination message), `kubelet_logs` (the kubelet's container-log endpoint), `fixture` (the pytest
 fixture's handle on the subprocess), `main` (the command).

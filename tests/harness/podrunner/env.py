@@ -9,7 +9,6 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from .node import POD_IP
 from .paths import expand_vars
 
 if TYPE_CHECKING:
@@ -25,6 +24,7 @@ def parse_quantity(q: Any) -> float:
 def field_value(runner: Runner, pod: dict, path: str) -> str:
     """A downward-API fieldRef of the pod."""
     md, spec = pod["metadata"], pod["spec"]
+    pod_ip = runner.pod_ips.get(md["uid"], "")
     m = re.fullmatch(r"metadata\.(labels|annotations)\[['\"](.+)['\"]\]", path)
     if m:
         return (md.get(m.group(1)) or {}).get(m.group(2), "")
@@ -34,10 +34,10 @@ def field_value(runner: Runner, pod: dict, path: str) -> str:
         "metadata.uid": md["uid"],
         "spec.nodeName": spec.get("nodeName", runner.node_name),
         "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
-        "status.hostIP": POD_IP,
-        "status.hostIPs": POD_IP,
-        "status.podIP": POD_IP,
-        "status.podIPs": POD_IP,
+        "status.hostIP": runner.node_ip,
+        "status.hostIPs": runner.node_ip,
+        "status.podIP": pod_ip,
+        "status.podIPs": pod_ip,
     }
     if path in simple:
         return simple[path]

@@ -1,6 +1,7 @@
-"""The `local_runner` fixture's handle on a runner subprocess and its cluster DNS: start both, wait for the
-node, read pod directories and container logs (every run's output, appended; `kubectl logs` serves one run),
-stop both."""
+"""The `local_runner` fixture's handle on a runner subprocess, the node's pod bridge and its cluster DNS: set up
+the bridge (or, where the machine cannot, note why: pods then share the host's network), start CoreDNS on the
+bridge's host address and the runner, wait for the node, read pod directories and container logs (every run's
+output, appended; `kubectl logs` serves one run), stop all of them."""
 
 from __future__ import annotations
 
@@ -13,21 +14,25 @@ from typing import Any
 
 from tests.harness.clusterdns import ClusterDNS
 
+from .cni import PodBridge
 from .node import NODE_NAME, NODE_SELECTOR, TOLERATIONS
 
 
 class LocalRunnerProcess:
     """A `python -m tests.harness.podrunner` subprocess for a Cluster, with the cluster DNS its pods resolve
     through (what the `local_runner` fixture yields). Attributes: node_name, work_dir, log_file, dns,
-    node_selector, tolerations."""
+    node_selector, tolerations, bridge (None when pods share the host's network) and host_address: where pods
+    reach a service on this machine (bind test services there; the bridge's address, else 127.0.0.1)."""
 
     node_selector = NODE_SELECTOR
     tolerations = TOLERATIONS
 
     def __init__(self, cluster: Any, work_dir: Path, proc: subprocess.Popen, log_file: Path, node_name: str,
-                 dns: ClusterDNS) -> None:
+                 dns: ClusterDNS, bridge: PodBridge | None) -> None:
         self.cluster = cluster
         self.dns = dns
+        self.bridge = bridge
+        self.host_address = str(bridge.gateway) if bridge else "127.0.0.1"
         self.work_dir = work_dir
         self.proc = proc
         self.log_file = log_file
@@ -40,10 +45,19 @@ class LocalRunnerProcess:
 
         work = Path(work_dir).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        dns = ClusterDNS.start(cluster.kubeconfig, work / "coredns", Path(cluster.logs_dir))
+        bridge = PodBridge.create()
+        network_args = bridge.cli_args() if isinstance(bridge, PodBridge) else ["--no-pod-network-reason", bridge]
+        bridge = bridge if isinstance(bridge, PodBridge) else None
+        try:
+            dns = ClusterDNS.start(cluster.kubeconfig, work / "coredns", Path(cluster.logs_dir),
+                                   address=str(bridge.gateway) if bridge else None)
+        except BaseException:
+            if bridge:
+                bridge.delete()
+            raise
         log_file = Path(cluster.logs_dir) / "podrunner.log"
         cmd = [sys.executable, "-m", "tests.harness.podrunner", "--kubeconfig", cluster.kubeconfig,
-               "--work-dir", str(work), "--node-name", node_name, "--cluster-dns", dns.address]
+               "--work-dir", str(work), "--node-name", node_name, "--cluster-dns", dns.address, *network_args]
         if getattr(cluster, "pv_root", None):
             cmd += ["--pvc-root", str(cluster.pv_root)]
         if getattr(cluster, "external", False):
@@ -54,7 +68,7 @@ class LocalRunnerProcess:
         with open(log_file, "ab") as f:
             proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, cwd=str(REPO), preexec_fn=_set_pdeathsig)
-        runner = cls(cluster, work, proc, log_file, node_name, dns)
+        runner = cls(cluster, work, proc, log_file, node_name, dns, bridge)
         try:
             wait_nodes_ready(_ProcCheck(cluster, proc, log_file), [node_name], timeout=timeout)
         except BaseException:
@@ -91,6 +105,8 @@ class LocalRunnerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self.dns.stop()
+        if self.bridge:  # the runner removes it when it stops; this covers a runner that was killed
+            self.bridge.delete()
 
 
 class _ProcCheck:

@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delete-node-on-exit", action="store_true")
     ap.add_argument("--cluster-dns", default=None,
                     help="the cluster DNS address pods with dnsPolicy ClusterFirst resolve through (port 53)")
+    ap.add_argument("--pod-bridge", default=None,
+                    help="the node's pod bridge (cni.PodBridge): each pod gets a network namespace and an address on it")
+    ap.add_argument("--pod-cidr", default=None, help="the pod bridge's subnet (the node's spec.podCIDR)")
+    ap.add_argument("--no-pod-network-reason", default=None,
+                    help="why there is no pod bridge (logged: pods then share the node's network namespace)")
     ap.add_argument("--stop-grace", type=float, default=5.0,
                     help="seconds between SIGTERM and SIGKILL for running pods when the runner stops")
     args = ap.parse_args(argv)
@@ -35,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     api = config.new_client_from_config(config_file=args.kubeconfig)
     runner = Runner(api, args.work_dir, node_name=args.node_name, pvc_root=args.pvc_root, venv_bin=args.venv_bin,
-                    stop_grace=args.stop_grace, cluster_dns=args.cluster_dns)
+                    stop_grace=args.stop_grace, cluster_dns=args.cluster_dns, pod_bridge=args.pod_bridge,
+                    pod_cidr=args.pod_cidr, no_pod_network_reason=args.no_pod_network_reason)
 
     def _stop(signum: int, frame: Any) -> None:
         log.info("signal %s: stopping", signum)

@@ -2,15 +2,16 @@
 hostname and subdomain, the kubelet-managed /etc/hosts, /etc/hostname and /etc/resolv.conf (pointing at
 the cluster DNS, CoreDNS started by the harness), and the argv prefix that runs a container inside them.
 
-Every pod runs in the node's network namespace, like a `hostNetwork` pod: its IP is the node's
-(`POD_IP`), so EndpointSlices carry it (the API server refuses 127.0.0.0/8 in EndpointSlices, so
-per-pod loopback addresses cannot be published) and peers reach each other on it. What a pod does get
-of its own: a UTS namespace with its hostname and a mount namespace in which the three files above are
-bind-mounted over the host's (`sandbox.py`), so getaddrinfo in the pod resolves
-`<host>.<subdomain>.<ns>.svc.cluster.local` and Service names through the cluster DNS, and its own
-name through /etc/hosts, exactly as in a cluster. Not provided: per-pod addresses and network
-isolation (no network namespace or veth per pod), kube-proxy (a ClusterIP is not routable here; headless
-Services and EndpointSlice addresses are)."""
+With a pod bridge (`cni.py`; the `local_runner` fixture makes one when the machine allows it) each pod has a
+network namespace and an address of its own on the bridge, shared by its containers: EndpointSlices carry
+real pod addresses, pods listen on the same ports without colliding and meet over the bridge, the host
+reaches them at their IPs. Without one (no CAP_NET_ADMIN) every pod runs in the node's network namespace,
+like a `hostNetwork` pod, and reports the node's address (`POD_IP`; the API server refuses 127.0.0.0/8 in
+EndpointSlices). Either way a pod gets a UTS namespace with its hostname and a mount namespace in which the
+three files above are bind-mounted over the host's (`sandbox.py`), so getaddrinfo in the pod resolves
+`<host>.<subdomain>.<ns>.svc.cluster.local` and Service names through the cluster DNS, and its own name
+through /etc/hosts, exactly as in a cluster. Not provided: kube-proxy (a ClusterIP is not routable here;
+headless Services and EndpointSlice addresses are), NetworkPolicy enforcement, egress beyond this machine."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cni import PodSandboxNetwork
 from .node import POD_IP
 
 CLUSTER_DOMAIN = "cluster.local"
@@ -30,6 +32,8 @@ MAX_HOSTNAME = 63
 class PodNetwork:
     """The identity files of one pod, written into its directory and mounted over /etc in its containers."""
 
+    ip: str
+    netns: Path | None
     hostname: str
     fqdn: str | None
     hosts: Path
@@ -37,9 +41,11 @@ class PodNetwork:
     resolv_conf: Path
 
     def sandbox_argv(self, argv: list[str]) -> list[str]:
-        """`argv` inside the pod's own UTS and mount namespaces (sandbox.py enters them, then execs it)."""
+        """`argv` inside the pod's network namespace (if it has one) and its own UTS and mount namespaces
+        (sandbox.py enters them, then execs it)."""
         mounts = [f"{self.hosts}:/etc/hosts", f"{self.hostname_file}:/etc/hostname", f"{self.resolv_conf}:/etc/resolv.conf"]
-        return [sys.executable, "-I", "-S", str(SANDBOX), "--hostname", self.hostname,
+        netns = ["--netns", str(self.netns)] if self.netns else []
+        return [sys.executable, "-I", "-S", str(SANDBOX), *netns, "--hostname", self.hostname,
                 *[a for m in mounts for a in ("--bind", m)], "--", *argv]
 
 
@@ -52,7 +58,7 @@ def pod_hostname(pod: dict) -> tuple[str, str | None]:
     return hostname, f"{hostname}.{sub}.{md['namespace']}.svc.{CLUSTER_DOMAIN}" if sub else None
 
 
-def hosts_file(pod: dict, hostname: str, fqdn: str | None, pod_ip: str = POD_IP) -> str:
+def hosts_file(pod: dict, hostname: str, fqdn: str | None, pod_ip: str) -> str:
     """The kubelet's managed /etc/hosts: localhost entries, the pod's own names, then spec.hostAliases."""
     lines = ["# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
              "fe00::0\tip6-localnet", "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes", "fe00::2\tip6-allrouters",
@@ -91,13 +97,15 @@ def resolv_conf(pod: dict, cluster_dns: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare_network(pod: dict, pod_dir: Path, cluster_dns: str | None) -> PodNetwork:
-    """Write the pod's identity files into `pod_dir/etc` (once per pod, shared by its containers)."""
+def prepare_network(pod: dict, pod_dir: Path, cluster_dns: str | None, sandbox: PodSandboxNetwork | None) -> PodNetwork:
+    """Write the pod's identity files into `pod_dir/etc` (once per pod, shared by its containers); `sandbox` is
+    the pod's own network namespace and address, None for the node's."""
     etc = pod_dir / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     hostname, fqdn = pod_hostname(pod)
-    net = PodNetwork(hostname, fqdn, etc / "hosts", etc / "hostname", etc / "resolv.conf")
-    net.hosts.write_text(hosts_file(pod, hostname, fqdn))
+    net = PodNetwork(sandbox.ip if sandbox else POD_IP, sandbox.netns if sandbox else None, hostname, fqdn,
+                     etc / "hosts", etc / "hostname", etc / "resolv.conf")
+    net.hosts.write_text(hosts_file(pod, hostname, fqdn, net.ip))
     net.hostname_file.write_text(hostname + "\n")
     net.resolv_conf.write_text(resolv_conf(pod, cluster_dns))
     return net

@@ -18,8 +18,8 @@ TOLERATIONS = [{"key": RUNNER_LABEL, "operator": "Exists", "effect": "NoSchedule
 
 
 def _host_ip() -> str:
-    """This machine's primary address: EndpointSlices refuse loopback addresses, so pods report
-    the host's own IP (every process listens on all interfaces); 127.0.0.1 when there is none."""
+    """This machine's primary address, the node's and every pod's when there is no pod network (cni.py):
+    EndpointSlices refuse loopback addresses; 127.0.0.1 when there is none."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
@@ -43,13 +43,15 @@ class NodeAgent:
     """Registers the node and keeps it Ready: Lease renewals, and status heartbeats every third one."""
 
     def __init__(self, core: Any, coord: Any, node_name: str, capacity: dict[str, str], labels: dict[str, str],
-                 kubelet_port: int) -> None:
+                 kubelet_port: int, address: str, pod_cidr: str | None) -> None:
         self.core = core
         self.coord = coord
         self.node_name = node_name
         self.capacity = capacity
         self.labels = labels
         self.kubelet_port = kubelet_port
+        self.address = address
+        self.pod_cidr = pod_cidr
 
     def node_object(self) -> dict:
         conds = [
@@ -70,7 +72,7 @@ class NodeAgent:
                     "kubernetes.io/arch": "amd64", RUNNER_LABEL: "true", "type": "local-runner", **self.labels,
                 },
             },
-            "spec": {"taints": [TAINT]},
+            "spec": {"taints": [TAINT], **({"podCIDR": self.pod_cidr, "podCIDRs": [self.pod_cidr]} if self.pod_cidr else {})},
             "status": {
                 "capacity": self.capacity,
                 "allocatable": self.capacity,
@@ -78,7 +80,7 @@ class NodeAgent:
                                 "lastTransitionTime": t} for a, b, c, d in conds],
                 # InternalIP only: the apiserver reaches the kubelet log endpoint (kubelet_logs) at the first of its
                 # preferred address types, Hostname first, and the name `local-runner` resolves nowhere
-                "addresses": [{"type": "InternalIP", "address": POD_IP}],
+                "addresses": [{"type": "InternalIP", "address": self.address}],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
                 "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.34.3-local-runner",
                              "containerRuntimeVersion": "local://processes", "kernelVersion": os.uname().release,

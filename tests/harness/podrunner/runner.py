@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .cni import BridgeCNI
 from .kubelet_logs import LogServer
 from .node import NODE_NAME, POD_IP, NodeAgent
 from .worker import PodWorker
@@ -39,6 +40,9 @@ class Runner:
         labels: dict[str, str] | None = None,
         stop_grace: float = 5.0,
         cluster_dns: str | None = None,
+        pod_bridge: str | None = None,
+        pod_cidr: str | None = None,
+        no_pod_network_reason: str | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -50,8 +54,19 @@ class Runner:
         self.pvc_root = Path(pvc_root) if pvc_root else self.work_dir / "pvc"
         self.capacity = capacity or {"cpu": "64", "memory": "512Gi", "pods": "110",
                                      "ephemeral-storage": "1Ti", "nvidia.com/gpu": "8"}
-        self.log_server = LogServer(self, POD_IP)
-        self.node = NodeAgent(self.core, self.coord, node_name, self.capacity, labels or {}, self.log_server.port)
+        # the pod network: a bridge CNI when the node has a pod bridge, else the node's own network namespace
+        self.cni = BridgeCNI(pod_bridge, pod_cidr) if pod_bridge and pod_cidr else None
+        self.node_ip = str(self.cni.gateway) if self.cni else POD_IP
+        self.pod_ips: dict[str, str] = {}  # pod uid -> its address, for the downward API
+        if self.cni:
+            log.info("pod network: bridge %s, pods get addresses in %s (node address %s)", pod_bridge, pod_cidr,
+                     self.node_ip)
+        else:
+            log.warning("pod network: none (%s): pods share the node's network namespace and address %s, "
+                        "like hostNetwork pods", no_pod_network_reason or "no --pod-bridge given", self.node_ip)
+        self.log_server = LogServer(self, self.node_ip)
+        self.node = NodeAgent(self.core, self.coord, node_name, self.capacity, labels or {}, self.log_server.port,
+                              self.node_ip, str(self.cni.network) if self.cni else None)
         self.stop_grace = stop_grace
         self.cluster_dns = cluster_dns  # the nameserver of ClusterFirst pods (network.py)
         self.stopping = threading.Event()
@@ -197,6 +212,8 @@ class Runner:
         for w in workers:
             w.join(self.stop_grace + 15)
         self.log_server.stop()
+        if self.cni is not None:  # the bridge goes with its node, also when the fixture's process was killed
+            self.cni.delete_bridge()
         if delete_node:
             try:
                 self.core.delete_node(self.node_name)

@@ -1,6 +1,6 @@
-"""Exec a container's argv inside namespaces of its own (run by network.PodNetwork.sandbox_argv): a new
-UTS namespace with the pod's hostname and a new mount namespace (private propagation) in which the pod's
-/etc files are bind-mounted over the host's; then exec. Nothing is changed unless both namespaces were
+"""Exec a container's argv inside namespaces of its own (run by network.PodNetwork.sandbox_argv): the pod's
+network namespace when it has one (`--netns`, made by cni.BridgeCNI), a new UTS namespace with the pod's
+hostname and a new mount namespace (private propagation) in which the pod's /etc files are bind-mounted over the host's; then exec. Nothing is changed unless both namespaces were
 created, so the host's hostname and /etc are never touched. Standalone (stdlib only, started with
 `python -I -S`) because it runs before the container's program, in the container's process: its pid,
 process group and signals are the container's."""
@@ -14,6 +14,7 @@ import socket
 import sys
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
 MS_BIND = 4096
 MS_REC = 16384
@@ -34,6 +35,15 @@ def enter_own_namespaces() -> None:
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / a private mount")
 
 
+def enter_network_namespace(path: str) -> None:
+    """Join the pod's network namespace (shared by all its containers, as the pause container's is)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns({path}, CLONE_NEWNET)")
+    finally:
+        os.close(fd)
+
+
 def bind_mount(source: str, target: str) -> None:
     _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND, None), f"bind mount {source} over {target}")
 
@@ -41,11 +51,14 @@ def bind_mount(source: str, target: str) -> None:
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="sandbox.py")
     ap.add_argument("--hostname", required=True)
+    ap.add_argument("--netns", default=None, metavar="PATH")
     ap.add_argument("--bind", action="append", default=[], metavar="SOURCE:TARGET")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:
+        if args.netns:
+            enter_network_namespace(args.netns)
         enter_own_namespaces()
         socket.sethostname(args.hostname)
         for spec in args.bind:

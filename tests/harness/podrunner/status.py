@@ -10,7 +10,6 @@ from typing import Any
 
 from .clock import now
 from .container import Container
-from .node import POD_IP
 
 log = logging.getLogger("podrunner")
 
@@ -18,8 +17,10 @@ log = logging.getLogger("podrunner")
 class StatusWriter:
     """Keeps a pod's conditions and patches its status when it changed (or when forced)."""
 
-    def __init__(self, core: Any, namespace: str, pod_name: str) -> None:
+    def __init__(self, core: Any, namespace: str, pod_name: str, host_ip: str) -> None:
         self.core = core
+        self.host_ip = host_ip
+        self.pod_ip: str | None = None  # once the pod's network is set up
         self.ns = namespace
         self.pod_name = pod_name
         self.conditions: dict[str, dict] = {}
@@ -57,10 +58,9 @@ class StatusWriter:
         status: dict[str, Any] = {
             "phase": phase,
             "conditions": list(self.conditions.values()),
-            "hostIP": POD_IP,
-            "hostIPs": [{"ip": POD_IP}],
-            "podIP": POD_IP,
-            "podIPs": [{"ip": POD_IP}],
+            "hostIP": self.host_ip,
+            "hostIPs": [{"ip": self.host_ip}],
+            **({"podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}]} if self.pod_ip else {}),
             "startTime": self.start_time,
             "containerStatuses": [c.status() for c in containers],
         }

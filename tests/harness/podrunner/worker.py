@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from . import processes
 from .container import Container, restart_backoff
 from .env import container_env
+from .cni import PodSandboxNetwork
 from .network import PodNetwork, prepare_network
 from .probes import probe
 from .status import StatusWriter
@@ -40,8 +41,9 @@ class PodWorker(threading.Thread):
         self.volumes: dict[str, Path] = {}
         self.containers: list[Container] = []
         self.network: PodNetwork | None = None
+        self.sandbox: PodSandboxNetwork | None = None  # the pod's own network namespace (with a pod bridge)
         self.init_containers: list[Container] = []
-        self.status = StatusWriter(runner.core, self.ns, self.pod_name)
+        self.status = StatusWriter(runner.core, self.ns, self.pod_name, runner.node_ip)
         self.phase = "Pending"
         self.message: str | None = None
         self.reason: str | None = None
@@ -72,12 +74,24 @@ class PodWorker(threading.Thread):
                 self.phase, self.reason, self.message = "Failed", "LocalRunnerError", f"{type(e).__name__}: {e}"
                 self._send_status(force=True)
         finally:
+            self._release_network()
             self.runner.worker_done(self)
+
+    def _release_network(self) -> None:
+        """Tear the pod's network namespace down with the pod (its processes have all been stopped)."""
+        self.runner.pod_ips.pop(self.uid, None)
+        if self.sandbox is not None and self.runner.cni is not None:
+            self.runner.cni.delete(self.sandbox)
+            self.sandbox = None
 
     # -- main loop
     def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.network = prepare_network(self.pod, self.dir, self.runner.cluster_dns)
+        if self.runner.cni is not None:
+            self.sandbox = self.runner.cni.add()
+            log.info("pod %s: network namespace %s, address %s", self.where, self.sandbox.name, self.sandbox.ip)
+        self.network = prepare_network(self.pod, self.dir, self.runner.cluster_dns, self.sandbox)
+        self.runner.pod_ips[self.uid] = self.status.pod_ip = self.network.ip
         spec = self.spec
         policy = spec.get("restartPolicy", "Always")
         for c in spec.get("initContainers") or []:
@@ -155,7 +169,9 @@ class PodWorker(threading.Thread):
             return self.gone.is_set() or self.delete_requested is not None or self.runner.stopping.is_set()
 
     def _await_deletion(self) -> None:
-        """A terminal pod keeps its status; when it gets deleted, finish the deletion."""
+        """A terminal pod keeps its status (and its podIP there) but not its network namespace, as with a
+        kubelet; when it gets deleted, finish the deletion."""
+        self._release_network()
         while not self.gone.is_set() and not self.runner.stopping.is_set():
             with self.lock:
                 if self.delete_requested is not None:
@@ -195,7 +211,8 @@ class PodWorker(threading.Thread):
                 if c.kill_deadline is not None and t >= c.kill_deadline:
                     processes.send_signal(c, signal.SIGKILL)
                     c.kill_deadline = None
-                probe(c, t, self._grace(), self.runner.base_env, self.where)
+                assert self.network is not None
+                probe(c, t, self._grace(), self.runner.base_env, self.network, self.where)
                 continue
             # exited
             processes.record_exit(c, rc, self.where)

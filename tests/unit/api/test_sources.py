@@ -32,3 +32,25 @@ def test_uris_parse_to_their_source(uri: str, revision: str | None, dataset: boo
 def test_unparseable_uris_name_themselves(uri: str) -> None:
     with pytest.raises(ValueError, match=uri.split("/")[0]):
         parse_source(uri)
+
+
+def test_a_suites_dataset_is_a_source_and_its_fetched_copy_is_what_evaluation_reads() -> None:
+    from finetune_api import FineTuneJob
+    from finetune_api.contract.sources import FetchSummary, ResolvedSource
+    from finetune_api.resolved import ResolvedConfig, ResolvedPaths, job_sources
+    from finetune_api.sources import suite_role
+
+    job = FineTuneJob.model_validate({
+        "apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "j"},
+        "spec": {"model": {"uri": "/m"}, "datasets": {"train": {"uri": "/t.jsonl"}},
+                 "evaluation": {"suites": [{"name": "safety", "kind": "safety"},
+                                           {"name": "tickets", "dataset": {"uri": "s3://evals/tickets.jsonl"}}]}},
+    })
+    sources = job_sources(job.spec)
+    assert sources[suite_role(1)][0] == Source("s3", "evals", "tickets.jsonl") and suite_role(0) not in sources
+    config = ResolvedConfig(job="j", spec=job.spec, paths=ResolvedPaths(
+        output="/o", model="/m", train="/t.jsonl", suites={"tickets": "s3://evals/tickets.jsonl"}))
+    assert config.source_path(suite_role(1)) == "s3://evals/tickets.jsonl" and config.source_path("train") == "/t.jsonl"
+    fetched = FetchSummary(sources=[ResolvedSource(role=suite_role(1), uri="s3://evals/tickets.jsonl", scheme="s3",
+                                                   identity="s3:evals/tickets.jsonl#sha256:0", path="/cache/k/files/tickets.jsonl")])
+    assert config.with_fetched(fetched).paths.suites == {"tickets": "/cache/k/files/tickets.jsonl"}

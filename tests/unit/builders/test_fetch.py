@@ -10,6 +10,7 @@ import pytest
 
 from finetune_api.contract.sources import credential_env
 from finetune_api.contract.vllm import API_KEY_SECRET
+from finetune_api.sources import suite_role
 from finetune_operator.builders import build_config_map, build_prepare_job
 from finetune_operator.builders.render import render_job
 from finetune_operator.settings import OperatorSettings
@@ -49,6 +50,21 @@ def test_fetch_runs_first_on_cpu_with_the_sources_secrets_as_secret_key_refs() -
     assert "HF_HUB_OFFLINE" not in {e["name"] for e in fetch["env"]}
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert {r["onExitCodes"]["containerName"] for r in rules if "onExitCodes" in r} >= {"fetch", "trainer"}
+
+
+def test_an_evaluation_suites_dataset_is_fetched_with_its_own_secret() -> None:
+    """Suite datasets are sources like the others: `suite<N>`, by position (names could clash as env names)."""
+    job = with_identity(make_job(
+        "suites", model={"uri": "pvc://models/tiny"}, datasets={"train": {"uri": "pvc://datasets/train.jsonl"}},
+        evaluation={"suites": [{"name": "safety", "kind": "safety"},
+                               {"name": "support-tickets", "dataset": {"uri": "s3://evals/tickets.jsonl",
+                                                                      "secretRef": {"name": "evals-bucket"}}}]},
+    ))
+    (fetch,) = build_prepare_job(job, OperatorSettings())["spec"]["template"]["spec"]["initContainers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in fetch["env"] if "valueFrom" in e}
+    assert refs[credential_env(suite_role(1), "AWS_SECRET_ACCESS_KEY")] == {"name": "evals-bucket", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert credential_env(suite_role(1), "AWS_SECRET_ACCESS_KEY") == "FT_SUITE1_AWS_SECRET_ACCESS_KEY"
+    assert not any(name.startswith("FT_SUITE0_") for name in refs), "the shipped safety suite reads no dataset"
 
 
 def test_no_other_container_or_config_map_carries_a_source_secret() -> None:

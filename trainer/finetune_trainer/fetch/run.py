@@ -32,7 +32,7 @@ def run_fetch(config: ResolvedConfig) -> FetchSummary:
     cache = SourceCache(Path(config.source_cache), config.source_cache_max_bytes) if config.source_cache else None
     resolved: list[ResolvedSource] = []
     for role, (source, _ref) in job_sources(config.spec).items():
-        path = getattr(config.paths, role)
+        path = config.source_path(role)
         uri = config.spec.model.uri if role == "model" else _ref.uri if _ref is not None else path
         found = _resolve(source, role, path)
         downloaded = 0

@@ -66,6 +66,16 @@ def test_an_adapter_no_pool_can_load_fails_before_any_work(settings):
     assert status_patch(merged)["phase"] == "Validating"
 
 
+def test_an_s3_output_fails_before_any_work_naming_the_uri(settings):
+    """The operator has no upload step yet: a clear Failed, never artifacts written to a non-path."""
+    actions = decide(make_job(output={"uri": "s3://bucket/runs/demo", "secretRef": {"name": "up"}}), children(), NOW, settings)
+    assert creates(actions) == []
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "RemoteOutputUnsupported"
+    assert patch["message"].startswith("spec.output.uri s3://bucket/runs/demo: an s3:// output is uploaded by `ftctl run` only")
+    assert [e.reason for e in events(actions)] == ["RemoteOutputUnsupported"]
+
+
 def test_an_adapter_job_named_like_its_pools_base_model_fails_before_any_work(settings):
     named_like_base = {"uri": "pvc://models/tiny", "name": "demo"}  # the job is `demo`
     actions = decide(make_job(model=named_like_base, serving={"mode": "adapter"}), children(), NOW, settings)
