@@ -72,15 +72,25 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest):
 TIER_ORDER = ("unit", "api", "e2e", "cluster")
 
 
+CLUSTER_GROUP = "cluster"
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tiers in order: unit tests first (fast feedback, and the CPU-heavy trainer tests do not
-    share the machine with the session's control plane, which starts at the first api test)."""
+    """Run the tiers in order (unit tests first: fast feedback), and put every test that uses the
+    control plane in one xdist group. Under `pytest -n 2 --dist loadgroup` (`make test`) one worker
+    then owns the only control plane and runs those tests in tier order, while the other worker takes
+    everything that needs no cluster; the suite waits on the apiserver and vLLM start-ups about half
+    of its time, which the second worker fills (DESIGN §8)."""
 
     def tier(item: pytest.Item) -> int:
         marks = {m.name for m in item.iter_markers()}
         return next((i for i, name in enumerate(TIER_ORDER) if name in marks), len(TIER_ORDER))
 
     items.sort(key=tier)
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
 
 
 @pytest.hookimpl(wrapper=True)

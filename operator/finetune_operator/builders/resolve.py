@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from finetune_api import FineTuneJob
@@ -22,6 +23,19 @@ def output_uri(job: FineTuneJob, settings: OperatorSettings) -> str:
 def source_cache_dir(settings: OperatorSettings) -> str:
     """The source cache on the operator's artifacts claim (every job's trainer pods mount it)."""
     return uri_to_path(f"pvc://{settings.artifacts_pvc}/{SOURCE_CACHE_DIR}", settings.pvc_mount_root)
+
+
+JIT_OPS_DIR = ".jit-ops"
+
+
+def jit_ops_dir(job: FineTuneJob, settings: OperatorSettings) -> str:
+    """Where DeepSpeed compiles its JIT ops on the CPU path (the shm comm op ZeRO uses over gloo): on
+    the artifacts claim, per namespace and trainer image, so each op is compiled once and not by
+    every pod into its own scratch (a minute or more per pod); torch's build lock serialises pods that
+    start together. Per namespace because a tenant must not plant a shared object another loads."""
+    image = job.spec.trainer_image or settings.trainer_image
+    key = hashlib.sha256(image.encode()).hexdigest()[:16]
+    return uri_to_path(f"pvc://{settings.artifacts_pvc}/{JIT_OPS_DIR}/{namespace(job)}/{key}", settings.pvc_mount_root)
 
 
 def namespace(job: FineTuneJob) -> str:

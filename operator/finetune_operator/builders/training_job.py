@@ -25,6 +25,7 @@ from finetune_api.queue import Flavor
 from ..deadlines import training_deadline_seconds
 from ..settings import OperatorSettings
 from .common import CONFIG_PATH, labels, object_meta, parse_quantity, pod_resources, tolerations
+from .resolve import jit_ops_dir
 from .names import train_job_name, train_service_name
 from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_container, trainer_pod_spec, user_error_rule
 
@@ -80,6 +81,7 @@ def build_training_job(
     }
     if settings.cpu_runtime or res.gpus_per_node == 0:
         env["DS_ACCELERATOR"] = "cpu"
+        env["TORCH_EXTENSIONS_DIR"] = jit_ops_dir(job, settings)
     node_rank = {
         "name": "PET_NODE_RANK",
         "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}},

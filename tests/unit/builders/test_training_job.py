@@ -110,3 +110,22 @@ def test_cpu_training_requests_no_gpu_and_uses_cpu_deepspeed() -> None:
     assert "nvidia.com/gpu" not in container["resources"]["requests"]
     assert env["DS_ACCELERATOR"] == "cpu" and env["OMP_NUM_THREADS"] == "1"
     assert env["HF_HUB_OFFLINE"] == "1", "training reads the fetched copy of a hub model, never the hub"
+
+
+def test_cpu_training_compiles_deepspeed_ops_once_per_namespace_and_image_on_the_artifacts_claim() -> None:
+    settings = OperatorSettings(cpu_runtime=True)
+
+    def ops_dir(name: str, namespace: str, **spec: object) -> str:
+        job = make_job(name, resources={"gpusPerNode": 0}, **spec)
+        job.metadata.namespace = namespace
+        return _env(build_training_job(job, settings, 0)["spec"]["template"]["spec"]["containers"][0])["TORCH_EXTENSIONS_DIR"]
+
+    first = ops_dir("a", "team-a")
+    mounts = build_training_job(make_job("a", resources={"gpusPerNode": 0}), settings, 0)["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    claim_mount = next(m for m in mounts if first.startswith(m["mountPath"] + "/"))
+    assert not claim_mount.get("readOnly"), "the ops are compiled into the claim, so it is mounted writable"
+    assert ops_dir("b", "team-a") == first, "two jobs in one namespace share the compiled ops"
+    assert ops_dir("a", "team-b") != first, "another namespace never loads a shared object a tenant could plant"
+    assert ops_dir("a", "team-a", trainerImage="registry.example/trainer:2") != first, "a new image compiles again"
+    gpu = build_training_job(make_job("g", **MULTINODE), OperatorSettings(), 0)["spec"]["template"]["spec"]["containers"][0]
+    assert _env(gpu)["TORCH_EXTENSIONS_DIR"].startswith("/tmp"), "GPU pods compile no op and keep their scratch"
