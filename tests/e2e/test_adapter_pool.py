@@ -4,6 +4,9 @@ server run by the local pod runner.
 Two jobs pass their gates one after the other (their prepare, training and evaluation pods end on kwok
 nodes with the trainer's typed summaries, `PodDriver`); the operator loads each adapter into the one
 running pool replica through vLLM's run-time API, and both answer while the vLLM process never restarts.
+The first adapter's directory appears only after the replica refused to load it: the job's Deploying
+message names the refused load and its path (the replica is 0/1 ready, its gate down), and the retry
+loads it once it is there.
 Every call carries the namespace's API key (vLLM refuses one without it). A vLLM process killed mid-way comes back (the pod runner restarts the container) and gets both adapters
 again before its readiness gate lets traffic in (and the canary's `/metrics` reader counts exactly the requests
 it then answers); a deleted job's adapter disappears from the replica.
@@ -101,9 +104,9 @@ def test_adapters_join_a_running_pool_survive_a_restart_and_leave_with_their_job
     mount_root = host_mount_root(cluster, namespace, tmp_path / "pvc", ("models", "finetune-artifacts"))
     shutil.copytree(model, mount_root / "models" / "tiny-chat")
     settings = OperatorSettings(pvc_mount_root=str(mount_root))
-    for name in ("alpha", "beta"):
-        job = FineTuneJob.model_validate(adapter_job(name, namespace))
-        untrained_adapter(model, Path(adapter_dir(job, settings)))
+    alpha_dir, beta_dir = (Path(adapter_dir(FineTuneJob.model_validate(adapter_job(name, namespace)), settings))
+                           for name in ("alpha", "beta"))
+    untrained_adapter(model, beta_dir)  # alpha's appears only once its refused load was seen
 
     # the Validating phase reports the base's content digest: the pool is keyed by it, not by the name
     digest = tree_digest(mount_root / "models" / "tiny-chat")
@@ -117,8 +120,16 @@ def test_adapters_join_a_running_pool_survive_a_restart_and_leave_with_their_job
         FT_PVC_MOUNT_ROOT=str(mount_root), FT_ADAPTER_POOL=json.dumps(POOL_DEFINITION),
     ).start()
     try:
-        # 1. the first adapter starts the pool
+        # 1. the first adapter starts the pool; while its directory is missing the replica refuses to load it
+        #    (the gate stays down: the Deployment is 0/1 ready) and the job's status says why, with the path
         cluster.apply(adapter_job("alpha", namespace))
+        def refused_load() -> str | None:
+            message = ((get(cluster, namespace, "finetunejob", "alpha") or {}).get("status") or {}).get("message") or ""
+            return message if "load_lora_adapter alpha" in message else None
+
+        refused = wait_for("alpha's refused load in its status", refused_load, timeout=SERVE_TIMEOUT, interval=1)
+        assert "0/1 ready" in refused and str(alpha_dir) in refused, refused
+        untrained_adapter(model, alpha_dir)
         alpha = wait_phase(cluster, namespace, "alpha", "Serving", timeout=SERVE_TIMEOUT)
         assert alpha["serving"]["modelNames"] == ["alpha@1", "alpha"], alpha["serving"]
         first = pool_pod(cluster, namespace)

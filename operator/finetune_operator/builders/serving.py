@@ -24,6 +24,7 @@ from finetune_api import API_VERSION, FineTuneJob
 from finetune_api.job import ServingSpec
 from finetune_api.resolved import ArtifactLayout, claim_of, uri_to_path
 from finetune_api.sources import parse_source
+from finetune_api.contract.sources import cache_path
 from ..settings import OperatorSettings
 from .common import (
     ANNOTATION_GENERATION,
@@ -48,7 +49,7 @@ from .common import (
 )
 from .canary import canary_route, canary_split
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
-from .resolve import namespace, output_uri
+from .resolve import namespace, output_uri, source_cache_dir
 from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
                                         default_max_model_len, vllm_args)
 from ..reconcile.pool import ADAPTERS_GATE, PoolAdapter
@@ -69,6 +70,16 @@ def _model_source(job: FineTuneJob, settings: OperatorSettings) -> str:
     if parse_source(job.spec.model.uri).remote:
         return str(ArtifactLayout(uri_to_path(output_uri(job, settings), settings.pvc_mount_root)).fetched("model"))
     return uri_to_path(job.spec.model.uri, settings.pvc_mount_root)
+
+
+def _pooled_model_source(job: FineTuneJob, settings: OperatorSettings) -> str:
+    """The pool's `--model`, the same whichever of its jobs applies it: a hub or S3 base is read from its
+    cache entry (content-addressed by the identity in `status.data.sources`), not through one job's link."""
+    data = job.status.data if job.status else None
+    identity = data.sources.get("model") if data else None
+    if parse_source(job.spec.model.uri).remote and identity:
+        return cache_path(source_cache_dir(settings), identity)
+    return _model_source(job, settings)
 
 
 def tuned_model_dir(job: FineTuneJob, settings: OperatorSettings) -> str:
@@ -296,7 +307,7 @@ def _pool_server(job: FineTuneJob, settings: OperatorSettings, claims: list[str]
     replica holds every adapter. Nothing here depends on which jobs the pool serves, except the claims."""
     pool = settings.adapter_pool
     base = pooled_base_name(job.spec)
-    model = _model_source(job, settings)
+    model = _pooled_model_source(job, settings)
     capacity = LoraCapacity(max_loras=pool.max_loras, max_cpu_loras=pool.max_cpu_loras, max_lora_rank=pool.max_lora_rank)
     args = vllm_args(model, [base], dtype=job.spec.model.dtype, max_model_len=pool.max_model_len, cpu=settings.cpu_runtime,
                      tensor_parallel_size=max(pool.gpus, 1), lora_capacity=capacity)

@@ -146,10 +146,13 @@ class Observer:
                 waiting.append(f"{obj['metadata']['name']} {ready}/{want} ready")
                 pods_waiting.extend(await self._pods_waiting(ns, current))
             ready_replicas += ready
-        if waiting:
-            return ServingState(ready=False, ready_replicas=ready_replicas, message="; ".join(waiting),
-                                pods_waiting="; ".join(dict.fromkeys(pods_waiting)))
         pool = pool_key(job)
+        if waiting:
+            # A pool's replica turns ready only once it holds every adapter: a refused load is why it waits.
+            error = self.pools.load_error(pool, job.metadata.name) if pool is not None else None
+            return ServingState(ready=False, ready_replicas=ready_replicas,
+                                message="; ".join(waiting) + (f": {error}" if error else ""),
+                                pods_waiting="; ".join(dict.fromkeys(pods_waiting)))
         if pool is not None:
             replicas = await self.pools.replicas(pool)
             everywhere, message = serving_everywhere(pool_member(job, self.settings).adapter, replicas)

@@ -95,7 +95,9 @@ class PoolController:
 
     async def _reconcile(self, key: PoolKey) -> bool:
         """Carry out the plan replica by replica; a call a replica refuses is recorded for the adapter's
-        job (its Deploying status shows it), skips that replica's gate, and is retried."""
+        job (its Deploying status shows it), skips that replica's gate, and is retried after
+        `RETRY_SECONDS`. True when an action took effect: only then do the pool's jobs look again (a
+        refused call reported as a change would re-run the jobs, which re-run the pool, in a hot loop)."""
         ns = key[0]
         adapters = self.adapters(key)
         replicas = await self.replicas(key)
@@ -103,6 +105,7 @@ class PoolController:
         token = await self.api_keys.get(ns)
         failed_pods: set[str] = set()
         errors: dict[str, str] = {}
+        done = 0
         for action in actions:
             try:
                 if isinstance(action, UnloadAdapter):
@@ -119,11 +122,13 @@ class PoolController:
                     errors[action.name.split("@", 1)[0]] = str(e)
                 log.warning("pool %s/%s: %s", *key, e)
                 continue
+            done += 1
             log.info("pool %s/%s: %s", *key, action)
+        changed = done > 0 or errors != self.errors.get(key, {})
         self.errors[key] = errors
         if failed_pods or any(r.container_ready and r.loaded is None for r in replicas):
             self.timers.request(key, RETRY_SECONDS)
-        return bool(actions)
+        return changed
 
     def load_error(self, key: PoolKey, job: str) -> str | None:
         """Why the pool's last pass could not load `job`'s adapter (None: it could, or did not try)."""

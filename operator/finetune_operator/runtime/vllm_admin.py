@@ -45,5 +45,5 @@ def _post(url: str, endpoint: str, body: dict[str, str], api_key: str | None) ->
     except httpx.HTTPError as e:
         raise AdapterCallFailed(f"{endpoint} {body['lora_name']} on {url}: {e}") from None
     if response.status_code != 200:
-        raise AdapterCallFailed(f"{endpoint} {body['lora_name']} on {url}: HTTP {response.status_code}: "
-                                f"{response.text[:300]}")
+        what = f"{body['lora_name']} ({body['lora_path']})" if "lora_path" in body else body["lora_name"]
+        raise AdapterCallFailed(f"{endpoint} {what} on {url}: HTTP {response.status_code}: {response.text[:300]}")

@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+from finetune_api import FineTuneJob
+from finetune_api.contract.sources import SOURCE_CACHE_DIR, cache_path
+from finetune_api.job import DataReport, FineTuneJobStatus
 from finetune_operator.builders import build_serving_objects, canary_split, pool_member, serving_endpoint
 from finetune_operator.reconcile.pool import ADAPTERS_GATE
 from finetune_operator.settings import AdapterPoolSettings, OperatorSettings
@@ -142,3 +145,21 @@ def test_gateway_api_canary_uses_route_weights() -> None:
     assert json.loads(_flag(tuned_args, "--lora-modules"))["name"] == "faq"
 
 
+
+def test_a_pool_on_a_hub_base_serves_its_cache_entry_whichever_job_builds_it() -> None:
+    """Not one job's `sources/model` link: the pool's Deployment would change (and restart) with the job
+    that last applied it, and lose its model with that job's directory."""
+    settings = OperatorSettings()
+    identity = "hf://org/base-7b@0123456789abcdef0123456789abcdef01234567"
+
+    def fetched(name: str) -> FineTuneJob:
+        job = make_job(name, model={"uri": "hf://org/base-7b"})
+        job.status = FineTuneJobStatus(data=DataReport(sources={"model": identity}, model_digest="sha256:ab"))
+        return job
+
+    a, b = fetched("alpha"), fetched("beta")
+    pools = [next(o for o in build_serving_objects(x, settings, [pool_member(y, settings)]) if o["kind"] == "Deployment")
+             for x, y in ((a, b), (b, a))]
+    assert pools[0] == pools[1]
+    model = _flag(_container(pools[0])["args"], "--model")
+    assert model == cache_path(f"/mnt/pvc/{settings.artifacts_pvc}/{SOURCE_CACHE_DIR}", identity)
