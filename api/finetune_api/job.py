@@ -242,9 +242,11 @@ class Grader(ApiModel):
     """For `score_model`: what a good answer is, a template over the row (`{{ item.<field> }}`) and the
     answer (`{{ sample.output_text }}`; appended after the rubric when the rubric does not place it)."""
     endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=1024)
-    """For `score_model`: the OpenAI-compatible API base (ending in `/v1`). Unset: the server the
-    evaluation generates through when it is given one (it serves the base model); without either the
-    grader is a configuration error."""
+    """For `score_model`: the OpenAI-compatible API base (ending in `/v1`). Unset: in `ftctl run` the
+    server the evaluation generates through (it serves the base model); on a cluster the base model served
+    by the namespace's adapter pool for the job's base, with the pool's API key (Secret
+    `finetune-serving-api-key`); the job fails (`JudgeEndpointMissing`) when that pool has no ready replica,
+    checked before training and when evaluation starts."""
     model: str | None = Field(default=None, max_length=256)
     """For `score_model`: the judge's model name at the endpoint; unset: the base model's served name."""
     api_key_secret: SecretKeyRef | None = None

@@ -152,3 +152,10 @@ def grader_api_key_env(grader: str) -> str:
     """The environment variable the evaluation pod gets a `score_model` grader's API key in (from its
     Secret); the operator sets it, the trainer reads it."""
     return "FT_GRADER_API_KEY_" + "".join(c if c.isalnum() else "_" for c in grader.upper())
+
+
+JUDGE_ENDPOINT_ENV = "FT_JUDGE_ENDPOINT"
+"""The evaluation pod's default judge (`score_model` graders without `endpoint`) on a cluster: the
+namespace's adapter pool serving the base; the operator sets it, the trainer reads it."""
+JUDGE_MODEL_ENV = "FT_JUDGE_MODEL"
+"""The default judge's model name at `JUDGE_ENDPOINT_ENV`: the base's name in the pool (`pooled_base_name`)."""

@@ -21,9 +21,10 @@ POOLED_PHASES = ("Deploying", "Serving")
 
 
 def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, attempt: int | None = None,
-                flavor: Flavor | None = None, peers: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+                flavor: Flavor | None = None, peers: Iterable[Mapping[str, Any]] = (),
+                judge_url: str | None = None) -> list[dict[str, Any]]:
     """The objects of `child`: `attempt` and the admitted `flavor` shape training, `peers` (other
-    FineTuneJob objects, as stored) fill an adapter pool."""
+    FineTuneJob objects, as stored) fill an adapter pool, `judge_url` is the evaluation's pool judge."""
     if child == "config":
         return [build_config_map(job, settings)]
     if child == "prepare":
@@ -33,7 +34,7 @@ def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, atte
     if child == "train":
         return [build_training_job(job, settings, attempt or 0, flavor)]
     if child == "eval":
-        return [build_eval_job(job, settings)]
+        return [build_eval_job(job, settings, judge_url)]
     if child == "serving":
         return build_serving_objects(job, settings, adapter_pool(job, peers, settings))
     raise ValueError(f"unknown child {child!r}")

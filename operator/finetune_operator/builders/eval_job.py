@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from finetune_api import FineTuneJob
-from finetune_api.contract.vllm import grader_api_key_env
+from finetune_api.contract.vllm import (API_KEY_SECRET, API_KEY_SECRET_KEY, JUDGE_ENDPOINT_ENV, JUDGE_MODEL_ENV, grader_api_key_env,
+                                        pooled_base_name)
 from ..settings import OperatorSettings
 from .common import serving_placement
 from .names import eval_job_name
@@ -27,23 +28,46 @@ def eval_resources(job: FineTuneJob) -> dict[str, Any]:
     return vllm_pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, serving.cpu, serving.memory)
 
 
-def grader_secret_env(job: FineTuneJob) -> list[dict[str, Any]]:
-    """The API keys of `score_model` graders, from their Secrets (never in the config or a ConfigMap)."""
-    return [
-        {"name": grader_api_key_env(g.name),
-         "valueFrom": {"secretKeyRef": {"name": g.api_key_secret.name, "key": g.api_key_secret.key}}}
-        for g in job.spec.evaluation.graders if g.api_key_secret is not None
-    ]
+def pool_judged_graders(job: FineTuneJob) -> list[str]:
+    """The `score_model` graders without `endpoint`: on a cluster they ask the base model served by the
+    namespace's adapter pool for the job's base (DESIGN.md §9, "The default judge on a cluster")."""
+    return [g.name for g in job.spec.evaluation.graders if g.type == "score_model" and g.endpoint is None]
 
 
-def build_eval_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
+def grader_secret_env(job: FineTuneJob, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The API keys of `score_model` graders, from their Secrets (never in the config or a ConfigMap): a
+    grader's `apiKeySecret`, else for a pool-judged grader the pool's own key Secret."""
+    pooled = set(pool_judged_graders(job))
+    env = []
+    for g in job.spec.evaluation.graders:
+        if g.api_key_secret is not None:
+            ref = {"name": g.api_key_secret.name, "key": g.api_key_secret.key}
+        elif g.name in pooled and settings.serving_api_key:
+            ref = {"name": API_KEY_SECRET, "key": API_KEY_SECRET_KEY}
+        else:
+            continue
+        env.append({"name": grader_api_key_env(g.name), "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def judge_env(job: FineTuneJob, judge_url: str | None) -> dict[str, str]:
+    """Where pool-judged graders ask: the pool replica `judge_url` (observed by the operator), under the
+    base's name in the pool."""
+    if judge_url is None or not pool_judged_graders(job):
+        return {}
+    return {JUDGE_ENDPOINT_ENV: f"{judge_url}/v1", JUDGE_MODEL_ENV: pooled_base_name(job.spec)}
+
+
+def build_eval_job(job: FineTuneJob, settings: OperatorSettings, judge_url: str | None = None) -> dict[str, Any]:
+    """The evaluation Job; `judge_url` is the adapter pool replica that pool-judged graders ask."""
     resources = eval_resources(job)
     env = {"OMP_NUM_THREADS": "1" if settings.cpu_runtime else "4"}
     if settings.cpu_runtime:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(None))
         env["DS_ACCELERATOR"] = "cpu"
+    env |= judge_env(job, judge_url)
     evaluate = trainer_container(job, settings, TRAINER_CONTAINER, trainer_command("evaluate"), env=env, resources=resources,
-                                 extra_env=grader_secret_env(job))
+                                 extra_env=grader_secret_env(job, settings))
     init = [trainer_container(job, settings, "merge", trainer_command("merge"), env=env, resources=resources)] if merges_before_eval(job) else None
     node_selector, tols = serving_placement(job.spec.serving, job.spec.resources)
     pod = trainer_pod_spec(

@@ -4,6 +4,7 @@ from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe
 from .decide import decide
 from .observed import (
     JobState,
+    JudgePool,
     NamespaceUsage,
     ObservedChildren,
     PodState,
@@ -16,6 +17,6 @@ from .observed import (
 
 __all__ = [
     "Action", "Apply", "Create", "Delete", "DeleteServing", "Emit", "Observe", "PatchStatus", "Requeue", "writes",
-    "decide", "JobState", "NamespaceUsage", "ObservedChildren", "PodState", "ServingState", "WorkloadState",
+    "decide", "JobState", "JudgePool", "NamespaceUsage", "ObservedChildren", "PodState", "ServingState", "WorkloadState",
     "job_state", "pod_state", "workload_state",
 ]

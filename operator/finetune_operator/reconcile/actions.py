@@ -18,6 +18,8 @@ class Create:
 
     child: Child
     attempt: int | None = None
+    judge_url: str | None = None
+    """For `eval`: the adapter pool replica that pool-judged `score_model` graders ask (observed)."""
 
 
 @dataclass(frozen=True)

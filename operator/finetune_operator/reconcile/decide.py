@@ -18,6 +18,7 @@ from finetune_api.job import Artifacts, CanaryStatus, DataReport, EvaluationStat
 from finetune_api.sources import parse_source
 from ..builders import names
 from ..builders.canary import canary_route
+from ..builders.eval_job import pool_judged_graders
 from ..builders.resolve import output_uri
 from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
 from ..progress import progress_status, progress_summary
@@ -25,7 +26,7 @@ from ..settings import OperatorSettings
 from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
 from .canary import Arms, Keep, Promote, judge
 from .failures import ReconcileFailure
-from .observed import JobState, ObservedChildren, format_time, parse_time
+from .observed import JobState, JudgePool, ObservedChildren, format_time, parse_time
 from .status import changes, find_condition, model_patch, nested_model, revised, set_condition
 
 DEPLOY_POLL_SECONDS = 5.0
@@ -277,6 +278,20 @@ def remote_output_refusal(job: FineTuneJob) -> str | None:
             "upload step yet: leave spec.output unset (or use pvc://) and copy the artifacts from the volume")
 
 
+def judge_refusal(job: FineTuneJob, pool: JudgePool | None) -> str | None:
+    """Why the job's `score_model` graders without `endpoint` have no judge: on a cluster they ask the
+    base model served by the namespace's adapter pool for this base, and the operator does not start a
+    pool for a judge (a pool exists while an adapter of this base is served here). Checked when the data
+    are valid (before training) and again when evaluation starts; never waited for."""
+    graders = pool_judged_graders(job)
+    if not graders or (pool is not None and pool.url is not None):
+        return None
+    where = f"adapter pool {pool.name}" if pool is not None else "adapter pool"
+    return (f"spec.evaluation.graders {', '.join(graders)}: a score_model grader without `endpoint` asks the base model "
+            f"{pooled_base_name(job.spec)!r} served by this namespace's {where}, which has no ready replica (no adapter "
+            "of this base is served here): set the grader's `endpoint` (and `apiKeySecret`)")
+
+
 def _pending(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
     unsupported = remote_output_refusal(plan.job)
     if unsupported:
@@ -339,6 +354,11 @@ def _validating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
     report = _data_report(summary.data or DataReport(), "")
     plan.set(data=report)
     counted = f"{report.train_examples} training examples"
+    no_judge = judge_refusal(plan.job, children.judge_pool) if plan.job.spec.evaluation.enabled else None
+    if no_judge:
+        plan.condition("Validated", False, "JudgeEndpointMissing", no_judge)
+        plan.transition("Failed", "JudgeEndpointMissing", no_judge, warning=True)
+        return
     plan.condition("Validated", True, "DataValid", counted)
     if settings.queue_mode == "none":
         _start_training(plan, children, f"data valid ({counted}); no queue: training")
@@ -433,7 +453,7 @@ def _training(plan: Plan, children: ObservedChildren, settings: OperatorSettings
         return
     gpu_seconds = _gpu_seconds(plan, train)
     if train.outcome == "succeeded":
-        _trained(plan, train, gpu_seconds, settings)
+        _trained(plan, children, train, gpu_seconds, settings)
         return
     _training_failed(plan, train, gpu_seconds, settings)
 
@@ -453,7 +473,7 @@ def _spend_gpu(plan: Plan, seconds: float) -> None:
         plan.do(Observe("gpu_hours", seconds / 3600.0, {"namespace": plan.job.metadata.namespace or ""}))
 
 
-def _trained(plan: Plan, train: JobState, gpu_seconds: float, settings: OperatorSettings) -> None:
+def _trained(plan: Plan, children: ObservedChildren, train: JobState, gpu_seconds: float, settings: OperatorSettings) -> None:
     summary = train.summary(TrainSummary) or TrainSummary()
     if not summary.ok:
         message = summary.message or "the trainer reported a failure"
@@ -466,7 +486,7 @@ def _trained(plan: Plan, train: JobState, gpu_seconds: float, settings: Operator
     plan.condition("Trained", True, "Trained", f"attempt {plan.attempt} finished")
     spec = plan.job.spec
     if spec.evaluation.enabled:
-        _start_evaluating(plan, "trained; evaluating against the base" if spec.evaluation.compare_to_base else "trained; evaluating")
+        _start_evaluating(plan, children, "trained; evaluating against the base" if spec.evaluation.compare_to_base else "trained; evaluating")
     elif spec.serving.enabled:
         _start_deploying(plan, "trained; evaluation disabled: deploying", "Deploying")
     else:
@@ -615,10 +635,22 @@ def _preempted_by_kueue(plan: Plan, settings: OperatorSettings) -> None:
     plan.transition("Queued", "Preempted", "Kueue evicted the training; waiting for admission again", warning=True)
 
 
-def _start_evaluating(plan: Plan, message: str, reason: str = "Evaluating") -> None:
-    plan.do(Create("eval"))
-    plan.condition("Evaluated", False, reason, "evaluation started")
-    plan.transition("Evaluating", reason, message)
+def _start_evaluating(plan: Plan, children: ObservedChildren, message: str, reason: str = "Evaluating") -> None:
+    if _create_eval(plan, children):
+        plan.condition("Evaluated", False, reason, "evaluation started")
+        plan.transition("Evaluating", reason, message)
+
+
+def _create_eval(plan: Plan, children: ObservedChildren) -> bool:
+    """Create the evaluation Job with its pool judge; False (the job Failed) when its graders need a
+    pool judge and the pool has no ready replica."""
+    no_judge = judge_refusal(plan.job, children.judge_pool)
+    if no_judge:
+        plan.condition("Evaluated", False, "JudgeEndpointMissing", no_judge)
+        plan.transition("Failed", "JudgeEndpointMissing", no_judge, warning=True)
+        return False
+    plan.do(Create("eval", judge_url=children.judge_pool.url if children.judge_pool else None))
+    return True
 
 
 def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
@@ -630,7 +662,7 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
             plan.do(Delete("Job", ev.name))
         return
     if ev is None:
-        plan.do(Create("eval"))
+        _create_eval(plan, children)
         return
     if ev.outcome == "running":
         return

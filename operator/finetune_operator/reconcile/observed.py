@@ -145,6 +145,17 @@ class ServingState:
 
 
 @dataclass(frozen=True)
+class JudgePool:
+    """The namespace's adapter pool for the job's base, read for its `score_model` graders without
+    `endpoint` (they ask the base model that pool serves)."""
+
+    name: str
+    url: str | None
+    """A ready replica's address (`http://<podIP>:<port>`); None when the pool has no ready replica or
+    does not exist."""
+
+
+@dataclass(frozen=True)
 class NamespaceUsage:
     """What the other started jobs of the job's namespace hold (for `settings.namespace_caps`)."""
 
@@ -171,6 +182,8 @@ class ObservedChildren:
     """Read for a Pending job whose namespace has caps."""
     canary: Arms | None = None
     """Both arms' counts in the canary's analysis window (read while its analysis runs)."""
+    judge_pool: JudgePool | None = None
+    """Read while a job with pool-judged graders validates, trains or evaluates."""
 
 
 # -- from API objects -----------------------------------------------------------------------------
@@ -217,6 +230,24 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         waiting=waiting[:512],
         owner_uid=controller_uid(meta),
     )
+
+
+def ready_endpoint_url(endpoint_slices: list[dict[str, Any]]) -> str | None:
+    """`http://<address>:<port>` of the first ready endpoint of a Service's EndpointSlices (the `http`
+    port, else the first); None when none is ready. Pod addresses are routed where Service IPs may not
+    be (the local pod runner has no kube-proxy)."""
+    for es in endpoint_slices:
+        ports = es.get("ports") or []
+        target = next((p.get("port") for p in ports if p.get("name") == "http"), None) or (
+            ports[0].get("port") if ports else None)
+        for ep in es.get("endpoints") or []:
+            if (ep.get("conditions") or {}).get("ready") is False:
+                continue
+            addresses = ep.get("addresses") or []
+            if addresses and target:
+                host = addresses[0]
+                return f"http://[{host}]:{target}" if ":" in host else f"http://{host}:{target}"
+    return None
 
 
 def _terminated(container_status: dict[str, Any]) -> dict[str, Any]:

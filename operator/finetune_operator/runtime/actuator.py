@@ -54,7 +54,7 @@ class Actuator:
         ns = key[0]
         for action in actions:
             if isinstance(action, Create):
-                for obj in self._build(action.child, job, flavor, action.attempt):
+                for obj in self._build(action.child, job, flavor, action.attempt, action.judge_url):
                     await self._create_once(obj)
             elif isinstance(action, Apply):
                 for obj in self._build(action.child, job, flavor):
@@ -77,9 +77,9 @@ class Actuator:
                 self.metrics.record(action)
 
     def _build(self, child: Child, job: FineTuneJob, flavor: Flavor | None,
-               attempt: int | None = None) -> list[dict[str, Any]]:
+               attempt: int | None = None, judge_url: str | None = None) -> list[dict[str, Any]]:
         peers = self.cache.bodies() if child == "serving" else ()
-        return build_child(child, job, self.settings, attempt, flavor, peers)
+        return build_child(child, job, self.settings, attempt, flavor, peers, judge_url)
 
     async def _create_once(self, obj: dict[str, Any]) -> None:
         """Create, unless this process created it for the same owner moments ago and the watch has not

@@ -11,17 +11,21 @@ from typing import Any
 
 from finetune_api import TERMINAL_PHASES, FineTuneJob
 from finetune_api.contract.progress import ProgressEvent
+from finetune_api.contract.summaries import PrepareSummary
+from finetune_api.contract.vllm import pooled_base_name
 from finetune_api.queue import Flavor
 
 from .. import builders
 from ..builders import names
 from ..builders.common import CONFIG_FILE
+from ..builders.eval_job import pool_judged_graders
 from ..builders.serving import pool_member
 from ..k8s import K8s
 from ..progress import TAIL_LINES, latest_progress
 from ..queue.views import admitted_flavor
-from ..reconcile import JobState, NamespaceUsage, ObservedChildren, ServingState, pod_state
+from ..reconcile import JobState, JudgePool, NamespaceUsage, ObservedChildren, ServingState, pod_state
 from ..reconcile.decide import AFTER_TRAINING
+from ..reconcile.observed import ready_endpoint_url
 from ..reconcile.pool import serving_everywhere
 from ..settings import OperatorSettings
 from .executor import Executor
@@ -33,6 +37,8 @@ from .pools import PoolController, pool_key
 from .smoke import smoke_base_url, smoke_request
 
 log = logging.getLogger("finetune_operator.job")
+JUDGED_PHASES = ("Validating", "Training", "Evaluating")
+"""Phases whose next step checks the pool judge (`reconcile.decide.judge_refusal`)."""
 
 
 class Observer:
@@ -85,6 +91,8 @@ class Observer:
                 names.train_job_name(name, attempt))))
         if phase == "Pending" and ns in self.settings.namespace_caps:
             observed = dataclasses.replace(observed, namespace_usage=self._namespace_usage(ns, name))
+        if phase in JUDGED_PHASES and job.spec.evaluation.enabled and pool_judged_graders(job):
+            observed = dataclasses.replace(observed, judge_pool=await self._judge_pool(job, jobs))
         if phase == "Deploying":
             observed = dataclasses.replace(observed, serving=await self._serving(job))
         if phase == "Serving" and _canary_analyzing(job):
@@ -110,6 +118,19 @@ class Observer:
             log.info("no progress for %s/%s: %s", *key, e)
             return None
         return latest_progress(tail)
+
+    async def _judge_pool(self, job: FineTuneJob, jobs: dict[str, JobState]) -> JudgePool:
+        """The adapter pool of the job's base in its namespace and a ready replica of it. The base's
+        digest names the pool: from `status.data`, or from the prepare Job that just reported it."""
+        data = job.status.data if job.status else None
+        digest = data.model_digest if data else None
+        prep = jobs.get(names.prepare_job_name(job.metadata.name))
+        found = prep.summary(PrepareSummary) if prep is not None and digest is None else None
+        digest = digest or (found.data.model_digest if found and found.data else None)
+        pool = names.pool_name(pooled_base_name(job.spec), digest)
+        ns = job.metadata.namespace or ""
+        slices = await self.executor.call(self.k8s.list, "EndpointSlice", ns, f"kubernetes.io/service-name={pool}")
+        return JudgePool(name=pool, url=ready_endpoint_url(slices))
 
     async def _config_spec(self, ns: str, name: str) -> dict[str, Any]:
         cm = await self.executor.call(self.k8s.get, "ConfigMap", ns, names.config_map_name(name))

@@ -6,25 +6,15 @@ from typing import Any
 
 import httpx
 
+from ..reconcile.observed import ready_endpoint_url
+
 SMOKE_TIMEOUT_SECONDS = 30.0
 
 
 def smoke_base_url(service: str, namespace: str, endpoint_slices: list[dict[str, Any]], port: int = 8000) -> str:
     """Where to send the smoke request: a ready endpoint of the Service when one is listed (works where
     Service IPs are not routed, e.g. the local pod runner), else the Service's cluster DNS name."""
-    for es in endpoint_slices:
-        ports = es.get("ports") or []
-        target = next((p.get("port") for p in ports if p.get("name") == "http"), None) or (
-            ports[0].get("port") if ports else None)
-        for ep in es.get("endpoints") or []:
-            if (ep.get("conditions") or {}).get("ready") is False:
-                continue
-            addresses = ep.get("addresses") or []
-            if addresses and target:
-                host = addresses[0]
-                host = f"[{host}]" if ":" in host else host
-                return f"http://{host}:{target}"
-    return f"http://{service}.{namespace}.svc:{port}"
+    return ready_endpoint_url(endpoint_slices) or f"http://{service}.{namespace}.svc:{port}"
 
 
 def smoke_request(base_url: str, model: str, api_key: str | None = None,

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from finetune_api.contract.vllm import pooled_base_name
 from finetune_api.resolved import ResolvedConfig
 from finetune_operator.builders import build_config_map, build_eval_job, build_prepare_job, resolve_config
 from finetune_operator.builders.names import pool_name
@@ -78,3 +79,16 @@ def test_pool_names_are_dns_labels(base: str, name: str | None) -> None:
 def test_a_pool_is_keyed_by_the_base_models_content_not_its_name() -> None:
     one, other = "sha256:" + "1" * 64, "sha256:" + "2" * 64
     assert pool_name("tiny", one) == pool_name("tiny", one) != pool_name("tiny", other)
+
+
+def test_a_pool_judged_grader_asks_the_observed_pool_replica_with_the_pools_key_from_its_secret() -> None:
+    judge = {"name": "helpful", "type": "score_model", "rubric": "r"}
+    job = make_job(evaluation={"graders": [judge]})
+    pod = build_eval_job(job, OperatorSettings(), judge_url="http://10.1.0.7:8000")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["FT_JUDGE_ENDPOINT"]["value"] == "http://10.1.0.7:8000/v1"
+    assert env["FT_JUDGE_MODEL"]["value"] == pooled_base_name(job.spec)
+    assert env["FT_GRADER_API_KEY_HELPFUL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "finetune-serving-api-key", "key": "api-key"}}
+    keyless = build_eval_job(job, OperatorSettings(serving_api_key=False), judge_url="http://10.1.0.7:8000")
+    assert "FT_GRADER_API_KEY_HELPFUL" not in {e["name"] for e in keyless["spec"]["template"]["spec"]["containers"][0]["env"]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from finetune_api.contract.artifacts import artifact_ref
 from finetune_api.contract.summaries import EvaluateSummary
 from finetune_api.contract.progress import ProgressEvent
-from finetune_api.contract.vllm import base_model_name
+from finetune_api.contract.vllm import JUDGE_ENDPOINT_ENV, JUDGE_MODEL_ENV, base_model_name, pooled_base_name
 from finetune_api.job import REFUSAL_GRADER, GateResult
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 
@@ -227,6 +228,16 @@ def _prompt_sets(tokenizer: Any, sets: list[EvalSet]) -> list[list[list[int]]]:
     return [encode_prompts(tokenizer, [it.prompt for it in s.items]) for s in sets]
 
 
+def judge_defaults(config: ResolvedConfig) -> JudgeDefaults:
+    """Where a `score_model` grader without `endpoint` asks: the server the evaluation generates through
+    (`ftctl run`: it serves the base), else on a cluster the adapter pool serving the base, which the
+    operator names in the environment (`JUDGE_ENDPOINT_ENV`)."""
+    pool = os.environ.get(JUDGE_ENDPOINT_ENV)
+    if config.vllm_url is None and pool:
+        return JudgeDefaults(pool, os.environ.get(JUDGE_MODEL_ENV) or pooled_base_name(config.spec))
+    return JudgeDefaults(config.vllm_url, base_model_name(config.spec, config.job))
+
+
 def _build_graders(config: ResolvedConfig, sets: list[EvalSet]) -> dict[str, BaseGrader]:
     """Every grader some set uses, by name; the shipped `refusal` unless the spec declares its own."""
     ev = config.spec.evaluation
@@ -236,7 +247,7 @@ def _build_graders(config: ResolvedConfig, sets: list[EvalSet]) -> dict[str, Bas
         specs[REFUSAL_GRADER] = default_refusal_grader()
     built: dict[str, BaseGrader] = {}
     try:
-        judge = JudgeDefaults(config.vllm_url, base_model_name(config.spec, config.job))
+        judge = judge_defaults(config)
         for name in sorted(used):
             built[name] = build_grader(specs[name], ev.graders, judge=judge)
     except Exception:

@@ -265,7 +265,8 @@ class ScoreModelGrader(BaseGrader):
         self.template = ItemTemplate(rubric if "sample.output_text" in rubric else rubric + "\n\nAnswer:\n{{ sample.output_text }}",
                                      f"grader {spec.name}.rubric")
         self.low, self.high = spec.score_range
-        key = os.environ.get(grader_api_key_env(spec.name)) if spec.api_key_secret is not None else None
+        # A grader's own Secret, or for the default judge on a cluster the adapter pool's key Secret.
+        key = os.environ.get(grader_api_key_env(spec.name)) if spec.api_key_secret is not None or spec.endpoint is None else None
         if spec.api_key_secret is not None and not key:
             raise GraderConfigError(f"grader {spec.name}: apiKeySecret {spec.api_key_secret.name}/{spec.api_key_secret.key} "
                                     f"is not in the environment ({grader_api_key_env(spec.name)})")

@@ -11,7 +11,7 @@ from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
 from finetune_api.job import DataReport, GateResult, MetricResult
 from finetune_operator.reconcile import (
-    Apply, Create, Delete, DeleteServing, Emit, NamespaceUsage, Observe, PatchStatus, Requeue, ServingState,
+    Apply, Create, Delete, DeleteServing, Emit, JudgePool, NamespaceUsage, Observe, PatchStatus, Requeue, ServingState,
     WorkloadState, decide,
     writes,
 )
@@ -493,3 +493,42 @@ def test_a_job_past_its_namespaces_caps_is_rejected_with_the_rules_name(settings
     assert full["message"] == "namespaces.team.maxGpus: team's started jobs hold 12 GPUs; 8 more exceed its cap of 16"
     within = decide(make_job(), children(namespace_usage=NamespaceUsage(jobs=1, gpus=8)), NOW, capped)
     assert creates(within) == [Create("config"), Create("prepare")]
+
+
+# -- the pool judge (score_model graders without endpoint; DESIGN.md §9) ----------------------------
+
+POOL_JUDGED = {"graders": [{"name": "helpful", "type": "score_model", "rubric": "is it helpful?"}]}
+TRAINED = TrainSummary(step=10, total_steps=10, weights=ArtifactRef(path="adapter")).encode()
+
+
+def test_a_pool_judged_grader_without_a_ready_pool_fails_before_training_naming_the_grader(settings):
+    for pool in (None, JudgePool(name="vllm-tiny-0123", url=None)):
+        actions = decide(make_job(at_phase("Validating"), evaluation=POOL_JUDGED), children(prepared(), judge_pool=pool),
+                         NOW, settings)
+        patch = status_patch(actions)
+        assert patch["phase"] == "Failed" and patch["reason"] == "JudgeEndpointMissing"
+        assert patch["message"].startswith("spec.evaluation.graders helpful: a score_model grader without `endpoint`")
+        assert "set the grader's `endpoint`" in patch["message"] and creates(actions) == []
+    ready = JudgePool(name="vllm-tiny-0123", url="http://10.1.0.7:8000")
+    actions = decide(make_job(at_phase("Validating"), evaluation=POOL_JUDGED), children(prepared(), judge_pool=ready),
+                     NOW, settings)
+    assert status_patch(actions)["phase"] == "Queued"
+
+
+def test_the_evaluation_job_gets_the_ready_pool_replica_or_the_job_fails_when_the_pool_went_away(settings):
+    ready = JudgePool(name="vllm-tiny-0123", url="http://10.1.0.7:8000")
+    trained = children(a0("succeeded", ended(0, TRAINED)), judge_pool=ready)
+    actions = decide(make_job(training(), evaluation=POOL_JUDGED), trained, NOW, settings)
+    assert creates(actions) == [Create("eval", judge_url="http://10.1.0.7:8000")]
+    gone = children(a0("succeeded", ended(0, TRAINED)), judge_pool=JudgePool(name="vllm-tiny-0123", url=None))
+    actions = decide(make_job(training(), evaluation=POOL_JUDGED), gone, NOW, settings)
+    patch = status_patch(actions)
+    assert creates(actions) == [] and patch["phase"] == "Failed" and patch["reason"] == "JudgeEndpointMissing"
+    evaluated = next(c for c in patch["conditions"] if c["type"] == "Evaluated")
+    assert evaluated["status"] == "False" and "adapter pool vllm-tiny-0123" in evaluated["message"]
+
+
+def test_a_judge_with_its_own_endpoint_needs_no_pool(settings):
+    own = {"graders": [{"name": "helpful", "type": "score_model", "rubric": "r", "endpoint": "https://judge.example/v1"}]}
+    actions = decide(make_job(training(), evaluation=own), children(a0("succeeded", ended(0, TRAINED))), NOW, settings)
+    assert creates(actions) == [Create("eval")]

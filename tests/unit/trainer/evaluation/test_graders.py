@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
+from pathlib import Path
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
+import yaml
 
-from finetune_api.job import Grader
+from finetune_api.job import FineTuneJob, Grader
+from finetune_cli.local.config import local_config
 from finetune_trainer.evaluation.graders import GraderConfigError, build_grader, build_reward
+
+from .conftest import MANIFEST
 
 pytestmark = pytest.mark.unit
 
@@ -246,3 +254,47 @@ def test_an_unreachable_judge_is_retried_then_an_item_error() -> None:
     g = judge(endpoint=f"http://127.0.0.1:{port}/v1", maxRetries=1, timeoutSeconds=2)
     result = g("billing", {"reference": "billing"})
     assert result.score == 0.0 and (result.error or "").startswith("ValueError: after 2 attempts: ")
+
+
+class _Judge(BaseHTTPRequestHandler):
+    """An OpenAI-compatible judge that answers 4 and records the bearer token and model it was asked with."""
+
+    seen: list[tuple[str | None, str]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Judge.seen.append((self.headers.get("Authorization"), request["model"]))
+        body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "4"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_on_a_cluster_a_judge_without_endpoint_asks_the_pool_the_operator_named_with_the_pools_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from finetune_api.contract.vllm import JUDGE_ENDPOINT_ENV, JUDGE_MODEL_ENV, grader_api_key_env
+    from finetune_trainer.evaluation.evaluate import judge_defaults
+
+    server = HTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(JUDGE_ENDPOINT_ENV, f"http://127.0.0.1:{server.server_port}/v1")
+        monkeypatch.setenv(JUDGE_MODEL_ENV, "tiny-chat")
+        monkeypatch.setenv(grader_api_key_env("g"), "pool-key")
+        manifest = FineTuneJob.model_validate(yaml.safe_load(MANIFEST.read_text()))
+        config = local_config(manifest, MANIFEST, tmp_path).model_copy(update={"vllm_url": None})
+        defaults = judge_defaults(config)
+        assert defaults.model == "tiny-chat"
+        g = build_grader(grader(type="score_model", rubric="r", scoreRange=[0, 8]), [], judge=defaults)
+        assert g("billing", {}).score == 0.5
+        g.close()
+        assert _Judge.seen == [("Bearer pool-key", "tiny-chat")]
+        local = config.model_copy(update={"vllm_url": "http://127.0.0.1:8123"})
+        assert judge_defaults(local).endpoint == "http://127.0.0.1:8123"  # ftctl run: the evaluation's own server
+    finally:
+        server.shutdown()
