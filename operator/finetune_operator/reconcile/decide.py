@@ -23,7 +23,7 @@ from ..builders.resolve import output_uri, uploads_output
 from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
 from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
-from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
+from .actions import Action, Apply, Child, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
 from .canary import Arms, Keep, Promote, judge
 from .failures import ReconcileFailure
 from .observed import JobState, ObservedChildren, format_time, parse_time
@@ -611,18 +611,30 @@ def _start_evaluating(plan: Plan, message: str, reason: str = "Evaluating") -> N
     plan.transition("Evaluating", reason, message)
 
 
-def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+def _evaluation_floor(plan: Plan) -> int:
+    """The generation the current evaluation is for: a phase Job made for an older one is stale."""
     evaluated = find_condition(plan.conditions, "Evaluated")
-    floor = (evaluated.observed_generation if evaluated is not None else None) or 0
-    ev = children.jobs.get(names.eval_job_name(plan.name))
-    if ev is not None and ev.generation < floor:
-        if not ev.deleting:
-            plan.do(Delete("Job", ev.name))
-        return
+    return (evaluated.observed_generation if evaluated is not None else None) or 0
+
+
+def _ended_job(plan: Plan, children: ObservedChildren, name: str, child: Child) -> JobState | None:
+    """The phase's Job `name` once it has ended; None while it runs, after planning its creation when
+    it is missing, or its deletion when it was made before the current evaluation (it is made again)."""
+    found = children.jobs.get(name)
+    if found is not None and found.generation < _evaluation_floor(plan):
+        if not found.deleting:
+            plan.do(Delete("Job", found.name))
+        return None
+    if found is None:
+        plan.do(Create(child))
+        return None
+    return None if found.outcome == "running" else found
+
+
+def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    floor = _evaluation_floor(plan)
+    ev = _ended_job(plan, children, names.eval_job_name(plan.name), "eval")
     if ev is None:
-        plan.do(Create("eval"))
-        return
-    if ev.outcome == "running":
         return
     summary = ev.summary(EvaluateSummary)
     if ev.outcome == "failed" or summary is None or not summary.ok:
@@ -673,17 +685,8 @@ def _start_uploading(plan: Plan, message: str) -> None:
 def _uploading(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
     """Wait for `<job>-upload`; its summary's keys and ETags go to `status.artifacts.uploaded`. An upload
     Job older than the last evaluation (a spec change re-evaluated) is replaced: same keys, new bytes."""
-    evaluated = find_condition(plan.conditions, "Evaluated")
-    floor = (evaluated.observed_generation if evaluated is not None else None) or 0
-    up = children.jobs.get(names.upload_job_name(plan.name))
-    if up is not None and up.generation < floor:
-        if not up.deleting:
-            plan.do(Delete("Job", up.name))
-        return
+    up = _ended_job(plan, children, names.upload_job_name(plan.name), "upload")
     if up is None:
-        plan.do(Create("upload"))
-        return
-    if up.outcome == "running":
         return
     uri = plan.job.spec.output.uri or ""
     summary = up.summary(UploadSummary)
