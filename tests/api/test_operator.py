@@ -190,11 +190,9 @@ def test_an_s3_output_is_uploaded_by_its_own_job_with_the_output_secret(cluster,
     """After the gates pass, `<job>-upload` runs (the only pod given the output Secret); the keys and ETags
     of its summary reach `status.artifacts.uploaded`, and the job ends. No Secret value is written anywhere."""
     value = "upload-secret-value-7f3a"
-    pods.on("prepare", 0, PREPARED)
-    pods.on("train", 0, TRAINED)
-    pods.on("eval", 0, evaluated(True))
     summary = uploaded("results", "runs/up")
-    pods.on("upload", 0, summary)
+    for phase, message in (("prepare", PREPARED), ("train", TRAINED), ("eval", evaluated(True)), ("upload", summary)):
+        pods.on(phase, 0, message, delay="1s")
     setup_namespace(cluster, namespace)
     cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "results-bucket", "namespace": namespace},
                    "stringData": {"AWS_ACCESS_KEY_ID": "uploader", "AWS_SECRET_ACCESS_KEY": value}})
