@@ -20,6 +20,7 @@ from .common import (
     quantity_field,
 )
 from .contract.vllm_flags import LORA_RANKS, RESERVED_FLAGS
+from .contract.upload import UploadedObject
 
 Phase = Literal[
     "Pending",
@@ -27,6 +28,7 @@ Phase = Literal[
     "Queued",
     "Training",
     "Evaluating",
+    "Uploading",
     "Deploying",
     "Serving",
     "Succeeded",
@@ -847,6 +849,8 @@ class DeadlinesSpec(ApiModel):
     token count with a margin."""
     evaluating_seconds: int | None = Field(default=None, ge=1, le=604800)
     """Evaluating: the evaluation Job must finish within this."""
+    uploading_seconds: int | None = Field(default=None, ge=1, le=604800)
+    """Uploading: the upload Job (the final artifacts to an `s3://` output) must finish within this."""
     deploying_seconds: int | None = Field(default=None, ge=1, le=86400)
     """Deploying: a vLLM replica must be ready and answer the smoke request within this."""
 
@@ -1108,6 +1112,15 @@ class Attempts(StatusModel):
     last_failure: str = ""
 
 
+class UploadedArtifacts(StatusModel):
+    """The final artifacts as uploaded to an `s3://` output (the upload Job's `UploadSummary`)."""
+
+    uri: str = ""
+    """`spec.output.uri` as uploaded (`s3://bucket/prefix`)."""
+    objects: list[UploadedObject] = Field(default_factory=list)
+    """Every object written, run.json last; a retried upload writes the same keys."""
+
+
 class Artifacts(StatusModel):
     """Where the outputs are, under the output location, with the digests of the weights.
 
@@ -1127,6 +1140,8 @@ class Artifacts(StatusModel):
     eval_report: str | None = None
     checkpoint: str | None = None
     """The latest checkpoint of the last training attempt."""
+    uploaded: UploadedArtifacts | None = None
+    """What the upload Job wrote to an `s3://` output (`spec.output.uri`): every key with its ETag."""
 
 
 class FineTuneJobStatus(StatusModel):

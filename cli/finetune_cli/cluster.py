@@ -25,7 +25,7 @@ JOBS = RESOURCES["FineTuneJob"]
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 PODS_OF_PHASE = {"Validating": "prepare", "Queued": "train", "Training": "train", "Evaluating": "eval",
-                 "Deploying": "serve", "Serving": "serve"}
+                 "Uploading": "upload", "Deploying": "serve", "Serving": "serve"}
 """Whose logs `ftctl logs` shows by default: the pods of the job's current phase."""
 EXIT_OK, EXIT_ERROR = 0, 1
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 EXIT_OK = 0
 EXIT_INVALID = 2
-POD_PHASES = ("prepare", "train", "eval", "serve")
+POD_PHASES = ("prepare", "train", "eval", "upload", "serve")
 """The `finetune.dev/phase` label values of a job's pods, in pipeline order (`ftctl logs --phase`)."""
 
 

@@ -65,7 +65,8 @@ elseif phase == "Queued" then
     where = where .. " at position " .. tostring(queue.position)
   end
   hs.message = "Waiting for admission in " .. where .. (text(queue.message) and (": " .. queue.message) or "")
-elseif phase == "Pending" or phase == "Validating" or phase == "Training" or phase == "Evaluating" or phase == "Deploying" then
+elseif phase == "Pending" or phase == "Validating" or phase == "Training" or phase == "Evaluating" or phase == "Uploading"
+  or phase == "Deploying" then
   hs.status = "Progressing"
   local detail = status.message
   if phase == "Training" then

@@ -14,6 +14,7 @@ from .settings import OperatorSettings
 PHASE_DEADLINE_FIELDS = {
     "Validating": ("validating_seconds", "validating_deadline_seconds"),
     "Evaluating": ("evaluating_seconds", "evaluating_deadline_seconds"),
+    "Uploading": ("uploading_seconds", "uploading_deadline_seconds"),
     "Deploying": ("deploying_seconds", "deploying_deadline_seconds"),
 }
 """Phases whose deadline the operator watches itself (Training's is the Job's `activeDeadlineSeconds`)."""

@@ -124,6 +124,8 @@ class OperatorSettings(BaseModel):
     """Factor on the estimated training time."""
     evaluating_deadline_seconds: int = Field(default=21600, ge=1)
     """Evaluating may last this long (`spec.deadlines.evaluatingSeconds` overrides)."""
+    uploading_deadline_seconds: int = Field(default=3600, ge=1)
+    """Uploading may last this long (the upload Job; `spec.deadlines.uploadingSeconds` overrides)."""
     deploying_deadline_seconds: int = Field(default=3600, ge=1)
     """Deploying may last this long before a never-ready vLLM fails the job (`spec.deadlines.deployingSeconds`)."""
 

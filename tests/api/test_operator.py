@@ -14,7 +14,7 @@ import pytest
 
 from finetune_api.contract.summaries import PrepareSummary, TrainSummary
 from finetune_api.job import DataReport
-from tests.harness.summaries import PREPARED, TRAINED, evaluated
+from tests.harness.summaries import PREPARED, TRAINED, evaluated, uploaded
 from tests.harness.operator import (
     Operator,
     PodDriver,
@@ -184,6 +184,38 @@ def test_a_failing_gate_ends_rejected_without_a_deployment(cluster, namespace, o
     assert rejected["reason"] == "GatesNotPassed" and rejected["message"].endswith("exact_match: tuned 0.400 < min 0.800")
     assert rejected["evaluation"]["passed"] is False
     assert names_of(cluster, namespace, "deployments") == []
+
+
+def test_an_s3_output_is_uploaded_by_its_own_job_with_the_output_secret(cluster, namespace, operator, pods):
+    """After the gates pass, `<job>-upload` runs (the only pod given the output Secret); the keys and ETags
+    of its summary reach `status.artifacts.uploaded`, and the job ends. No Secret value is written anywhere."""
+    value = "upload-secret-value-7f3a"
+    summary = uploaded("results", "runs/up")
+    for phase, message in (("prepare", PREPARED), ("train", TRAINED), ("eval", evaluated(True)), ("upload", summary)):
+        pods.on(phase, 0, message, delay="1s")
+    setup_namespace(cluster, namespace)
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "results-bucket", "namespace": namespace},
+                   "stringData": {"AWS_ACCESS_KEY_ID": "uploader", "AWS_SECRET_ACCESS_KEY": value}})
+    start_training(cluster, namespace, "up", pods, serving={"enabled": False},
+                   output={"uri": "s3://results/runs/up", "secretRef": {"name": "results-bucket"}})
+    done = wait_phase(cluster, namespace, "up", "Succeeded", timeout=60)
+    assert done["reason"] == "Uploaded" and done["message"] == "2 object(s) uploaded to s3://results/runs/up; serving disabled"
+    assert done["artifacts"]["root"].startswith("pvc://") and done["artifacts"]["adapter"].endswith("/up/adapter")
+    assert done["artifacts"]["uploaded"] == {"uri": "s3://results/runs/up",
+                                             "objects": [o.model_dump(by_alias=True) for o in summary.objects]}
+    assert {c["type"]: c["status"] for c in done["conditions"]}["Uploaded"] == "True"
+    assert events_of(cluster, namespace, "up")[-3:] == ["Evaluating", "Uploading", "Uploaded"]
+    pods_json = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+    with_secret = {}
+    for pod in pods_json:
+        refs = {e["name"] for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"] for e in c.get("env", [])
+                if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "results-bucket"}
+        with_secret[pod["metadata"]["labels"]["finetune.dev/phase"]] = refs
+    assert with_secret.pop("upload") >= {"FT_OUTPUT_AWS_ACCESS_KEY_ID", "FT_OUTPUT_AWS_SECRET_ACCESS_KEY"}
+    assert set(with_secret) >= {"prepare", "train", "eval"} and not any(with_secret.values()), with_secret
+    written = [cluster.kubectl("get", kind, "-n", namespace, "-o", "json").stdout
+               for kind in ("finetunejobs", "configmaps", "events", "jobs")]
+    assert not [text for text in written if value in text], "a Secret value was written to an object"
 
 
 def test_operator_crash_mid_training_creates_no_duplicates(cluster, namespace, operator, pods, operator_kubeconfig,

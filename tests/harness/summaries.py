@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from finetune_api.contract.artifacts import ArtifactRef
 from finetune_api.contract.summaries import EvaluateSummary, PrepareSummary, TrainSummary
+from finetune_api.contract.upload import UploadedObject, UploadSummary
 from finetune_api.job import DataReport, GateResult, MetricResult
 
 PREPARED = PrepareSummary(data=DataReport(train_examples=120, eval_examples=12))
@@ -21,3 +22,10 @@ def evaluated(passed: bool) -> EvaluateSummary:
         gates=[GateResult(metric="exact_match", passed=passed, message="exact_match: tuned 0.900 ≥ min 0.800" if passed else "exact_match: tuned 0.400 < min 0.800")],
         report=ArtifactRef(path="eval/report.json"),
     )
+
+
+def uploaded(bucket: str, prefix: str) -> UploadSummary:
+    """An upload of the adapter and run.json to `s3://bucket/prefix`, each with its ETag."""
+    return UploadSummary(bucket=bucket, prefix=prefix, message=f"2 object(s) uploaded to s3://{bucket}/{prefix}", objects=[
+        UploadedObject(key=f"{prefix}/adapter/adapter_model.safetensors", etag='"0f343b0931126a20f133d67c2b018a3b"', bytes=16384),
+        UploadedObject(key=f"{prefix}/run.json", etag='"9e107d9d372bb6826bd81d3542a419d6"', bytes=900)])

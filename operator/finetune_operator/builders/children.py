@@ -14,6 +14,7 @@ from .config_map import build_config_map
 from .eval_job import build_eval_job
 from .prepare_job import build_prepare_job
 from .serving import PoolMember, build_serving_objects, pool_member, pool_of
+from .upload_job import build_upload_job
 from .training_job import build_training_job, build_training_service
 
 POOLED_PHASES = ("Deploying", "Serving")
@@ -35,6 +36,8 @@ def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, atte
         return [build_training_job(job, settings, attempt or 0, flavor)]
     if child == "eval":
         return [build_eval_job(job, settings, judge_url)]
+    if child == "upload":
+        return [build_upload_job(job, settings)]
     if child == "serving":
         return build_serving_objects(job, settings, adapter_pool(job, peers, settings))
     raise ValueError(f"unknown child {child!r}")

@@ -8,6 +8,7 @@ from typing import Any
 from finetune_api import FineTuneJob
 from finetune_api.contract.sources import CREDENTIAL_KEYS, credential_env
 from finetune_api.resolved import job_sources
+from finetune_api.sources import SourceRole
 
 from ..settings import OperatorSettings
 from .trainer_pod import trainer_command, trainer_container
@@ -16,19 +17,25 @@ FETCH_CONTAINER = "fetch"
 FETCH_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
 
 
+def role_secret_env(role: SourceRole, scheme: str, secret_name: str) -> list[dict[str, Any]]:
+    """`FT_<ROLE>_<KEY>` ← `secretKeyRef` for every key of `scheme`'s Secret (optional keys stay unset
+    when the Secret lacks them). The fetch step and the upload Job use this one route."""
+    env: list[dict[str, Any]] = []
+    for key, required in CREDENTIAL_KEYS.get(scheme, ()):
+        selector: dict[str, Any] = {"name": secret_name, "key": key}
+        if not required:
+            selector["optional"] = True
+        env.append({"name": credential_env(role, key), "valueFrom": {"secretKeyRef": selector}})
+    return env
+
+
 def secret_env(job: FineTuneJob) -> list[dict[str, Any]]:
-    """Env from the Secret of every source that names one: `FT_<ROLE>_<KEY>` ← `secretKeyRef`
-    (optional keys stay unset when the Secret lacks them)."""
+    """Env from the Secret of every source that names one."""
     env: list[dict[str, Any]] = []
     for role, (source, ref) in job_sources(job.spec).items():
         secret = job.spec.model.secret_ref if ref is None else ref.secret_ref
-        if secret is None:
-            continue
-        for key, required in CREDENTIAL_KEYS.get(source.scheme, ()):
-            selector: dict[str, Any] = {"name": secret.name, "key": key}
-            if not required:
-                selector["optional"] = True
-            env.append({"name": credential_env(role, key), "valueFrom": {"secretKeyRef": selector}})
+        if secret is not None:
+            env.extend(role_secret_env(role, source.scheme, secret.name))
     return env
 
 

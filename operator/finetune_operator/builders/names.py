@@ -35,6 +35,10 @@ def eval_job_name(job_name: str) -> str:
     return f"{job_name}-eval"
 
 
+def upload_job_name(job_name: str) -> str:
+    return f"{job_name}-upload"
+
+
 def serve_name(job_name: str) -> str:
     """Deployment and Service of the tuned model (or the job's Service in front of its adapter pool)."""
     return f"{job_name}-serve"

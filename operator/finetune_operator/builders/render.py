@@ -9,8 +9,10 @@ from ..settings import OperatorSettings
 from .config_map import build_config_map
 from .eval_job import build_eval_job, merges_before_eval
 from .prepare_job import build_prepare_job
+from .resolve import uploads_output
 from .serving import build_serving_objects
 from .training_job import build_training_job, build_training_service
+from .upload_job import build_upload_job
 
 
 def render_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, list[dict[str, Any]]]:
@@ -21,6 +23,8 @@ def render_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, list[d
     }
     if job.spec.evaluation.enabled or merges_before_eval(job):
         phases["eval"] = [build_eval_job(job, settings)]
+    if uploads_output(job):
+        phases["upload"] = [build_upload_job(job, settings)]
     if job.spec.serving.enabled:
         phases["serve"] = build_serving_objects(job, settings)
     return phases

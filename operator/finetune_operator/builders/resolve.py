@@ -8,16 +8,24 @@ from collections.abc import Callable
 from finetune_api import FineTuneJob
 from finetune_api.job import DatasetRef, FineTuneJobSpec
 from finetune_api.contract.sources import SOURCE_CACHE_DIR
+from finetune_api.sources import parse_source
 from finetune_api.resolved import ResolvedConfig, ResolvedPaths, uri_to_path
 from ..settings import OperatorSettings
 from .common import job_labels
 
 
 def output_uri(job: FineTuneJob, settings: OperatorSettings) -> str:
-    """`spec.output.uri`, or the operator's artifacts claim under `<namespace>/<job>`."""
-    if job.spec.output.uri:
+    """Where the pods write the artifacts: a `pvc://` `spec.output.uri`, else the operator's artifacts
+    claim under `<namespace>/<job>` (also for an `s3://` output, which the upload Job fills from there:
+    training, evaluation and serving read a volume)."""
+    if job.spec.output.uri and not uploads_output(job):
         return job.spec.output.uri
     return f"pvc://{settings.artifacts_pvc}/{namespace(job)}/{job.metadata.name}"
+
+
+def uploads_output(job: FineTuneJob) -> bool:
+    """An `s3://` `spec.output.uri`: the final artifacts go there in the Uploading phase."""
+    return parse_source(job.spec.output.uri or "").scheme == "s3"
 
 
 def source_cache_dir(settings: OperatorSettings) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Child = Literal["config", "prepare", "train-service", "train", "eval", "serving"]
+Child = Literal["config", "prepare", "train-service", "train", "eval", "upload", "serving"]
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,18 @@ from typing import Any
 from finetune_api import FineTuneJob, TERMINAL_PHASES
 from finetune_api.contract.vllm import pooled_base_name
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
+from finetune_api.contract.upload import UploadSummary
 from finetune_api.common import Condition
-from finetune_api.job import Artifacts, CanaryStatus, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus
-from finetune_api.sources import parse_source
+from finetune_api.job import (Artifacts, CanaryStatus, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus,
+                              UploadedArtifacts)
 from ..builders import names
 from ..builders.canary import canary_route
 from ..builders.eval_job import pool_judged_graders
-from ..builders.resolve import output_uri
+from ..builders.resolve import output_uri, uploads_output
 from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
 from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
-from .actions import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
+from .actions import Action, Apply, Child, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
 from .canary import Arms, Keep, Promote, judge
 from .failures import ReconcileFailure
 from .observed import JobState, JudgePool, ObservedChildren, format_time, parse_time
@@ -32,7 +33,7 @@ from .status import changes, find_condition, model_patch, nested_model, revised,
 DEPLOY_POLL_SECONDS = 5.0
 CANARY_POLL_SECONDS = 15.0
 """How often a canary's analysis reads both arms' `/metrics`."""
-AFTER_TRAINING = ("Evaluating", "Deploying", "Serving", "Succeeded", "Rejected")
+AFTER_TRAINING = ("Evaluating", "Uploading", "Deploying", "Serving", "Succeeded", "Rejected")
 
 
 class Plan:
@@ -177,9 +178,10 @@ def reconcile_recovered(job: FineTuneJob, now: dt.datetime) -> list[Action]:
     return plan.result()
 
 
-_WAITED_FOR = {"Validating": "the prepare Job (data checks)", "Evaluating": "the evaluation Job"}
-_PHASE_JOB = {"Validating": names.prepare_job_name, "Evaluating": names.eval_job_name}
-_PHASE_CONDITION = {"Validating": "Validated", "Evaluating": "Evaluated", "Deploying": "Ready"}
+_WAITED_FOR = {"Validating": "the prepare Job (data checks)", "Evaluating": "the evaluation Job",
+               "Uploading": "the upload Job"}
+_PHASE_JOB = {"Validating": names.prepare_job_name, "Evaluating": names.eval_job_name, "Uploading": names.upload_job_name}
+_PHASE_CONDITION = {"Validating": "Validated", "Evaluating": "Evaluated", "Uploading": "Uploaded", "Deploying": "Ready"}
 
 
 def _deadline_exceeded(plan: Plan, children: ObservedChildren, deadline: int) -> None:
@@ -227,9 +229,10 @@ def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSett
     serving_changed = old.get("serving") != spec.serving.to_api()
     gen = plan.generation
     if phase in AFTER_TRAINING and eval_changed and spec.evaluation.enabled:
-        eval_job = children.jobs.get(names.eval_job_name(plan.name))
-        if eval_job is not None and not eval_job.deleting:
-            plan.do(Delete("Job", eval_job.name))
+        for stale in (names.eval_job_name(plan.name), names.upload_job_name(plan.name)):
+            child = children.jobs.get(stale)
+            if child is not None and not child.deleting:
+                plan.do(Delete("Job", child.name))
         plan.condition("Evaluated", False, "SpecChanged", f"spec.evaluation changed in generation {gen}: evaluating again")
         plan.condition("Deployed", False, "SpecChanged", "waiting for the new evaluation")
         plan.transition("Evaluating", "SpecChanged", f"spec.evaluation changed in generation {gen}: evaluating again")
@@ -268,16 +271,6 @@ def serving_refusal(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     return None
 
 
-def remote_output_refusal(job: FineTuneJob) -> str | None:
-    """An `s3://` output is uploaded by `ftctl run` only: the operator has no upload step yet, and
-    writing to the URI as if it were a volume path would lose the artifacts."""
-    uri = job.spec.output.uri or ""
-    if parse_source(uri).scheme != "s3":
-        return None
-    return (f"spec.output.uri {uri}: an s3:// output is uploaded by `ftctl run` only; the operator has no "
-            "upload step yet: leave spec.output unset (or use pvc://) and copy the artifacts from the volume")
-
-
 def judge_refusal(job: FineTuneJob, pool: JudgePool | None) -> str | None:
     """Why the job's `score_model` graders without `endpoint` have no judge: on a cluster they ask the
     base model served by the namespace's adapter pool for this base, and the operator does not start a
@@ -293,11 +286,6 @@ def judge_refusal(job: FineTuneJob, pool: JudgePool | None) -> str | None:
 
 
 def _pending(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
-    unsupported = remote_output_refusal(plan.job)
-    if unsupported:
-        plan.condition("Validated", False, "RemoteOutputUnsupported", unsupported)
-        plan.transition("Failed", "RemoteOutputUnsupported", unsupported, warning=True)
-        return
     refusal = serving_refusal(plan.job, settings)
     if refusal:
         plan.condition("Validated", False, "ServingNotPossible", refusal)
@@ -487,6 +475,8 @@ def _trained(plan: Plan, children: ObservedChildren, train: JobState, gpu_second
     spec = plan.job.spec
     if spec.evaluation.enabled:
         _start_evaluating(plan, children, "trained; evaluating against the base" if spec.evaluation.compare_to_base else "trained; evaluating")
+    elif uploads_output(plan.job):
+        _start_uploading(plan, "trained; evaluation disabled: uploading")
     elif spec.serving.enabled:
         _start_deploying(plan, "trained; evaluation disabled: deploying", "Deploying")
     else:
@@ -653,18 +643,33 @@ def _create_eval(plan: Plan, children: ObservedChildren) -> bool:
     return True
 
 
-def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+def _evaluation_floor(plan: Plan) -> int:
+    """The generation the current evaluation is for: a phase Job made for an older one is stale."""
     evaluated = find_condition(plan.conditions, "Evaluated")
-    floor = (evaluated.observed_generation if evaluated is not None else None) or 0
-    ev = children.jobs.get(names.eval_job_name(plan.name))
-    if ev is not None and ev.generation < floor:
-        if not ev.deleting:
-            plan.do(Delete("Job", ev.name))
+    return (evaluated.observed_generation if evaluated is not None else None) or 0
+
+
+def _ended_job(plan: Plan, children: ObservedChildren, name: str, child: Child) -> JobState | None:
+    """The phase's Job `name` once it has ended; None while it runs, after planning its creation when
+    it is missing, or its deletion when it was made before the current evaluation (it is made again)."""
+    found = children.jobs.get(name)
+    if found is not None and found.generation < _evaluation_floor(plan):
+        if not found.deleting:
+            plan.do(Delete("Job", found.name))
+        return None
+    if found is None:
+        plan.do(Create(child))
+        return None
+    return None if found.outcome == "running" else found
+
+
+def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    floor = _evaluation_floor(plan)
+    if names.eval_job_name(plan.name) not in children.jobs:
+        _create_eval(plan, children)  # through the judge check, not `_ended_job`'s plain create
         return
+    ev = _ended_job(plan, children, names.eval_job_name(plan.name), "eval")
     if ev is None:
-        _create_eval(plan, children)
-        return
-    if ev.outcome == "running":
         return
     summary = ev.summary(EvaluateSummary)
     if ev.outcome == "failed" or summary is None or not summary.ok:
@@ -687,7 +692,9 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
         plan.transition("Rejected", "GatesNotPassed", f"the tuned model did not pass its gates: {text}", warning=True)
         return
     plan.condition("Evaluated", True, "GatesPassed", result.score or "all gates passed", floor)
-    if plan.job.spec.serving.enabled:
+    if uploads_output(plan.job):
+        _start_uploading(plan, f"gates passed ({result.score}); uploading" if result.score else "gates passed; uploading")
+    elif plan.job.spec.serving.enabled:
         _start_deploying(plan, f"gates passed ({result.score}); deploying" if result.score else "gates passed; deploying",
                          "Deploying")
     else:
@@ -700,6 +707,38 @@ def _evaluated_artifacts(root: str, report: str | None, merge: MergeSummary | No
     if merge is not None and merge.merged is not None:
         artifacts = revised(artifacts, merged=merge.merged.under(root), merged_digest=merge.merged.digest)
     return artifacts
+
+
+def _start_uploading(plan: Plan, message: str) -> None:
+    """The run succeeded (gates passed, or trained with evaluation disabled): the upload Job copies the
+    final artifacts from the claim to the `s3://` output before anything is served."""
+    plan.do(Create("upload"))
+    plan.condition("Uploaded", False, "Uploading", f"uploading to {plan.job.spec.output.uri}")
+    plan.transition("Uploading", "Uploading", message)
+
+
+def _uploading(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    """Wait for `<job>-upload`; its summary's keys and ETags go to `status.artifacts.uploaded`. An upload
+    Job older than the last evaluation (a spec change re-evaluated) is replaced: same keys, new bytes."""
+    up = _ended_job(plan, children, names.upload_job_name(plan.name), "upload")
+    if up is None:
+        return
+    uri = plan.job.spec.output.uri or ""
+    summary = up.summary(UploadSummary)
+    if up.outcome == "failed" or summary is None or not summary.ok:
+        text = up.failure_text() if up.outcome == "failed" else (
+            (summary.message if summary else None) or "the upload Job ended without a summary")
+        message = f"upload to {uri} failed: {text}"[:1024]
+        plan.condition("Uploaded", False, "UploadFailed", message)
+        plan.transition("Failed", "UploadFailed", message, warning=True)
+        return
+    plan.update("artifacts", uploaded=UploadedArtifacts(uri=uri, objects=summary.objects))
+    done = f"{len(summary.objects)} object(s) uploaded to {uri}"
+    plan.condition("Uploaded", True, "Uploaded", done)
+    if plan.job.spec.serving.enabled:
+        _start_deploying(plan, f"{done}; deploying", "Deploying")
+    else:
+        plan.transition("Succeeded", "Uploaded", f"{done}; serving disabled")
 
 
 def _start_deploying(plan: Plan, message: str, reason: str) -> None:
@@ -841,6 +880,7 @@ _PHASES = {
     "Queued": _queued,
     "Training": _training,
     "Evaluating": _evaluating,
+    "Uploading": _uploading,
     "Deploying": _deploying,
     "Serving": _serving,
     "Succeeded": _idle,

@@ -21,6 +21,7 @@ EXPECTED: dict[str, str] = {
     "Queued": "Suspended",
     "Training": "Progressing",
     "Evaluating": "Progressing",
+    "Uploading": "Progressing",
     "Deploying": "Progressing",
     "Serving": "Healthy",
     "Succeeded": "Healthy",

@@ -9,6 +9,7 @@ import pytest
 from finetune_api.contract.artifacts import ArtifactRef
 from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
+from finetune_api.contract.upload import UploadedObject, UploadSummary
 from finetune_api.job import DataReport, GateResult, MetricResult
 from finetune_operator.reconcile import (
     Apply, Create, Delete, DeleteServing, Emit, JudgePool, NamespaceUsage, Observe, PatchStatus, Requeue, ServingState,
@@ -64,16 +65,6 @@ def test_an_adapter_no_pool_can_load_fails_before_any_work(settings):
     assert [e.reason for e in events(actions)] == ["ServingNotPossible"]
     merged = decide(make_job(adapter={"r": 128}, serving={"mode": "merged"}), children(), NOW, settings)
     assert status_patch(merged)["phase"] == "Validating"
-
-
-def test_an_s3_output_fails_before_any_work_naming_the_uri(settings):
-    """The operator has no upload step yet: a clear Failed, never artifacts written to a non-path."""
-    actions = decide(make_job(output={"uri": "s3://bucket/runs/demo", "secretRef": {"name": "up"}}), children(), NOW, settings)
-    assert creates(actions) == []
-    patch = status_patch(actions)
-    assert patch["phase"] == "Failed" and patch["reason"] == "RemoteOutputUnsupported"
-    assert patch["message"].startswith("spec.output.uri s3://bucket/runs/demo: an s3:// output is uploaded by `ftctl run` only")
-    assert [e.reason for e in events(actions)] == ["RemoteOutputUnsupported"]
 
 
 def test_an_adapter_job_named_like_its_pools_base_model_fails_before_any_work(settings):
@@ -404,6 +395,94 @@ def test_a_stale_evaluation_job_is_deleted_before_evaluating_again(settings):
     assert actions == [Delete("Job", "demo-eval")]
     actions = decide(make_job(status, generation=2), children(), NOW, settings)
     assert actions == [Create("eval")]
+
+
+# -- Uploading (an s3:// output) -----------------------------------------------------------------------
+
+S3_OUTPUT = {"uri": "s3://results/runs/demo", "secretRef": {"name": "uploader"}}
+UPLOADING = at_phase("Uploading", conditions=[
+    dict(EVALUATING["conditions"][0], status="True", reason="GatesPassed")])
+
+
+def uploaded(outcome: str = "succeeded", message: str | None = None, gen: int = 1):
+    if message is None:
+        message = UploadSummary(bucket="results", prefix="runs/demo", objects=[
+            UploadedObject(key="runs/demo/adapter/adapter_model.safetensors", etag='"e1"', bytes=16384),
+            UploadedObject(key="runs/demo/run.json", etag='"e2"', bytes=900)]).encode()
+    code = 0 if outcome == "succeeded" else 1
+    return job("demo-upload", outcome, (ended(code, message),), generation=gen)
+
+
+def test_an_s3_output_starts_like_a_volume_output(settings):
+    """No refusal: the artifacts go to the artifacts claim, the upload comes after the gates."""
+    actions = decide(make_job(output=S3_OUTPUT), children(), NOW, settings)
+    assert creates(actions) == [Create("config"), Create("prepare")]
+    assert status_patch(actions)["phase"] == "Validating"
+
+
+def test_passed_gates_upload_before_deploying(settings):
+    actions = decide(make_job(EVALUATING, output=S3_OUTPUT), children(evaluated(True)), NOW, settings)
+    assert creates(actions) == [Create("upload")]
+    patch = status_patch(actions)
+    assert patch["phase"] == "Uploading" and patch["evaluation"]["passed"] is True
+    assert patch["artifacts"]["root"] == "pvc://finetune-artifacts/team/demo"  # written to the claim
+    assert {c["type"]: c["status"] for c in patch["conditions"]}["Uploaded"] == "False"
+
+
+def test_trained_without_evaluation_uploads(settings):
+    j = make_job(training(), output=S3_OUTPUT, evaluation={"enabled": False})
+    actions = decide(j, children(a0("succeeded", ended(0))), NOW, settings)
+    assert creates(actions) == [Create("upload")]
+    assert status_patch(actions)["phase"] == "Uploading"
+
+
+def test_an_upload_records_keys_and_etags_then_deploys(settings):
+    actions = decide(make_job(UPLOADING, output=S3_OUTPUT), children(uploaded()), NOW, settings)
+    assert Apply("serving") in actions
+    patch = status_patch(actions)
+    assert patch["phase"] == "Deploying"
+    assert patch["artifacts"] == {"uploaded": {"uri": "s3://results/runs/demo", "objects": [
+        {"key": "runs/demo/adapter/adapter_model.safetensors", "etag": '"e1"', "bytes": 16384},
+        {"key": "runs/demo/run.json", "etag": '"e2"', "bytes": 900}]}}
+    assert patch["message"] == "2 object(s) uploaded to s3://results/runs/demo; deploying"
+
+
+def test_an_upload_without_serving_succeeds(settings):
+    j = make_job(UPLOADING, output=S3_OUTPUT, serving={"enabled": False})
+    patch = status_patch(decide(j, children(uploaded()), NOW, settings))
+    assert patch["phase"] == "Succeeded" and patch["reason"] == "Uploaded"
+
+
+def test_a_running_upload_waits_and_a_missing_one_is_created(settings):
+    assert writes(decide(make_job(UPLOADING, output=S3_OUTPUT), children(job("demo-upload", generation=1)), NOW, settings)) == []
+    assert decide(make_job(UPLOADING, output=S3_OUTPUT), children(), NOW, settings) == [Create("upload")]
+
+
+def test_a_failed_upload_fails_naming_the_bucket_and_key(settings):
+    denied = UploadSummary.failure("UserError", "s3://results/runs/demo/adapter/adapter_config.json: access denied "
+                                   "(PermissionDeniedError); check spec.output.secretRef").encode()
+    actions = decide(make_job(UPLOADING, output=S3_OUTPUT), children(uploaded("failed", denied)), NOW, settings)
+    assert creates(actions) == []
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "UploadFailed"
+    assert patch["message"] == ("upload to s3://results/runs/demo failed: s3://results/runs/demo/adapter/adapter_config.json: "
+                                "access denied (PermissionDeniedError); check spec.output.secretRef")
+    assert [e.reason for e in events(actions)] == ["UploadFailed"]
+
+
+def test_an_upload_past_its_deadline_fails_and_stops_its_job(settings):
+    late = dict(UPLOADING, phaseStartedAt="2030-01-01T10:59:00Z")  # 3600 s default, NOW is 12:00
+    actions = decide(make_job(late, output=S3_OUTPUT), children(job("demo-upload")), NOW, settings)
+    assert Delete("Job", "demo-upload") in actions
+    patch = status_patch(actions)
+    assert patch["phase"] == "Failed" and patch["reason"] == "UploadingDeadlineExceeded"
+    assert patch["message"].startswith("Uploading exceeded its deadline of 3600s: the upload Job did not finish")
+
+
+def test_an_upload_older_than_the_evaluation_is_replaced(settings):
+    status = dict(UPLOADING, conditions=[dict(UPLOADING["conditions"][0], observedGeneration=2)], observedGeneration=2)
+    j = make_job(status, generation=2, output=S3_OUTPUT)
+    assert decide(j, children(uploaded(gen=1)), NOW, settings) == [Delete("Job", "demo-upload")]
 
 
 # -- Deploying ---------------------------------------------------------------------------------------
