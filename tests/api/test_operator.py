@@ -223,7 +223,9 @@ def test_operator_crash_mid_training_creates_no_duplicates(cluster, namespace, o
     pods.on("train", 0, TrainSummary(), delay="60s")
     before = start_training(cluster, namespace, "crash", pods)
     operator.kill()
-    restarted = Operator(operator_kubeconfig, tmp_path / "restarted.log").start()
+    # Watching this namespace only: earlier tests' namespaces may still be terminating, and an operator
+    # that reconciles their jobs writes there (the count below is cluster-wide).
+    restarted = Operator(operator_kubeconfig, tmp_path / "restarted.log", FT_WATCH_NAMESPACES=namespace).start()
     try:
         wait_for("the restarted operator to settle", lambda: restarted.requests() is not None, timeout=10)
         time.sleep(5)
