@@ -127,9 +127,11 @@ class ObjectStore:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            # weed's graceful stop waits ~25 s (its raft and filer shutdown); the store's data is the
+            # test's throwaway directory, so a short grace then SIGKILL loses nothing.
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(2)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)

@@ -77,11 +77,12 @@ CLUSTER_GROUP = "cluster"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tiers in order (unit tests first: fast feedback), and put every test that uses the
-    control plane in one xdist group. Under `pytest -n 2 --dist loadgroup` (`make test`) one worker
-    then owns the only control plane and runs those tests in tier order, while the other worker takes
-    everything that needs no cluster; the suite waits on the apiserver and vLLM start-ups about half
-    of its time, which the second worker fills (DESIGN §8)."""
+    """Run the tiers in order (unit tests first: fast feedback), and group the tests for xdist. Under
+    `pytest -n 2 --dist loadgroup` (`make test`) every test that uses the control plane is one group,
+    so one worker owns the only control plane and runs them in tier order; every other test is grouped
+    by its module, so a module's fixtures (a trained reference run, a vLLM server) are built once, on
+    one worker. The suite waits on the apiserver and vLLM start-ups about half of its time, which the
+    second worker fills (DESIGN §8)."""
 
     def tier(item: pytest.Item) -> int:
         marks = {m.name for m in item.iter_markers()}
@@ -89,8 +90,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     items.sort(key=tier)
     for item in items:
-        if "cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+        uses_cluster = "cluster" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP if uses_cluster else item.nodeid.split("::")[0]))
 
 
 @pytest.hookimpl(wrapper=True)
