@@ -33,7 +33,7 @@ cluster-demo: setup
 # Every tier that can run here: unit (with the slow training tests), api, e2e. The cluster tier
 # runs only when KUBECONFIG names a real cluster (FT_USE_EXISTING_CLUSTER=1).
 test: setup lint
-	$(PY) -m pytest -m "unit or api or e2e" -n 2 --dist loadgroup --durations=25
+	$(PY) -m pytest -m "unit or api or e2e" -n 2 --durations=25
 
 # The fast inner loop: lint, type check, pure unit tests.
 test-fast: install lint

@@ -72,26 +72,16 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest):
 TIER_ORDER = ("unit", "api", "e2e", "cluster")
 
 
-CLUSTER_GROUP = "cluster"
-
-
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tiers in order (unit tests first: fast feedback), and group the tests for xdist. Under
-    `pytest -n 2 --dist loadgroup` (`make test`) every test that uses the control plane is one group,
-    so one worker owns the only control plane and runs them in tier order; every other test is grouped
-    by its module, so a module's fixtures (a trained reference run, a vLLM server) are built once, on
-    one worker. The suite waits on the apiserver and vLLM start-ups about half of its time, which the
-    second worker fills (DESIGN §8)."""
+    """Run the tiers in order: unit tests first (fast feedback). Under `pytest -n 2` (`make test`) each
+    xdist worker keeps this order and starts its own control plane at its first test that needs one
+    (DESIGN §8)."""
 
     def tier(item: pytest.Item) -> int:
         marks = {m.name for m in item.iter_markers()}
         return next((i for i, name in enumerate(TIER_ORDER) if name in marks), len(TIER_ORDER))
 
     items.sort(key=tier)
-    for item in items:
-        uses_cluster = "cluster" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP if uses_cluster else item.nodeid.split("::")[0]))
 
 
 @pytest.hookimpl(wrapper=True)
