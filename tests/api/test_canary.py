@@ -21,7 +21,6 @@ import pytest
 from tests.api.test_operator import events_of, ftj
 from tests.harness.cluster import CACHE_DIR, REPO
 from tests.harness.operator import Operator, PodDriver, get, setup_namespace, status, wait_for, wait_phase
-from tests.harness.summaries import PREPARED, TRAINED, evaluated
 
 pytestmark = pytest.mark.api
 
@@ -54,10 +53,7 @@ def test_a_canary_without_evidence_is_rolled_back_through_its_httproute(cluster,
         for c in ((get(cluster, "", "crd", "httproutes.gateway.networking.k8s.io") or {}).get("status") or {})
         .get("conditions") or []), timeout=60)
     setup_namespace(cluster, namespace)
-    pods = PodDriver(cluster, namespace)
-    pods.on("prepare", 0, PREPARED)
-    pods.on("train", 0, TRAINED)
-    pods.on("eval", 0, evaluated(True))
+    pods = PodDriver.passing(cluster, namespace)
     operator = Operator(operator_kubeconfig, tmp_path / "operator.log", FT_QUEUE_MODE="none",
                         FT_GATEWAY_API="true").start()
     try:

@@ -12,7 +12,6 @@ from finetune_api.job import FineTuneJobSpec
 from finetune_operator.builders.names import pool_name
 from tests.api.test_operator import ftj
 from tests.harness.operator import Operator, PodDriver, get, setup_namespace, wait_for, wait_phase
-from tests.harness.summaries import PREPARED, TRAINED, evaluated
 
 pytestmark = pytest.mark.api
 
@@ -27,10 +26,7 @@ def judged(name: str, namespace: str) -> dict:
 def test_a_judge_without_endpoint_needs_a_ready_pool_replica_and_then_asks_it(cluster, namespace, operator_kubeconfig,
                                                                               tmp_path):
     setup_namespace(cluster, namespace)
-    pods = PodDriver(cluster, namespace)
-    pods.on("prepare", 0, PREPARED)
-    pods.on("train", 0, TRAINED)
-    pods.on("eval", 0, evaluated(True))
+    pods = PodDriver.passing(cluster, namespace)
     operator = Operator(operator_kubeconfig, tmp_path / "operator.log", FT_QUEUE_MODE="none").start()
     try:
         cluster.apply(judged("no-pool", namespace))

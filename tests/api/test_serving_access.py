@@ -8,7 +8,6 @@ import pytest
 
 from tests.api.test_operator import ftj
 from tests.harness.operator import Operator, PodDriver, api_key_secret, setup_namespace, status, wait_for
-from tests.harness.summaries import PREPARED, TRAINED, evaluated
 
 pytestmark = pytest.mark.api
 
@@ -16,10 +15,7 @@ pytestmark = pytest.mark.api
 def test_a_missing_api_key_secret_is_named_in_the_status_until_it_exists(cluster, namespace, operator_kubeconfig,
                                                                          tmp_path):
     setup_namespace(cluster, namespace, api_key=False)
-    pods = PodDriver(cluster, namespace)
-    pods.on("prepare", 0, PREPARED)
-    pods.on("train", 0, TRAINED)
-    pods.on("eval", 0, evaluated(True))
+    pods = PodDriver.passing(cluster, namespace)
     operator = Operator(operator_kubeconfig, tmp_path / "operator.log", FT_QUEUE_MODE="none").start()
     try:
         cluster.apply({**ftj("keyless", serving={"mode": "adapter"}), "metadata": {"name": "keyless", "namespace": namespace}})

@@ -142,6 +142,17 @@ class PodDriver:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    @classmethod
+    def passing(cls, cluster, namespace: str) -> PodDriver:
+        """A driver whose prepare, train and eval pods succeed with passing summaries (the gates pass)."""
+        from tests.harness.summaries import PREPARED, TRAINED, evaluated
+
+        pods = cls(cluster, namespace)
+        pods.on("prepare", 0, PREPARED)
+        pods.on("train", 0, TRAINED)
+        pods.on("eval", 0, evaluated(True))
+        return pods
+
     def on(self, phase: str, exit_code: int, message: PhaseSummary | None = None, delay: str = "2s",
            job: str | None = None) -> None:
         """Pods of `phase` (or of Job `job`) end with `exit_code` and the trainer's termination message."""
