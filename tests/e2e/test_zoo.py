@@ -15,11 +15,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from finetune_trainer.zoo import ZOO, build_zoo_model
+from tests.harness.processes import MARKER_ENV, cmdline, kill_all, wait_until_gone
 from tests.harness.seasons import write_seasons
 
 pytestmark = pytest.mark.e2e
@@ -77,11 +79,15 @@ def test_stock_manifest_trains_evaluates_and_serves(model: str, cell: str, seaso
     # the job is named like the model, as a stock manifest would be: the base is served as `<name>-base`
     manifest = stock_manifest(tmp_path / "job.yaml", model, model_dir, seasons_data, EXTRA[cell])
     workdir = tmp_path / "run"
+    marker = uuid.uuid4().hex  # in the environment of every process the run starts, re-parented or not
     proc = subprocess.run(
         [sys.executable, "-m", "finetune_cli.main", "run", str(manifest), "--workdir", str(workdir), "--plain", "--processes", "1"],
-        capture_output=True, text=True, timeout=900, cwd=REPO, check=False,
+        capture_output=True, text=True, timeout=900, cwd=REPO, check=False, env={**os.environ, MARKER_ENV: marker},
     )
     output = proc.stdout + proc.stderr
+    left = wait_until_gone(set(), marker, timeout=30)
+    kill_all(left)
+    assert not left, f"left running after ftctl run exited: {[cmdline(p) for p in left]}"
     assert proc.returncode == 0, f"ftctl run exited {proc.returncode}:\n{output[-6000:]}"
     assert "verdict: PASSED" in output
 
