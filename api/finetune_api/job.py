@@ -1184,6 +1184,10 @@ class ObjectMeta(ApiModel):
     annotations: dict[str, str] | None = None
     generation: int | None = None
     uid: str | None = None
+    resource_version: str | None = None
+    finalizers: list[str] | None = None
+    deletion_timestamp: str | None = None
+    """Set by the API server when the object is being deleted (it stays while a finalizer remains)."""
 
 
 ROOT_RULES: list[JsonDict] = [

@@ -15,7 +15,7 @@ from ..builders.children import build_child
 from ..k8s import K8s
 from ..metrics import Metrics
 from ..reconcile import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
-from ..reconcile.actions import Child
+from ..reconcile.actions import Child, SetFinalizer
 from ..reconcile.failures import ForeignObject, NotYetCollected, ownership
 from ..reconcile.observed import controller_uid
 from ..settings import OperatorSettings
@@ -67,6 +67,8 @@ class Actuator:
                                          action.grace_period_seconds)
             elif isinstance(action, DeleteServing):
                 await self._delete_serving(job)
+            elif isinstance(action, SetFinalizer):
+                job = await self._set_finalizer(key, job, action)
             elif isinstance(action, PatchStatus):
                 job = await self._write_status(key, job, action.patch)
             elif isinstance(action, Emit):
@@ -115,6 +117,20 @@ class Actuator:
             owners = obj["metadata"].get("ownerReferences") or []
             if any(o.get("uid") == job.metadata.uid and o.get("controller") for o in owners):
                 await self.executor.call(self.k8s.delete, obj["kind"], job.metadata.namespace or "", obj["metadata"]["name"])
+
+    async def _set_finalizer(self, key: Key, job: FineTuneJob, action: SetFinalizer) -> FineTuneJob:
+        """One merge patch of `metadata.finalizers`, conditional on the resourceVersion read (a conflict
+        is retried by the next reconcile, never overwrites another writer's finalizers)."""
+        current = list(job.metadata.finalizers or [])
+        wanted = [f for f in current if f != action.name] + ([action.name] if action.present else [])
+        if wanted == current:
+            return job
+        patch = {"metadata": {"finalizers": wanted or None, "resourceVersion": job.metadata.resource_version}}
+        stored = await self.executor.call(self.k8s.patch, "FineTuneJob", key[0], key[1], patch)
+        if not stored or job.metadata.deletion_timestamp:
+            return job  # a job being deleted may be gone now; its DELETED event clears the cache
+        self.cache.stored(key, stored)
+        return FineTuneJob.model_validate(stored)
 
     async def _write_status(self, key: Key, job: FineTuneJob, patch: dict[str, Any]) -> FineTuneJob:
         write = status_write(job.status, patch)
