@@ -162,5 +162,6 @@ def test_private_s3_model_to_served_endpoint_on_the_control_plane(cluster, local
                   if secret["AWS_SECRET_ACCESS_KEY"].encode() in content]
         assert not leaked, f"the Secret's value was written to {leaked}"
     finally:
-        cluster.kubectl("delete", "finetunejob", "support", "-n", namespace, "--wait=false", check=False)
+        # waits for <job>-release (the source-cache hold's finalizer) while the operator still runs
+        cluster.kubectl("delete", "finetunejob", "support", "-n", namespace, "--wait=true", check=False, timeout=120)
         operator.stop()
