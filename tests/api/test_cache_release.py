@@ -8,6 +8,7 @@ step uses): a base shared by three jobs and one dataset entry each of two of the
 1 byte, so a release evicts every entry no job holds any more, and nothing a holder still lists. Both
 jobs end before any pod of theirs runs (no store is needed): one `Failed` at once (its adapter rank is
 above the pools'), one `Rejected` by its namespace's cap, which keeps its hold until it is deleted.
+Last, the namespace itself is deleted with a holding job in it, and its deletion is not held up.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ def test_a_failed_or_deleted_jobs_hold_is_released_and_only_entries_no_one_holds
         assert cache.lookup(DATA_REJECTED) is None
         assert cache.lookup(BASE) is not None, "the base another job holds was evicted"
         assert sorted(p.name for p in holders.iterdir()) == [f"{namespace}.serving.json"]
+
+        # Deleting the namespace: nothing can be created there any more, and the claim goes with it;
+        # the hold's finalizer must not keep the namespace terminating.
+        cluster.apply(manifest("left", namespace, adapter={"r": 8}))
+        wait_phase(cluster, namespace, "left", "Rejected")
+        cluster.kubectl("delete", "namespace", namespace, "--wait=true", timeout=90)
     finally:
         cluster.kubectl("delete", "finetunejob", "--all", "-n", namespace, "--wait=false", check=False)
         operator.stop()

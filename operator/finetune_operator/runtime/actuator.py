@@ -142,7 +142,12 @@ class Actuator:
         if wanted == current:
             return job
         patch = {"metadata": {"finalizers": wanted or None, "resourceVersion": job.metadata.resource_version}}
-        stored = await self.executor.call(self.k8s.patch, "FineTuneJob", key[0], key[1], patch)
+        try:
+            stored = await self.executor.call(self.k8s.patch, "FineTuneJob", key[0], key[1], patch)
+        except K8sError as e:
+            if e.status == 404 and not action.present:
+                return job  # a stale view of a job whose last finalizer is already gone: it is deleted
+            raise
         if not stored or job.metadata.deletion_timestamp:
             return job  # a job being deleted may be gone now; its DELETED event clears the cache
         self.cache.stored(key, stored)
