@@ -16,22 +16,16 @@ from __future__ import annotations
 import datetime as dt
 
 from finetune_api import FineTuneJob
-from finetune_api.contract.sources import CACHED_SCHEMES, cache_holder
-from finetune_api.resolved import job_sources
+from finetune_api.contract.sources import cache_holder
 
 from ..builders.names import release_job_name
-from ..builders.release_job import RELEASE_DEADLINE_SECONDS
+from ..builders.release_job import RELEASE_DEADLINE_SECONDS, holds_cache
 from .actions import Action, Create, Emit, Requeue, SetFinalizer
 from .observed import ObservedChildren, parse_time
 
 CACHE_HOLD_FINALIZER = "finetune.dev/source-cache-hold"
 RELEASED_PHASES = ("Failed",)
 """Phases after which no pod of the job reads its sources again (a Failed job is never resumed)."""
-
-
-def holds_cache(job: FineTuneJob) -> bool:
-    """The job's fetch step copies a source into the cache (and holds it there)."""
-    return any(source.scheme in CACHED_SCHEMES for source, _ in job_sources(job.spec).values())
 
 
 def cache_hold(job: FineTuneJob, children: ObservedChildren, now: dt.datetime) -> list[Action]:
