@@ -36,9 +36,10 @@ def cache_hold(job: FineTuneJob, children: ObservedChildren, now: dt.datetime) -
     phase = job.status.phase if job.status else "Pending"
     if deleted_at is None and phase not in RELEASED_PHASES:
         return [SetFinalizer(CACHE_HOLD_FINALIZER, True)] if holds_cache(job) and not held else []
-    if not held:
-        return []
     release = children.jobs.get(release_job_name(meta.name))
+    if not held:
+        # A job that failed before this finalizer existed (an older operator) is released all the same.
+        return [Create("release")] if deleted_at is None and release is None and holds_cache(job) else []
     left = f"cache hold {cache_holder(meta.namespace or '', meta.name)} was not released"
     if release is not None and release.outcome == "succeeded":
         return [SetFinalizer(CACHE_HOLD_FINALIZER, False)]

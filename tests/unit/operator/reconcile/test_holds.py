@@ -51,6 +51,13 @@ def test_a_failed_job_is_released_once_then_drops_the_finalizer() -> None:
     assert cache_hold(held("Failed"), children(job("demo-release", "succeeded", (ended(0),))), NOW) == [DROP]
 
 
+def test_a_job_that_failed_under_an_older_operator_is_released_too() -> None:
+    """No finalizer (an operator without holds took none), yet its fetch step left a hold."""
+    failed = make_job({"phase": "Failed"}, model=S3_MODEL)
+    assert cache_hold(failed, children(), NOW) == [Create("release")]
+    assert cache_hold(failed, children(job("demo-release", "succeeded", (ended(0),))), NOW) == []
+
+
 def test_a_deleted_job_waits_for_its_release_until_the_deadline() -> None:
     deleted = NOW - dt.timedelta(seconds=10)
     waiting = RELEASE_DEADLINE_SECONDS - 10 + 1
