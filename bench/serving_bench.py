@@ -14,8 +14,7 @@ one JSON object.
 
     python bench/serving_bench.py [--prompts 32] [--max-tokens 16] [--concurrency 8] [--adapter-vs-merged]
 
-Measured (`--adapter-vs-merged --prompts 32 --max-tokens 64 --concurrency 8`, see DESIGN.md §5.4):
-FIGURES
+Figures: DESIGN.md §5 (adapter or merged).
 """
 
 from __future__ import annotations
