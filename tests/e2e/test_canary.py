@@ -5,9 +5,9 @@ Two jobs pass their training on kwok nodes (`PodDriver`, evaluation off: the arm
 under test) and each deploys a canary: its tuned arm `<job>-serve` and its base arm `<job>-base`, one real
 vLLM CPU server each, run by the local pod runner (each pod has its own address, so all four listen on
 8000), both behind the job's stable Service. The test plays the clients: it sends the same greedy chat
-requests to every ready address of each stable Service's EndpointSlice, all arms at once (so they see
-the same machine load), until the operator has judged both canaries from the arms' `/metrics`. Both
-jobs have the same thresholds.
+requests to every ready address of each stable Service's EndpointSlice, one at a time and alternating the
+arms' order (so neither is favoured), until the operator has judged both canaries from the arms'
+`/metrics`. Both jobs have the same thresholds.
 
 Why one does worse, for a real reason: both jobs serve a merged model (`serving.mode: merged`, merged by
 the trainer's merge), with the same thresholds and the same requests; what differs is the adapter merged:
@@ -33,7 +33,6 @@ import json
 import shutil
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -121,18 +120,18 @@ def analyzing(cluster, namespace: str) -> set[str]:
 
 def send_until_judged(cluster, namespace: str, addresses: dict[str, dict[str, str]],
                       timeout: float) -> dict[str, Counter[tuple[str, int | None]]]:
-    """The clients: rounds of one request to every arm of every job still analysed, all at once (so the
-    arms see the same load), until each canary has its verdict; per job, the (arm, HTTP status) counts."""
+    """The clients: rounds of one request to every arm of every job still analysed, one request at a time
+    (concurrent requests finish in the order the CPU serves them, which would favour one arm), the order
+    reversed every round, until each canary has its verdict; per job, the (arm, HTTP status) counts."""
     sent: dict[str, Counter[tuple[str, int | None]]] = {name: Counter() for name in addresses}
     deadline = time.monotonic() + timeout
-    with ThreadPoolExecutor(4) as pool:
-        for prompt in itertools.cycle(PROMPTS):
-            if not (live := analyzing(cluster, namespace)):
-                return sent
-            assert time.monotonic() < deadline, f"no verdict within {timeout} s: {sent}"
-            targets = [(name, arm, address, prompt) for name in sorted(live) for arm, address in addresses[name].items()]
-            for name, arm, code in pool.map(lambda t: (t[0], t[1], complete(t[2], t[0], t[3])), targets):
-                sent[name][(arm, code)] += 1
+    for round_number, prompt in enumerate(itertools.cycle(PROMPTS)):
+        if not (live := analyzing(cluster, namespace)):
+            return sent
+        assert time.monotonic() < deadline, f"no verdict within {timeout} s: {sent}"
+        targets = [(name, arm, address) for name in sorted(live) for arm, address in sorted(addresses[name].items())]
+        for name, arm, address in targets[::-1] if round_number % 2 else targets:
+            sent[name][(arm, complete(address, name, prompt))] += 1
     return sent
 
 
