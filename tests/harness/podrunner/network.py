@@ -10,8 +10,9 @@ like a `hostNetwork` pod, and reports the node's address (`POD_IP`; the API serv
 EndpointSlices). Either way a pod gets a UTS namespace with its hostname and a mount namespace in which the
 three files above are bind-mounted over the host's (`sandbox.py`), so getaddrinfo in the pod resolves
 `<host>.<subdomain>.<ns>.svc.cluster.local` and Service names through the cluster DNS, and its own name
-through /etc/hosts, exactly as in a cluster. Not provided: kube-proxy (a ClusterIP is not routable here;
-headless Services and EndpointSlice addresses are), NetworkPolicy enforcement, egress beyond this machine."""
+through /etc/hosts, exactly as in a cluster. With the bridge the runner's Service proxy (serviceproxy.py)
+routes ClusterIPs; without it a ClusterIP resolves but is not routed (headless Services and EndpointSlice
+addresses are). Not provided: NetworkPolicy enforcement, egress beyond this machine."""
 
 from __future__ import annotations
 
