@@ -14,7 +14,7 @@ asks by the pool Service's name (the killed run starts once the pool serves).
 Once the first checkpoint is complete, every process of the rank-1 pod is killed (SIGKILL, as the OOM
 killer or a lost node would), so rank 0 loses its peer mid-step. The training Job fails (infrastructure: exit 137 matches no FailJob rule); the
 operator starts attempt 2, whose two pods meet again through the headless Service and both resume from
-that checkpoint. The final validation loss must match the uninterrupted run of the same spec (run first,
+that checkpoint. The final validation loss must match the uninterrupted run (run first,
 in the same namespace) within a small tolerance. The rendezvous and per-rank step lines of every training
 pod are printed.
 """
