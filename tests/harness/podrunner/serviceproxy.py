@@ -243,17 +243,20 @@ class ServiceProxy:
                     log.warning("service proxy: cannot add %s: %s", route.cluster_ip, added.stderr.strip())
                     continue
                 self.addresses.add(route.cluster_ip)
-            listener = _Listener(route, None)  # type: ignore[arg-type] - the server is set right below
             try:
-                listener.server = await asyncio.start_server(
-                    lambda r, w, lst=listener: self._forward(lst, r, w), route.cluster_ip, route.port)
+                server = await asyncio.start_server(lambda r, w, k=key: self._forward(self.listeners.get(k), r, w),
+                                                    route.cluster_ip, route.port)
             except OSError as e:
                 log.warning("service proxy: cannot listen on %s:%d for %s: %s", *key, route.service, e)
                 continue
-            self.listeners[key] = listener
+            self.listeners[key] = _Listener(route, server)  # before any accepted connection's handler runs
             log.info("service proxy: %s %s:%d -> %s", route.service, *key, _targets(route))
 
-    async def _forward(self, listener: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _forward(self, listener: _Listener | None, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        if listener is None:  # the Service stopped being routed while this connection was accepted
+            writer.close()
+            return
         route, client = listener.route, writer.get_extra_info("peername")
         for host, port in listener.backends_in_turn():
             try:
