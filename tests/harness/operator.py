@@ -77,19 +77,23 @@ class Operator:
         self.proc: subprocess.Popen | None = None
 
     def _argv(self) -> tuple[list[str], dict[str, str]]:
-        """The operator's command line, and how it names Services."""
+        """The operator's command line, and how it names Services: as the runner allows (it overrides the
+        env given, e.g. the chart's), or out of the cluster unless the env given says otherwise."""
         argv = [sys.executable, "-m", "finetune_operator.main"]
-        if self.runner is None or self.runner.bridge is None:
-            return argv, {"FT_SERVICE_ADDRESSING": "endpoints"}
+        if self.runner is None:
+            return argv, {"FT_SERVICE_ADDRESSING": "endpoints", **self.extra_env}
+        if self.runner.bridge is None:  # no Service proxy: ClusterIPs are not routed (the runner logs it)
+            return argv, {**self.extra_env, "FT_SERVICE_ADDRESSING": "endpoints"}
         resolv = self.log_path.with_name(f"{self.log_path.stem}.resolv.conf")
         resolv.write_text(self.runner.resolv_conf(SYSTEM_NS))
-        return sandbox_argv(argv, binds={resolv: Path("/etc/resolv.conf")}), {"FT_SERVICE_ADDRESSING": "dns"}
+        return (sandbox_argv(argv, binds={resolv: Path("/etc/resolv.conf")}),
+                {**self.extra_env, "FT_SERVICE_ADDRESSING": "dns"})
 
     def start(self) -> Operator:
-        argv, addressing = self._argv()
+        argv, settings = self._argv()
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "FT_METRICS_PORT": str(self.metrics_port),
                "FT_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz", "FT_QUEUE_MODE": "embedded",
-               "FT_PROGRESS_INTERVAL_SECONDS": "2", "OMP_NUM_THREADS": "1", **addressing, **self.extra_env}
+               "FT_PROGRESS_INTERVAL_SECONDS": "2", "OMP_NUM_THREADS": "1", **settings}
         env.pop("FT_PEERING", None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, env=env, stdout=log,
