@@ -13,6 +13,7 @@ from ..settings import OperatorSettings
 from .config_map import build_config_map
 from .eval_job import build_eval_job
 from .prepare_job import build_prepare_job
+from .release_job import build_release_job
 from .serving import PoolMember, build_serving_objects, pool_member, pool_of
 from .upload_job import build_upload_job
 from .training_job import build_training_job, build_training_service
@@ -24,7 +25,7 @@ POOLED_PHASES = ("Deploying", "Serving")
 def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, attempt: int | None = None,
                 flavor: Flavor | None = None, peers: Iterable[Mapping[str, Any]] = (),
                 judge_url: str | None = None) -> list[dict[str, Any]]:
-    """The objects of `child`: `attempt` and the admitted `flavor` shape training, `peers` (other
+    """The objects of `child`: `attempt` and the admitted `flavor` shape training (`flavor` evaluation too), `peers` (other
     FineTuneJob objects, as stored) fill an adapter pool, `judge_url` is the evaluation's pool judge."""
     if child == "config":
         return [build_config_map(job, settings)]
@@ -35,9 +36,11 @@ def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, atte
     if child == "train":
         return [build_training_job(job, settings, attempt or 0, flavor)]
     if child == "eval":
-        return [build_eval_job(job, settings, judge_url)]
+        return [build_eval_job(job, settings, judge_url, flavor)]
     if child == "upload":
         return [build_upload_job(job, settings)]
+    if child == "release":
+        return [build_release_job(job, settings)]
     if child == "serving":
         return build_serving_objects(job, settings, adapter_pool(job, peers, settings))
     raise ValueError(f"unknown child {child!r}")
