@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the test control plane (tests/controlplane, Kubernetes v1.34.3 + etcd v3.6.4 in one
-# binary), kwok, helm, Kueue's manager, the cluster DNS (tests/coredns, CoreDNS with its
+# binary), kwok, helm, Kueue's manager, the cluster DNS (tests/tools/ft-coredns, CoreDNS with its
 # kubernetes plugin) and SeaweedFS's `weed` (the tests' S3 store) into $REPO/.cache/bin. Idempotent: each tool is rebuilt
 # only when it is missing or its inputs/pinned version changed (a stamp file sits next to each binary).
 # Safe to run concurrently on one cache (worktrees share it through FT_CACHE_DIR): a second run waits
