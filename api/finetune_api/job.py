@@ -1113,12 +1113,19 @@ class Attempts(StatusModel):
 
 
 class UploadedArtifacts(StatusModel):
-    """The final artifacts as uploaded to an `s3://` output (the upload Job's `UploadSummary`)."""
+    """The final artifacts as uploaded to an `s3://` output (the upload Job's `UploadSummary`): counts,
+    and where the record of every key and ETag is. Of fixed size, whatever the number of files."""
 
     uri: str = ""
     """`spec.output.uri` as uploaded (`s3://bucket/prefix`)."""
-    objects: list[UploadedObject] = Field(default_factory=list)
-    """Every object written, run.json last; a retried upload writes the same keys."""
+    count: int = 0
+    """Objects written (run.json last); a retried upload writes the same keys."""
+    bytes: int = 0
+    """Their total size."""
+    manifest: UploadedObject | None = None
+    """The full record in the bucket (`<prefix>/upload.json`: every key with its ETag), with its own ETag."""
+    record: str | None = None
+    """The same record on the artifacts volume (`<artifacts root>/upload.json`)."""
 
 
 class Artifacts(StatusModel):
@@ -1177,6 +1184,10 @@ class ObjectMeta(ApiModel):
     annotations: dict[str, str] | None = None
     generation: int | None = None
     uid: str | None = None
+    resource_version: str | None = None
+    finalizers: list[str] | None = None
+    deletion_timestamp: str | None = None
+    """Set by the API server when the object is being deleted (it stays while a finalizer remains)."""
 
 
 ROOT_RULES: list[JsonDict] = [

@@ -62,6 +62,11 @@ class K8sError(RuntimeError):
         self.status = status
 
 
+def namespace_terminating(error: K8sError) -> bool:
+    """A create refused because the namespace is being deleted (403, cause `NamespaceTerminating`)."""
+    return error.status == 403 and "because it is being terminated" in str(error)
+
+
 def _status_message(body: str) -> str:
     """The `message` of a metav1.Status response body (what the API server says went wrong), else the body."""
     try:

@@ -44,10 +44,11 @@ WATCH = ("get", "list", "watch")
 
 REQUIRED_RULES: tuple[PolicyRule, ...] = (
     # the API: watch jobs and queues, write job status, read queue flavors
-    PolicyRule(("finetune.dev",), ("finetunejobs",), WATCH),
+    # patch: the source-cache hold's finalizer (reconcile/holds.py), the only metadata the operator writes
+    PolicyRule(("finetune.dev",), ("finetunejobs",), (*WATCH, "patch")),
     PolicyRule(("finetune.dev",), ("finetunejobs/status",), ("get", "patch")),
     # children carry `blockOwnerDeletion: true`: OwnerReferencesPermissionEnforcement (OpenShift) lets
-    # only who may update the owner's finalizers set it. The operator itself never writes finalizers.
+    # only who may update the owner's finalizers set it.
     PolicyRule(("finetune.dev",), ("finetunejobs/finalizers",), ("update",)),
     PolicyRule(("finetune.dev",), ("finetunequeues",), WATCH),
     PolicyRule(("finetune.dev",), ("finetunequeues/status",), ("get", "patch")),

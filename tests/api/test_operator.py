@@ -201,8 +201,9 @@ def test_an_s3_output_is_uploaded_by_its_own_job_with_the_output_secret(cluster,
     done = wait_phase(cluster, namespace, "up", "Succeeded", timeout=60)
     assert done["reason"] == "Uploaded" and done["message"] == "2 object(s) uploaded to s3://results/runs/up; serving disabled"
     assert done["artifacts"]["root"].startswith("pvc://") and done["artifacts"]["adapter"].endswith("/up/adapter")
-    assert done["artifacts"]["uploaded"] == {"uri": "s3://results/runs/up",
-                                             "objects": [o.model_dump(by_alias=True) for o in summary.objects]}
+    assert done["artifacts"]["uploaded"] == {
+        "uri": "s3://results/runs/up", "count": 2, "bytes": 17284, "manifest": summary.manifest.to_wire(),
+        "record": f"{done['artifacts']['root']}/upload.json"}
     assert {c["type"]: c["status"] for c in done["conditions"]}["Uploaded"] == "True"
     assert events_of(cluster, namespace, "up")[-3:] == ["Evaluating", "Uploading", "Uploaded"]
     pods_json = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]

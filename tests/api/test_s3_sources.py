@@ -165,27 +165,47 @@ def _finished_run(tmp_path: Path, output: dict[str, object]) -> ResolvedConfig:
     return config
 
 
+SHARDS = 120
+"""Enough files that their keys and ETags (~12 KiB) are far past the 4 KiB termination message."""
+
+
 def test_a_runs_outputs_are_uploaded_with_the_output_secret_and_read_back(tmp_path: Path, store: ObjectStore) -> None:
-    """The final artifacts (not checkpoints) under the output prefix, keys and ETags recorded in
-    upload.json and the uploaded run.json; a repeat writes the same keys; no credential anywhere."""
+    """The final artifacts (not checkpoints) under the output prefix: a model of many shards, every key and
+    ETag in the record (upload.json on the volume and in the bucket, and the uploaded run.json), nothing
+    cut from the termination message, which only counts and names the record; a repeat writes the same
+    keys; no credential anywhere."""
     import json
 
     import obstore
 
-    from finetune_api.contract.upload import UploadSummary
+    from finetune_api.contract.termination import MAX_BYTES
+    from finetune_api.contract.upload import UploadRecord, UploadSummary
     from finetune_api.resolved import ArtifactLayout
 
     config = _finished_run(tmp_path, {"uri": f"s3://{BUCKET}/runs/job-a", "secretRef": {"name": "uploader"}})
     layout = ArtifactLayout(config.paths.output)
+    shards = [f"adapter/adapter_model-{i:05d}-of-{SHARDS:05d}.safetensors" for i in range(SHARDS)]
+    for i, name in enumerate(shards):
+        (layout.root / name).write_bytes(bytes([i % 256]) * (i + 1))
     keys = store.admin.env(store.endpoint)
     env = {credential_env("output", key): value for key, value in keys.items()}
     first = run_trainer_phase("upload", config, env)
     assert first.returncode == 0, first.stdout + first.stderr
-    summary = UploadSummary.model_validate_json((layout.root / "upload.json").read_text())
+    message = (layout.root.parent / "termination").read_text()
+    summary = UploadSummary.model_validate_json(message)
+    assert len(message.encode()) < MAX_BYTES and not summary.truncated
+    record = UploadRecord.model_validate_json((layout.root / "upload.json").read_text())
     admin = store.store(BUCKET)
-    uploaded = {o.key: o for o in summary.objects}
-    assert sorted(uploaded) == [f"runs/job-a/{name}" for name in (
-        "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "data/report.json", "eval/report.json", "run.json")]
+    uploaded = {o.key: o for o in record.objects}
+    assert sorted(uploaded) == sorted(f"runs/job-a/{name}" for name in (
+        "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "data/report.json", "eval/report.json",
+        "run.json", *shards))
+    assert record.objects[-1].key == "runs/job-a/run.json"
+    assert (summary.count, summary.bytes) == (len(uploaded), sum(o.bytes for o in record.objects))
+    assert summary.manifest is not None and summary.manifest.key == "runs/job-a/upload.json"
+    assert obstore.head(admin, summary.manifest.key)["e_tag"] == summary.manifest.etag
+    remote_manifest = UploadRecord.model_validate_json(bytes(obstore.get(admin, summary.manifest.key).bytes()))
+    assert remote_manifest == record
     for key, obj in uploaded.items():
         assert obj.etag and obstore.head(admin, key)["e_tag"] == obj.etag
         if key != "runs/job-a/run.json":
@@ -196,9 +216,9 @@ def test_a_runs_outputs_are_uploaded_with_the_output_secret_and_read_back(tmp_pa
 
     again = run_trainer_phase("upload", config, env)
     assert again.returncode == 0, again.stdout + again.stderr
-    repeat = UploadSummary.model_validate_json((layout.root / "upload.json").read_text())
-    assert [o.key for o in repeat.objects] == [o.key for o in summary.objects]
-    assert [o.etag for o in repeat.objects[:-1]] == [o.etag for o in summary.objects[:-1]], "same bytes, same objects"
+    repeat = UploadRecord.model_validate_json((layout.root / "upload.json").read_text())
+    assert [o.key for o in repeat.objects] == [o.key for o in record.objects]
+    assert [o.etag for o in repeat.objects[:-1]] == [o.etag for o in record.objects[:-1]], "same bytes, same objects"
 
     secret = store.admin.secret_access_key.encode()
     objects = [m["path"] for batch in obstore.list(admin, "runs") for m in batch]

@@ -96,8 +96,9 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def rendered_children(namespace: str) -> list[dict[str, Any]]:
-    """The Jobs and Deployments the operator creates for a multi-node job with serving (its own builders)."""
-    job = FineTuneJob.model_validate(job_manifest(namespace))
+    """The Jobs and Deployments the operator creates for a multi-node job with serving and a base model in
+    object storage (so its source-cache release Job too), from its own builders."""
+    job = FineTuneJob.model_validate(job_manifest(namespace, model={"uri": "s3://models/tiny", "name": "tiny"}))
     phases = render_job(job, OperatorSettings(watch_namespaces=[namespace]))
     return [o for objects in phases.values() for o in objects if o["kind"] in {"Job", "Deployment"}]
 
@@ -109,6 +110,7 @@ def a_child(release: Release) -> dict[str, Any]:
 def test_every_child_the_operator_renders_is_admitted_under_the_policy(release: Release) -> None:
     children = rendered_children(release.namespace)
     assert {o["kind"] for o in children} == {"Job", "Deployment"}
+    assert "policy-job-release" in {o["metadata"]["name"] for o in children}
     for child in children:
         out = release.create(child)
         assert out.returncode == 0, (child["metadata"]["name"], out.stderr)

@@ -156,11 +156,20 @@ def test_private_s3_model_to_served_endpoint_on_the_control_plane(cluster, local
         reply = chat(*ready[0], "support", "Today we saw snow near the lake.")
         assert reply["model"] == "support" and reply["choices"][0]["message"]["role"] == "assistant", reply
 
+        # the fetch step held the base for this job; deleting the job releases it (<job>-release)
+        hold = mount_root / "finetune-artifacts" / SOURCE_CACHE_DIR / "holders" / f"{namespace}.support.json"
+        assert json.loads(hold.read_text()) == [Path(model).parent.name]
+        cluster.kubectl("delete", "finetunejob", "support", "-n", namespace, "--wait=true", timeout=120)
+        assert not hold.exists(), "deleting the job left its hold on the source cache"
+        assert (Path(model) / "config.json").is_file(), "no size limit is set: the entry stays, no longer held"
+
         roots = [claim_dir(cluster, namespace, c) for c in ("data", "finetune-artifacts")]
         roots += [local_runner.work_dir, tmp_path / "operator.log"]
         leaked = [where for where, content in written_by_the_project(cluster, namespace, roots)
                   if secret["AWS_SECRET_ACCESS_KEY"].encode() in content]
         assert not leaked, f"the Secret's value was written to {leaked}"
     finally:
-        cluster.kubectl("delete", "finetunejob", "support", "-n", namespace, "--wait=false", check=False)
+        # waits for <job>-release (the source-cache hold's finalizer) while the operator still runs
+        cluster.kubectl("delete", "finetunejob", "support", "-n", namespace, "--ignore-not-found", "--wait=true",
+                        check=False, timeout=120)
         operator.stop()

@@ -25,7 +25,7 @@ def evaluated(passed: bool) -> EvaluateSummary:
 
 
 def uploaded(bucket: str, prefix: str) -> UploadSummary:
-    """An upload of the adapter and run.json to `s3://bucket/prefix`, each with its ETag."""
-    return UploadSummary(bucket=bucket, prefix=prefix, message=f"2 object(s) uploaded to s3://{bucket}/{prefix}", objects=[
-        UploadedObject(key=f"{prefix}/adapter/adapter_model.safetensors", etag='"0f343b0931126a20f133d67c2b018a3b"', bytes=16384),
-        UploadedObject(key=f"{prefix}/run.json", etag='"9e107d9d372bb6826bd81d3542a419d6"', bytes=900)])
+    """An upload of the adapter and run.json to `s3://bucket/prefix`, then its record with its ETag."""
+    return UploadSummary(bucket=bucket, prefix=prefix, message=f"2 object(s) uploaded to s3://{bucket}/{prefix}",
+                         count=2, bytes=17284, manifest=UploadedObject(
+                             key=f"{prefix}/upload.json", etag='"9e107d9d372bb6826bd81d3542a419d6"', bytes=310))

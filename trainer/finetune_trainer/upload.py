@@ -2,10 +2,10 @@
 fetch step uses (DESIGN.md §9 Remote output).
 
 Every file goes to a fixed key (`<prefix>/<path under the output directory>`), so a retried upload
-overwrites the same objects. run.json goes last, carrying the keys and ETags of the others; the local
-run.json is left as training wrote it (it is a training output `ftctl run` verifies on resume), and
-`upload.json` next to it records every key and ETag. A failure names the bucket and key, never the
-credential.
+overwrites the same objects. run.json goes after the artifacts, carrying the keys and ETags of the
+others; the local run.json is left as training wrote it (it is a training output `ftctl run` verifies on
+resume). The record of every key and ETag (`upload.json`) is written next to it and to the bucket, last;
+the step's summary only counts and points at it. A failure names the bucket and key, never the credential.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from finetune_api.contract.upload import UPLOAD_RECORD, UPLOADED_PARTS, UploadedObject, UploadSummary, object_key
+from finetune_api.contract.upload import (UPLOAD_RECORD, UPLOADED_PARTS, UploadedObject, UploadRecord, UploadSummary,
+                                          object_key)
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_api.sources import parse_source
 
@@ -75,8 +76,11 @@ def upload_outputs(config: ResolvedConfig) -> UploadSummary:
     record["output"] = {"uri": uri, "objects": [o.to_wire() for o in uploaded]}
     run_key = object_key(source.path, layout.run_json.name)
     uploaded.append(_put(store, source.location, run_key, json.dumps(record, indent=2, sort_keys=True).encode()))
-    summary = UploadSummary(bucket=source.location, prefix=source.path, objects=uploaded,
+    full = UploadRecord(bucket=source.location, prefix=source.path, objects=uploaded)
+    write_json_atomic(layout.root / UPLOAD_RECORD, full.to_wire())
+    manifest = _put(store, source.location, object_key(source.path, UPLOAD_RECORD), layout.root / UPLOAD_RECORD)
+    summary = UploadSummary(bucket=source.location, prefix=source.path, count=len(uploaded),
+                            bytes=sum(o.bytes for o in uploaded), manifest=manifest,
                             message=f"{len(uploaded)} object(s) uploaded to {uri}")
-    write_json_atomic(layout.root / UPLOAD_RECORD, summary.to_wire())
     print(f"upload: {summary.message}", file=sys.stderr)
     return summary

@@ -34,6 +34,23 @@ def credential_env(role: SourceRole, key: str) -> str:
     return f"FT_{role.upper()}_{key}"
 
 
+CACHED_SCHEMES: tuple[SourceScheme, ...] = ("hf", "s3")
+"""Sources the fetch step copies into the cache (and holds there for the job); volumes and local paths
+are read in place."""
+
+
+def cache_holder(namespace: str, job: str) -> str:
+    """The name of a job's hold on the cache (`holders/<holder>.json`): written by the fetch step,
+    removed by the release step when the job no longer reads its sources."""
+    return f"{namespace}.{job}"
+
+
+def release_module_args(cache_root: str, holder: str, max_bytes: int | None) -> list[str]:
+    """`-m finetune_trainer.fetch.release …`: drop `holder`'s hold, then evict down to `max_bytes`."""
+    limit = ["--max-bytes", str(max_bytes)] if max_bytes is not None else []
+    return ["-m", "finetune_trainer.fetch.release", "--cache", cache_root, "--holder", holder, *limit]
+
+
 def cache_key(identity: str) -> str:
     """The cache directory name of a resolved identity (content-addressed: a new commit, ETag or file
     digest is a new entry; the same identity is the same bytes)."""

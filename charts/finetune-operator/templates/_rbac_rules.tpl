@@ -23,7 +23,7 @@
 {{- define "finetune-operator.rbac.namespacedRules" }}
 - apiGroups: [finetune.dev]
   resources: [finetunejobs]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [finetune.dev]
   resources: [finetunejobs/status]
   verbs: [get, patch]

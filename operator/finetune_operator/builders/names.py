@@ -39,6 +39,11 @@ def upload_job_name(job_name: str) -> str:
     return f"{job_name}-upload"
 
 
+def release_job_name(job_name: str) -> str:
+    """The Job that drops the job's hold on the source cache."""
+    return f"{job_name}-release"
+
+
 def serve_name(job_name: str) -> str:
     """Deployment and Service of the tuned model (or the job's Service in front of its adapter pool)."""
     return f"{job_name}-serve"

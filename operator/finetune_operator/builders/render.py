@@ -9,6 +9,7 @@ from ..settings import OperatorSettings
 from .config_map import build_config_map
 from .eval_job import build_eval_job, merges_before_eval
 from .prepare_job import build_prepare_job
+from .release_job import build_release_job, holds_cache
 from .resolve import uploads_output
 from .serving import build_serving_objects
 from .training_job import build_training_job, build_training_service
@@ -27,4 +28,6 @@ def render_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, list[d
         phases["upload"] = [build_upload_job(job, settings)]
     if job.spec.serving.enabled:
         phases["serve"] = build_serving_objects(job, settings)
+    if holds_cache(job):
+        phases["release"] = [build_release_job(job, settings)]
     return phases

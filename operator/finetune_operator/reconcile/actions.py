@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Child = Literal["config", "prepare", "train-service", "train", "eval", "upload", "serving"]
+Child = Literal["config", "prepare", "train-service", "train", "eval", "upload", "release", "serving"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,14 @@ class DeleteServing:
 
 
 @dataclass(frozen=True)
+class SetFinalizer:
+    """Add (`present`) or remove one of our finalizers on the FineTuneJob."""
+
+    name: str
+    present: bool
+
+
+@dataclass(frozen=True)
 class PatchStatus:
     """One merge patch of `.status` per transition (dicts merge; lists such as conditions are replaced)."""
 
@@ -76,7 +84,7 @@ class Observe:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-Action = Create | Apply | Delete | DeleteServing | PatchStatus | Emit | Requeue | Observe
+Action = Create | Apply | Delete | DeleteServing | SetFinalizer | PatchStatus | Emit | Requeue | Observe
 
 
 def writes(actions: list[Action]) -> list[Action]:

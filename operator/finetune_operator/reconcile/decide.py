@@ -13,7 +13,7 @@ from typing import Any
 from finetune_api import FineTuneJob, TERMINAL_PHASES
 from finetune_api.contract.vllm import pooled_base_name
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
-from finetune_api.contract.upload import UploadSummary
+from finetune_api.contract.upload import UPLOAD_RECORD, UploadSummary
 from finetune_api.common import Condition
 from finetune_api.job import (Artifacts, CanaryStatus, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus,
                               UploadedArtifacts)
@@ -732,8 +732,10 @@ def _uploading(plan: Plan, children: ObservedChildren, settings: OperatorSetting
         plan.condition("Uploaded", False, "UploadFailed", message)
         plan.transition("Failed", "UploadFailed", message, warning=True)
         return
-    plan.update("artifacts", uploaded=UploadedArtifacts(uri=uri, objects=summary.objects))
-    done = f"{len(summary.objects)} object(s) uploaded to {uri}"
+    record = f"{output_uri(plan.job, settings)}/{UPLOAD_RECORD}"
+    plan.update("artifacts", uploaded=UploadedArtifacts(uri=uri, count=summary.count, bytes=summary.bytes,
+                                                        manifest=summary.manifest, record=record))
+    done = f"{summary.count} object(s) uploaded to {uri}"
     plan.condition("Uploaded", True, "Uploaded", done)
     if plan.job.spec.serving.enabled:
         _start_deploying(plan, f"{done}; deploying", "Deploying")

@@ -12,10 +12,11 @@ from finetune_api.queue import Flavor
 
 from .. import builders, merge_patch
 from ..builders.children import build_child
-from ..k8s import K8s
+from ..k8s import K8s, K8sError, namespace_terminating
 from ..metrics import Metrics
 from ..reconcile import Action, Apply, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
-from ..reconcile.actions import Child
+from ..reconcile.actions import Child, SetFinalizer
+from ..reconcile.holds import CACHE_HOLD_FINALIZER
 from ..reconcile.failures import ForeignObject, NotYetCollected, ownership
 from ..reconcile.observed import controller_uid
 from ..settings import OperatorSettings
@@ -53,7 +54,9 @@ class Actuator:
         """Carry out `actions` for `job`; `flavor` is the admitted one that training is placed on."""
         ns = key[0]
         for action in actions:
-            if isinstance(action, Create):
+            if isinstance(action, Create) and action.child == "release":
+                job = await self._release(key, job)
+            elif isinstance(action, Create):
                 for obj in self._build(action.child, job, flavor, action.attempt, action.judge_url):
                     await self._create_once(obj)
             elif isinstance(action, Apply):
@@ -67,6 +70,8 @@ class Actuator:
                                          action.grace_period_seconds)
             elif isinstance(action, DeleteServing):
                 await self._delete_serving(job)
+            elif isinstance(action, SetFinalizer):
+                job = await self._set_finalizer(key, job, action)
             elif isinstance(action, PatchStatus):
                 job = await self._write_status(key, job, action.patch)
             elif isinstance(action, Emit):
@@ -115,6 +120,38 @@ class Actuator:
             owners = obj["metadata"].get("ownerReferences") or []
             if any(o.get("uid") == job.metadata.uid and o.get("controller") for o in owners):
                 await self.executor.call(self.k8s.delete, obj["kind"], job.metadata.namespace or "", obj["metadata"]["name"])
+
+    async def _release(self, key: Key, job: FineTuneJob) -> FineTuneJob:
+        """Create `<job>-release`. In a namespace being deleted nothing can be created, and the artifacts
+        claim holding the cache goes with the namespace: the hold's finalizer is dropped at once."""
+        for obj in self._build("release", job, None):
+            try:
+                await self._create_once(obj)
+            except K8sError as e:
+                if not namespace_terminating(e):
+                    raise
+                log.info("%s/%s: namespace is being deleted; the cache hold goes with its claim", *key)
+                return await self._set_finalizer(key, job, SetFinalizer(CACHE_HOLD_FINALIZER, False))
+        return job
+
+    async def _set_finalizer(self, key: Key, job: FineTuneJob, action: SetFinalizer) -> FineTuneJob:
+        """One merge patch of `metadata.finalizers`, conditional on the resourceVersion read (a conflict
+        is retried by the next reconcile, never overwrites another writer's finalizers)."""
+        current = list(job.metadata.finalizers or [])
+        wanted = [f for f in current if f != action.name] + ([action.name] if action.present else [])
+        if wanted == current:
+            return job
+        patch = {"metadata": {"finalizers": wanted or None, "resourceVersion": job.metadata.resource_version}}
+        try:
+            stored = await self.executor.call(self.k8s.patch, "FineTuneJob", key[0], key[1], patch)
+        except K8sError as e:
+            if e.status == 404 and not action.present:
+                return job  # a stale view of a job whose last finalizer is already gone: it is deleted
+            raise
+        if not stored or job.metadata.deletion_timestamp:
+            return job  # a job being deleted may be gone now; its DELETED event clears the cache
+        self.cache.stored(key, stored)
+        return FineTuneJob.model_validate(stored)
 
     async def _write_status(self, key: Key, job: FineTuneJob, patch: dict[str, Any]) -> FineTuneJob:
         write = status_write(job.status, patch)

@@ -4,7 +4,8 @@ Level-triggered and restart-safe: every event (of the job or of a child) reconci
 what the watches show; nothing is remembered that the cluster does not hold. Children are observed
 through Kopf indexes (filled from watches before any handler runs), never through extra list calls.
 Per job, reconciles are serialised by a lock; `Requeue` actions become timers (retry backoff, progress
-refresh, readiness polling). No finalizer: children go with the job through owner references.
+refresh, readiness polling). Children go with the job through owner references; the one finalizer
+(`reconcile.holds`) keeps a job that may hold source-cache entries until its hold is released.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..deadlines import deadline_remaining_seconds
 from ..reconcile import decide
 from ..reconcile.decide import reconcile_failed, reconcile_recovered
 from ..reconcile.failures import classify
+from ..reconcile.holds import cache_hold
 from ..settings import OperatorSettings
 from .actuator import Actuator
 from .api_keys import ApiKeys
@@ -142,7 +144,9 @@ class JobController:
                 return
             try:
                 children = await self.observer.observe(job)
-                actions = decide(job, children, self.clock(), self.settings)
+                actions = cache_hold(job, children, self.clock())  # the hold's finalizer before any pod
+                if job.metadata.deletion_timestamp is None:
+                    actions += decide(job, children, self.clock(), self.settings)
                 await self.actuator.run(key, job, actions, children.flavor)
             except Exception as e:  # noqa: BLE001 - every error is classified and reaches the job's status
                 await self._failed(key, e)

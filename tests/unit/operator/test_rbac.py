@@ -22,7 +22,8 @@ def test_rules_allow_what_the_operator_does_and_nothing_broader():
     assert rbac.allows("batch", "jobs", "create")
     assert rbac.allows("finetune.dev", "finetunejobs/status", "patch")
     assert rbac.allows("", "pods/log", "get")
-    assert not rbac.allows("finetune.dev", "finetunejobs", "patch")  # only status is ours to write
+    assert rbac.allows("finetune.dev", "finetunejobs", "patch")  # the source-cache hold's finalizer
+    assert not rbac.allows("finetune.dev", "finetunejobs", "delete")  # the user's object, never ours to delete
     assert not rbac.allows("", "secrets", "get")  # any Secret: no
     assert not rbac.allows("", "secrets", "get", name="db-password")
     assert rbac.allows("", "secrets", "get", name="finetune-serving-api-key")  # the serving API key only
@@ -43,8 +44,8 @@ def test_a_call_outside_the_rules_is_refused_before_it_leaves():
     k8s = K8s(unreachable_client(), rules=tuple(r for r in rbac.REQUIRED_RULES if r.resources != ("configmaps",)))
     with pytest.raises(NotPermitted, match="create core/configmaps"):
         k8s.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns"}})
-    with pytest.raises(NotPermitted, match="patch finetune.dev/finetunejobs"):
-        k8s.patch("FineTuneJob", "ns", "x", {"spec": {}})
+    with pytest.raises(NotPermitted, match="delete finetune.dev/finetunejobs"):
+        k8s.delete("FineTuneJob", "ns", "x")
     assert k8s.total_requests == 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from finetune_api.contract.sources import FetchSummary, ResolvedSource
+from finetune_api.contract.sources import CACHED_SCHEMES, FetchSummary, ResolvedSource, cache_holder
 from finetune_api.resolved import ResolvedConfig, job_sources
 from finetune_api.sources import Source, SourceRole
 
@@ -15,7 +15,7 @@ from .stores import Resolved, resolve_hf, resolve_local, resolve_s3
 
 def holder_name(config: ResolvedConfig) -> str:
     """The job a cache hold belongs to (released when the job is done with its sources)."""
-    return f"{config.namespace}.{config.job}"
+    return cache_holder(config.namespace, config.job)
 
 
 def _resolve(source: Source, role: SourceRole, path: str) -> Resolved:
@@ -48,7 +48,7 @@ def run_fetch(config: ResolvedConfig) -> FetchSummary:
               file=sys.stderr)
         resolved.append(ResolvedSource(role=role, uri=uri, scheme=source.scheme, identity=found.identity,
                                        path=str(where), bytes=size, files=count, downloaded_bytes=downloaded))
-    cached = [s.identity for s in resolved if s.scheme in ("hf", "s3")]
+    cached = [s.identity for s in resolved if s.scheme in CACHED_SCHEMES]
     if cache is not None and cached:
         cache.hold(holder_name(config), cached)
         for gone in cache.evict():

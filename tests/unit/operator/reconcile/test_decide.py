@@ -406,9 +406,8 @@ UPLOADING = at_phase("Uploading", conditions=[
 
 def uploaded(outcome: str = "succeeded", message: str | None = None, gen: int = 1):
     if message is None:
-        message = UploadSummary(bucket="results", prefix="runs/demo", objects=[
-            UploadedObject(key="runs/demo/adapter/adapter_model.safetensors", etag='"e1"', bytes=16384),
-            UploadedObject(key="runs/demo/run.json", etag='"e2"', bytes=900)]).encode()
+        message = UploadSummary(bucket="results", prefix="runs/demo", count=2, bytes=17284,
+                                manifest=UploadedObject(key="runs/demo/upload.json", etag='"e3"', bytes=310)).encode()
     code = 0 if outcome == "succeeded" else 1
     return job("demo-upload", outcome, (ended(code, message),), generation=gen)
 
@@ -441,9 +440,10 @@ def test_an_upload_records_keys_and_etags_then_deploys(settings):
     assert Apply("serving") in actions
     patch = status_patch(actions)
     assert patch["phase"] == "Deploying"
-    assert patch["artifacts"] == {"uploaded": {"uri": "s3://results/runs/demo", "objects": [
-        {"key": "runs/demo/adapter/adapter_model.safetensors", "etag": '"e1"', "bytes": 16384},
-        {"key": "runs/demo/run.json", "etag": '"e2"', "bytes": 900}]}}
+    assert patch["artifacts"] == {"uploaded": {
+        "uri": "s3://results/runs/demo", "count": 2, "bytes": 17284,
+        "manifest": {"key": "runs/demo/upload.json", "etag": '"e3"', "bytes": 310},
+        "record": "pvc://finetune-artifacts/team/demo/upload.json"}}
     assert patch["message"] == "2 object(s) uploaded to s3://results/runs/demo; deploying"
 
 

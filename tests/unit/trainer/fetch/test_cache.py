@@ -56,3 +56,22 @@ def test_eviction_removes_least_recently_used_entries_no_job_holds(tmp_path: Pat
     assert cache.evict() == ["new"] and cache.lookup("old-held") is not None
     cache.release("ns.serving-job")
     assert cache.evict() == ["old-held"]
+
+
+def test_the_release_step_drops_one_jobs_hold_and_evicts_what_no_job_holds_any_more(tmp_path: Path) -> None:
+    """Two jobs share a base (one entry); one also has its own dataset. Releasing it frees its dataset
+    at once; the shared base stays while the other job holds it. Releasing twice changes nothing."""
+    from finetune_api.contract.sources import cache_holder, release_module_args
+    from finetune_trainer.fetch.release import main
+
+    cache, calls = SourceCache(tmp_path), []
+    for identity in ("s3:models/base#sha256:1", "s3:data/a#sha256:2"):
+        cache.fill(identity, writer(100, calls, identity))
+    cache.hold(cache_holder("team", "a"), ["s3:models/base#sha256:1", "s3:data/a#sha256:2"])
+    cache.hold(cache_holder("team", "b"), ["s3:models/base#sha256:1"])
+    args = release_module_args(str(tmp_path), cache_holder("team", "a"), 1)[2:]
+    assert main(args) == 0
+    assert cache.lookup("s3:data/a#sha256:2") is None and cache.lookup("s3:models/base#sha256:1") is not None
+    assert main(args) == 0 and cache.lookup("s3:models/base#sha256:1") is not None
+    assert main(release_module_args(str(tmp_path), cache_holder("team", "b"), 1)[2:]) == 0
+    assert cache.lookup("s3:models/base#sha256:1") is None
