@@ -17,7 +17,7 @@ KUBERNETES_VERSION=v1.34.3   # keep in sync with tests/controlplane/go.mod
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KUEUE_VERSION=v0.17.0        # tests/api/test_kueue_mode.py applies its CRDs from the module cache
-COREDNS_VERSION=v1.15.0      # kwok, helm, kueue, coredns: the versions tests/tools/go.mod requires
+COREDNS_VERSION=v1.15.0      # kwok, helm, coredns: the versions tests/tools/go.mod requires
 GATEWAY_API_VERSION=v1.5.0   # tests/api/test_canary.py applies its HTTPRoute CRD from the module cache
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6   # weed 4.53: the S3-compatible store of the storage tests
 
@@ -86,16 +86,13 @@ done
 build ft-controlplane "$cp_stamp" \
     bash -c "cd '$CP_DIR' && $NICE go build -trimpath -ldflags='$CP_LDFLAGS' -o \"\$OUT/ft-controlplane\" ."
 
-# kwok, helm, Kueue's manager and the cluster DNS from one module (tests/tools: kwok, helm and kueue as
-# `tool`s at their releases, ft-coredns its own main), in one `go build`: the Kubernetes client
-# libraries they share compile once, and go links the four binaries while it compiles the rest.
-# Kueue's CRDs come from its module: $GOMODCACHE/sigs.k8s.io/kueue@$KUEUE_VERSION/config/components/crd
-# (tests/api/test_kueue_mode.py). ft-coredns (tests/tools/ft-coredns) is CoreDNS with only the plugins a
-# cluster's DNS uses here (tests/harness/clusterdns.py). -X of a variable a binary lacks is ignored, so
-# the four share one -ldflags.
+# kwok, helm and the cluster DNS from one module (tests/tools: kwok and helm as `tool`s at their
+# releases, ft-coredns its own main), in one `go build`: the Kubernetes client libraries they share
+# compile once, and go links the three binaries while it compiles the rest. ft-coredns is CoreDNS with
+# only the plugins a cluster's DNS uses here (tests/harness/clusterdns.py). -X of a variable a binary
+# lacks is ignored, so the three share one -ldflags.
 TOOLS_DIR="$REPO/tests/tools"
-for req in "sigs.k8s.io/kwok $KWOK_VERSION" "helm.sh/helm/v3 $HELM_VERSION" "sigs.k8s.io/kueue $KUEUE_VERSION" \
-        "github.com/coredns/coredns $COREDNS_VERSION"; do
+for req in "sigs.k8s.io/kwok $KWOK_VERSION" "helm.sh/helm/v3 $HELM_VERSION" "github.com/coredns/coredns $COREDNS_VERSION"; do
     grep -q "^[[:space:]]*$req\( \|$\)" "$TOOLS_DIR/go.mod" || { echo "build-controlplane: tests/tools/go.mod does not require $req" >&2; exit 1; }
 done
 # Release builds of helm set the Kubernetes version they default to (`helm template` without
@@ -105,11 +102,19 @@ TOOLS_LDFLAGS+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
     TOOLS_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$K8S_MINOR"
 done
-TOOLS_LDFLAGS+=" -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
 TOOLS_LDFLAGS+=" -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
 tools_stamp="$(go version) $(cat "$TOOLS_DIR/go.mod" "$TOOLS_DIR/go.sum" "$TOOLS_DIR"/*/*.go | sha256sum | cut -d' ' -f1) k8s-$K8S_MINOR"
-build "kwok helm kueue ft-coredns" "$tools_stamp" \
+build "kwok helm ft-coredns" "$tools_stamp" \
     bash -c "cd '$TOOLS_DIR' && $NICE go build -trimpath -ldflags='$TOOLS_LDFLAGS' -o \"\$OUT/\" tool ./ft-coredns"
+
+# Kueue's manager (the `kueue` binary), run as a local process by tests/api/test_kueue_mode.py, from its
+# own module: v0.17.0's dependencies (kubeflow trainer's generated API) do not compile against the
+# k8s.io/api v0.37 the tools module resolves. Its CRDs come from the same module:
+# $GOMODCACHE/sigs.k8s.io/kueue@$KUEUE_VERSION/config/components/crd.
+build kueue "$KUEUE_VERSION $(go version)" \
+    bash -c "GOBIN=\"\$OUT\" $NICE go install -trimpath \
+        -ldflags='-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION' \
+        sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
 
 # SeaweedFS's `weed` (S3-compatible object store for tests/harness/objectstore.py). Its go.mod has a
 # replace directive, so `go install mod@version` is refused: build inside a writable copy of the module.
