@@ -93,7 +93,7 @@ build ft-controlplane "$cp_stamp" \
 # lacks is ignored, so the three share one -ldflags.
 TOOLS_DIR="$REPO/tests/tools"
 for req in "sigs.k8s.io/kwok $KWOK_VERSION" "helm.sh/helm/v3 $HELM_VERSION" "github.com/coredns/coredns $COREDNS_VERSION"; do
-    grep -q "^[[:space:]]*$req\( \|$\)" "$TOOLS_DIR/go.mod" || { echo "build-controlplane: tests/tools/go.mod does not require $req" >&2; exit 1; }
+    grep -Eq "^(require )?[[:space:]]*$req( |$)" "$TOOLS_DIR/go.mod" || { echo "build-controlplane: tests/tools/go.mod does not require $req" >&2; exit 1; }
 done
 # Release builds of helm set the Kubernetes version they default to (`helm template` without
 # --kube-version); a plain `go install` would default to v1.20 and refuse kubeVersion: >=1.29.
