@@ -1088,6 +1088,10 @@ class QueueStatus(StatusModel):
     """Where the job stands in its queue."""
 
     name: str = ""
+    workload: Literal["Training", "Evaluation", "Serving"] | None = None
+    """What this admission is for (unset: training). The training gang, the evaluation Job and the
+    serving replicas are admitted one after another, each for its own accelerators; evaluation and
+    serving only when they request accelerators (DESIGN.md §6)."""
     position: int | None = None
     wait_estimate_seconds: int | None = None
     admitted: bool = False

@@ -45,6 +45,10 @@ class AdapterPoolSettings(BaseModel):
     """`--max-model-len`; unset: the base model's own limit."""
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    queue: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    """Kueue mode with the `deployment` integration: the LocalQueue (in each pool's namespace) that admits
+    the pool's replicas, charged once for the pool, never per adapter job. Unset: pools are not queued
+    (capacity the admin reserves for them)."""
 
 
 class NamespaceCaps(BaseModel):
@@ -74,7 +78,13 @@ class OperatorSettings(BaseModel):
     pvc_mount_root: str = PVC_MOUNT_ROOT
     """Where claims are mounted in the pods (`pvc://claim/path` → `<root>/claim/path`)."""
     queue_mode: Literal["embedded", "kueue", "none"] = "embedded"
-    """Who admits training: our FineTuneQueue, Kueue (children suspended and labelled), or nobody."""
+    """Who admits training, and evaluation and serving that request accelerators: our FineTuneQueue,
+    Kueue (children labelled, Jobs created suspended), or nobody."""
+    kueue_integrations: list[str] = Field(default_factory=lambda: ["batch/job"])
+    """Kueue mode: the `integrations.frameworks` the cluster's Kueue configuration enables, as Kueue
+    names them. `batch/job` (Kueue's default) admits training and evaluation Jobs; `deployment` (Kueue
+    v0.15+, beta) also admits each serving replica as a plain Pod: only then do serving Deployments get
+    `kueue.x-k8s.io/queue-name` (a label Kueue does not act on would promise a quota that is not kept)."""
     watch_namespaces: list[str] = Field(default_factory=list)
     """Namespaces to watch; empty means the whole cluster."""
     service_account: str = "finetune-trainer"

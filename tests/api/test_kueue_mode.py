@@ -1,5 +1,6 @@
 """Kueue mode against a real Kueue controller (issue 9): a ClusterQueue with 2 GPUs admits one 2-GPU
-FineTuneJob and holds the next until the first one's training finishes.
+FineTuneJob and holds the next until the first one's training finishes; the first one's GPU evaluation
+then waits in Kueue too.
 
 Kueue's manager (`.cache/bin/kueue`, built from its Go module by scripts/build-controlplane.sh) runs as a
 local process against the test control plane's admin kubeconfig, with the CRDs of the same module. No
@@ -257,6 +258,13 @@ def test_cluster_queue_of_2_gpus_admits_one_2_gpu_job_and_holds_the_next(
         assert suspended(cluster, namespace, "second-train-a0") is False
         assert conditions(workload_of(cluster, namespace, "first-train-a0")).get("Finished") == "True"
         assert status(cluster, namespace, "first")["phase"] != "Training"
+        # the first job's evaluation generates on a GPU (serving.gpus 1): Kueue queues its Job too, and
+        # the second job's training, older in the queue, holds both GPUs meanwhile
+        evaluation = wait_for("the first job's evaluation held by Kueue", lambda: conditions(
+            workload_of(cluster, namespace, "first-eval")).get("QuotaReserved") == "False"
+            and get(cluster, namespace, "job", "first-eval"), timeout=120)
+        assert evaluation["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpus"
+        assert evaluation["spec"]["suspend"] is True and status(cluster, namespace, "first")["phase"] == "Evaluating"
         print(f"kueue mode: first admitted, second held then admitted in {time.monotonic() - t0:.1f}s")
     except (AssertionError, TimeoutError) as e:
         logs = f"--- kueue log\n{kueue.log_tail()}\n--- operator log\n{op.log_tail(40)}"

@@ -52,6 +52,7 @@ def ftj(name: str, **spec: Any) -> dict:
         "resources": {"nodes": 1, "gpusPerNode": 1},
         "retry": {"maxAttempts": 3, "backoffSeconds": 0},
         "evaluation": {"gates": [{"metric": "exact_match", "min": 0.8}]},
+        "serving": {"gpus": 0},  # a CPU evaluation starts at once (a GPU one waits for the queue: test_queue_workloads)
     }
     base.update(spec)
     return {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name}, "spec": base}
@@ -196,7 +197,7 @@ def test_an_s3_output_is_uploaded_by_its_own_job_with_the_output_secret(cluster,
     setup_namespace(cluster, namespace)
     cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "results-bucket", "namespace": namespace},
                    "stringData": {"AWS_ACCESS_KEY_ID": "uploader", "AWS_SECRET_ACCESS_KEY": value}})
-    start_training(cluster, namespace, "up", pods, serving={"enabled": False},
+    start_training(cluster, namespace, "up", pods, serving={"enabled": False, "gpus": 0},
                    output={"uri": "s3://results/runs/up", "secretRef": {"name": "results-bucket"}})
     done = wait_phase(cluster, namespace, "up", "Succeeded", timeout=60)
     assert done["reason"] == "Uploaded" and done["message"] == "2 object(s) uploaded to s3://results/runs/up; serving disabled"

@@ -1,5 +1,6 @@
 """The embedded queue's Kopf handler against the real control plane: two queues under contention,
-StrictFIFO blocking, preemption, and a restart that admits nothing twice.
+StrictFIFO blocking, preemption, and a restart that admits nothing twice; then the whole operator with its
+queue admitting evaluation and serving after training.
 
 Only `finetune_operator.handlers.queue` runs here (`kopf run -m`); the job handler's part (moving a job
 to Queued after validation, un-admitting an evicted job) is played by status-subresource patches, so the
@@ -131,3 +132,79 @@ def test_two_queues_contend_preempt_and_survive_a_restart(
     finally:
         restarted.terminate()
         restarted.wait(timeout=30)
+
+
+def workload_job(name: str, namespace: str, queue: str, training_gpus: int, serving: dict) -> dict:
+    """A full fine-tune (served merged, no merge step before its evaluation) whose evaluation and serving
+    request `serving.gpus` accelerators each."""
+    return {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"model": {"uri": "pvc://models/tiny", "name": "tiny"}, "datasets": {"train": {"uri": "pvc://data/train.jsonl"}},
+                 "adapter": {"type": "full"}, "queue": {"name": queue}, "resources": {"nodes": 1, "gpusPerNode": training_gpus},
+                 "evaluation": {"gates": [{"metric": "exact_match", "min": 0.8}]}, "serving": serving},
+    }
+
+
+def test_evaluation_and_serving_hold_quota_in_the_operators_queue(
+    cluster: Cluster, namespace: str, operator_kubeconfig: str, tmp_path: Path
+) -> None:
+    """The real operator and its queue, 3 GPUs: a merged model serving on 2 holds them while it serves; a
+    2-GPU training waits behind it while a 1-GPU one is admitted into what is left; that job's 2-GPU
+    evaluation then waits (the job holds nothing meanwhile) until the serving job is deleted; a CPU-only
+    evaluation never waits. Kwok plays the pods (PodDriver), the pods' summaries are the contract's."""
+    from tests.harness.operator import Operator, PodDriver, get, setup_namespace, status, wait_phase
+
+    queue = f"workloads-{uuid.uuid4().hex[:5]}"
+    cluster.apply({**queue_manifest(queue, 3), "spec": {"flavors": [
+        {"name": "gpu", "resources": [{"name": "nvidia.com/gpu", "nominal": "3"}]}]}})
+    setup_namespace(cluster, namespace)
+    pods = PodDriver.passing(cluster, namespace)
+    operator = Operator(operator_kubeconfig, tmp_path / "operator.log").start()
+    try:
+        def queued(name: str) -> dict:
+            return status(cluster, namespace, name).get("queue") or {}
+
+        cluster.apply(workload_job("srv", namespace, queue, 1, {"mode": "merged", "gpus": 2}))
+        serving = wait_for(lambda: (q := queued("srv")).get("workload") == "Serving" and q.get("admitted") and q,
+                           timeout=90, what="srv's serving admitted")
+        assert serving["resources"]["nvidia.com/gpu"] == "2"
+        deployment = wait_for(lambda: get(cluster, namespace, "deployment", "srv-serve"), timeout=30, what="srv-serve")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
+        evaluation = get(cluster, namespace, "job", "srv-eval")
+        assert evaluation["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "2"
+        reasons = json.loads(cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                                             "involvedObject.name=srv", "-o", "json").stdout)["items"]
+        waited = [e["message"] for e in reasons if e["reason"] == "WaitingForQuota"]
+        assert any("evaluation" in m for m in waited) and any("serving" in m for m in waited), waited
+
+        cluster.apply(workload_job("big", namespace, queue, 2, {"enabled": False, "gpus": 0}))
+        time.sleep(1.1)  # distinct creation seconds: big is older than small, so first in line
+        cluster.apply(workload_job("small", namespace, queue, 1, {"enabled": False, "gpus": 2}))
+        big = wait_for(lambda: (q := queued("big")).get("position") == 1 and q, timeout=60, what="big waits")
+        assert not big["admitted"] and "waiting for quota: needs" in big["message"] and "nvidia.com/gpu 2" in big["message"]
+        small = wait_for(lambda: (q := queued("small")).get("workload") == "Evaluation" and q.get("position") and q,
+                         timeout=60, what="small trained in what was left, its evaluation waits")
+        assert small["admitted"] is False and small["position"] == 2, small
+        assert status(cluster, namespace, "small")["reason"] == "WaitingForQuota"
+        assert get(cluster, namespace, "job", "small-eval") is None
+        wait_for(lambda: "nvidia.com/gpu 2/3" in cluster.kubectl("get", "ftq", queue).stdout, timeout=30,
+                 what="only srv's serving holds quota")
+
+        cluster.kubectl("-n", namespace, "delete", "finetunejob", "srv", "--wait=false")
+        done = wait_phase(cluster, namespace, "big", "Succeeded", timeout=90)
+        assert done["queue"]["admitted"] is False  # the CPU-only evaluation took nothing
+        try:
+            small_done = wait_phase(cluster, namespace, "small", "Succeeded", timeout=90)
+        except TimeoutError as error:
+            raise AssertionError(f"small: {status(cluster, namespace, 'small')}\nftq: "
+                                 f"{cluster.kubectl('get', 'ftq', queue, '-o', 'json').stdout}") from error
+        assert small_done["queue"]["workload"] == "Evaluation" and small_done["queue"]["admitted"] is False
+        wait_for(lambda: "nvidia.com/gpu 0/3" in cluster.kubectl("get", "ftq", queue).stdout, timeout=30,
+                 what="every workload released its quota")
+    finally:
+        operator.stop()
+        pods.close()
+        cluster.kubectl("delete", "finetunequeue", queue, "--wait=false", check=False)

@@ -25,7 +25,7 @@ POOLED_PHASES = ("Deploying", "Serving")
 def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, attempt: int | None = None,
                 flavor: Flavor | None = None, peers: Iterable[Mapping[str, Any]] = (),
                 judge_url: str | None = None) -> list[dict[str, Any]]:
-    """The objects of `child`: `attempt` and the admitted `flavor` shape training, `peers` (other
+    """The objects of `child`: `attempt` and the admitted `flavor` shape training (`flavor` evaluation too), `peers` (other
     FineTuneJob objects, as stored) fill an adapter pool, `judge_url` is the evaluation's pool judge."""
     if child == "config":
         return [build_config_map(job, settings)]
@@ -36,7 +36,7 @@ def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, atte
     if child == "train":
         return [build_training_job(job, settings, attempt or 0, flavor)]
     if child == "eval":
-        return [build_eval_job(job, settings, judge_url)]
+        return [build_eval_job(job, settings, judge_url, flavor)]
     if child == "upload":
         return [build_upload_job(job, settings)]
     if child == "release":

@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from finetune_api import FineTuneJob
+from finetune_api.job import FineTuneJobSpec
 from finetune_api.contract.vllm import (API_KEY_SECRET, API_KEY_SECRET_KEY, JUDGE_ENDPOINT_ENV, JUDGE_MODEL_ENV, grader_api_key_env,
                                         pooled_base_name)
 from ..settings import OperatorSettings
-from .common import serving_placement
+from finetune_api.queue import Flavor
+from .common import serving_placement, tolerations
+from .kueue import JOB_INTEGRATION, kueue_labels
 from .names import eval_job_name
 from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_command, trainer_container, trainer_pod_spec, user_error_rule
 from .vllm import cpu_kv_cache_gib, vllm_pod_resources
@@ -22,10 +25,10 @@ def merges_before_eval(job: FineTuneJob) -> bool:
     return job.spec.serving.enabled and job.spec.serving.mode == "merged" and job.spec.adapter.type != "full"
 
 
-def eval_resources(job: FineTuneJob) -> dict[str, Any]:
+def eval_resources(spec: FineTuneJobSpec) -> dict[str, Any]:
     """The serving replica's accelerators (evaluation generates like serving does), else CPU only."""
-    serving = job.spec.serving
-    return vllm_pod_resources(serving.gpus, job.spec.resources.gpu_resource_name, serving.cpu, serving.memory)
+    serving = spec.serving
+    return vllm_pod_resources(serving.gpus, spec.resources.gpu_resource_name, serving.cpu, serving.memory)
 
 
 def pool_judged_graders(job: FineTuneJob) -> list[str]:
@@ -58,9 +61,12 @@ def judge_env(job: FineTuneJob, judge_url: str | None) -> dict[str, str]:
     return {JUDGE_ENDPOINT_ENV: f"{judge_url}/v1", JUDGE_MODEL_ENV: pooled_base_name(job.spec)}
 
 
-def build_eval_job(job: FineTuneJob, settings: OperatorSettings, judge_url: str | None = None) -> dict[str, Any]:
-    """The evaluation Job; `judge_url` is the adapter pool replica that pool-judged graders ask."""
-    resources = eval_resources(job)
+def build_eval_job(job: FineTuneJob, settings: OperatorSettings, judge_url: str | None = None,
+                   flavor: Flavor | None = None) -> dict[str, Any]:
+    """The evaluation Job; `judge_url` is the adapter pool replica that pool-judged graders ask, `flavor`
+    the embedded queue's admission of its accelerators (its node labels and tolerations). In Kueue mode
+    a Job that requests accelerators is labelled for its LocalQueue and created suspended."""
+    resources = eval_resources(job.spec)
     env = {"OMP_NUM_THREADS": "1" if settings.cpu_runtime else "4"}
     if settings.cpu_runtime:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(None))
@@ -70,6 +76,9 @@ def build_eval_job(job: FineTuneJob, settings: OperatorSettings, judge_url: str 
                                  extra_env=grader_secret_env(job, settings))
     init = [trainer_container(job, settings, "merge", trainer_command("merge"), env=env, resources=resources)] if merges_before_eval(job) else None
     node_selector, tols = serving_placement(job.spec.serving, job.spec.resources)
+    if flavor is not None:
+        node_selector = {**(node_selector or {}), **(flavor.node_labels or {})} or None
+        tols = tols + tolerations(flavor.tolerations)
     pod = trainer_pod_spec(
         job,
         settings,
@@ -79,4 +88,6 @@ def build_eval_job(job: FineTuneJob, settings: OperatorSettings, judge_url: str 
         node_selector=node_selector,
         tolerations=tols,
     )
-    return batch_job(job, eval_job_name(job.metadata.name), "eval", pod, EVAL_BACKOFF_LIMIT, [user_error_rule()])
+    queued = kueue_labels(job, settings, JOB_INTEGRATION, job.spec.serving.gpus)
+    return batch_job(job, eval_job_name(job.metadata.name), "eval", pod, EVAL_BACKOFF_LIMIT, [user_error_rule()],
+                     extra_labels=queued, job_spec={"suspend": True} if queued else None)

@@ -48,6 +48,7 @@ from .common import (
     serving_placement,
 )
 from .canary import canary_route, canary_split
+from .kueue import DEPLOYMENT_INTEGRATION, kueue_labels
 from .names import base_arm_name, pool_name, serve_name, stable_service_name
 from .resolve import namespace, output_uri, source_cache_dir
 from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
@@ -297,7 +298,9 @@ def _arm_deployment(job: FineTuneJob, settings: OperatorSettings, name: str, arm
     selector = {k: pod_labels[k] for k in (LABEL_MANAGED_BY, "finetune.dev/job", LABEL_PHASE, LABEL_ARM)}
     annotations = {ANNOTATION_GENERATION: str(job.metadata.generation or 1)}
     pod = _pod_spec(job, settings, server)
-    return _deployment(object_meta(job, name, "serve", group), selector, pod_labels, annotations, server.replicas, pod)
+    queued = kueue_labels(job, settings, DEPLOYMENT_INTEGRATION, job.spec.serving.gpus)
+    return _deployment(object_meta(job, name, "serve", {**group, **queued}), selector, pod_labels, annotations,
+                       server.replicas, pod)
 
 
 # ----------------------------------------------------------------------------- the pool
@@ -330,7 +333,10 @@ def _pool_objects(job: FineTuneJob, settings: OperatorSettings, peers: list[Pool
     if owners:
         meta["ownerReferences"] = owners
     pod = _pod_spec(job, settings, server)
-    deployment = _deployment(dict(meta), dict(pool_labels), dict(pool_labels), {}, server.replicas, pod)
+    pool = settings.adapter_pool
+    queued = kueue_labels(job, settings, DEPLOYMENT_INTEGRATION, pool.gpus, queue=pool.queue) if pool.queue else {}
+    deployment = _deployment({**meta, "labels": {**pool_labels, **queued}}, dict(pool_labels), dict(pool_labels), {},
+                             server.replicas, pod)
     return [deployment, _service(meta, dict(pool_labels))]
 
 

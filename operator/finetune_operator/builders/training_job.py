@@ -25,14 +25,13 @@ from finetune_api.queue import Flavor
 from ..deadlines import training_deadline_seconds
 from ..settings import OperatorSettings
 from .common import CONFIG_PATH, labels, object_meta, parse_quantity, pod_resources, tolerations
+from .kueue import kueue_labels
 from .resolve import jit_ops_dir
 from .names import train_job_name, train_service_name
 from .trainer_pod import TRAINER_CONTAINER, batch_job, trainer_container, trainer_pod_spec, user_error_rule
 
 MASTER_PORT = DEFAULT_MASTER_PORT
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 RULE_USER_ERROR = 0
 RULE_DISRUPTION = 1
 CHECKPOINT_GRACE_SECONDS = 120
@@ -105,11 +104,6 @@ def build_training_job(
     if settings.priority_class_name:
         pod["priorityClassName"] = settings.priority_class_name
     rules = [user_error_rule(), {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
-    kueue_labels: dict[str, str] = {}
-    if settings.queue_mode == "kueue":
-        kueue_labels[KUEUE_QUEUE_LABEL] = job.spec.queue.name
-        if job.spec.queue.priority_class:
-            kueue_labels[KUEUE_PRIORITY_LABEL] = job.spec.queue.priority_class
     obj = batch_job(
         job,
         job_name,
@@ -117,7 +111,7 @@ def build_training_job(
         pod,
         backoff_limit=0,
         failure_rules=rules,
-        extra_labels=kueue_labels,
+        extra_labels=kueue_labels(job, settings),
         job_spec={
             "completionMode": "Indexed",
             "completions": res.nodes,

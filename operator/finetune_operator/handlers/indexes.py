@@ -40,10 +40,12 @@ def queues(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
 
 
 @kopf.index(GROUP, VERSION, "finetunejobs", id=ids.QUEUED_JOBS)
-def queued_jobs(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
-    """FineTuneJobs that wait in a queue or hold its quota, by queue name."""
+def queued_jobs(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """FineTuneJobs that wait in a queue or hold its quota, by queue name. A job that stops matching
+    returns `{}`, never None: Kopf keeps an object's previous entry when its index function returns None,
+    so a job that ended its training would go on holding the quota as its last snapshot says."""
     found = job_snapshot(body)
-    return {found[0]: found[1]} if found else None
+    return {found[0]: found[1]} if found else {}
 
 
 @kopf.index("", "v1", "namespaces", id=ids.NAMESPACES)

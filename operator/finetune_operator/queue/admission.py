@@ -6,15 +6,18 @@ no state of its own: quota in use is what the jobs' status says they hold, so ru
 restart gives the same decisions and never admits a job twice.
 
 Rules:
-- Only jobs in phase `Queued` are candidates (validation has passed); a job is admitted as a whole gang
-  (every node's GPUs, cpu and memory at once) into the first flavor with room for all of it.
+- Candidates are workloads that wait: training in phase `Queued` (validation has passed), and an
+  evaluation (`Evaluating`) or serving (`Deploying`) that asked for admission because it requests
+  accelerators. A workload is admitted whole (every node's or replica's GPUs, cpu and memory at once)
+  into the first flavor with room for all of it; a job holds at most one admission at a time.
 - Order: priority (higher first), then age (older first), then name.
 - Resources that no flavor of the queue lists are not limited by it; a job that needs a listed resource is
   admitted only into a flavor that lists it.
 - StrictFIFO: a job that does not fit blocks every job behind it. BestEffortFIFO: jobs behind it that fit
   are admitted. A job that can never fit (larger than every flavor) blocks nobody and says why.
-- Preemption (`LowerPriority`): a job that does not fit may ask jobs of strictly lower priority in the same
-  queue and flavor to leave, only if their quota makes room for it; the fewest, lowest-priority, most
+- Preemption (`LowerPriority`): a job that does not fit may ask training of strictly lower priority in the
+  same queue and flavor to leave (evaluation and serving are never evicted), only if their quota makes
+  room for it; the fewest, lowest-priority, most
   recently admitted go first. The quota it waits for is reserved, so no one else takes it meanwhile.
 """
 
@@ -45,6 +48,7 @@ class JobDecision:
     message: str = ""
     eviction_requested: bool = False
     newly_admitted: bool = False
+    workload: str = "Training"
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,9 @@ def admission_cycle(
             grouped[job.queue].append(job)
         elif job.holds_quota:
             result.jobs[job.key] = _held(job, f"FineTuneQueue {job.queue} no longer exists; admission kept")
-        elif job.phase == "Queued":
-            result.jobs[job.key] = JobDecision(job.key, job.queue, False, message=f"FineTuneQueue {job.queue} does not exist")
+        elif job.waiting:
+            result.jobs[job.key] = JobDecision(job.key, job.queue, False, message=f"FineTuneQueue {job.queue} does not exist",
+                                               workload=job.workload)
     for queue in by_name.values():
         _QueueCycle(queue, grouped[queue.name], namespace_labels or {}).run(result)
     return result
@@ -117,6 +122,7 @@ def _held(job: JobView, message: str, eviction: bool | None = None) -> JobDecisi
         resources=dict(job.holding),
         message=message,
         eviction_requested=job.eviction_requested if eviction is None else eviction,
+        workload=job.workload,
     )
 
 
@@ -190,15 +196,16 @@ class _QueueCycle:
                 else:
                     decisions[job.key] = _held(job, f"admitted to flavor {job.flavor}")
             elif job.admitted:
-                decisions[job.key] = JobDecision(job.key, job.queue, False, message="training ended; quota released")
+                decisions[job.key] = JobDecision(job.key, job.queue, False, workload=job.workload,
+                                                 message=f"{job.workload.lower()} ended; quota released")
         self.committed = {name: list(self.used[name]) for name in self.names}
         admissible = []
         for job in self.jobs:
-            if job.phase != "Queued" or job.admitted:
+            if not job.waiting:
                 continue
             reason = self.inadmissible(job)
             if reason:
-                decisions[job.key] = JobDecision(job.key, job.queue, False, message=reason)
+                decisions[job.key] = JobDecision(job.key, job.queue, False, message=reason, workload=job.workload)
             else:
                 admissible.append(job)
         admissible.sort(key=lambda j: (-self.priority(j), j.created, j.key))
@@ -215,7 +222,7 @@ class _QueueCycle:
                 _plus(self.committed[flavor], self.request(job))
                 decisions[job.key] = JobDecision(
                     job.key, job.queue, True, flavor=flavor, resources=dict(job.requests),
-                    message=f"admitted to flavor {flavor}", newly_admitted=True,
+                    message=f"admitted to flavor {flavor}", newly_admitted=True, workload=job.workload,
                 )
                 continue
             victims = self.preempt(job, decisions) if self.queue.preempt_lower_priority else None
@@ -232,14 +239,14 @@ class _QueueCycle:
         for position, ((job, why), wait) in enumerate(zip(waiting, estimates), start=1):
             decisions[job.key] = JobDecision(
                 job.key, job.queue, False, position=position, wait_estimate_seconds=wait,
-                message=f"position {position} in FineTuneQueue {name}: {why}",
+                message=f"position {position} in FineTuneQueue {name}: {why}", workload=job.workload,
             )
         result.queues[name] = QueueSummary(
             name=name,
             nominal={f.name: dict(f.nominal) for f in self.queue.flavors},
             usage={f: dict(zip(self.resources, self.used[f])) for f in self.names},
             admitted=sum(1 for j in self.jobs if decisions.get(j.key) and decisions[j.key].admitted),
-            pending=sum(1 for j in self.jobs if decisions.get(j.key) and not decisions[j.key].admitted and j.phase == "Queued"),
+            pending=sum(1 for j in self.jobs if decisions.get(j.key) and not decisions[j.key].admitted and j.waiting),
         )
 
     def inadmissible(self, job: JobView) -> str | None:
@@ -272,9 +279,7 @@ class _QueueCycle:
             if not _fits(need, self.freeable(name, priority), self.cap[name]):
                 continue
             base = self.after_release(name)
-            candidates = [
-                h for h in self.holders[name] if h.key not in self.evicting and self.priority(h) < priority
-            ]
+            candidates = [h for h in self.holders[name] if self._evictable(h, priority)]
             candidates.sort(key=lambda h: (h.admitted_at, h.created, h.key), reverse=True)
             candidates.sort(key=self.priority)
             victims = self._fewest_victims(need, base, candidates, self.cap[name])
@@ -290,6 +295,11 @@ class _QueueCycle:
             return victims
         return None
 
+    def _evictable(self, holder: JobView, priority: int) -> bool:
+        """Training of lower priority, not already leaving: a checkpoint lets it resume. Evaluation and
+        serving have no checkpoint to resume from, and a serving endpoint is not a batch job to evict."""
+        return holder.workload == "Training" and holder.key not in self.evicting and self.priority(holder) < priority
+
     def after_release(self, flavor: str) -> Vector:
         """Usage in a flavor once what is being released is gone, plus what is reserved for preemptors."""
         return [u - r + s for u, r, s in zip(self.used[flavor], self.releasing[flavor], self.reserved[flavor])]
@@ -300,7 +310,7 @@ class _QueueCycle:
         if key not in self._freeable:
             used = self.after_release(flavor)
             for holder in self.holders[flavor]:
-                if holder.key not in self.evicting and self.priority(holder) < priority:
+                if self._evictable(holder, priority):
                     _plus(used, self.vector(holder.holding), -1)
             self._freeable[key] = used
         return self._freeable[key]

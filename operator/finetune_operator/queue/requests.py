@@ -1,8 +1,5 @@
-"""What a FineTuneJob's training asks of a queue: per-pod and whole-gang resource requests.
-
-The per-pod requests are the training-pod builder's own (`builders.training_job.training_resources`),
-read as numbers, so the quota a job holds is exactly what its pods request (DESIGN.md §6).
-"""
+"""Quantities for the admission cycle: exact integer thousandths and short Kubernetes spellings. What
+each workload requests is the builders' own (`builders.workloads`, re-exported here)."""
 
 from __future__ import annotations
 
@@ -11,8 +8,10 @@ from decimal import Decimal
 from kubernetes.utils.quantity import format_quantity as _format_with_suffix
 from kubernetes.utils.quantity import parse_quantity
 
-from finetune_api.job import FineTuneJobSpec, ResourcesSpec
-from ..builders.training_job import training_resources
+from ..builders.workloads import Workload, job_requests, pod_requests, queued_workload, workload_requests
+
+__all__ = ["Workload", "format_quantity", "from_milli", "job_requests", "pod_requests", "queued_workload", "to_milli",
+           "workload_requests"]
 
 _SUFFIX_FACTORS = {
     **{s: Decimal(1024) ** (6 - i) for i, s in enumerate(("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"))},
@@ -20,23 +19,6 @@ _SUFFIX_FACTORS = {
 }
 _SUFFIXED_FROM = Decimal(2**20)
 """Smaller whole numbers (GPU and cpu counts) are written plain."""
-
-
-def _resources_of(spec: FineTuneJobSpec | ResourcesSpec) -> ResourcesSpec:
-    return spec.resources if isinstance(spec, FineTuneJobSpec) else spec
-
-
-def pod_requests(spec: FineTuneJobSpec | ResourcesSpec) -> dict[str, Decimal]:
-    """Requests of one training pod, as the training Job's pod template states them: cpu, memory and
-    GPUs of `gpuResourceName` (defaults per DESIGN)."""
-    requests = training_resources(_resources_of(spec))["requests"]
-    return {name: parse_quantity(value) for name, value in requests.items()}
-
-
-def job_requests(spec: FineTuneJobSpec | ResourcesSpec) -> dict[str, Decimal]:
-    """Requests of the whole training gang: nodes × the per-pod requests. Admitted all at once or not at all."""
-    nodes = _resources_of(spec).nodes
-    return {name: value * nodes for name, value in pod_requests(spec).items()}
 
 
 def format_quantity(value: Decimal | int) -> str:

@@ -20,6 +20,7 @@ def job_queue_status(decision: JobDecision, current: Mapping[str, Any], now: str
     admitted_at = (now if decision.newly_admitted else current.get("admittedAt")) if decision.admitted else None
     return QueueStatus(
         name=decision.queue,
+        workload=None if decision.workload == "Training" and "workload" not in current else decision.workload,
         admitted=decision.admitted,
         admitted_at=admitted_at,
         flavor=decision.flavor,

@@ -11,16 +11,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finetune_api.common import LabelSelector
-from finetune_api.job import QueueRef, ResourcesSpec
+from finetune_api.job import FineTuneJobSpec, QueueRef, ResourcesSpec
 from finetune_api.queue import Flavor, FineTuneQueueSpec
 from ..reconcile.observed import parse_time
-from .requests import job_requests, to_milli
+from .requests import Workload, job_requests, to_milli, workload_requests
 
 Amounts = dict[str, int]
 """Resource name → amount in thousandths."""
 
-HOLDING_PHASES = frozenset({"Queued", "Training"})
-"""Phases in which an admitted job holds its quota (admitted but not started, or training)."""
+HOLDING_PHASES: dict[str, frozenset[str]] = {
+    "Training": frozenset({"Queued", "Training"}),
+    "Evaluation": frozenset({"Evaluating"}),
+    "Serving": frozenset({"Deploying", "Serving", "Rejected"}),
+}
+"""Phases in which a job admitted for a workload holds its quota: training from admission to its end; the
+evaluation Job while Evaluating; serving replicas while they run (a canary rolled back to its base arm
+still serves in `Rejected`). Any other phase (Failed, Succeeded, the next workload's) releases it."""
+WAITING_PHASE = {"Training": "Queued", "Evaluation": "Evaluating", "Serving": "Deploying"}
+"""The phase in which a workload that is not admitted waits for admission."""
+
+
+def workload_of(queue_status: Mapping[str, Any]) -> Workload:
+    """The workload a job's `status.queue` is for (unset: training, as before evaluation and serving queued)."""
+    return queue_status.get("workload") or "Training"
 
 
 @dataclass(frozen=True)
@@ -71,11 +84,19 @@ class JobView:
     eviction_requested: bool = False
     eta_seconds: int | None = None
     """Training's own estimate of its remaining time, when it reports one."""
+    workload: Workload = "Training"
+    """What the admission is (or would be) for; only training may be preempted."""
 
     @property
     def holds_quota(self) -> bool:
-        """Admitted and not past training: its quota counts as used (rebuilt from status after a restart)."""
-        return self.admitted and self.phase in HOLDING_PHASES
+        """Admitted and still running that workload: its quota counts as used (rebuilt from status after
+        a restart)."""
+        return self.admitted and self.phase in HOLDING_PHASES[self.workload]
+
+    @property
+    def waiting(self) -> bool:
+        """Asks for admission: not admitted, in the phase where its workload waits."""
+        return not self.admitted and self.phase == WAITING_PHASE[self.workload]
 
     @property
     def holding(self) -> Amounts:
@@ -107,7 +128,11 @@ def job_view(obj: Mapping[str, Any]) -> JobView:
     status = obj.get("status") or {}
     queue_status = status.get("queue") or {}
     ref = QueueRef.model_validate(spec.get("queue") or {})
-    requests = job_requests(ResourcesSpec.model_validate(spec.get("resources") or {}))
+    workload = workload_of(queue_status)
+    if workload == "Training":  # the common case reads only the resources (a cycle may see thousands)
+        requests = job_requests(ResourcesSpec.model_validate(spec.get("resources") or {}))
+    else:
+        requests = workload_requests(FineTuneJobSpec.model_validate(spec), workload)
     return JobView(
         key=f"{meta['namespace']}/{meta['name']}",
         namespace=meta["namespace"],
@@ -121,22 +146,25 @@ def job_view(obj: Mapping[str, Any]) -> JobView:
         held={name: to_milli(value) for name, value in (queue_status.get("resources") or {}).items()},
         admitted_at=queue_status.get("admittedAt") or "",
         eviction_requested=bool(queue_status.get("evictionRequested")),
-        eta_seconds=(status.get("progress") or {}).get("etaSeconds"),
+        eta_seconds=(status.get("progress") or {}).get("etaSeconds") if workload == "Training" else None,
+        workload=workload,
     )
 
 
 def job_snapshot(obj: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """(queue name, the part of a FineTuneJob the cycle reads); None unless the job waits (Queued), trains
-    or still holds an admission."""
+    """(queue name, the part of a FineTuneJob the cycle reads); None unless one of its workloads waits
+    for admission, runs admitted, or still holds an admission."""
     status = obj.get("status") or {}
     queue_status = status.get("queue") or {}
-    if status.get("phase") not in HOLDING_PHASES and not queue_status.get("admitted"):
+    workload = workload_of(queue_status)
+    phase = status.get("phase")
+    if phase not in HOLDING_PHASES[workload] and not queue_status.get("admitted"):
         return None
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     snapshot = {
         "metadata": {k: meta.get(k) for k in ("name", "namespace", "creationTimestamp", "resourceVersion")},
-        "spec": {"queue": spec.get("queue") or {}, "resources": spec.get("resources") or {}},
+        "spec": {k: spec[k] for k in (_TRAINING_SPEC if workload == "Training" else _WORKLOAD_SPEC) if k in spec},
         "status": {
             "phase": status.get("phase"),
             "queue": dict(queue_status),
@@ -144,6 +172,11 @@ def job_snapshot(obj: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
         },
     }
     return (spec.get("queue") or {}).get("name") or "default", snapshot
+
+
+_TRAINING_SPEC = ("queue", "resources")
+_WORKLOAD_SPEC = ("model", "datasets", "queue", "resources", "adapter", "serving")
+"""What `workload_requests` reads of evaluation and serving, plus what a spec cannot validate without."""
 
 
 def admitted_flavor(queue: Mapping[str, Any] | None, flavor: str | None) -> Flavor | None:

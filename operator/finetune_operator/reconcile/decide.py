@@ -21,6 +21,7 @@ from ..builders import names
 from ..builders.canary import canary_route
 from ..builders.eval_job import pool_judged_graders
 from ..builders.resolve import output_uri, uploads_output
+from ..builders.workloads import Workload, queued_workload
 from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
 from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
@@ -188,7 +189,11 @@ def _deadline_exceeded(plan: Plan, children: ObservedChildren, deadline: int) ->
     """The phase ran out of time: `Failed`, naming the phase and what it waited for; the phase's Job
     (if any) is deleted so its pods stop holding the cluster."""
     phase = plan.status.phase
-    if phase == "Deploying":
+    waiting = _PHASE_WORKLOAD.get(phase)
+    queue = plan.status.queue
+    if waiting is not None and queue is not None and queue.workload == waiting and not queue.admitted:
+        waited = f"never admitted: {queue.message or f'waiting in FineTuneQueue {queue.name}'}"
+    elif phase == "Deploying":
         waited = _serving_waited_for(children)
     else:
         child = children.jobs.get(_PHASE_JOB[phase](plan.name))
@@ -233,13 +238,14 @@ def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSett
             child = children.jobs.get(stale)
             if child is not None and not child.deleting:
                 plan.do(Delete("Job", child.name))
+        _ask_admission(plan, settings, "Evaluation")
         plan.condition("Evaluated", False, "SpecChanged", f"spec.evaluation changed in generation {gen}: evaluating again")
         plan.condition("Deployed", False, "SpecChanged", "waiting for the new evaluation")
         plan.transition("Evaluating", "SpecChanged", f"spec.evaluation changed in generation {gen}: evaluating again")
         return True
     if phase in ("Deploying", "Serving", "Succeeded") and serving_changed:
         if spec.serving.enabled:
-            _start_deploying(plan, f"spec.serving changed in generation {gen}: deploying again", "SpecChanged")
+            _start_deploying(plan, settings, f"spec.serving changed in generation {gen}: deploying again", "SpecChanged")
         else:
             plan.do(DeleteServing())
             plan.condition("Deployed", False, "ServingDisabled", "spec.serving.enabled is false")
@@ -474,11 +480,12 @@ def _trained(plan: Plan, children: ObservedChildren, train: JobState, gpu_second
     plan.condition("Trained", True, "Trained", f"attempt {plan.attempt} finished")
     spec = plan.job.spec
     if spec.evaluation.enabled:
-        _start_evaluating(plan, children, "trained; evaluating against the base" if spec.evaluation.compare_to_base else "trained; evaluating")
+        _start_evaluating(plan, children, settings,
+                          "trained; evaluating against the base" if spec.evaluation.compare_to_base else "trained; evaluating")
     elif uploads_output(plan.job):
         _start_uploading(plan, "trained; evaluation disabled: uploading")
     elif spec.serving.enabled:
-        _start_deploying(plan, "trained; evaluation disabled: deploying", "Deploying")
+        _start_deploying(plan, settings, "trained; evaluation disabled: deploying", "Deploying")
     else:
         plan.transition("Succeeded", "Trained", "trained (no evaluation, serving disabled)")
 
@@ -625,7 +632,13 @@ def _preempted_by_kueue(plan: Plan, settings: OperatorSettings) -> None:
     plan.transition("Queued", "Preempted", "Kueue evicted the training; waiting for admission again", warning=True)
 
 
-def _start_evaluating(plan: Plan, children: ObservedChildren, message: str, reason: str = "Evaluating") -> None:
+def _start_evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettings, message: str,
+                      reason: str = "Evaluating") -> None:
+    if _ask_admission(plan, settings, "Evaluation"):
+        plan.condition("Evaluated", False, reason, "waiting for quota")
+        plan.transition("Evaluating", "WaitingForQuota", f"{message}: waiting in FineTuneQueue {plan.job.spec.queue.name} "
+                                                          "for the evaluation's accelerators")
+        return
     if _create_eval(plan, children):
         plan.condition("Evaluated", False, reason, "evaluation started")
         plan.transition("Evaluating", reason, message)
@@ -666,11 +679,13 @@ def _ended_job(plan: Plan, children: ObservedChildren, name: str, child: Child) 
 def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
     floor = _evaluation_floor(plan)
     if names.eval_job_name(plan.name) not in children.jobs:
-        _create_eval(plan, children)  # through the judge check, not `_ended_job`'s plain create
+        if not _waits_for_admission(plan, settings, "Evaluation"):
+            _create_eval(plan, children)  # through the judge check, not `_ended_job`'s plain create
         return
     ev = _ended_job(plan, children, names.eval_job_name(plan.name), "eval")
     if ev is None:
         return
+    _release(plan, "Evaluation")
     summary = ev.summary(EvaluateSummary)
     if ev.outcome == "failed" or summary is None or not summary.ok:
         text = ev.failure_text() if ev.outcome == "failed" else (
@@ -695,7 +710,7 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
     if uploads_output(plan.job):
         _start_uploading(plan, f"gates passed ({result.score}); uploading" if result.score else "gates passed; uploading")
     elif plan.job.spec.serving.enabled:
-        _start_deploying(plan, f"gates passed ({result.score}); deploying" if result.score else "gates passed; deploying",
+        _start_deploying(plan, settings, f"gates passed ({result.score}); deploying" if result.score else "gates passed; deploying",
                          "Deploying")
     else:
         plan.transition("Succeeded", "GatesPassed", "gates passed; serving disabled")
@@ -738,19 +753,68 @@ def _uploading(plan: Plan, children: ObservedChildren, settings: OperatorSetting
     done = f"{summary.count} object(s) uploaded to {uri}"
     plan.condition("Uploaded", True, "Uploaded", done)
     if plan.job.spec.serving.enabled:
-        _start_deploying(plan, f"{done}; deploying", "Deploying")
+        _start_deploying(plan, settings, f"{done}; deploying", "Deploying")
     else:
         plan.transition("Succeeded", "Uploaded", f"{done}; serving disabled")
 
 
-def _start_deploying(plan: Plan, message: str, reason: str) -> None:
+def _start_deploying(plan: Plan, settings: OperatorSettings, message: str, reason: str) -> None:
+    if _ask_admission(plan, settings, "Serving"):
+        plan.condition("Deployed", False, reason, "waiting for quota")
+        plan.condition("Ready", False, reason, "waiting for quota")
+        plan.transition("Deploying", "WaitingForQuota", f"{message}: waiting in FineTuneQueue {plan.job.spec.queue.name} "
+                                                         "for the serving replicas' accelerators")
+        return
     plan.do(Apply("serving"), Requeue(DEPLOY_POLL_SECONDS))
     plan.condition("Deployed", False, reason, "serving objects applied; waiting for a ready replica")
     plan.condition("Ready", False, reason, "waiting for the smoke request")
     plan.transition("Deploying", reason, message)
 
 
+_PHASE_WORKLOAD: dict[str, Workload] = {"Evaluating": "Evaluation", "Deploying": "Serving"}
+
+
+def _ask_admission(plan: Plan, settings: OperatorSettings, workload: Workload) -> bool:
+    """Ask the embedded queue to admit `workload` (status.queue names it, not admitted) unless it needs
+    no admission (CPU only, another queue mode) or already holds one. Whatever the job held before is
+    released in the same write: a job never holds one workload's quota while it waits for the next."""
+    if settings.queue_mode != "embedded" or not queued_workload(plan.job.spec, workload):
+        return False
+    queue = plan.status.queue
+    if queue is not None and queue.admitted and queue.workload == workload:
+        return False
+    plan.update("queue", name=plan.job.spec.queue.name, workload=workload, admitted=False, admitted_at=None,
+                flavor=None, eviction_requested=False, position=None, message="waiting for the queue's next cycle")
+    plan.condition("Admitted", False, "Queued", f"{workload.lower()} waiting in FineTuneQueue {plan.job.spec.queue.name}")
+    return True
+
+
+def _waits_for_admission(plan: Plan, settings: OperatorSettings, workload: Workload) -> bool:
+    """In the workload's phase: True while the admission it asked for is pending (the queue's position
+    and message shown in status)."""
+    if settings.queue_mode != "embedded" or not queued_workload(plan.job.spec, workload):
+        return False
+    queue = plan.status.queue
+    if queue is None or queue.workload != workload:
+        return False  # the phase began before evaluation and serving were queued (an operator upgrade)
+    if queue.admitted:
+        plan.condition("Admitted", True, "Admitted",
+                       f"{workload.lower()} admitted{f' to flavor {queue.flavor}' if queue.flavor else ''}")
+        return False
+    plan.note(f"{workload.lower()} waiting for quota: {queue.message}"[:1024], reason="WaitingForQuota")
+    return True
+
+
+def _release(plan: Plan, workload: Workload) -> None:
+    """The workload ended: its quota goes back to the queue (the cycle would see it too, one write later)."""
+    queue = plan.status.queue
+    if queue is not None and queue.workload == workload and queue.admitted:
+        plan.update("queue", admitted=False)
+
+
 def _deploying(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
+    if _waits_for_admission(plan, settings, "Serving"):
+        return
     serving = children.serving
     if serving is None:
         plan.do(Requeue(DEPLOY_POLL_SECONDS))

@@ -23,3 +23,17 @@ def test_one_index_per_resource_and_the_runtime_reads_every_one():
     live = Indexes.from_kwargs({h.id: {"marker": [h.id]} for h in handlers})
     read = {next(iter(getattr(live, f.name)["marker"])) for f in dataclasses.fields(Indexes)}
     assert read == {h.id for h in handlers}
+
+
+def test_a_job_that_ends_its_training_leaves_the_queue_index():
+    """Kopf keeps an object's previous entry when its index function returns None; the queue's index
+    returns `{}` instead, so a job whose training ended no longer holds quota as its last snapshot said."""
+    from finetune_operator.handlers.indexes import queued_jobs
+
+    def body(phase: str, admitted: bool) -> kopf.Body:
+        return kopf.Body({"metadata": {"name": "a", "namespace": "team", "resourceVersion": "7"},
+                          "spec": {"queue": {"name": "gpus"}, "resources": {"gpusPerNode": 1}},
+                          "status": {"phase": phase, "queue": {"admitted": admitted}}})
+
+    assert set(queued_jobs(body=body("Training", True))) == {"gpus"}
+    assert queued_jobs(body=body("Evaluating", False)) == {}

@@ -82,7 +82,14 @@ def advance(draw: st.DrawFn, jobs: list[JobView]) -> list[JobView]:
             elif job.admitted and job.phase == "Queued":
                 job = replace(job, phase="Training", eta_seconds=draw(st.sampled_from([None, 60, 600])))
             elif job.phase == "Training":
-                job = replace(job, phase="Evaluating")
+                # a GPU evaluation asks for its own admission (the training's is released in the same write)
+                gpu_eval = draw(st.booleans())
+                job = replace(job, phase="Evaluating", **({"workload": "Evaluation", "admitted": False, "flavor": None,
+                                                            "held": {}} if gpu_eval else {}))
+            elif job.admitted and job.phase == "Evaluating":
+                job = replace(job, phase="Deploying", workload="Serving", admitted=False, flavor=None, held={})
+            elif job.admitted and job.phase == "Deploying":
+                job = replace(job, phase=draw(st.sampled_from(["Serving", "Succeeded", "Failed"])))
             elif job.phase in ("Pending", "Validating"):
                 job = replace(job, phase="Queued")
         out.append(job)
@@ -102,11 +109,12 @@ def check_invariants(queue_list: list[QueueView], jobs: list[JobView], result: C
         job = before[key]
         if decision.newly_admitted:
             queue = by_name[job.queue]
-            assert job.phase == "Queued" and not job.admitted, f"{key} admitted in phase {job.phase}"
+            assert job.waiting, f"{key} admitted in phase {job.phase} for {job.workload}"
             assert decision.resources == job.requests, "a gang is admitted whole"
             assert queue.namespace_selector is None or job.namespace == "team-a"
         if decision.eviction_requested and not job.eviction_requested:
             queue = by_name[job.queue]
+            assert job.workload == "Training", f"{key}'s {job.workload} evicted: only training checkpoints"
             assert queue.preempt_lower_priority
             preemptors = [
                 before[k] for k, d in result.jobs.items()
@@ -277,3 +285,38 @@ def test_wait_estimates_follow_the_running_jobs_eta() -> None:
     result = admission_cycle([one_flavor(8)], jobs)
     assert [result.jobs[f"ns/w{i}"].wait_estimate_seconds for i in (1, 2, 3)] == [300, 900, None]
     assert result.queues["q"].admitted == 2 and result.queues["q"].pending == 3
+
+
+def test_evaluation_and_serving_hold_quota_while_they_run_and_are_never_evicted() -> None:
+    """A job holds one admission at a time: its serving replicas while it serves (a canary rolled back
+    still serves in Rejected), its evaluation Job while it evaluates; a waiting training fits only into
+    what they leave, and preemption never takes their quota (no checkpoint to resume from)."""
+    queue = one_flavor(8, preempt_lower_priority=True)
+    serving = job("serving", 4, 0, "Serving", admitted=True, flavor="a100", held={GPU: 4000}, workload="Serving",
+                  priority_class="low")
+    rolled_back = job("rolled-back", 2, 0, "Rejected", admitted=True, flavor="a100", held={GPU: 2000},
+                      workload="Serving", priority_class="low")
+    evaluating = job("evaluating", 2, 0, "Evaluating", admitted=True, flavor="a100", held={GPU: 2000},
+                     workload="Evaluation", priority_class="low")
+    urgent = job("urgent", 2, 1, priority_class="high")
+    result = admission_cycle([queue], [serving, rolled_back, evaluating, urgent])
+    assert result.admissions == [] and result.evictions == []
+    assert result.jobs["ns/urgent"].position == 1 and "waiting for quota" in result.jobs["ns/urgent"].message
+    assert result.queues["q"].usage["a100"][GPU] == 8000
+    stopped = replace(serving, phase="Succeeded")  # serving disabled: the replicas are gone
+    result = admission_cycle([queue], [stopped, rolled_back, evaluating, urgent])
+    assert result.admissions == ["ns/urgent"]
+    assert not result.jobs["ns/serving"].admitted and result.jobs["ns/serving"].message == "serving ended; quota released"
+    deleted = [rolled_back, evaluating, urgent]  # a deleted job is simply not there any more
+    assert admission_cycle([queue], deleted).admissions == ["ns/urgent"]
+
+
+def test_a_waiting_evaluation_is_ordered_with_training_by_priority_then_age() -> None:
+    holder = job("holder", 6, 0, "Training", admitted=True, flavor="a100", held={GPU: 6000})
+    evaluation = job("trained", 2, 1, "Evaluating", workload="Evaluation")
+    later = job("later", 2, 2)
+    result = admission_cycle([one_flavor(8)], [holder, evaluation, later])
+    assert result.admissions == ["ns/trained"] and result.jobs["ns/trained"].workload == "Evaluation"
+    assert result.jobs["ns/later"].position == 1
+    cpu_only = job("cpu-eval", 0, 1, "Evaluating")  # never asked: its status.queue is still training's, released
+    assert "ns/cpu-eval" not in admission_cycle([one_flavor(8)], [cpu_only]).jobs

@@ -210,10 +210,11 @@ def a0(outcome: str, *pods, **kw):
 
 
 def test_trained_job_moves_to_evaluating_and_counts_gpu_time(settings):
+    """A CPU-only evaluation (serving.gpus 0) starts at once, as it always did."""
     message = TrainSummary(step=100, total_steps=100, train_loss=0.5, eval_loss=0.75, train_tokens=12345,
                            weights=ArtifactRef(path="adapter", digest="sha256:ab"),
                            checkpoint=ArtifactRef(path="checkpoints/checkpoint-100")).encode()
-    actions = decide(make_job(training()), children(a0("succeeded", ended(0, message))), NOW, settings)
+    actions = decide(make_job(training(), serving={"gpus": 0}), children(a0("succeeded", ended(0, message))), NOW, settings)
     assert creates(actions) == [Create("eval")]
     patch = status_patch(actions)
     assert patch["phase"] == "Evaluating"
@@ -577,6 +578,8 @@ def test_a_job_past_its_namespaces_caps_is_rejected_with_the_rules_name(settings
 # -- the pool judge (score_model graders without endpoint; DESIGN.md §9) ----------------------------
 
 POOL_JUDGED = {"graders": [{"name": "helpful", "type": "score_model", "rubric": "is it helpful?"}]}
+CPU_ONLY = {"gpus": 0}
+"""A CPU-only evaluation starts at once (a GPU one waits for its admission first)."""
 TRAINED = TrainSummary(step=10, total_steps=10, weights=ArtifactRef(path="adapter")).encode()
 
 
@@ -597,10 +600,10 @@ def test_a_pool_judged_grader_without_a_ready_pool_fails_before_training_naming_
 def test_the_evaluation_job_gets_the_ready_pool_replica_or_the_job_fails_when_the_pool_went_away(settings):
     ready = JudgePool(name="vllm-tiny-0123", url="http://10.1.0.7:8000")
     trained = children(a0("succeeded", ended(0, TRAINED)), judge_pool=ready)
-    actions = decide(make_job(training(), evaluation=POOL_JUDGED), trained, NOW, settings)
+    actions = decide(make_job(training(), evaluation=POOL_JUDGED, serving=CPU_ONLY), trained, NOW, settings)
     assert creates(actions) == [Create("eval", judge_url="http://10.1.0.7:8000")]
     gone = children(a0("succeeded", ended(0, TRAINED)), judge_pool=JudgePool(name="vllm-tiny-0123", url=None))
-    actions = decide(make_job(training(), evaluation=POOL_JUDGED), gone, NOW, settings)
+    actions = decide(make_job(training(), evaluation=POOL_JUDGED, serving=CPU_ONLY), gone, NOW, settings)
     patch = status_patch(actions)
     assert creates(actions) == [] and patch["phase"] == "Failed" and patch["reason"] == "JudgeEndpointMissing"
     evaluated = next(c for c in patch["conditions"] if c["type"] == "Evaluated")
@@ -609,5 +612,6 @@ def test_the_evaluation_job_gets_the_ready_pool_replica_or_the_job_fails_when_th
 
 def test_a_judge_with_its_own_endpoint_needs_no_pool(settings):
     own = {"graders": [{"name": "helpful", "type": "score_model", "rubric": "r", "endpoint": "https://judge.example/v1"}]}
-    actions = decide(make_job(training(), evaluation=own), children(a0("succeeded", ended(0, TRAINED))), NOW, settings)
+    actions = decide(make_job(training(), evaluation=own, serving=CPU_ONLY), children(a0("succeeded", ended(0, TRAINED))),
+                     NOW, settings)
     assert creates(actions) == [Create("eval")]

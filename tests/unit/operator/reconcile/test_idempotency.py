@@ -23,12 +23,16 @@ SUMMARIES: dict[str, PhaseSummary] = {
 }
 
 
-def test_happy_path_is_idempotent_at_every_step(settings):
-    ftj = make_job()
+@pytest.mark.parametrize("mode", ["adapter", "merged"])
+def test_happy_path_is_idempotent_at_every_step(settings, mode):
+    """Training, then the evaluation (it requests the serving replica's GPU) and, for a merged model,
+    the serving replicas each wait for their own admission."""
+    ftj = make_job(serving={"mode": mode})
+    admissions = []
     jobs: dict = {}
     serving = None
     phases = []
-    for _ in range(12):
+    for _ in range(20):
         observed = children(*jobs.values(), serving=serving)
         actions = decide(ftj, observed, NOW, settings)
         for action in actions:
@@ -42,18 +46,24 @@ def test_happy_path_is_idempotent_at_every_step(settings):
         if not any(isinstance(a, PatchStatus) for a in actions):
             # the world moves: finish the running child
             running = [j for j in jobs.values() if j.outcome == "running"]
-            if serving is not None and not serving.ready:
+            if serving is not None and not serving.ready and serving.message != "missing":
                 serving = ServingState(ready=True, ready_replicas=1, smoke_ok=True, endpoint="http://x:8000/v1")
                 continue
             if not running:
-                if ftj.status.phase == "Queued":
+                queue = ftj.status.queue
+                if queue is not None and not queue.admitted and ftj.status.phase in ("Queued", "Evaluating", "Deploying"):
+                    admissions.append(queue.workload or "Training")
                     ftj = apply_patch(ftj, {"queue": {"admitted": True}})
+                    continue
+                if ftj.status.phase == "Deploying" and serving is None:
+                    serving = ServingState(message="missing")  # what the operator reads before any apply
                     continue
                 break
             done = running[0]
             jobs[done.name] = job(done.name, "succeeded", (ended(0, SUMMARIES[done.name].encode()),), generation=1)
             continue
-        phases.append(ftj.status.phase)
+        if not phases or phases[-1] != ftj.status.phase:  # an admission is an in-phase write
+            phases.append(ftj.status.phase)
         observed = children(*jobs.values(), serving=serving)
         again = decide(ftj, observed, NOW, settings)
         # what the world now shows may add an in-phase note; never a create or a transition
@@ -63,6 +73,7 @@ def test_happy_path_is_idempotent_at_every_step(settings):
         third = decide(ftj, observed, NOW, settings)
         assert writes(third) == [], f"reconcile in {ftj.status.phase} wrote {writes(third)}"
     assert phases == ["Validating", "Queued", "Training", "Evaluating", "Deploying", "Serving"]
+    assert admissions == ["Training", "Evaluation"] + (["Serving"] if mode == "merged" else [])
     assert ftj.status.observed_generation == 1
     assert {c.type: c.status for c in ftj.status.conditions} == {
         "Validated": "True", "Admitted": "True", "Trained": "True", "Evaluated": "True", "Deployed": "True",

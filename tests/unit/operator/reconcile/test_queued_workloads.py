@@ -1,0 +1,108 @@
+"""Evaluation and serving that request accelerators wait for their own admission (DESIGN.md §6): the
+job asks by naming the workload in status.queue, releases what it held in the same write, shows its place
+while it waits, and stays within the phase's deadline; CPU-only ones start at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from finetune_api.contract.artifacts import ArtifactRef
+from finetune_api.contract.summaries import EvaluateSummary, TrainSummary
+from finetune_operator.reconcile import Apply, Create, PatchStatus, ServingState, decide
+from finetune_operator.settings import OperatorSettings
+
+from .conftest import NOW, children, ended, job, make_job, status_patch
+
+pytestmark = pytest.mark.unit
+
+T0 = "2030-01-01T11:00:00Z"
+TRAINED = TrainSummary(step=10, total_steps=10, weights=ArtifactRef(path="model")).encode()
+PASSED = EvaluateSummary(passed=True, score="exact_match 0.9", items=4).encode()
+MERGED = {"mode": "merged", "gpus": 2, "replicas": 2}
+
+
+def at(phase: str, queue: dict | None = None, **status) -> dict:
+    return {"phase": phase, "phaseStartedAt": T0, "observedGeneration": 1, "attempts": {"count": 1},
+            **({"queue": {"name": "default", **queue}} if queue else {}), **status}
+
+
+def trained():
+    return job("demo-train-a0", "succeeded", (ended(0, TRAINED),), started_at=T0, finished_at=T0)
+
+
+def creates(actions) -> list:
+    return [a for a in actions if isinstance(a, (Create, Apply))]
+
+
+def test_a_gpu_evaluation_asks_for_admission_and_releases_the_training_quota_in_the_same_write(settings):
+    held = {"admitted": True, "flavor": "a100", "resources": {"nvidia.com/gpu": "8"}}
+    actions = decide(make_job(at("Training", held), serving=MERGED), children(trained()), NOW, settings)
+    assert creates(actions) == []
+    patch = status_patch(actions)
+    assert patch["phase"] == "Evaluating" and patch["reason"] == "WaitingForQuota"
+    assert patch["queue"]["workload"] == "Evaluation" and patch["queue"]["admitted"] is False
+    assert patch["queue"]["flavor"] is None  # nothing of the training's admission is kept while waiting
+    assert "for the evaluation's accelerators" in patch["message"]
+
+
+def test_a_waiting_evaluation_shows_its_place_and_starts_once_admitted(settings):
+    waiting = {"workload": "Evaluation", "admitted": False, "position": 2,
+               "message": "position 2 in FineTuneQueue default: waiting for quota: needs nvidia.com/gpu 2"}
+    actions = decide(make_job(at("Evaluating", waiting), serving=MERGED), children(), NOW, settings)
+    assert creates(actions) == []
+    patch = status_patch(actions)
+    assert patch["reason"] == "WaitingForQuota" and "position 2 in FineTuneQueue default" in patch["message"]
+    admitted = {"workload": "Evaluation", "admitted": True, "flavor": "a100"}
+    actions = decide(make_job(at("Evaluating", admitted), serving=MERGED), children(), NOW, settings)
+    assert creates(actions) == [Create("eval")]
+    condition = next(c for c in status_patch(actions)["conditions"] if c["type"] == "Admitted")
+    assert condition["status"] == "True" and condition["message"] == "evaluation admitted to flavor a100"
+
+
+def test_an_ended_evaluation_releases_and_a_gpu_serving_asks_next(settings):
+    admitted = {"workload": "Evaluation", "admitted": True, "flavor": "a100"}
+    done = job("demo-eval", "succeeded", (ended(0, PASSED),))
+    patch = status_patch(decide(make_job(at("Evaluating", admitted), serving=MERGED), children(done), NOW, settings))
+    assert patch["phase"] == "Deploying" and patch["reason"] == "WaitingForQuota"
+    assert patch["queue"]["workload"] == "Serving" and patch["queue"]["admitted"] is False
+    waiting = {"workload": "Serving", "admitted": False, "message": "position 1 in FineTuneQueue default: …"}
+    missing = ServingState(message="missing")
+    assert creates(decide(make_job(at("Deploying", waiting), serving=MERGED), children(serving=missing), NOW, settings)) == []
+    admitted = {"workload": "Serving", "admitted": True, "flavor": "a100"}
+    actions = decide(make_job(at("Deploying", admitted), serving=MERGED), children(serving=missing), NOW, settings)
+    assert Apply("serving") in actions
+
+
+def test_cpu_only_evaluation_and_serving_and_an_adapter_in_the_shared_pool_never_wait(settings):
+    actions = decide(make_job(at("Training", {"admitted": True}), serving={"mode": "merged", "gpus": 0}),
+                     children(trained()), NOW, settings)
+    assert creates(actions) == [Create("eval")] and "workload" not in status_patch(actions)["queue"]
+    done = job("demo-eval", "succeeded", (ended(0, PASSED),))
+    for serving in ({"mode": "merged", "gpus": 0}, {"mode": "adapter", "gpus": 1}):
+        actions = decide(make_job(at("Evaluating"), serving=serving), children(done), NOW, settings)
+        assert Apply("serving") in actions, serving  # the pool is charged once, by its admin, never per adapter
+
+
+def test_other_queue_modes_never_gate_evaluation_or_serving():
+    for mode in ("kueue", "none"):
+        actions = decide(make_job(at("Training", {"admitted": True}), serving=MERGED), children(trained()), NOW,
+                         OperatorSettings(queue_mode=mode))
+        assert creates(actions) == [Create("eval")], mode
+
+
+def test_a_phase_that_waits_for_quota_fails_at_its_deadline_naming_the_queue(settings):
+    waiting = {"workload": "Evaluation", "admitted": False, "message": "position 3 in FineTuneQueue default: waiting for quota"}
+    late = make_job(at("Evaluating", waiting), serving=MERGED, deadlines={"evaluatingSeconds": 60})
+    patch = status_patch(decide(late, children(), NOW, settings))
+    assert patch["phase"] == "Failed" and patch["reason"] == "EvaluatingDeadlineExceeded"
+    assert "never admitted: position 3 in FineTuneQueue default" in patch["message"]
+
+
+def test_a_re_evaluation_asks_for_the_evaluations_admission(settings):
+    serving = {"workload": "Serving", "admitted": True, "flavor": "a100"}
+    old = {"evaluation": {}, "serving": MERGED}
+    j = make_job(at("Serving", serving), generation=2, serving=MERGED, evaluation={"maxNewTokens": 8})
+    actions = decide(j, children(config_spec=old), NOW, settings)
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert patch["phase"] == "Evaluating" and patch["queue"]["workload"] == "Evaluation"
+    assert creates(actions) == [Apply("config")]
