@@ -31,8 +31,10 @@ cluster-demo: setup
 	$(PY) -m tests.harness.demo
 
 # Every tier that can run here: unit (with the slow training tests), api, e2e. The cluster tier
-# runs only when KUBECONFIG names a real cluster (FT_USE_EXISTING_CLUSTER=1).
-test: setup lint
+# runs only when KUBECONFIG names a real cluster (FT_USE_EXISTING_CLUSTER=1). Set-up as in `setup`, with
+# lint (which needs only the virtualenv) also beside the Go builds instead of after them.
+test:
+	$(MAKE) -j2 controlplane lint
 	$(PY) -m pytest -m "unit or api or e2e" -n 2 --durations=25
 
 # The fast inner loop: lint, type check, pure unit tests.

@@ -35,15 +35,17 @@ MODEL_DIR = Path(os.environ.get("FT_CACHE_DIR") or ROOT / ".cache") / "models" /
 MESSAGES = [{"role": "user", "content": "Hi, my invoice river blue, please help."}]
 
 
-def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
-    """An untrained LoRA adapter (seeded; B is zero, so it answers like the base)."""
+def make_adapter(model_dir: Path, out: Path, seed: int, zero_b: bool = True) -> Path:
+    """A seeded LoRA adapter: untrained (B is zero, so it answers like the base), or with `zero_b=False`
+    random B as well (it changes the model, so merging it changes the weights)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM",
+                        init_lora_weights=zero_b)
     get_peft_model(model, config).save_pretrained(out)
     return out
 

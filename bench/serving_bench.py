@@ -1,10 +1,20 @@
-"""Benchmark: the tiny chat model served by vLLM (CPU) vs transformers `generate`, same prompts.
+"""Benchmark: the tiny chat model served by vLLM (CPU) vs transformers `generate`, same prompts; or, with
+`--adapter-vs-merged`, a LoRA adapter served on its base against the same adapter merged into the model.
 
-Measures, for each backend: seconds from start to the first generated token (server start or model
+Default: for each backend, seconds from start to the first generated token (server start or model
 load included) and requests per second over the prompts (vLLM: concurrent requests; transformers:
-one prompt at a time, and the whole set as one padded batch). Prints one JSON object.
+one prompt at a time, and the whole set as one padded batch).
 
-    python bench/serving_bench.py [--prompts 32] [--max-tokens 16] [--concurrency 8]
+`--adapter-vs-merged` (issue 16's "throughput of an adapter against the merged model"): one vLLM CPU
+server with `--enable-lora` and the adapter in `--lora-modules`, then (after it stopped) one serving the
+merged model, same prompts, every request generating exactly `--max-tokens` tokens (`ignore_eos`; the
+adapter's B is random, so it really changes the model): p50 latency of one request at a time, and
+generated tokens/s with `--concurrency` requests in flight, with the adapter/merged ratios. Each prints
+one JSON object.
+
+    python bench/serving_bench.py [--prompts 32] [--max-tokens 16] [--concurrency 8] [--adapter-vs-merged]
+
+Figures: DESIGN.md §5 (adapter or merged).
 """
 
 from __future__ import annotations
@@ -79,17 +89,75 @@ def bench_transformers(model_dir: Path, messages: list[list[dict[str, str]]], ma
     }
 
 
+def measure_served(url: str, model: str, messages: list[list[dict[str, str]]], max_tokens: int,
+                   concurrency: int) -> dict[str, Any]:
+    """p50 latency one request at a time, and generated tokens/s with `concurrency` in flight."""
+    import statistics
+
+    import httpx
+
+    def complete(m: list[dict[str, str]]) -> tuple[float, int]:
+        started = time.monotonic()
+        response = httpx.post(f"{url}/chat/completions", timeout=300, json={
+            "model": model, "messages": m, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True})
+        response.raise_for_status()
+        return time.monotonic() - started, int(response.json()["usage"]["completion_tokens"])
+
+    complete(messages[0])  # warm-up (the first LoRA request loads the adapter)
+    sequential = [complete(m) for m in messages]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        concurrent = list(pool.map(complete, messages))
+    elapsed = time.monotonic() - t0
+    return {
+        "p50_latency_seconds": round(statistics.median(s for s, _ in sequential), 4),
+        "tokens_per_second": round(sum(n for _, n in concurrent) / elapsed, 1),
+        "generated_tokens": sum(n for _, n in concurrent),
+    }
+
+
+def bench_adapter_vs_merged(model_dir: Path, messages: list[list[dict[str, str]]], max_tokens: int,
+                            concurrency: int) -> dict[str, Any]:
+    import tempfile
+
+    from finetune_trainer.serving.local import LocalVllmServer
+    from finetune_trainer.train.merge import merge_adapter
+    from live_adapters import make_adapter
+
+    with tempfile.TemporaryDirectory(prefix="bench-merged-") as tmp:
+        adapter = make_adapter(model_dir, Path(tmp) / "adapter", seed=0, zero_b=False)
+        merged = merge_adapter(model_dir, adapter, Path(tmp) / "merged", "float32")
+        with LocalVllmServer(model_dir, "tiny-chat", adapters={"ft": str(adapter)}, dtype="float32") as server:
+            server.wait_ready()
+            on_base = measure_served(server.url, "ft", messages, max_tokens, concurrency)
+        with LocalVllmServer(merged, "ft", dtype="float32") as server:
+            server.wait_ready()
+            whole = measure_served(server.url, "ft", messages, max_tokens, concurrency)
+    return {
+        "adapter": on_base,
+        "merged": whole,
+        "adapter_over_merged_p50_latency": round(on_base["p50_latency_seconds"] / whole["p50_latency_seconds"], 2),
+        "adapter_over_merged_tokens_per_second": round(on_base["tokens_per_second"] / whole["tokens_per_second"], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
+    parser.add_argument("--adapter-vs-merged", action="store_true")
     args = parser.parse_args()
     from finetune_trainer.tiny_model import build_tiny_model
 
     model_dir = build_tiny_model(args.model)
     messages = prompts(args.prompts)
+    if args.adapter_vs_merged:
+        print(json.dumps({"benchmark": "adapter_vs_merged", "model": str(model_dir), "prompts": len(messages),
+                          "max_tokens": args.max_tokens, "concurrency": args.concurrency,
+                          **bench_adapter_vs_merged(model_dir, messages, args.max_tokens, args.concurrency)}, indent=2))
+        return
     result = {
         "benchmark": "serving",
         "model": str(model_dir),

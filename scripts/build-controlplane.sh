@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the test control plane (tests/controlplane, Kubernetes v1.34.3 + etcd v3.6.4 in one
-# binary), kwok, helm, Kueue's manager, the cluster DNS (tests/coredns, CoreDNS with its
+# binary), kwok, helm, Kueue's manager, the cluster DNS (tests/tools/ft-coredns, CoreDNS with its
 # kubernetes plugin) and SeaweedFS's `weed` (the tests' S3 store) into $REPO/.cache/bin. Idempotent: each tool is rebuilt
 # only when it is missing or its inputs/pinned version changed (a stamp file sits next to each binary).
 # Safe to run concurrently on one cache (worktrees share it through FT_CACHE_DIR): a second run waits
@@ -17,7 +17,7 @@ KUBERNETES_VERSION=v1.34.3   # keep in sync with tests/controlplane/go.mod
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KUEUE_VERSION=v0.17.0        # tests/api/test_kueue_mode.py applies its CRDs from the module cache
-COREDNS_VERSION=v1.15.0      # keep in sync with tests/coredns/go.mod
+COREDNS_VERSION=v1.15.0      # kwok, helm, coredns: the versions tests/tools/go.mod requires
 GATEWAY_API_VERSION=v1.5.0   # tests/api/test_canary.py applies its HTTPRoute CRD from the module cache
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6   # weed 4.53: the S3-compatible store of the storage tests
 
@@ -49,23 +49,30 @@ FORCE=0
 command -v go >/dev/null || { echo "build-controlplane: go not found in PATH" >&2; exit 1; }
 NICE="nice -n 10"
 
-# build NAME STAMP_CONTENT COMMAND...   (COMMAND writes the binary NAME into the directory $OUT)
+# build "NAME..." STAMP_CONTENT COMMAND...   (COMMAND writes each binary NAME into the directory $OUT;
+# one command may build several binaries, which then share one stamp content and are rebuilt together)
 build() {
-    local name="$1" stamp="$2"; shift 2
-    local stampfile="$BIN/.$name.stamp"
-    if [ "$FORCE" = 0 ] && [ -x "$BIN/$name" ] && [ -f "$stampfile" ] && [ "$(cat "$stampfile")" = "$stamp" ]; then
-        log "$name up to date ($BIN/$name)"
+    local names="$1" stamp="$2" name stale=""; shift 2
+    for name in $names; do
+        if [ "$FORCE" = 1 ] || [ ! -x "$BIN/$name" ] || [ "$(cat "$BIN/.$name.stamp" 2>/dev/null)" != "$stamp" ]; then
+            stale=1
+        fi
+    done
+    if [ -z "$stale" ]; then
+        for name in $names; do log "$name up to date ($BIN/$name)"; done
         return 0
     fi
-    log "building $name ..."
+    log "building $names ..."
     local t0=$SECONDS
-    local out="$BIN/.building-$name"
+    local out="$BIN/.building-${names// /-}"
     rm -rf "$out" && mkdir -p "$out"
     OUT="$out" "$@"
-    mv -f "$out/$name" "$BIN/$name"
-    rmdir "$out"
-    echo "$stamp" > "$stampfile"
-    log "built $name in $((SECONDS - t0))s -> $BIN/$name"
+    for name in $names; do
+        mv -f "$out/$name" "$BIN/$name"
+        echo "$stamp" > "$BIN/.$name.stamp"
+    done
+    rm -rf "$out"
+    log "built $names in $((SECONDS - t0))s -> $BIN"
 }
 
 CP_DIR="$REPO/tests/controlplane"
@@ -79,37 +86,35 @@ done
 build ft-controlplane "$cp_stamp" \
     bash -c "cd '$CP_DIR' && $NICE go build -trimpath -ldflags='$CP_LDFLAGS' -o \"\$OUT/ft-controlplane\" ."
 
-build kwok "$KWOK_VERSION $(go version)" \
-    bash -c "GOBIN=\"\$OUT\" $NICE go install -trimpath \
-        -ldflags='-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION' \
-        sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-
+# kwok, helm and the cluster DNS from one module (tests/tools: kwok and helm as `tool`s at their
+# releases, ft-coredns its own main), in one `go build`: the Kubernetes client libraries they share
+# compile once, and go links the three binaries while it compiles the rest. ft-coredns is CoreDNS with
+# only the plugins a cluster's DNS uses here (tests/harness/clusterdns.py). -X of a variable a binary
+# lacks is ignored, so the three share one -ldflags.
+TOOLS_DIR="$REPO/tests/tools"
+for req in "sigs.k8s.io/kwok $KWOK_VERSION" "helm.sh/helm/v3 $HELM_VERSION" "github.com/coredns/coredns $COREDNS_VERSION"; do
+    grep -Eq "^(require )?[[:space:]]*$req( |$)" "$TOOLS_DIR/go.mod" || { echo "build-controlplane: tests/tools/go.mod does not require $req" >&2; exit 1; }
+done
 # Release builds of helm set the Kubernetes version they default to (`helm template` without
 # --kube-version); a plain `go install` would default to v1.20 and refuse kubeVersion: >=1.29.
-HELM_K8S_LDFLAGS=""
+TOOLS_LDFLAGS="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+TOOLS_LDFLAGS+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
-    HELM_K8S_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$K8S_MINOR"
+    TOOLS_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$K8S_MINOR"
 done
-build helm "$HELM_VERSION $(go version) k8s-$K8S_MINOR" \
-    bash -c "GOBIN=\"\$OUT\" $NICE go install -trimpath \
-        -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION $HELM_K8S_LDFLAGS' \
-        helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+TOOLS_LDFLAGS+=" -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+tools_stamp="$(go version) $(cat "$TOOLS_DIR/go.mod" "$TOOLS_DIR/go.sum" "$TOOLS_DIR"/*/*.go | sha256sum | cut -d' ' -f1) k8s-$K8S_MINOR"
+build "kwok helm ft-coredns" "$tools_stamp" \
+    bash -c "cd '$TOOLS_DIR' && $NICE go build -trimpath -ldflags='$TOOLS_LDFLAGS' -o \"\$OUT/\" tool ./ft-coredns"
 
-# Kueue's manager (the `kueue` binary), run as a local process by tests/api/test_kueue_mode.py.
-# Its CRDs come from the same module: $GOMODCACHE/sigs.k8s.io/kueue@$KUEUE_VERSION/config/components/crd.
+# Kueue's manager (the `kueue` binary), run as a local process by tests/api/test_kueue_mode.py, from its
+# own module: v0.17.0's dependencies (kubeflow trainer's generated API) do not compile against the
+# k8s.io/api v0.37 the tools module resolves. Its CRDs come from the same module:
+# $GOMODCACHE/sigs.k8s.io/kueue@$KUEUE_VERSION/config/components/crd.
 build kueue "$KUEUE_VERSION $(go version)" \
     bash -c "GOBIN=\"\$OUT\" $NICE go install -trimpath \
         -ldflags='-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION' \
         sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
-
-# Cluster DNS for the local pod runner (tests/harness/podrunner/dns.py): upstream CoreDNS built with
-# only the plugins a cluster's DNS uses here (tests/coredns/main.go), so the cold build stays short.
-dns_dir="$REPO/tests/coredns"
-dns_stamp="$COREDNS_VERSION $(go version) $(cat "$dns_dir/go.mod" "$dns_dir/go.sum" "$dns_dir"/*.go | sha256sum | cut -d' ' -f1)"
-build ft-coredns "$dns_stamp" \
-    bash -c "cd '$dns_dir' && $NICE go build -trimpath \
-        -ldflags='-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION' \
-        -o \"\$OUT/ft-coredns\" ."
 
 # SeaweedFS's `weed` (S3-compatible object store for tests/harness/objectstore.py). Its go.mod has a
 # replace directive, so `go install mod@version` is refused: build inside a writable copy of the module.

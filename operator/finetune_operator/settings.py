@@ -98,6 +98,11 @@ class OperatorSettings(BaseModel):
     serving_api_key: bool = True
     """Serving endpoints require the API key in each namespace's Secret `finetune-serving-api-key` (key
     `api-key`; vLLM `--api-key`), which the admin provides; the operator's own calls to them use it."""
+    service_addressing: Literal["dns", "endpoints"] = "dns"
+    """How the operator's own clients name a Service (the smoke request, the default judge's URL given to
+    evaluation Jobs): `dns`, its cluster DNS name `<service>.<namespace>.svc`, as any in-cluster client
+    calls it; `endpoints`, the address of one ready endpoint, only for an operator run outside the cluster
+    that cannot resolve or route Service names (development, or the test runner without a pod bridge)."""
     gateway_api: bool = False
     """Use HTTPRoute weights for canaries (set when Gateway API CRDs are present)."""
     priority_class_name: str | None = None

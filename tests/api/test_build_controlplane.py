@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -61,3 +62,22 @@ def test_a_binary_without_its_stamp_is_not_built(cache_copy: Path, monkeypatch: 
     (cache_copy / "bin" / "kwok").unlink()
     with pytest.raises(cluster.ClusterError, match="kwok not built"):
         cluster.build()
+
+
+def test_a_tool_version_the_tools_module_does_not_require_is_refused(cache_copy: Path, tmp_path: Path) -> None:
+    """kwok, helm and coredns build from tests/tools/go.mod; the script's version constants (bench and
+    the harness name them too) must be the releases it requires, or the script stops before building."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    script, n = re.subn(r"^KWOK_VERSION=\S+", "KWOK_VERSION=v0.0.1",
+                        (REPO / "scripts" / "build-controlplane.sh").read_text(), flags=re.M)
+    assert n == 1
+    (repo / "scripts" / "build-controlplane.sh").write_text(script)
+    shutil.copytree(REPO / "tests" / "controlplane", repo / "tests" / "controlplane")
+    shutil.copytree(REPO / "tests" / "tools", repo / "tests" / "tools")
+    proc = subprocess.run(["bash", str(repo / "scripts" / "build-controlplane.sh")], text=True,
+                          capture_output=True, env={**os.environ, "FT_CACHE_DIR": str(cache_copy)}, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "tests/tools/go.mod does not require sigs.k8s.io/kwok v0.0.1" in proc.stderr
+    assert "ft-controlplane up to date" in proc.stdout
+    assert "building" not in proc.stdout

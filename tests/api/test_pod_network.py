@@ -1,7 +1,8 @@
 """The local pod runner gives pods a network identity as a kubelet and a CNI would, and the cluster DNS
 (real CoreDNS with its kubernetes plugin) resolves their names: two pods of an Indexed Job behind a
 headless Service find each other by `<hostname>.<subdomain>` and talk over TCP; a ClusterIP Service
-name resolves to its ClusterIP; each pod sees its own hostname, kubelet-managed /etc/hosts and a
+name resolves to its ClusterIP, and with the pod bridge the runner's Service proxy forwards a connection
+to it to the Service's ready endpoint (podrunner/serviceproxy.py); each pod sees its own hostname, kubelet-managed /etc/hosts and a
 resolv.conf that names the cluster DNS (tests/harness/podrunner/network.py). With the node's pod bridge
 (podrunner/cni.py) each pod has an address of its own in the bridge's subnet and both listen on the same
 port; the cluster DNS answers at the node's address on the bridge."""
@@ -28,14 +29,17 @@ port = int(os.environ["PORT"])
 peer = f"peers-0.{os.environ['SUBDOMAIN']}"
 me = {"index": index, "hostname": socket.gethostname(), "own_ip": socket.gethostbyname(socket.gethostname()),
       "fqdn": socket.getfqdn(), "resolv": open("/etc/resolv.conf").read(), "hosts": open("/etc/hosts").read()}
-if index == 0:
+own_network = os.environ["OWN_NETWORK"] == "1"
+if index == 0:  # pod 1 comes by name, then (with the runner's Service proxy) through the ClusterIP Service
     srv = socket.create_server((me["own_ip"], port))
-    conn, _ = srv.accept()
-    me["received"] = conn.recv(100).decode()
-    conn.sendall(b"pong from " + socket.gethostname().encode())
-    conn.close()
+    me["received"] = []
+    for _ in range(2 if own_network else 1):
+        conn, _ = srv.accept()
+        me["received"].append(conn.recv(100).decode())
+        conn.sendall(b"pong from " + socket.gethostname().encode())
+        conn.close()
 else:
-    if os.environ["OWN_NETWORK"] == "1":  # the same port as pod 0's server, on this pod's own address
+    if own_network:  # the same port as pod 0's server, on this pod's own address
         held = socket.create_server((me["own_ip"], port))
     deadline = time.monotonic() + 60
     while True:
@@ -50,6 +54,16 @@ else:
                 raise
             time.sleep(0.2)
     me["service_ip"] = socket.gethostbyname(os.environ["CLUSTERIP_SERVICE"])
+    while own_network:  # the proxy routes the ClusterIP once pod 0's endpoint is ready
+        try:
+            with socket.create_connection((os.environ["CLUSTERIP_SERVICE"], 80), timeout=2) as c:
+                c.sendall(b"ping via the service")
+                me["service_reply"] = c.recv(100).decode()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 print("IDENTITY " + json.dumps(me), flush=True)
 """
 
@@ -67,7 +81,8 @@ def test_indexed_job_pods_resolve_each_other_through_the_cluster_dns(cluster, lo
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peers", "namespace": namespace},
          "spec": {"clusterIP": "None", "selector": labels, "ports": [{"name": "p", "port": port}]}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
-         "spec": {"selector": {"app": "nothing"}, "ports": [{"name": "http", "port": 80}]}},
+         "spec": {"selector": {**labels, "batch.kubernetes.io/job-completion-index": "0"},
+                  "ports": [{"name": "http", "port": 80, "targetPort": port}]}},
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "peers", "namespace": namespace},
          "spec": {"completionMode": "Indexed", "completions": 2, "parallelism": 2, "backoffLimit": 0,
                   "template": {"metadata": {"labels": labels}, "spec": {
@@ -108,9 +123,15 @@ def test_indexed_job_pods_resolve_each_other_through_the_cluster_dns(cluster, lo
     ]
     # pod 1 found pod 0 by name through CoreDNS, and they talked
     assert me1["peer_ip"] == pod0["status"]["podIP"]
-    assert me0["received"] == "ping from peers-1" and me1["reply"] == "pong from peers-0"
+    assert me0["received"][0] == "ping from peers-1" and me1["reply"] == "pong from peers-0"
     web = json.loads(cluster.kubectl("get", "service", "web", "-n", namespace, "-o", "json").stdout)
     assert me1["service_ip"] == web["spec"]["clusterIP"]
+    if local_runner.bridge:  # the runner's Service proxy forwarded web's ClusterIP:80 to pod 0's port
+        assert me0["received"][1] == "ping via the service" and me1["service_reply"] == "pong from peers-0"
+        forwarded = (f"service proxy: {namespace}/web {me1['service_ip']}:80: connection from "
+                     f"{pod1['status']['podIP']}:")
+        line = next((x for x in local_runner.log_file.read_text().splitlines() if forwarded in x), None)
+        assert line and line.endswith(f"forwarded to {pod0['status']['podIP']}:{port}"), forwarded
     if local_runner.bridge:  # addresses of their own on the node's pod bridge, published in the EndpointSlice
         ips = {pod0["status"]["podIP"], pod1["status"]["podIP"]}
         assert len(ips) == 2 and all(ipaddress.ip_address(a) in local_runner.bridge.network for a in ips), ips

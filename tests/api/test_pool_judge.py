@@ -1,7 +1,7 @@
 """The default judge on the real API server: a `score_model` grader without `endpoint` asks the
 namespace's adapter pool for the job's base. Without a ready replica of that pool the job fails before
-training, naming the grader; with one (its EndpointSlice) the evaluation Job gets the replica's address,
-the base's pooled name and the pool's key from its Secret."""
+training, naming the grader; with one (its EndpointSlice) the evaluation Job gets the pool Service's
+cluster DNS name, the base's pooled name and the pool's key from its Secret."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def test_a_judge_without_endpoint_needs_a_ready_pool_replica_and_then_asks_it(cl
                                                                               tmp_path):
     setup_namespace(cluster, namespace)
     pods = PodDriver.passing(cluster, namespace)
-    operator = Operator(operator_kubeconfig, tmp_path / "operator.log", FT_QUEUE_MODE="none").start()
+    # an operator in the cluster (the default addressing): the evaluation Job asks the pool's Service by name
+    operator = Operator(operator_kubeconfig, tmp_path / "operator.log", FT_QUEUE_MODE="none",
+                        FT_SERVICE_ADDRESSING="dns").start()
     try:
         cluster.apply(judged("no-pool", namespace))
         failed = wait_phase(cluster, namespace, "no-pool", "Failed", timeout=60)
@@ -45,7 +47,7 @@ def test_a_judge_without_endpoint_needs_a_ready_pool_replica_and_then_asks_it(cl
         cluster.apply(judged("pooled", namespace))
         eval_job = wait_for("the evaluation Job", lambda: get(cluster, namespace, "job", "pooled-eval"), timeout=60)
         env = {e["name"]: e for e in eval_job["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert env["FT_JUDGE_ENDPOINT"]["value"] == "http://10.244.0.9:8000/v1"
+        assert env["FT_JUDGE_ENDPOINT"]["value"] == f"http://{pool}.{namespace}.svc:8000/v1"
         assert env["FT_JUDGE_MODEL"]["value"] == pooled_base_name(spec)
         assert env["FT_GRADER_API_KEY_HELPFUL"]["valueFrom"] == {
             "secretKeyRef": {"name": "finetune-serving-api-key", "key": "api-key"}}

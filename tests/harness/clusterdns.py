@@ -1,5 +1,5 @@
 """Cluster DNS for the test control plane: upstream CoreDNS with its `kubernetes` plugin (built by
-scripts/build-controlplane.sh from tests/coredns as `ft-coredns`), answering `cluster.local` from the
+scripts/build-controlplane.sh from tests/tools/ft-coredns), answering `cluster.local` from the
 API server's Services and EndpointSlices, so the local pod runner's pods resolve headless-Service,
 pod-hostname and Service names as in a cluster.
 

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                          "-f", str(values))
             kubeconfig = cluster.service_account_kubeconfig(SYSTEM_NAMESPACE, RELEASE, work / "operator.kubeconfig",
                                                             duration="24h")
-            operator = Operator(kubeconfig, cluster.logs_dir / "operator.log", **chart_operator_env(cluster)).start()
+            operator = Operator(kubeconfig, cluster.logs_dir / "operator.log", runner, **chart_operator_env(cluster)).start()
             running.callback(operator.stop)
             seed_quickstart(cluster, JOB_NAMESPACE)
             host_mount_root(cluster, JOB_NAMESPACE, mount_root, (*SEEDED_CLAIMS, "finetune-artifacts"))

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 from tests.harness.cluster import (
@@ -30,10 +30,14 @@ from tests.harness.cluster import (
 from tests.harness.cluster import wait_for as cluster_wait_for
 
 from finetune_api.contract.termination import PhaseSummary
+from tests.harness.podrunner.network import sandbox_argv
 from tests.harness.summaries import PREPARED
 from finetune_api.contract.vllm import API_KEY_SECRET, API_KEY_SECRET_KEY
 from finetune_operator import rbac
 from finetune_api.contract.launch import free_port  # noqa: F401 - the harness's port picker
+
+if TYPE_CHECKING:
+    from tests.harness.podrunner import LocalRunnerProcess
 
 SYSTEM_NS = "finetune-system"
 SA = "finetune-operator"
@@ -57,20 +61,42 @@ def operator_kubeconfig_for(cluster, directory: Path) -> str:
 
 
 class Operator:
-    """The operator as a subprocess; `kill()` is a crash (SIGKILL), `stop()` a clean shutdown."""
+    """The operator as a subprocess; `kill()` is a crash (SIGKILL), `stop()` a clean shutdown.
 
-    def __init__(self, kubeconfig: str, log_path: Path, **env: str) -> None:
+    With `runner` (a `LocalRunnerProcess` that has a pod bridge) it resolves names as an in-cluster operator
+    does: through the cluster DNS, with a resolv.conf of the operator's namespace bind-mounted over
+    /etc/resolv.conf in a mount namespace of its own (the runner's pod sandbox), while keeping the host's
+    network, where the API server listens on 127.0.0.1; the runner's Service proxy routes the ClusterIPs
+    those names resolve to. Otherwise it is an operator outside the cluster (`service_addressing:
+    endpoints`): it calls Services at a ready endpoint's pod address."""
+
+    def __init__(self, kubeconfig: str, log_path: Path, runner: LocalRunnerProcess | None = None, **env: str) -> None:
         self.kubeconfig, self.log_path, self.extra_env = kubeconfig, log_path, env
+        self.runner = runner
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
 
+    def _argv(self) -> tuple[list[str], dict[str, str]]:
+        """The operator's command line, and how it names Services: as the runner allows (it overrides the
+        env given, e.g. the chart's), or out of the cluster unless the env given says otherwise."""
+        argv = [sys.executable, "-m", "finetune_operator.main"]
+        if self.runner is None:
+            return argv, {"FT_SERVICE_ADDRESSING": "endpoints", **self.extra_env}
+        if self.runner.bridge is None:  # no Service proxy: ClusterIPs are not routed (the runner logs it)
+            return argv, {**self.extra_env, "FT_SERVICE_ADDRESSING": "endpoints"}
+        resolv = self.log_path.with_name(f"{self.log_path.stem}.resolv.conf")
+        resolv.write_text(self.runner.resolv_conf(SYSTEM_NS))
+        return (sandbox_argv(argv, binds={resolv: Path("/etc/resolv.conf")}),
+                {**self.extra_env, "FT_SERVICE_ADDRESSING": "dns"})
+
     def start(self) -> Operator:
+        argv, settings = self._argv()
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "FT_METRICS_PORT": str(self.metrics_port),
                "FT_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz", "FT_QUEUE_MODE": "embedded",
-               "FT_PROGRESS_INTERVAL_SECONDS": "2", "OMP_NUM_THREADS": "1", **self.extra_env}
+               "FT_PROGRESS_INTERVAL_SECONDS": "2", "OMP_NUM_THREADS": "1", **settings}
         env.pop("FT_PEERING", None)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "finetune_operator.main"], env=env, stdout=log,
+            self.proc = subprocess.Popen(argv, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=_set_pdeathsig)
         wait_for("the operator's /metrics", self.metrics_text, timeout=60)
         return self

@@ -54,8 +54,8 @@ def grader_secret_env(job: FineTuneJob, settings: OperatorSettings) -> list[dict
 
 
 def judge_env(job: FineTuneJob, judge_url: str | None) -> dict[str, str]:
-    """Where pool-judged graders ask: the pool replica `judge_url` (observed by the operator), under the
-    base's name in the pool."""
+    """Where pool-judged graders ask: `judge_url`, the pool's Service (given once the operator saw a ready
+    replica), under the base's name in the pool."""
     if judge_url is None or not pool_judged_graders(job):
         return {}
     return {JUDGE_ENDPOINT_ENV: f"{judge_url}/v1", JUDGE_MODEL_ENV: pooled_base_name(job.spec)}
@@ -63,7 +63,7 @@ def judge_env(job: FineTuneJob, judge_url: str | None) -> dict[str, str]:
 
 def build_eval_job(job: FineTuneJob, settings: OperatorSettings, judge_url: str | None = None,
                    flavor: Flavor | None = None) -> dict[str, Any]:
-    """The evaluation Job; `judge_url` is the adapter pool replica that pool-judged graders ask, `flavor`
+    """The evaluation Job; `judge_url` is the adapter pool's Service that pool-judged graders ask, `flavor`
     the embedded queue's admission of its accelerators (its node labels and tolerations). In Kueue mode
     a Job that requests accelerators is labelled for its LocalQueue and created suspended."""
     resources = eval_resources(job.spec)

@@ -21,6 +21,12 @@ def prepare_job_name(job_name: str) -> str:
     return f"{job_name}-prepare"
 
 
+def service_url(service: str, namespace: str, port: int) -> str:
+    """`http://<service>.<namespace>.svc:<port>`: a Service as in-cluster clients call it (the namespace's
+    search path is not assumed, so it resolves from any namespace)."""
+    return f"http://{service}.{namespace}.svc:{port}"
+
+
 def train_service_name(job_name: str) -> str:
     """The headless Service that gives training pods stable DNS names for the rendezvous."""
     return f"{job_name}-train"

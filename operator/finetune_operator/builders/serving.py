@@ -49,7 +49,7 @@ from .common import (
 )
 from .canary import canary_route, canary_split
 from .kueue import DEPLOYMENT_INTEGRATION, kueue_labels
-from .names import base_arm_name, pool_name, serve_name, stable_service_name
+from .names import base_arm_name, pool_name, serve_name, service_url, stable_service_name
 from .resolve import namespace, output_uri, source_cache_dir
 from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
                                         default_max_model_len, vllm_args)
@@ -104,7 +104,7 @@ def serving_endpoint(job: FineTuneJob) -> str:
     """The OpenAI-compatible base URL for `status.serving.endpoint`."""
     name = job.metadata.name
     service = stable_service_name(name) if job.spec.serving.canary else serve_name(name)
-    return f"http://{service}.{namespace(job)}.svc:{VLLM_PORT}/v1"
+    return f"{service_url(service, namespace(job), VLLM_PORT)}/v1"
 
 
 # ----------------------------------------------------------------------------- adapter pool

@@ -14,6 +14,7 @@ from finetune_api.contract.exit_codes import FailureClass, failure_class
 from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.termination import PhaseSummary
 from finetune_api.queue import Flavor
+from ..builders.names import service_url
 from ..builders.training_job import training_failure_kind
 from .canary import Arms
 
@@ -151,7 +152,7 @@ class JudgePool:
 
     name: str
     url: str | None
-    """A ready replica's address (`http://<podIP>:<port>`); None when the pool has no ready replica or
+    """The pool's Service URL (`ready_service_url`) while it has a ready replica; None when it has none or
     does not exist."""
 
 
@@ -232,10 +233,20 @@ def pod_state(pod: dict[str, Any]) -> PodState:
     )
 
 
+def ready_service_url(service: str, namespace: str, endpoint_slices: list[dict[str, Any]], port: int,
+                      addressing: Literal["dns", "endpoints"]) -> str | None:
+    """Where the operator's clients call a Service that has a ready endpoint (None while it has none):
+    its cluster DNS name on `port`, or with `endpoints` addressing (an operator outside the cluster,
+    `OperatorSettings.service_addressing`) that endpoint's pod address."""
+    endpoint = ready_endpoint_url(endpoint_slices)
+    if endpoint is None or addressing == "endpoints":
+        return endpoint
+    return service_url(service, namespace, port)
+
+
 def ready_endpoint_url(endpoint_slices: list[dict[str, Any]]) -> str | None:
     """`http://<address>:<port>` of the first ready endpoint of a Service's EndpointSlices (the `http`
-    port, else the first); None when none is ready. Pod addresses are routed where Service IPs may not
-    be (the local pod runner has no kube-proxy)."""
+    port, else the first); None when none is ready."""
     for es in endpoint_slices:
         ports = es.get("ports") or []
         target = next((p.get("port") for p in ports if p.get("name") == "http"), None) or (

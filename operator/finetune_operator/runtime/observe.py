@@ -12,7 +12,7 @@ from typing import Any
 from finetune_api import TERMINAL_PHASES, FineTuneJob
 from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.summaries import PrepareSummary
-from finetune_api.contract.vllm import pooled_base_name
+from finetune_api.contract.vllm import VLLM_PORT, pooled_base_name
 from finetune_api.queue import Flavor
 
 from .. import builders
@@ -25,7 +25,7 @@ from ..progress import TAIL_LINES, latest_progress
 from ..queue.views import admitted_flavor
 from ..reconcile import JobState, JudgePool, NamespaceUsage, ObservedChildren, ServingState, pod_state
 from ..reconcile.decide import AFTER_TRAINING
-from ..reconcile.observed import ready_endpoint_url
+from ..reconcile.observed import ready_service_url
 from ..reconcile.pool import serving_everywhere
 from ..settings import OperatorSettings
 from .executor import Executor
@@ -34,7 +34,7 @@ from .api_keys import ApiKeyMissing, ApiKeys
 from .canary import CanaryReader
 from .job_cache import JobCache, Key
 from .pools import PoolController, pool_key
-from .smoke import smoke_base_url, smoke_request
+from .smoke import smoke_request
 
 log = logging.getLogger("finetune_operator.job")
 JUDGED_PHASES = ("Validating", "Training", "Evaluating")
@@ -130,7 +130,8 @@ class Observer:
         pool = names.pool_name(pooled_base_name(job.spec), digest)
         ns = job.metadata.namespace or ""
         slices = await self.executor.call(self.k8s.list, "EndpointSlice", ns, f"kubernetes.io/service-name={pool}")
-        return JudgePool(name=pool, url=ready_endpoint_url(slices))
+        url = ready_service_url(pool, ns, slices, VLLM_PORT, self.settings.service_addressing)
+        return JudgePool(name=pool, url=url)
 
     async def _config_spec(self, ns: str, name: str) -> dict[str, Any]:
         cm = await self.executor.call(self.k8s.get, "ConfigMap", ns, names.config_map_name(name))
@@ -184,7 +185,9 @@ class Observer:
                                     message=f"{message}: {error}" if error else message)
         service = names.serve_name(job.metadata.name)
         slices = await self.executor.call(self.k8s.list, "EndpointSlice", ns, f"kubernetes.io/service-name={service}")
-        base = smoke_base_url(service, ns, slices)
+        # no ready endpoint listed yet: the Service's name, which answers once one is
+        base = (ready_service_url(service, ns, slices, VLLM_PORT, self.settings.service_addressing)
+                or names.service_url(service, ns, VLLM_PORT))
         ok, message = await self.executor.call(smoke_request, base, job.metadata.name, token)
         return ServingState(ready=True, ready_replicas=ready_replicas, smoke_ok=ok, smoke_message=message,
                             endpoint=builders.serving_endpoint(job))

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
-from ..reconcile.observed import ready_endpoint_url
-
 SMOKE_TIMEOUT_SECONDS = 30.0
-
-
-def smoke_base_url(service: str, namespace: str, endpoint_slices: list[dict[str, Any]], port: int = 8000) -> str:
-    """Where to send the smoke request: a ready endpoint of the Service when one is listed (works where
-    Service IPs are not routed, e.g. the local pod runner), else the Service's cluster DNS name."""
-    return ready_endpoint_url(endpoint_slices) or f"http://{service}.{namespace}.svc:{port}"
 
 
 def smoke_request(base_url: str, model: str, api_key: str | None = None,
@@ -37,4 +27,4 @@ def smoke_request(base_url: str, model: str, api_key: str | None = None,
     served = answer.get("model")
     if served not in (model, None) and not str(served).startswith(f"{model}@"):
         return False, f"smoke request answered by model {served!r}, not {model!r}"
-    return True, f"model {model} answered {content[:40]!r}"
+    return True, f"model {model} answered {content[:40]!r} at {base_url}"

@@ -25,6 +25,7 @@ of its own, deleted with the pod; without one, pods share the node's network nam
 hostNetwork pods, and the runner logs why. Each container runs in its pod's own UTS and mount namespaces with
 the pod's hostname and the kubelet's /etc/hosts, /etc/hostname and /etc/resolv.conf bind-mounted; names
 resolve through the cluster DNS (`--cluster-dns`, CoreDNS started by the fixture: tests/harness/clusterdns.py)
+and, with the bridge, ClusterIPs are routed by the runner's userspace Service proxy (`serviceproxy`)
 (docs/controlplane.md).
 
 Run: `python -m tests.harness.podrunner --kubeconfig K --work-dir D` (the `local_runner` pytest
@@ -36,7 +37,7 @@ Modules, one concern each: `node` (the Node, its Lease, scheduling constants, PO
 watch and one worker per pod), `worker` (a pod's life), `container` (a container's state and host
 paths), `processes` (spawning, signals, exits), `probes`, `env` (env, downward API, ConfigMap and Secret
 data), `volumes`, `paths` (textual path mapping), `cni` (the pod bridge, pod namespaces and addresses), `network`
-(hostname, /etc files, DNS policy), `sandbox`
+(hostname, /etc files, DNS policy), `serviceproxy` (kube-proxy's part: ClusterIPs to ready endpoints), `sandbox`
 (the exec wrapper that enters the pod's namespaces), `status` (the pod status), `logs` (log runs, log tail
 and termination message), `kubelet_logs` (the kubelet's container-log endpoint), `fixture` (the pytest
 fixture's handle on the subprocess), `main` (the command).

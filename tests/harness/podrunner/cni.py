@@ -98,13 +98,24 @@ class PodBridge:
         return f"no /{POD_PREFIX_LENGTH} of the pod network pool {pool} is free of the host's addresses and other runners"
 
     def delete(self) -> None:
-        """Remove the bridge and any pod namespace of its subnet left behind (a runner that was killed)."""
+        """Remove the bridge (with the ClusterIPs on it) and any pod namespace of its subnet or guard route of
+        its Service proxy left behind (a runner that was killed)."""
         for ns in NETNS_DIR.glob(f"{self.name}-*") if NETNS_DIR.is_dir() else []:
             ip("netns", "delete", ns.name, check=False)
         ip("link", "delete", self.name, check=False)
+        metric = guard_route_metric(self.name)
+        for route in json.loads(ip("-j", "-4", "route", "show", "type", "unreachable", check=False).stdout or "[]"):
+            if str(route.get("metric")) == metric:
+                ip("route", "del", "unreachable", route["dst"], "metric", metric, check=False)
 
     def cli_args(self) -> list[str]:
         return ["--pod-bridge", self.name, "--pod-cidr", str(self.network)]
+
+
+def guard_route_metric(bridge: str) -> str:
+    """The metric of the `unreachable` route the Service proxy of `bridge`'s runner puts on the Service
+    CIDR: one per bridge, so runners side by side each add and remove their own."""
+    return str(1000 + int("".join(ch for ch in bridge if ch.isdigit()) or 0))
 
 
 class AddressAllocator:

@@ -15,6 +15,7 @@ from typing import Any
 from tests.harness.clusterdns import ClusterDNS
 
 from .cni import PodBridge
+from .network import resolv_conf
 from .node import NODE_NAME, NODE_SELECTOR, TOLERATIONS
 
 
@@ -75,6 +76,10 @@ class LocalRunnerProcess:
             runner.stop()
             raise
         return runner
+
+    def resolv_conf(self, namespace: str) -> str:
+        """The resolv.conf of a ClusterFirst pod in `namespace` (cluster DNS, the namespace's search path)."""
+        return resolv_conf({"metadata": {"namespace": namespace}, "spec": {}}, self.dns.address)
 
     def pod_dir(self, namespace: str, pod: str) -> Path:
         """The newest working directory of a pod (by name)."""

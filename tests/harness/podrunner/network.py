@@ -10,8 +10,9 @@ like a `hostNetwork` pod, and reports the node's address (`POD_IP`; the API serv
 EndpointSlices). Either way a pod gets a UTS namespace with its hostname and a mount namespace in which the
 three files above are bind-mounted over the host's (`sandbox.py`), so getaddrinfo in the pod resolves
 `<host>.<subdomain>.<ns>.svc.cluster.local` and Service names through the cluster DNS, and its own name
-through /etc/hosts, exactly as in a cluster. Not provided: kube-proxy (a ClusterIP is not routable here;
-headless Services and EndpointSlice addresses are), NetworkPolicy enforcement, egress beyond this machine."""
+through /etc/hosts, exactly as in a cluster. With the bridge the runner's Service proxy (serviceproxy.py)
+routes ClusterIPs; without it a ClusterIP resolves but is not routed (headless Services and EndpointSlice
+addresses are). Not provided: NetworkPolicy enforcement, egress beyond this machine."""
 
 from __future__ import annotations
 
@@ -43,10 +44,18 @@ class PodNetwork:
     def sandbox_argv(self, argv: list[str]) -> list[str]:
         """`argv` inside the pod's network namespace (if it has one) and its own UTS and mount namespaces
         (sandbox.py enters them, then execs it)."""
-        mounts = [f"{self.hosts}:/etc/hosts", f"{self.hostname_file}:/etc/hostname", f"{self.resolv_conf}:/etc/resolv.conf"]
-        netns = ["--netns", str(self.netns)] if self.netns else []
-        return [sys.executable, "-I", "-S", str(SANDBOX), *netns, "--hostname", self.hostname,
-                *[a for m in mounts for a in ("--bind", m)], "--", *argv]
+        binds = {self.hosts: Path("/etc/hosts"), self.hostname_file: Path("/etc/hostname"),
+                 self.resolv_conf: Path("/etc/resolv.conf")}
+        return sandbox_argv(argv, binds, hostname=self.hostname, netns=self.netns)
+
+
+def sandbox_argv(argv: list[str], binds: dict[Path, Path], *, hostname: str | None = None,
+                 netns: Path | None = None) -> list[str]:
+    """`argv` in a mount namespace of its own with `binds` (source: target) mounted, and, when given, in
+    network namespace `netns` and a UTS namespace named `hostname` (sandbox.py enters them, then execs it)."""
+    return [sys.executable, "-I", "-S", str(SANDBOX), *(["--netns", str(netns)] if netns else []),
+            *(["--hostname", hostname] if hostname else []),
+            *[a for source, target in binds.items() for a in ("--bind", f"{source}:{target}")], "--", *argv]
 
 
 def pod_hostname(pod: dict) -> tuple[str, str | None]:

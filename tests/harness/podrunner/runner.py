@@ -15,6 +15,7 @@ from typing import Any
 from .cni import BridgeCNI
 from .kubelet_logs import LogServer
 from .node import NODE_NAME, POD_IP, NodeAgent
+from .serviceproxy import ServiceProxy
 from .worker import PodWorker
 
 # Environment variables passed from the runner to every container (besides PATH and HOME).
@@ -58,18 +59,20 @@ class Runner:
         self.cni = BridgeCNI(pod_bridge, pod_cidr) if pod_bridge and pod_cidr else None
         self.node_ip = str(self.cni.gateway) if self.cni else POD_IP
         self.pod_ips: dict[str, str] = {}  # pod uid -> its address, for the downward API
+        self.stopping = threading.Event()
+        self.service_proxy = ServiceProxy(api_client, self.cni.bridge, self.cni.network, self.stopping) if self.cni else None
         if self.cni:
             log.info("pod network: bridge %s, pods get addresses in %s (node address %s)", pod_bridge, pod_cidr,
                      self.node_ip)
         else:
             log.warning("pod network: none (%s): pods share the node's network namespace and address %s, "
-                        "like hostNetwork pods", no_pod_network_reason or "no --pod-bridge given", self.node_ip)
+                        "like hostNetwork pods; no Service proxy: ClusterIPs are not routed (clients must call "
+                        "endpoint addresses)", no_pod_network_reason or "no --pod-bridge given", self.node_ip)
         self.log_server = LogServer(self, self.node_ip)
         self.node = NodeAgent(self.core, self.coord, node_name, self.capacity, labels or {}, self.log_server.port,
                               self.node_ip, str(self.cni.network) if self.cni else None)
         self.stop_grace = stop_grace
         self.cluster_dns = cluster_dns  # the nameserver of ClusterFirst pods (network.py)
-        self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.finished: set[str] = set()
         self.lock = threading.Lock()
@@ -199,6 +202,8 @@ class Runner:
     def run(self, ready: threading.Event | None = None) -> None:
         self.log_server.start()
         self.node.register()
+        if self.service_proxy is not None:
+            self.service_proxy.start()
         hb = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         hb.start()
         if ready:
@@ -212,6 +217,8 @@ class Runner:
         for w in workers:
             w.join(self.stop_grace + 15)
         self.log_server.stop()
+        if self.service_proxy is not None:
+            self.service_proxy.stop()
         if self.cni is not None:  # the bridge goes with its node, also when the fixture's process was killed
             self.cni.delete_bridge()
         if delete_node:

@@ -1,6 +1,6 @@
 """Exec a container's argv inside namespaces of its own (run by network.PodNetwork.sandbox_argv): the pod's
 network namespace when it has one (`--netns`, made by cni.BridgeCNI), a new UTS namespace with the pod's
-hostname and a new mount namespace (private propagation) in which the pod's /etc files are bind-mounted over the host's; then exec. Nothing is changed unless both namespaces were
+hostname (when given; the test harness's operator keeps the host's) and a new mount namespace (private propagation) in which the pod's /etc files are bind-mounted over the host's; then exec. Nothing is changed unless both namespaces were
 created, so the host's hostname and /etc are never touched. Standalone (stdlib only, started with
 `python -I -S`) because it runs before the container's program, in the container's process: its pid,
 process group and signals are the container's."""
@@ -29,9 +29,10 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def enter_own_namespaces() -> None:
-    """New mount and UTS namespaces; mounts made afterwards never propagate to the host."""
-    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare(CLONE_NEWNS | CLONE_NEWUTS)")
+def enter_own_namespaces(uts: bool) -> None:
+    """A new mount namespace (and UTS namespace when `uts`); mounts made afterwards never propagate to the host."""
+    flags = CLONE_NEWNS | (CLONE_NEWUTS if uts else 0)
+    _check(_libc.unshare(flags), "unshare(CLONE_NEWNS" + (" | CLONE_NEWUTS)" if uts else ")"))
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / a private mount")
 
 
@@ -50,7 +51,7 @@ def bind_mount(source: str, target: str) -> None:
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="sandbox.py")
-    ap.add_argument("--hostname", required=True)
+    ap.add_argument("--hostname", default=None, help="a UTS namespace of its own with this hostname")
     ap.add_argument("--netns", default=None, metavar="PATH")
     ap.add_argument("--bind", action="append", default=[], metavar="SOURCE:TARGET")
     ap.add_argument("command", nargs=argparse.REMAINDER)
@@ -59,8 +60,9 @@ def main(argv: list[str]) -> None:
     try:
         if args.netns:
             enter_network_namespace(args.netns)
-        enter_own_namespaces()
-        socket.sethostname(args.hostname)
+        enter_own_namespaces(uts=args.hostname is not None)
+        if args.hostname:
+            socket.sethostname(args.hostname)
         for spec in args.bind:
             source, _, target = spec.partition(":")
             bind_mount(source, target)

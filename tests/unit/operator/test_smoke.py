@@ -1,4 +1,4 @@
-"""Where the smoke request goes and what counts as an answer from the right model."""
+"""Where the operator calls a Service (the smoke request, the judge) and what counts as an answer from the right model."""
 
 import json
 import threading
@@ -6,18 +6,23 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from finetune_operator.runtime.smoke import smoke_base_url, smoke_request
+from finetune_operator.reconcile.observed import ready_service_url
+from finetune_operator.runtime.smoke import smoke_request
 
 pytestmark = pytest.mark.unit
 
 
-def test_a_ready_endpoint_is_preferred_over_the_service_name():
+def test_a_service_is_called_by_its_dns_name_once_it_has_a_ready_endpoint():
     slices = [{"ports": [{"name": "http", "port": 8000}], "endpoints": [
         {"addresses": ["10.0.0.9"], "conditions": {"ready": False}},
-        {"addresses": ["127.0.0.1"], "conditions": {"ready": True}},
+        {"addresses": ["10.0.0.7"], "conditions": {"ready": True}},
     ]}]
-    assert smoke_base_url("demo-serve", "team", slices) == "http://127.0.0.1:8000"
-    assert smoke_base_url("demo-serve", "team", []) == "http://demo-serve.team.svc:8000"
+    assert ready_service_url("demo-serve", "team", slices, 8000, "dns") == "http://demo-serve.team.svc:8000"
+    # an operator outside the cluster calls the ready endpoint's pod address (its target port)
+    assert ready_service_url("demo-serve", "team", slices, 80, "endpoints") == "http://10.0.0.7:8000"
+    assert ready_service_url("demo-serve", "team", slices[:0], 8000, "dns") is None
+    assert ready_service_url("demo-serve", "team", [{**slices[0], "endpoints": slices[0]["endpoints"][:1]}], 8000,
+                             "endpoints") is None
 
 
 class _Server(BaseHTTPRequestHandler):
@@ -48,8 +53,9 @@ def server():
 
 
 def test_a_completion_from_the_right_model_passes(server):
-    ok, message = smoke_request(f"http://127.0.0.1:{server.server_address[1]}", "demo")
-    assert ok and "pong" in message
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    ok, message = smoke_request(url, "demo")
+    assert ok and message == f"model demo answered 'pong' at {url}"  # the Ready condition names where it asked
 
 
 def test_a_completion_from_another_model_fails(server, monkeypatch):

@@ -17,15 +17,19 @@ def lora_config() -> Any:
                       task_type="CAUSAL_LM")
 
 
-def untrained_adapter(model_dir: Path, out: Path) -> Path:
-    """A LoRA adapter after zero training steps: peft initialises B to 0, so it equals the base."""
+def untrained_adapter(model_dir: Path, out: Path, zero_b: bool = True) -> Path:
+    """A LoRA adapter after zero training steps: peft initialises B to 0, so it equals the base; with
+    `zero_b=False` B is random (seeded) too, so the adapter changes the model and merging it changes the
+    weights."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    get_peft_model(model, lora_config()).save_pretrained(out)
+    config = lora_config()
+    config.init_lora_weights = zero_b
+    get_peft_model(model, config).save_pretrained(out)
     return out
 
 
