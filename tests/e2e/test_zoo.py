@@ -5,10 +5,8 @@ one field the cell is about: `serving.mode` or `adapter.type`): prepare → base
 steps → [merge] → evaluate → serve on a real vLLM CPU server → one chat request. Whatever a
 default gets wrong on an architecture fails its cell. docs/zoo.md has each cell's result.
 
-Cost (CI budget): one vLLM server per cell. CI runs three cells, one per serving path: LoRA served
-as an adapter (Phi-3: fused projections, pad = EOS), merged (Gemma: tied head, 256 positions) and a
-full fine-tune (Mistral: no pad token, no generation prompt). FT_ZOO_ALL=1 runs the rest of the
-matrix (Llama 3 and Qwen2 adapters, QLoRA on Qwen2 and Llama 3, ...).
+Cost (CI budget): the whole matrix, eleven cells, runs in the e2e tier; each costs about a minute
+on a quiet machine, a third of it the vLLM start (one server per cell).
 """
 
 from __future__ import annotations
@@ -17,11 +15,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from finetune_trainer.zoo import ZOO, build_zoo_model
+from tests.harness.processes import MARKER_ENV, cmdline, kill_all, wait_until_gone
 from tests.harness.seasons import write_seasons
 
 pytestmark = pytest.mark.e2e
@@ -30,26 +30,21 @@ REPO = Path(__file__).resolve().parents[2]
 MODELS = Path(os.environ.get("FT_CACHE_DIR", REPO / ".cache")) / "models"
 
 CELLS: list[tuple[str, str]] = [
-    ("zoo-phi3", "adapter"),
-    ("zoo-gemma", "merged"),
-    ("zoo-mistral", "full"),
-]
-"""(model, what the manifest sets besides model and data; `adapter` sets nothing else): the cells CI
-runs — one per serving path (adapter, merged, full model), on the three families whose conventions
-differ most from the quickstart's Llama."""
-EXTENDED_CELLS: list[tuple[str, str]] = [
     ("zoo-llama", "adapter"),
-    ("zoo-qwen2", "adapter"),
-    ("zoo-mistral", "adapter"),
-    ("zoo-gemma", "adapter"),
-    ("zoo-qwen2", "qlora"),
-    ("zoo-phi3", "merged"),
     ("zoo-llama", "qlora"),
+    ("zoo-qwen2", "adapter"),
+    ("zoo-qwen2", "qlora"),
+    ("zoo-mistral", "adapter"),
+    ("zoo-mistral", "full"),
+    ("zoo-gemma", "adapter"),
+    ("zoo-gemma", "merged"),
     ("zoo-gemma", "full"),
+    ("zoo-phi3", "adapter"),
+    ("zoo-phi3", "merged"),
 ]
-"""The rest of the matrix: run with FT_ZOO_ALL=1 (each cell costs about a minute and a half, most of
-it the vLLM start; CI's budget holds three). docs/zoo.md has every cell's result."""
-RUN_ALL = os.environ.get("FT_ZOO_ALL") == "1"
+"""(model, what the manifest sets besides model and data; `adapter` sets nothing else): LoRA served as
+an adapter on every family, merged on the two with a tied head or fused projections (Gemma, Phi-3),
+QLoRA (Llama 3, Qwen2) and a full fine-tune (Mistral, Gemma) on two each."""
 
 EXTRA = {
     "adapter": "",
@@ -78,24 +73,21 @@ def stock_manifest(path: Path, name: str, model: Path, data: tuple[Path, Path], 
     return path
 
 
-def _cells() -> list[object]:
-    extended = pytest.mark.skipif(not RUN_ALL, reason="extended zoo cell (CI budget): FT_ZOO_ALL=1 runs it")
-    return [pytest.param(m, c, id=f"{m}-{c}") for m, c in CELLS] + [
-        pytest.param(m, c, id=f"{m}-{c}", marks=extended) for m, c in EXTENDED_CELLS
-    ]
-
-
-@pytest.mark.parametrize(("model", "cell"), _cells())
+@pytest.mark.parametrize(("model", "cell"), [pytest.param(m, c, id=f"{m}-{c}") for m, c in CELLS])
 def test_stock_manifest_trains_evaluates_and_serves(model: str, cell: str, seasons_data: tuple[Path, Path], tmp_path: Path) -> None:
     model_dir = build_zoo_model(model, MODELS / model)
     # the job is named like the model, as a stock manifest would be: the base is served as `<name>-base`
     manifest = stock_manifest(tmp_path / "job.yaml", model, model_dir, seasons_data, EXTRA[cell])
     workdir = tmp_path / "run"
+    marker = uuid.uuid4().hex  # in the environment of every process the run starts, re-parented or not
     proc = subprocess.run(
         [sys.executable, "-m", "finetune_cli.main", "run", str(manifest), "--workdir", str(workdir), "--plain", "--processes", "1"],
-        capture_output=True, text=True, timeout=900, cwd=REPO, check=False,
+        capture_output=True, text=True, timeout=900, cwd=REPO, check=False, env={**os.environ, MARKER_ENV: marker},
     )
     output = proc.stdout + proc.stderr
+    left = wait_until_gone(set(), marker, timeout=30)
+    kill_all(left)
+    assert not left, f"left running after ftctl run exited: {[cmdline(p) for p in left]}"
     assert proc.returncode == 0, f"ftctl run exited {proc.returncode}:\n{output[-6000:]}"
     assert "verdict: PASSED" in output
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,10 @@ def test_cluster_fields_are_reported_once_each() -> None:
     assert "nodeSelector/tolerations" in text
     assert "spec.queue (gpu-h100)" in text
     assert len(notes) == len(set(notes))
+
+
+def test_a_machine_without_a_gpu_driver_counts_no_gpu_without_importing_torch(tmp_path: Path) -> None:
+    code = ("import sys; from finetune_cli.local.run import gpus_available; "
+            f"print(gpus_available(({str(tmp_path / 'nvidiactl')!r},)), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", "False"]
