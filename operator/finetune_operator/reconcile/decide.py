@@ -774,11 +774,16 @@ def _start_deploying(plan: Plan, settings: OperatorSettings, message: str, reaso
 _PHASE_WORKLOAD: dict[str, Workload] = {"Evaluating": "Evaluation", "Deploying": "Serving"}
 
 
+def _admits_through_queue(plan: Plan, settings: OperatorSettings, workload: Workload) -> bool:
+    """The embedded queue admits this workload: it requests accelerators (CPU-only work starts at once)."""
+    return settings.queue_mode == "embedded" and queued_workload(plan.job.spec, workload)
+
+
 def _ask_admission(plan: Plan, settings: OperatorSettings, workload: Workload) -> bool:
     """Ask the embedded queue to admit `workload` (status.queue names it, not admitted) unless it needs
     no admission (CPU only, another queue mode) or already holds one. Whatever the job held before is
     released in the same write: a job never holds one workload's quota while it waits for the next."""
-    if settings.queue_mode != "embedded" or not queued_workload(plan.job.spec, workload):
+    if not _admits_through_queue(plan, settings, workload):
         return False
     queue = plan.status.queue
     if queue is not None and queue.admitted and queue.workload == workload:
@@ -792,7 +797,7 @@ def _ask_admission(plan: Plan, settings: OperatorSettings, workload: Workload) -
 def _waits_for_admission(plan: Plan, settings: OperatorSettings, workload: Workload) -> bool:
     """In the workload's phase: True while the admission it asked for is pending (the queue's position
     and message shown in status)."""
-    if settings.queue_mode != "embedded" or not queued_workload(plan.job.spec, workload):
+    if not _admits_through_queue(plan, settings, workload):
         return False
     queue = plan.status.queue
     if queue is None or queue.workload != workload:
