@@ -170,12 +170,12 @@ build kueue "$kueue_stamp" \
         sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
 
 # SeaweedFS's `weed` (S3-compatible object store for tests/harness/objectstore.py). Its go.mod has a
-# replace directive, so `go install mod@version` is refused: build inside a writable copy of the module.
+# replace directive, so `go install mod@version` is refused: build inside the module, in the scratch
+# module cache (writable there, and deleted with it).
 build weed "$weed_stamp" \
     scratch bash -c "set -e; $NICE go mod download github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION; \
-        src=\"\$OUT/src\"; cp -r \"\$GOMODCACHE/github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION\" \"\$src\"; \
-        chmod -R u+w \"\$src\"; cd \"\$src\" && $NICE go build -trimpath -ldflags='-s -w' -o \"\$OUT/weed\" ./weed; \
-        rm -rf \"\$src\""
+        cd \"\$GOMODCACHE/github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION\"; \
+        $NICE go build -trimpath -ldflags='-s -w' -o \"\$OUT/weed\" ./weed"
 
 # CRDs the tests apply, from the releases' modules in our module cache (nothing is built; ~40 MB):
 # Kueue's config/components/crd (tests/api/test_kueue_mode.py) and Gateway API's config/crd/standard
@@ -186,6 +186,6 @@ for mod in "sigs.k8s.io/kueue@$KUEUE_VERSION" "sigs.k8s.io/gateway-api@$GATEWAY_
         (cd "$CACHE" && $NICE go mod download "$mod")
     fi
 done
-find "$GOMODCACHE/cache/download" -name '*.zip' -type f -delete 2>/dev/null || true
+[ ! -d "$GOMODCACHE/cache/download" ] || find "$GOMODCACHE/cache/download" -name '*.zip' -type f -delete
 
 log "versions: $("$BIN/ft-controlplane" version); kwok $KWOK_VERSION; helm $("$BIN/helm" version --short 2>/dev/null || echo "$HELM_VERSION"); kueue $KUEUE_VERSION; coredns $COREDNS_VERSION"
