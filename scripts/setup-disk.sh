@@ -3,17 +3,18 @@
 # measured as in docs/DESIGN.md §8) and the check that stops a set-up at its start with what it needs and
 # what is free, instead of "no space left on device" in the middle of a download.
 
-# install.sh, cold (no install stamp): .venv and .venv-mlflow, plus the wheels one `pip install` holds
-# in its temp directory until it installs them (torch's CUDA wheels: several GB). pip runs with
-# --no-cache-dir, so nothing stays behind in its cache.
+# install.sh, cold (no install stamp): .venv and .venv-mlflow (8 GB), plus the wheels one `pip install`
+# holds in its temp directory until it installs them (torch's CUDA wheels and nvidia libraries: several
+# GB). pip runs with --no-cache-dir, so nothing stays behind in its cache.
 SETUP_DISK_GB_VENV=12
-# build-controlplane.sh, per build (a build's caches, its binary). The control plane keeps its module
-# and build caches; kwok+helm+CoreDNS, Kueue and weed each build in scratch caches deleted once their
-# binary is stamped, so the Go builds need the control plane's figure plus the largest stale other one.
+# build-controlplane.sh, per build: its module and build caches and its binary. The control plane keeps
+# its caches (measured 0.55 + 2.81 + 0.12 GB); kwok+helm+CoreDNS, Kueue and weed each build in scratch
+# caches deleted once their binary is stamped (modules 0.54, 0.51 and 1.93 GB), so the Go builds need the
+# control plane's figure plus the largest stale other one.
 SETUP_DISK_GB_CONTROLPLANE=4
 SETUP_DISK_GB_TOOLS=3
 SETUP_DISK_GB_KUEUE=3
-SETUP_DISK_GB_WEED=4
+SETUP_DISK_GB_WEED=6
 
 # need_disk WHO DIR GB [WHAT]: exit 1 unless the filesystem of DIR (or of its nearest existing parent)
 # has GB free. WHAT says what the figure is made of.
