@@ -44,10 +44,10 @@ fi
 # edited now and then) keeps its module and build caches: an edit recompiles only what changed. The other
 # builds are third-party releases (tests/tools adds a 36-line CoreDNS plugin list) that change only with a
 # version bump, which recompiles them anyway; each builds in scratch caches under $SCRATCH, deleted once its
-# binary is stamped (their caches were ~2/3 of the Go set-up's disk, and all of them at once its peak).
+# binary is stamped (their caches were most of the Go set-up's disk, and all of them at once its peak).
 # A scratch build cache starts as hard links to ours, so the standard library the control plane compiled
 # (the same action for every build: -trimpath, CGO_ENABLED=0) is reused, not compiled three more times
-# (+14% of the cold build's compile work, bench/go_compile_work.py); links cost no space and go adds new
+# (+16% of the cold build's compile work, bench/go_compile_work.py); links cost no space and go adds new
 # entries as new files. Module zips are not needed once extracted (go checks a module by its .ziphash),
 # so ours are deleted; the scratch module caches are writable (-modcacherw) so that `rm -rf` removes them.
 export GOPATH="$CACHE/go"
