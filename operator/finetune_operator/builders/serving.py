@@ -10,7 +10,7 @@ Topology:
   job's own Service `<job>-serve` selects the pool's pods. The pool has one non-controller
   ownerReference per adapter job, so the garbage collector removes it with the last of them.
 - canary: the tuned arm `<job>-serve` (merged model, or base + this adapter) and a base arm `<job>-base`
-  that answers to the base's name and to `<job>`, both labelled `finetune.dev/model-group: <job>`
+  (the tuned arm's engine flags, LoRA's included, serving the base) that answers to the base's name and to `<job>`, both labelled `finetune.dev/model-group: <job>`
   behind the stable Service `<job>`; `canary_split` sets the replica ratio. With Gateway API an
   HTTPRoute attached to that Service (GAMMA) splits requests by weight instead.
 """
@@ -52,7 +52,7 @@ from .kueue import DEPLOYMENT_INTEGRATION, kueue_labels
 from .names import base_arm_name, pool_name, serve_name, service_url, stable_service_name
 from .resolve import namespace, output_uri, source_cache_dir
 from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
-                                        default_max_model_len, vllm_args)
+                                        default_max_model_len, same_engine, vllm_args)
 from ..reconcile.pool import ADAPTERS_GATE, PoolAdapter
 
 from .vllm import cpu_kv_cache_gib, vllm_pod_resources
@@ -283,11 +283,11 @@ def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -
     return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
 
 
-def _base_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
-    """The canary's base arm answers to the base's name (first: metrics) and to `<job>` (clients)."""
-    model = _model_source(job, settings)
-    flags = _common_flags(job, settings, job.spec.serving, serving_max_model_len(job))
-    args = vllm_args(model, [base_model_name(job.spec, job.metadata.name), job.metadata.name], **flags)
+def _base_server(job: FineTuneJob, settings: OperatorSettings, tuned: _Server, replicas: int) -> _Server:
+    """The canary's base arm: its tuned arm's engine (LoRA's flags too, in adapter mode: both arms pay
+    the same per-request cost) serving the base, under the base's name (first: metrics) and `<job>` (clients)."""
+    names = [base_model_name(job.spec, job.metadata.name), job.metadata.name]
+    args = same_engine(tuned.args, _model_source(job, settings), names)
     return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas)
 
 
@@ -368,8 +368,9 @@ def build_serving_objects(
         return [deployment, _service(object_meta(job, serve_name(name), "serve"), _selector(deployment))]
 
     route = canary_route(job, settings)
-    tuned = _arm_deployment(job, settings, serve_name(name), "tuned", _tuned_server(job, settings, route.tuned_replicas))
-    base = _arm_deployment(job, settings, base_arm_name(name), "base", _base_server(job, settings, route.base_replicas))
+    tuned_server = _tuned_server(job, settings, route.tuned_replicas)
+    tuned = _arm_deployment(job, settings, serve_name(name), "tuned", tuned_server)
+    base = _arm_deployment(job, settings, base_arm_name(name), "base", _base_server(job, settings, tuned_server, route.base_replicas))
     group = {LABEL_MODEL_GROUP: name}
     objects = [
         tuned,

@@ -132,6 +132,33 @@ def test_canary_puts_both_arms_behind_one_stable_service() -> None:
     assert serving_endpoint(job) == "http://faq.team-a.svc:8000/v1"
 
 
+@pytest.mark.parametrize("mode", ["merged", "adapter"])
+def test_a_canarys_base_arm_runs_its_tuned_arms_engine_serving_the_base(mode: str) -> None:
+    """An adapter's tuned arm runs a LoRA engine; its base arm runs the same one (every flag but what is
+    served), so a latency ratio compares the adapter, not `--enable-lora` against none."""
+    job = make_job("faq", serving={"mode": mode, "replicas": 2, "canary": {"weight": 50},
+                                   "args": ["--custom-histogram-buckets", '{"request_latency": [0.1, 1]}']})
+    objects = build_serving_objects(job, OperatorSettings())
+    tuned, base = (_container(_by(objects, "Deployment", d))["args"] for d in ("faq-serve", "faq-base"))
+
+    def engine(args: list[str]) -> list[str]:
+        """Everything after what is served (`--model`, the served names; one adapter's `--lora-modules`)."""
+        rest = args[args.index("--port"):]
+        if "--lora-modules" in rest:
+            del rest[rest.index("--lora-modules"):rest.index("--lora-modules") + 2]
+        return rest
+
+    assert engine(base) == engine(tuned) and "--custom-histogram-buckets" in base
+    assert _flag(base, "--model") == "/mnt/pvc/models/base-7b"
+    assert base[base.index("--served-model-name") + 1 : base.index("--port")] == ["base-7b", "faq"]
+    assert "--lora-modules" not in base
+    if mode == "adapter":
+        assert {"--enable-lora", "--max-lora-rank", "--max-loras"} <= set(base)
+        assert (_flag(base, "--max-lora-rank"), _flag(base, "--max-loras")) == (_flag(tuned, "--max-lora-rank"), "1")
+    else:
+        assert "--enable-lora" not in base
+
+
 def test_gateway_api_canary_uses_route_weights() -> None:
     job = make_job("faq", serving={"mode": "adapter", "replicas": 4, "canary": {"weight": 30}})
     objects = build_serving_objects(job, OperatorSettings(gateway_api=True))
