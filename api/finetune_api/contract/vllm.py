@@ -182,3 +182,10 @@ JUDGE_ENDPOINT_ENV = "FT_JUDGE_ENDPOINT"
 namespace's adapter pool serving the base; the operator sets it, the trainer reads it."""
 JUDGE_MODEL_ENV = "FT_JUDGE_MODEL"
 """The default judge's model name at `JUDGE_ENDPOINT_ENV`: the base's name in the pool (`pooled_base_name`)."""
+
+
+SHADOW_TUNED_URL_ENV = "FT_SHADOW_TUNED_URL"
+"""The shadow grading pod's tuned arm: its own Service's OpenAI base URL (`.../v1`); the operator sets it,
+the trainer reads it. The tuned model answers there as `<job>`."""
+SHADOW_BASE_URL_ENV = "FT_SHADOW_BASE_URL"
+"""The shadow grading pod's base arm (`.../v1`), where the base answers under `base_model_name`."""

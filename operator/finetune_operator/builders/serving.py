@@ -11,7 +11,8 @@ Topology:
   ownerReference per adapter job, so the garbage collector removes it with the last of them.
 - canary: the tuned arm `<job>-serve` (merged model, or base + this adapter) and a base arm `<job>-base`
   (the tuned arm's engine flags, LoRA's included, serving the base) that answers to the base's name and to `<job>`, both labelled `finetune.dev/model-group: <job>`
-  behind the stable Service `<job>`; `canary_split` sets the replica ratio. With Gateway API an
+  behind the stable Service `<job>` (each arm has its own Service too: the shadow grading and the
+  HTTPRoute address one arm); `canary_split` sets the replica ratio. With Gateway API an
   HTTPRoute attached to that Service (GAMMA) splits requests by weight instead.
 """
 
@@ -186,7 +187,7 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server) -> 
         "command": list(VLLM_COMMAND),
         "args": server.args,
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
-        "env": env_list(env) + _api_key_env(settings),
+        "env": env_list(env) + api_key_env(settings),
         "resources": with_scratch_storage(
             vllm_pod_resources(serving.gpus, server.gpu_resource_name or job.spec.resources.gpu_resource_name,
                                cpu, memory), settings),
@@ -213,7 +214,7 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server) -> 
     return spec
 
 
-def _api_key_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+def api_key_env(settings: OperatorSettings) -> list[dict[str, Any]]:
     """vLLM's bearer key from the namespace's Secret (an env var: it stays out of the pod's args)."""
     if not settings.serving_api_key:
         return []
@@ -376,10 +377,10 @@ def build_serving_objects(
         tuned,
         base,
         _service(object_meta(job, serve_name(name), "serve"), _selector(tuned)),
+        _service(object_meta(job, base_arm_name(name), "serve"), _selector(base)),
         _service(object_meta(job, stable_service_name(name), "serve", group), {**group, LABEL_PHASE: "serve"}),
     ]
     if settings.gateway_api:
-        objects.append(_service(object_meta(job, base_arm_name(name), "serve"), _selector(base)))
         objects.append(_http_route(job, route.weight))
     return objects
 
