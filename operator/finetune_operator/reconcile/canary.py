@@ -187,13 +187,17 @@ def judge_grades(spec: CanarySpec, shadow: Shadow, elapsed_seconds: float) -> Ve
     return None
 
 
-def judge(spec: CanarySpec, arms: Arms, elapsed_seconds: float, shadow: Shadow | None = None) -> Verdict:
+NOT_GRADED = Shadow()
+"""No shadow grades (none asked for, or none yet)."""
+
+
+def judge(spec: CanarySpec, arms: Arms, elapsed_seconds: float, shadow: Shadow = NOT_GRADED) -> Verdict:
     """The analysis' verdict at `elapsed_seconds` into its window. Shadow grades (when asked for) are
     judged as soon as they are in: a sample of known prompts is complete evidence by itself. The metrics
     are judged once the window is complete (`durationSeconds` passed and each arm answered
     `minRequests`), on every signal, error rate first; an arm still short at `timeoutSeconds` rolls back
     (no evidence is not a pass, as in Flagger). Promoted only when the grades are in too."""
-    graded = judge_grades(spec, shadow or Shadow(), elapsed_seconds)
+    graded = judge_grades(spec, shadow, elapsed_seconds)
     if isinstance(graded, RollBack):
         return graded
     verdict = judge_metrics(spec, arms, elapsed_seconds)
@@ -201,7 +205,7 @@ def judge(spec: CanarySpec, arms: Arms, elapsed_seconds: float, shadow: Shadow |
         return verdict
     if isinstance(graded, Keep):
         return Keep(f"{graded.message}; metrics: {verdict.message}")
-    summary = (shadow or Shadow()).summary
+    summary = shadow.summary
     assert summary is not None  # judge_grades passed them
     return Promote(f"{verdict.message}; shadow grades ({summary.items} prompt(s), tuned vs base): {grades_text(summary)}")
 

@@ -26,7 +26,7 @@ from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, trai
 from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
 from .actions import Action, Apply, Child, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
-from .canary import Arms, Keep, Promote, Shadow, judge
+from .canary import NOT_GRADED, Arms, Keep, Promote, Shadow, judge
 from .failures import ReconcileFailure
 from .observed import JobState, JudgePool, ObservedChildren, format_time, parse_time
 from .status import changes, find_condition, model_patch, nested_model, revised, set_condition
@@ -920,20 +920,20 @@ def _analyze(plan: Plan, children: ObservedChildren, canary: CanaryStatus) -> No
         plan.transition("Rejected", "CanaryRolledBack", message, warning=True)
 
 
-def _shadow(plan: Plan, children: ObservedChildren) -> Shadow | None:
+def _shadow(plan: Plan, children: ObservedChildren) -> Shadow:
     """The canary's shadow grading: its Job created with the analysis (one of an older generation deleted
-    first), and what it reported; None when the canary grades nothing."""
+    first), and what it reported."""
     spec = plan.job.spec.serving.canary
     if spec is None or spec.shadow_grading is None:
-        return None
+        return NOT_GRADED
     job = children.jobs.get(names.shadow_job_name(plan.name))
     if job is None:
         plan.do(Create("shadow"))
-        return Shadow()
+        return NOT_GRADED
     if job.generation != plan.generation:
         if not job.deleting:
             plan.do(Delete("Job", job.name))
-        return Shadow()
+        return NOT_GRADED
     if job.outcome == "failed":
         return Shadow(failure=job.failure_text())
     summary = job.summary(ShadowSummary)

@@ -3,9 +3,9 @@
 The operator's Job runs `python -m finetune_trainer shadow` while the canary is analysed, with each
 arm's own Service in the environment (`SHADOW_TUNED_URL_ENV`, `SHADOW_BASE_URL_ENV`) and the serving
 API key (`API_KEY_ENV`). Answers are generated as the evaluation generates them (greedy unless
-`evaluation.temperature`, up to `evaluation.maxNewTokens`), one request at a time; each grader of
-`serving.canary.shadowGrading` scores both arms' answers. A `score_model` grader without `endpoint`
-asks the base arm (it serves the base model, as the evaluation's default judge does).
+`evaluation.temperature`, up to `evaluation.maxNewTokens`), one request at a time, the arms in turn;
+each grader of `serving.canary.shadowGrading` scores both arms' answers. A `score_model` grader
+without `endpoint` asks the base arm (it serves the base model, as the evaluation's default judge does).
 """
 
 from __future__ import annotations
@@ -64,9 +64,13 @@ def run_shadow(config: ResolvedConfig) -> ShadowSummary:
         for name in grading.graders:
             graders[name] = build_grader(declared[name], spec.evaluation.graders, judge=judge)
         ev = spec.evaluation
+        outputs: dict[str, list[str]] = {arm: [] for arm in arms}
+        order = list(arms)
         with httpx.Client(headers=headers, timeout=REQUEST_TIMEOUT_SECONDS) as client:
-            outputs = {arm: [answer(client, url, model, item, ev.max_new_tokens, ev.temperature) for item in items]
-                       for arm, (url, model) in arms.items()}
+            for i, item in enumerate(items):  # both arms in turn, the order reversed each prompt: neither
+                for arm in order[::-1] if i % 2 else order:  # meets the sample's load alone
+                    url, model = arms[arm]
+                    outputs[arm].append(answer(client, url, model, item, ev.max_new_tokens, ev.temperature))
         rows: list[dict[str, Any]] = [item.fields for item in items]
         scores = []
         for name, grader in graders.items():
