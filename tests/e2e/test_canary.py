@@ -16,8 +16,9 @@ the trainer's merge), with the same thresholds and the same requests; what diffe
 - `runaway`: an adapter whose B is random too, a fine-tune that lost the base's stop behaviour: it
   rambles on to 35-64 tokens where the base stops after two or three, so each answer takes many times
   longer end to end (vLLM's `vllm:e2e_request_latency_seconds`) → rolled back on latency, `Rejected`.
-`maxLatencyRatio` is 3: far below the runaway's gap (about 10), far above the noise between two equal
-servers on a loaded machine.
+`maxLatencyRatio` is 5: half the runaway's smallest gap seen (10.8 at p50), and above the noise between two
+equal servers on a loaded machine (at 3, one run of `steady` at load 20 was rolled back on p95, whose estimate
+over 30 requests rests on the slowest two).
 vLLM's default latency buckets start at 0.3 s, coarser than these answers, so both jobs set
 `--custom-histogram-buckets` (a vLLM 0.32 flag, through `spec.serving.args`) to 10 % steps: the
 analysis reads the same histogram, only finer.
@@ -62,7 +63,7 @@ pytestmark = pytest.mark.e2e
 
 LATENCY_BUCKETS = [round(0.005 * 1.1**k, 4) for k in range(90)]
 """5 ms to 24 s in 10 % steps (vLLM's defaults: 0.3, 0.5, 0.8, … s)."""
-CANARY = {"weight": 50, "durationSeconds": 10, "minRequests": 20, "timeoutSeconds": 400, "maxLatencyRatio": 3}
+CANARY = {"weight": 50, "durationSeconds": 10, "minRequests": 30, "timeoutSeconds": 400, "maxLatencyRatio": 5}
 ADAPTERS = {"steady": True, "runaway": False}
 """Job name → whether its merged adapter's B is zero (untrained) or random."""
 SHADOW_GRADING = {"graders": ["similar"], "items": 4, "maxScoreDrop": 0.05}
@@ -198,7 +199,7 @@ def test_a_runaway_canary_is_rolled_back_and_a_steady_one_promoted(cluster, loca
 
         assert rolled_back["reason"] == "CanaryRolledBack", rolled_back
         assert rolled_back["message"].startswith("canary rolled back on latencyP"), rolled_back["message"]
-        assert "on the tuned arm vs" in rolled_back["message"] and "maxLatencyRatio 3" in rolled_back["message"]
+        assert "on the tuned arm vs" in rolled_back["message"] and "maxLatencyRatio 5" in rolled_back["message"]
         assert promoted["verdict"].startswith("tuned arm as good as the base: HTTP 5xx 0.0% vs 0.0%"), promoted
         # the shadow Job's grades: the untrained adapter answers as the base does, so both arms score the same
         grades = re.search(r"; shadow grades \(4 prompt\(s\), tuned vs base\): similar ([0-9.]+) vs ([0-9.]+)$",
