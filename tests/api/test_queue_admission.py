@@ -58,8 +58,9 @@ def queue_status(cluster: Cluster, namespace: str, name: str) -> dict:
     return (json.loads(out).get("status") or {}).get("queue") or {}
 
 
-def start_queue_handler(cluster: Cluster, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "FT_QUEUE_MODE": "embedded", "OMP_NUM_THREADS": "1"}
+def start_queue_handler(cluster: Cluster, log: Path, **settings: str) -> subprocess.Popen:
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "FT_QUEUE_MODE": "embedded", "OMP_NUM_THREADS": "1",
+           **settings}
     return subprocess.Popen(
         [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "-m", "finetune_operator.handlers.queue"],
         env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT,
@@ -132,6 +133,60 @@ def test_two_queues_contend_preempt_and_survive_a_restart(
     finally:
         restarted.terminate()
         restarted.wait(timeout=30)
+
+
+def test_an_adapter_pool_is_charged_once_and_its_quota_survives_a_restart(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The pool (2 replicas × 1 GPU, the admin's jobs.adapterPool) of two serving adapters is admitted once
+    into the queue the admin names; a 2-GPU training created later waits while the pool holds the quota,
+    also after a restart (the queue's status.pools is the record); it is admitted when the pool's last
+    adapter stops serving."""
+    queue = f"pools-{uuid.uuid4().hex[:5]}"
+    cluster.apply({**queue_manifest(queue, 3), "spec": {"flavors": [
+        {"name": "gpu", "resources": [{"name": "nvidia.com/gpu", "nominal": "3"}]}]}})
+    digest = {"modelDigest": "sha256:" + "ab" * 32}
+    for name in ("ad1", "ad2"):
+        adapter = job_manifest(name, namespace, "default", 1)
+        adapter["spec"]["serving"] = {"mode": "adapter"}
+        cluster.apply(adapter)
+        set_status(cluster, namespace, name, {"phase": "Serving" if name == "ad1" else "Deploying", "data": digest})
+    time.sleep(1.1)  # distinct creation seconds: the pool is as old as its oldest adapter, older than the training
+    cluster.apply(job_manifest("train", namespace, queue, 2))
+    set_status(cluster, namespace, "train", {"phase": "Queued"})
+    pool_settings = {"FT_ADAPTER_POOL": json.dumps({"queue": queue, "replicas": 2, "gpus": 1})}
+
+    def pools() -> list[dict]:
+        out = cluster.kubectl("get", "finetunequeue", queue, "-o", "json").stdout
+        return (json.loads(out).get("status") or {}).get("pools") or []
+
+    handler = start_queue_handler(cluster, tmp_path / "kopf.log", **pool_settings)
+    try:
+        [pool] = wait_for(lambda: (p := pools()) and p[0].get("admitted") and p, timeout=60, what="the pool admitted")
+        assert (pool["namespace"], pool["name"]) == (namespace, "vllm-tiny-" + "ab" * 5)
+        assert pool["resources"]["nvidia.com/gpu"] == "2" and pool["flavor"] == "gpu"
+        waiting = wait_for(lambda: (q := queue_status(cluster, namespace, "train")).get("position") and q, timeout=30,
+                           what="the training waits")
+        assert not waiting["admitted"] and "waiting for quota: needs" in waiting["message"] and "nvidia.com/gpu 2" in waiting["message"]
+        wait_for(lambda: "nvidia.com/gpu 2/3" in cluster.kubectl("get", "ftq", queue).stdout, timeout=30, what="ftq usage")
+    finally:
+        handler.terminate()
+        handler.wait(timeout=30)
+
+    restarted = start_queue_handler(cluster, tmp_path / "kopf-restarted.log", **pool_settings)
+    try:
+        wait_for(lambda: "first cycle done" in (tmp_path / "kopf-restarted.log").read_text(), timeout=60,
+                 what="a cycle after restart")
+        time.sleep(4)  # two more cycles: the training would be admitted by now if the pool's quota were lost
+        assert pools() == [pool] and not queue_status(cluster, namespace, "train").get("admitted")
+        for name in ("ad1", "ad2"):
+            set_status(cluster, namespace, name, {"phase": "Succeeded"})
+        wait_for(lambda: queue_status(cluster, namespace, "train").get("admitted"), timeout=30, what="train admitted")
+        assert pools() == []
+    finally:
+        restarted.terminate()
+        restarted.wait(timeout=30)
+        cluster.kubectl("delete", "finetunequeue", queue, "--wait=false", check=False)
 
 
 def workload_job(name: str, namespace: str, queue: str, training_gpus: int, serving: dict) -> dict:
