@@ -221,6 +221,11 @@ def test_evaluation_and_serving_hold_quota_in_the_operators_queue(
         def queued(name: str) -> dict:
             return status(cluster, namespace, name).get("queue") or {}
 
+        def events(reason: str) -> list[str]:
+            found = json.loads(cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                                               "involvedObject.name=srv", "-o", "json").stdout)["items"]
+            return [e["message"] for e in found if e["reason"] == reason]
+
         cluster.apply(workload_job("srv", namespace, queue, 1, {"mode": "merged", "gpus": 2}))
         serving = wait_for(lambda: (q := queued("srv")).get("workload") == "Serving" and q.get("admitted") and q,
                            timeout=90, what="srv's serving admitted")
@@ -230,10 +235,26 @@ def test_evaluation_and_serving_hold_quota_in_the_operators_queue(
         assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
         evaluation = get(cluster, namespace, "job", "srv-eval")
         assert evaluation["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "2"
-        reasons = json.loads(cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
-                                             "involvedObject.name=srv", "-o", "json").stdout)["items"]
-        waited = [e["message"] for e in reasons if e["reason"] == "WaitingForQuota"]
+        waited = events("WaitingForQuota")
         assert any("evaluation" in m for m in waited) and any("serving" in m for m in waited), waited
+
+        # A re-evaluation stops the replicas that held the serving quota (released in the same write that
+        # asks for the evaluation's), and serves again, admitted again, once the new evaluation passes.
+        cluster.kubectl("-n", namespace, "patch", "finetunejob", "srv", "--type=merge",
+                        "-p", json.dumps({"spec": {"evaluation": {"maxNewTokens": 16}}}))
+        wait_for(lambda: any("the endpoint stops until the new evaluation passes" in m for m in events("SpecChanged")),
+                 timeout=60, what="srv re-evaluating, its endpoint stopped")
+
+        def redeployed() -> bool:
+            again = get(cluster, namespace, "deployment", "srv-serve")
+            return again is not None and again["metadata"]["uid"] != deployment["metadata"]["uid"]
+
+        try:
+            wait_for(lambda: (q := queued("srv")).get("workload") == "Serving" and q.get("admitted") and redeployed(),
+                     timeout=90, what="srv serving again from a new Deployment")
+        except TimeoutError as error:
+            raise AssertionError(f"srv: {status(cluster, namespace, 'srv')}\njobs: "
+                                 f"{cluster.kubectl('get', 'jobs,pods', '-n', namespace, '-o', 'wide').stdout}") from error
 
         cluster.apply(workload_job("big", namespace, queue, 2, {"enabled": False, "gpus": 0}))
         time.sleep(1.1)  # distinct creation seconds: big is older than small, so first in line
