@@ -208,15 +208,17 @@ def test_evaluation_and_serving_hold_quota_in_the_operators_queue(
     """The real operator and its queue, 3 GPUs: a merged model serving on 2 holds them while it serves; a
     2-GPU training waits behind it while a 1-GPU one is admitted into what is left; that job's 2-GPU
     evaluation then waits (the job holds nothing meanwhile) until the serving job is deleted; a CPU-only
-    evaluation never waits. Kwok plays the pods (PodDriver), the pods' summaries are the contract's."""
-    from tests.harness.operator import Operator, PodDriver, get, setup_namespace, status, wait_phase
+    evaluation never waits; a re-evaluation stops the serving replicas; an adapter pool is charged once.
+    Kwok plays the pods (PodDriver), the pods' summaries are the contract's."""
+    from tests.harness.operator import Operator, PodDriver, get, names_of, setup_namespace, status, wait_phase
 
     queue = f"workloads-{uuid.uuid4().hex[:5]}"
     cluster.apply({**queue_manifest(queue, 3), "spec": {"flavors": [
         {"name": "gpu", "resources": [{"name": "nvidia.com/gpu", "nominal": "3"}]}]}})
     setup_namespace(cluster, namespace)
     pods = PodDriver.passing(cluster, namespace)
-    operator = Operator(operator_kubeconfig, tmp_path / "operator.log").start()
+    operator = Operator(operator_kubeconfig, tmp_path / "operator.log",
+                        FT_ADAPTER_POOL=json.dumps({"queue": queue, "replicas": 2, "gpus": 1})).start()
     try:
         def queued(name: str) -> dict:
             return status(cluster, namespace, name).get("queue") or {}
@@ -280,6 +282,29 @@ def test_evaluation_and_serving_hold_quota_in_the_operators_queue(
         assert small_done["queue"]["workload"] == "Evaluation" and small_done["queue"]["admitted"] is False
         wait_for(lambda: "nvidia.com/gpu 0/3" in cluster.kubectl("get", "ftq", queue).stdout, timeout=30,
                  what="every workload released its quota")
+
+        # The adapter pool (2 replicas × 1 GPU, jobs.adapterPool.queue is this queue) is charged once: its
+        # adapter job waits in Deploying, with no pool Deployment, while a serving job holds 2 of the 3
+        # GPUs, and the pool is created once the queue admits it.
+        cluster.apply(workload_job("blk", namespace, queue, 1, {"mode": "merged", "gpus": 2}))
+        wait_for(lambda: (q := queued("blk")).get("workload") == "Serving" and q.get("admitted"), timeout=90,
+                 what="blk's serving admitted")
+        adapter = workload_job("ad", namespace, queue, 1, {"mode": "adapter", "gpus": 0})
+        adapter["spec"].pop("adapter")  # LoRA, served by its base's pool
+        cluster.apply(adapter)
+        waiting = wait_for(lambda: (s := status(cluster, namespace, "ad")).get("phase") == "Deploying"
+                           and "position 1 in FineTuneQueue" in s.get("message", "") and s, timeout=90,
+                           what="ad waits for its pool's quota")
+        assert waiting["message"].startswith("adapter pool vllm-tiny") and waiting["reason"] == "WaitingForQuota"
+        assert not [d for d in names_of(cluster, namespace, "deployment") if d.startswith("vllm-")]
+        cluster.kubectl("-n", namespace, "delete", "finetunejob", "blk", "--wait=false")
+        pool = wait_for(lambda: next((d for d in names_of(cluster, namespace, "deployment") if d.startswith("vllm-")), None),
+                        timeout=60, what="the pool deployed once admitted")
+        [record] = json.loads(cluster.kubectl("get", "ftq", queue, "-o", "json").stdout)["status"]["pools"]
+        assert (record["name"], record["admitted"], record["resources"]["nvidia.com/gpu"]) == (pool, True, "2")
+        assert get(cluster, namespace, "deployment", pool)["spec"]["replicas"] == 2
+        wait_for(lambda: "nvidia.com/gpu 2/3" in cluster.kubectl("get", "ftq", queue).stdout, timeout=30,
+                 what="the pool's GPUs in the queue's usage")
     finally:
         operator.stop()
         pods.close()
