@@ -852,7 +852,8 @@ class DeadlinesSpec(ApiModel):
     uploading_seconds: int | None = Field(default=None, ge=1, le=604800)
     """Uploading: the upload Job (the final artifacts to an `s3://` output) must finish within this."""
     deploying_seconds: int | None = Field(default=None, ge=1, le=86400)
-    """Deploying: a vLLM replica must be ready and answer the smoke request within this."""
+    """Deploying: a vLLM replica must be ready and answer the smoke request within this. `ftctl run` and
+    `ftctl serve` hold their local server to it too (600 s when unset)."""
 
 
 METHOD = opt("self.method.type", "sft")
