@@ -72,6 +72,14 @@ def queued_pool(settings: OperatorSettings) -> str | None:
     return pool.queue if pool_requests(pool).get(pool.gpu_resource_name, Decimal(0)) > 0 else None
 
 
+def grows(spec: FineTuneJobSpec, held: dict[str, str]) -> dict[str, Decimal]:
+    """What the serving's requests exceed its held admission by (`held`: status.queue.resources): a
+    `spec.serving` change that asks more replicas asks the queue for the difference."""
+    have = {name: parse_quantity(value) for name, value in held.items()}
+    wanted = workload_requests(spec, "Serving")
+    return {name: value - have.get(name, Decimal(0)) for name, value in wanted.items() if value > have.get(name, Decimal(0))}
+
+
 def queued_workload(spec: FineTuneJobSpec, workload: Workload) -> bool:
     """Whether the workload waits for admission: training always; evaluation and serving only when they
     request accelerators (CPU-only ones start at once, as they always did)."""

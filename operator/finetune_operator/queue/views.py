@@ -100,6 +100,23 @@ class JobView:
         return not self.admitted and self.phase == WAITING_PHASE[self.workload]
 
     @property
+    def growth(self) -> Amounts:
+        """What a held serving admission lacks of the serving's requests, while it deploys again after a
+        `spec.serving` change that asks more (more replicas): asked on top of what it holds, in its flavor."""
+        if self.workload != "Serving" or self.phase != WAITING_PHASE["Serving"] or not self.holds_quota:
+            return {}
+        held = self.holding
+        return {name: value - held.get(name, 0) for name, value in self.requests.items() if value > held.get(name, 0)}
+
+    @property
+    def kept(self) -> Amounts:
+        """What a holder keeps this cycle: a serving that deploys again after a change asking less keeps
+        only its new requests (the rest goes back to the queue); anything else keeps what it holds."""
+        if self.growth or self.workload != "Serving" or self.phase != WAITING_PHASE["Serving"] or not self.holds_quota:
+            return self.holding
+        return dict(self.requests)
+
+    @property
     def holding(self) -> Amounts:
         """What the job holds: the admitted amounts, or its requests when the status has none."""
         return self.held or self.requests

@@ -22,7 +22,8 @@ from ..builders import names
 from ..builders.canary import canary_route
 from ..builders.eval_job import pool_judged_graders
 from ..builders.resolve import output_uri, uploads_output
-from ..builders.workloads import Workload, queued_workload
+from ..builders.common import format_quantity
+from ..builders.workloads import Workload, grows, queued_workload
 from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
 from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
@@ -787,6 +788,12 @@ def _start_deploying(plan: Plan, children: ObservedChildren, settings: OperatorS
         plan.transition("Deploying", "WaitingForQuota", f"{message}: waiting in FineTuneQueue {plan.job.spec.queue.name} "
                                                          "for the serving replicas' accelerators")
         return
+    more = _serving_growth(plan, settings)
+    if more:  # the current replicas keep serving on what the job holds until the queue admits the rest
+        plan.condition("Deployed", False, reason, "waiting for quota")
+        plan.transition("Deploying", "WaitingForQuota", f"{message}: waiting in FineTuneQueue {plan.job.spec.queue.name} "
+                                                         f"for {more} more; the current replicas keep serving")
+        return
     pool = _pool_waiting(children)
     if pool is not None:  # the job's Deploying phase is what makes its pool ask the queue
         plan.condition("Deployed", False, reason, "waiting for the adapter pool's quota")
@@ -840,6 +847,17 @@ def _waits_for_admission(plan: Plan, settings: OperatorSettings, workload: Workl
     return True
 
 
+def _serving_growth(plan: Plan, settings: OperatorSettings) -> str:
+    """What the job's serving asks beyond the serving admission it holds ("" when nothing, or when it
+    holds none): after a `spec.serving` change that asks more replicas."""
+    queue = plan.status.queue
+    if not _admits_through_queue(plan, settings, "Serving") or queue is None or queue.workload != "Serving" \
+            or not queue.admitted or not queue.resources:  # no amounts recorded: it holds what it requests
+        return ""
+    more = grows(plan.job.spec, queue.resources)
+    return ", ".join(f"{name} {format_quantity(value)}" for name, value in sorted(more.items()))
+
+
 def _pool_waiting(children: ObservedChildren) -> PoolAdmission | None:
     """The job's adapter pool when the embedded queue charges it and has not admitted it (None: admitted,
     not charged, or no pool). Its Deployment is created only once it is admitted."""
@@ -867,6 +885,14 @@ def _release(plan: Plan, workload: Workload) -> None:
 
 def _deploying(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
     if _waits_for_admission(plan, settings, "Serving") or _waits_for_pool(plan, children):
+        return
+    if _serving_growth(plan, settings):
+        queue = plan.status.queue
+        plan.note(f"serving waiting for quota to grow: {queue.message if queue else ''}"[:1024], reason="WaitingForQuota")
+        return
+    if plan.status.reason == "WaitingForQuota":  # admitted (or grown) since: what waited is applied now
+        plan.do(Apply("serving"), Requeue(DEPLOY_POLL_SECONDS))
+        plan.note("serving objects applied; waiting for a ready replica", reason="Deploying")
         return
     serving = children.serving
     if serving is None:

@@ -154,3 +154,29 @@ def test_an_adapter_whose_pool_is_never_admitted_fails_at_the_deploying_deadline
     patch = status_patch(decide(late, children(serving=ServingState(message="missing"), pool=WAITING_POOL), NOW, settings))
     assert patch["phase"] == "Failed" and patch["reason"] == "DeployingDeadlineExceeded"
     assert "adapter pool vllm-tiny never admitted: position 1 in FineTuneQueue pools" in patch["message"]
+
+
+def test_more_replicas_wait_for_the_difference_while_the_current_ones_keep_serving(settings):
+    """MERGED asks 2 replicas × 2 GPUs; the job holds 2 (one replica, before the change)."""
+    held = {"workload": "Serving", "admitted": True, "flavor": "a100", "resources": {"nvidia.com/gpu": "2", "cpu": "8",
+                                                                                    "memory": "64Gi"}}
+    j = make_job(at("Serving", held), generation=2, serving=MERGED)
+    old = {"evaluation": j.spec.evaluation.to_api(), "serving": {**MERGED, "replicas": 1}}
+    actions = decide(j, children(config_spec=old), NOW, settings)
+    assert creates(actions) == [Apply("config")] and DeleteServing() not in actions
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert patch["phase"] == "Deploying" and patch["reason"] == "WaitingForQuota"
+    assert "for cpu 8, memory 64Gi, nvidia.com/gpu 2 more; the current replicas keep serving" in patch["message"]
+    assert "queue" not in patch  # the admission is kept: the queue grows it in place
+    growing = {**held, "position": 1, "message": "position 1 in FineTuneQueue default: waiting for quota to grow by …"}
+    running = ServingState(ready=True, smoke_ok=True, endpoint="http://demo-serve:8000/v1")
+    waiting = make_job(at("Deploying", growing, reason="WaitingForQuota"), serving=MERGED)
+    actions = decide(waiting, children(serving=running), NOW, settings)
+    assert creates(actions) == [] and status_patch(actions)["message"].startswith("serving waiting for quota to grow")
+    grown = {**held, "resources": {"nvidia.com/gpu": "4", "cpu": "16", "memory": "128Gi"}}
+    actions = decide(make_job(at("Deploying", grown, reason="WaitingForQuota"), serving=MERGED), children(serving=running),
+                     NOW, settings)
+    assert creates(actions) == [Apply("serving")] and status_patch(actions)["reason"] == "Deploying"
+    fewer = make_job(at("Serving", grown), generation=2, serving={**MERGED, "replicas": 1})
+    before = {"evaluation": fewer.spec.evaluation.to_api(), "serving": MERGED}
+    assert Apply("serving") in decide(fewer, children(config_spec=before), NOW, settings)
