@@ -136,7 +136,7 @@ def decide(job: FineTuneJob, children: ObservedChildren, now: dt.datetime, setti
     deadline = phase_deadline_seconds(job, phase, settings)
     remaining = deadline_remaining_seconds(job, now, settings)
     if deadline is not None and remaining is not None and remaining < 0:
-        _deadline_exceeded(plan, children, deadline)
+        _deadline_exceeded(plan, children, deadline, settings)
         return plan.result()
     step = _PHASES.get(phase, _pending)
     step(plan, children, settings)
@@ -187,7 +187,7 @@ _PHASE_JOB = {"Validating": names.prepare_job_name, "Evaluating": names.eval_job
 _PHASE_CONDITION = {"Validating": "Validated", "Evaluating": "Evaluated", "Uploading": "Uploaded", "Deploying": "Ready"}
 
 
-def _deadline_exceeded(plan: Plan, children: ObservedChildren, deadline: int) -> None:
+def _deadline_exceeded(plan: Plan, children: ObservedChildren, deadline: int, settings: OperatorSettings) -> None:
     """The phase ran out of time: `Failed`, naming the phase and what it waited for; the phase's Job
     (if any) is deleted so its pods stop holding the cluster."""
     phase = plan.status.phase
@@ -198,6 +198,8 @@ def _deadline_exceeded(plan: Plan, children: ObservedChildren, deadline: int) ->
         waited = f"never admitted: {queue.message or f'waiting in FineTuneQueue {queue.name}'}"
     elif phase == "Deploying" and pool is not None:
         waited = f"adapter pool {pool.name} never admitted: {pool.message}"
+    elif phase == "Deploying" and (more := _serving_growth(plan, settings)):
+        waited = f"the serving's {more} more never admitted: {queue.message if queue else ''}"
     elif phase == "Deploying":
         waited = _serving_waited_for(children)
     else:

@@ -180,3 +180,11 @@ def test_more_replicas_wait_for_the_difference_while_the_current_ones_keep_servi
     fewer = make_job(at("Serving", grown), generation=2, serving={**MERGED, "replicas": 1})
     before = {"evaluation": fewer.spec.evaluation.to_api(), "serving": MERGED}
     assert Apply("serving") in decide(fewer, children(config_spec=before), NOW, settings)
+
+
+def test_more_replicas_never_admitted_fail_at_the_deploying_deadline_naming_the_queue(settings):
+    growing = {"workload": "Serving", "admitted": True, "flavor": "a100", "resources": {"nvidia.com/gpu": "2"},
+               "message": "needs nvidia.com/gpu 8: more than flavor a100 of FineTuneQueue default provides"}
+    late = make_job(at("Deploying", growing, reason="WaitingForQuota"), serving=MERGED, deadlines={"deployingSeconds": 60})
+    patch = status_patch(decide(late, children(serving=ServingState(ready=True, smoke_ok=True)), NOW, settings))
+    assert patch["phase"] == "Failed" and "more never admitted: needs nvidia.com/gpu 8: more than flavor a100" in patch["message"]
