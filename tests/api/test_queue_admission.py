@@ -141,7 +141,7 @@ def test_an_adapter_pool_is_charged_once_and_its_quota_survives_a_restart(
     """The pool (2 replicas × 1 GPU, the admin's jobs.adapterPool) of two serving adapters is admitted once
     into the queue the admin names; a 2-GPU training created later waits while the pool holds the quota,
     also after a restart (the queue's status.pools is the record); it is admitted when the pool's last
-    adapter stops serving."""
+    adapter stops serving, and the released pool's Deployment (played here by a plain one) goes to 0."""
     queue = f"pools-{uuid.uuid4().hex[:5]}"
     cluster.apply({**queue_manifest(queue, 3), "spec": {"flavors": [
         {"name": "gpu", "resources": [{"name": "nvidia.com/gpu", "nominal": "3"}]}]}})
@@ -160,10 +160,15 @@ def test_an_adapter_pool_is_charged_once_and_its_quota_survives_a_restart(
         out = cluster.kubectl("get", "finetunequeue", queue, "-o", "json").stdout
         return (json.loads(out).get("status") or {}).get("pools") or []
 
+    pool_name = "vllm-tiny-" + "ab" * 5
+    cluster.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": pool_name, "namespace": namespace},
+                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": pool_name}}, "template": {
+                       "metadata": {"labels": {"app": pool_name}},
+                       "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.32.0"}]}}}})
     handler = start_queue_handler(cluster, tmp_path / "kopf.log", **pool_settings)
     try:
         [pool] = wait_for(lambda: (p := pools()) and p[0].get("admitted") and p, timeout=60, what="the pool admitted")
-        assert (pool["namespace"], pool["name"]) == (namespace, "vllm-tiny-" + "ab" * 5)
+        assert (pool["namespace"], pool["name"]) == (namespace, pool_name)
         assert pool["resources"]["nvidia.com/gpu"] == "2" and pool["flavor"] == "gpu"
         waiting = wait_for(lambda: (q := queue_status(cluster, namespace, "train")).get("position") and q, timeout=30,
                            what="the training waits")
@@ -183,6 +188,8 @@ def test_an_adapter_pool_is_charged_once_and_its_quota_survives_a_restart(
             set_status(cluster, namespace, name, {"phase": "Succeeded"})
         wait_for(lambda: queue_status(cluster, namespace, "train").get("admitted"), timeout=30, what="train admitted")
         assert pools() == []
+        wait_for(lambda: json.loads(cluster.kubectl("-n", namespace, "get", "deployment", pool_name, "-o", "json").stdout)
+                 ["spec"]["replicas"] == 0, timeout=30, what="the released pool scaled to 0 replicas")
     finally:
         restarted.terminate()
         restarted.wait(timeout=30)

@@ -243,6 +243,14 @@ def pool_views(queue: str, demands: Mapping[PoolKey, float], recorded: Iterable[
     return views
 
 
+def released_pools(recorded: Iterable[PoolAdmission], wanted: Iterable[PoolKey]) -> list[PoolKey]:
+    """Pools admitted before and no longer wanted (their last adapter left): their Deployments go to 0
+    replicas, so a pool that holds no quota holds no GPUs either; the next adapter scales it up again
+    once the queue admits it."""
+    keep = set(wanted)
+    return sorted((a.namespace, a.name) for a in recorded if a.admitted and (a.namespace, a.name) not in keep)
+
+
 def admitted_flavor(queue: Mapping[str, Any] | None, flavor: str | None) -> Flavor | None:
     """The flavor `flavor` of a FineTuneQueue object (dict), or None when either is unknown."""
     if not queue or not flavor:

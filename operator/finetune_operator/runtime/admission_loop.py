@@ -28,7 +28,7 @@ from ..queue.admission import JobDecision
 from ..queue.kueue import embedded_conflicts
 from ..queue.requests import to_milli
 from ..queue.status import idle_queue_status, job_queue_status, pool_admissions, queue_status
-from ..queue.views import pool_views
+from ..queue.views import pool_views, released_pools
 from ..reconcile.observed import format_time
 from ..settings import OperatorSettings
 from .executor import Executor
@@ -96,7 +96,19 @@ class AdmissionLoop:
         summary = result.queues.get(name)
         admissions = pool_admissions(result, wanted, recorded, now)
         if self._write_queue(queue_body, queue_status(summary, admissions) if summary else idle_queue_status("")):
-            self.pools[_identity(queue_body)] = admissions
+            for namespace, pool in released_pools(recorded, wanted):
+                self._scale_to_zero(namespace, pool)
+            self.pools[_identity(queue_body)] = admissions  # after: a scale that failed is tried again
+
+    def _scale_to_zero(self, namespace: str, pool: str) -> None:
+        """A released pool's Deployment keeps its object (owners, Service) and runs no replica."""
+        try:
+            self.k8s.patch("Deployment", namespace, pool, {"spec": {"replicas": 0}})
+        except K8sError as error:
+            if error.status != 404:
+                raise
+            return
+        log.info(f"adapter pool {namespace}/{pool} released: scaled to 0 replicas")
 
     def _pools_recorded(self, queue_body: Mapping[str, Any]) -> list[PoolAdmission]:
         """The pools' admissions as this loop last wrote them; at start, as the queue's status says (the

@@ -180,6 +180,8 @@ class Observer:
             if current is None:
                 return ServingState(message="missing")
             want = (current.get("spec") or {}).get("replicas", 1)
+            if want == 0 and pool_key(job) is not None and queued_pool(self.settings):
+                return ServingState(message="missing")  # a released pool, scaled to 0: the job applies it again
             ready = (current.get("status") or {}).get("readyReplicas") or 0
             if ready < min(want, 1) or (want and ready == 0):
                 waiting.append(f"{obj['metadata']['name']} {ready}/{want} ready")

@@ -14,7 +14,7 @@ from finetune_operator.builders.workloads import pool_requests, queued_pool
 from finetune_operator.queue import FlavorQuota, JobView, QueueView, admission_cycle, apply_decisions
 from finetune_operator.queue.requests import to_milli
 from finetune_operator.queue.status import pool_admissions, queue_status
-from finetune_operator.queue.views import pool_demand, pool_views
+from finetune_operator.queue.views import pool_demand, pool_views, released_pools
 from finetune_operator.settings import AdapterPoolSettings, OperatorSettings
 from finetune_api import FineTuneJob
 
@@ -95,6 +95,9 @@ def test_a_pool_is_admitted_once_counts_in_usage_and_a_later_consumer_waits_behi
     assert released.jobs["team/big"].admitted is False  # small still holds 2 of the 4
     assert released.queues["gpus"].usage["a100"][GPU] == 2000
     assert pool_admissions(released, [], records, NOW) == []
+    assert released_pools(records, {}) == [POOL]  # its Deployment goes to 0 replicas
+    assert released_pools(records, {POOL: 100.0}) == []
+    assert released_pools(pool_admissions(result, [POOL], [], NOW)[:0], {}) == []
 
 
 def test_a_waiting_pool_shows_its_place_and_a_pool_larger_than_the_queue_says_so():
