@@ -9,12 +9,12 @@
 SETUP_DISK_GB_VENV=12
 # build-controlplane.sh, per build: its module and build caches and its binary. The control plane keeps
 # its caches (measured 0.55 + 2.81 + 0.12 GB); kwok+helm+CoreDNS, Kueue and weed each build in scratch
-# caches deleted once their binary is stamped (modules 0.54, 0.51 and 1.93 GB), so the Go builds need the
-# control plane's figure plus the largest stale other one.
+# caches deleted once their binaries are stamped (measured 0.54 + 0.87, 0.55 + 1.72 and 2.15 + 1.72 GB),
+# so the Go builds need the control plane's figure plus the largest stale other one.
 SETUP_DISK_GB_CONTROLPLANE=4
-SETUP_DISK_GB_TOOLS=3
+SETUP_DISK_GB_TOOLS=2
 SETUP_DISK_GB_KUEUE=3
-SETUP_DISK_GB_WEED=6
+SETUP_DISK_GB_WEED=5
 
 # need_disk WHO DIR GB [WHAT]: exit 1 unless the filesystem of DIR (or of its nearest existing parent)
 # has GB free. WHAT says what the figure is made of.
