@@ -7,7 +7,7 @@ values, so every transition is a pure function of (job, observed children, now).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from finetune_api.contract.exit_codes import FailureClass, failure_class
@@ -268,6 +268,16 @@ def _terminated(container_status: dict[str, Any]) -> dict[str, Any]:
     state, last = container_status.get("state") or {}, container_status.get("lastState") or {}
     terminated: dict[str, Any] = state.get("terminated") or last.get("terminated") or {}
     return terminated
+
+
+def with_pods(state: JobState, pods: tuple[PodState, ...]) -> JobState:
+    """`state` with its pods. A Job that has ended while none of its pods is seen ended is still running
+    here: Jobs and pods come on separate watch streams, so the Job controller's verdict can arrive before
+    the pod whose end it counted, and that pod's termination message is the phase's summary (read too
+    early, "ended without a summary"). The pod's event reconciles again; a pod that is gone holds nothing."""
+    if state.outcome != "running" and pods and all(p.exit_code is None for p in pods):
+        return replace(state, pods=pods, outcome="running")
+    return replace(state, pods=pods)
 
 
 def job_state(job: dict[str, Any], pods: list[PodState] | tuple[PodState, ...] = ()) -> JobState:

@@ -7,10 +7,10 @@ same live view."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..reconcile.observed import JobState, PodState, WorkloadState
+from ..reconcile.observed import JobState, PodState, WorkloadState, with_pods
 
 CHILD_JOBS = "ft_child_jobs"
 CHILD_PODS = "ft_child_pods"
@@ -62,7 +62,7 @@ class Indexes:
             pods: tuple[PodState, ...] = tuple(sorted(
                 (p for p in self.child_pods.get((namespace, state.name), ()) if p.owner_uid == state.uid),
                 key=lambda p: p.name))
-            out.append(replace(state, pods=pods))
+            out.append(with_pods(state, pods))
         return out
 
     def queue(self, name: str) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ import pytest
 
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, TrainSummary
 from finetune_operator.reconcile import job_state, pod_state, workload_state
+from finetune_operator.reconcile.observed import with_pods
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +101,16 @@ def test_children_carry_their_controllers_uid():
     assert (state.uid, state.owner_uid) == ("j-1", "u-1")
     assert pod_state({"metadata": {"name": "p", "ownerReferences": [{"uid": "j-1", "controller": True}]}}).owner_uid == "j-1"
     assert job_state({"metadata": {"name": "orphan"}}).owner_uid == ""
+
+
+def test_a_job_ended_before_its_pods_are_seen_ended_is_still_running():
+    """The Job's watch event can come before its pod's: until a pod is seen ended, the summary it carries
+    cannot be read, so the Job counts as running (a pod event reconciles again)."""
+    body = {"metadata": {"name": "demo-shadow"}, "status": {"conditions": [
+        {"type": "Complete", "status": "True", "lastTransitionTime": "2030-01-01T11:40:00Z"}]}}
+    running = pod_state({"metadata": {"name": "demo-shadow-x"}, "status": {"phase": "Running"}})
+    ended = pod_state(pod(0, EvaluateSummary(score="ok").encode()))
+    assert with_pods(job_state(body), (running,)).outcome == "running"
+    seen = with_pods(job_state(body), (ended,))
+    assert seen.outcome == "succeeded" and seen.summary(EvaluateSummary) is not None
+    assert with_pods(job_state(body), ()).outcome == "succeeded"  # its pods are gone: nothing to wait for
