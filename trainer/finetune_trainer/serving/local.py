@@ -23,7 +23,7 @@ import httpx
 
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig
 from finetune_api.contract.vllm import base_model_name, default_max_model_len
-from finetune_api.contract.vllm import LoraCapacity, LoraModule, vllm_args
+from finetune_api.contract.vllm import LoraCapacity, LoraModule, vllm_args, vllm_env
 from finetune_trainer.data.report import read_summary
 from finetune_trainer.failure_reason import reason_from_log
 from finetune_trainer.process_group import StopRequested, stop_process_group, supervised_popen_kwargs
@@ -95,14 +95,7 @@ class LocalVllmServer:
                 lora_capacity=lora_capacity,
             ),
         ]
-        self.env = {
-            **os.environ,
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "HF_HUB_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-            **(env or {}),
-        }
+        self.env = {**os.environ, **vllm_env(cpu=True, kv_cache_gib=1), **(env or {})}
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="vllm-")) / "vllm.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log_start = 0
