@@ -9,8 +9,16 @@ one prompt at a time, and the whole set as one padded batch).
 server with `--enable-lora` and the adapter in `--lora-modules`, then (after it stopped) one serving the
 merged model, same prompts, every request generating exactly `--max-tokens` tokens (`ignore_eos`; the
 adapter's B is random, so it really changes the model): p50 latency of one request at a time, and
-generated tokens/s with `--concurrency` requests in flight, with the adapter/merged ratios. Each prints
-one JSON object.
+generated tokens/s with `--concurrency` requests in flight, with the adapter/merged ratios.
+
+`--lora-engine` (an adapter canary's fairness, DESIGN.md §5.4): what `--enable-lora` alone costs a short
+greedy answer. Two vLLM CPU servers of the base, started together: one without LoRA (an adapter canary's
+base arm before both arms ran the same engine), one with the tuned arm's flags (`--enable-lora` and an
+untrained adapter, B = 0, in `--lora-modules`). The same prompts, answers ending at end of sequence (as the
+base answers, 2-3 tokens), one request at a time, rotating over three arms with the order reversed each
+round: the base without LoRA, the base on the LoRA server (no adapter in the request: the base arm now),
+the adapter (the tuned arm; it answers as the base does). p50 of each, and the ratios. Each prints one
+JSON object.
 
 `--startup`: what one vLLM CPU server costs from start to its first answer, as `LocalVllmServer` launches
 it (`ftctl run`, the tests), in two configurations side by side — vLLM's multiprocess CPU layout (API
@@ -21,10 +29,10 @@ alternating `--rounds` times. CPU seconds are summed over every process of the s
 rusage of the reaped process tree (this bench makes itself a child subreaper so no orphan escapes the
 count).
 
-    python bench/serving_bench.py [--prompts 32] [--max-tokens 16] [--concurrency 8] [--adapter-vs-merged]
+    python bench/serving_bench.py [--prompts 32] [--max-tokens 16] [--concurrency 8] [--adapter-vs-merged | --lora-engine]
     python bench/serving_bench.py --startup [--rounds 2]
 
-Figures: DESIGN.md §5 (adapter or merged), §8 (start-up).
+Figures: DESIGN.md §5 (adapter or merged), §5.4 (LoRA engine), §9 Serving (start-up).
 """
 
 from __future__ import annotations
@@ -276,14 +284,61 @@ def bench_startup(model_dir: Path, rounds: int) -> dict[str, Any]:
             "load_average_after": [round(x, 1) for x in os.getloadavg()], "summary": summary, "runs": runs}
 
 
+def bench_lora_engine(model_dir: Path, messages: list[list[dict[str, str]]], max_tokens: int) -> dict[str, Any]:
+    import statistics
+    import tempfile
+
+    import httpx
+
+    from finetune_trainer.serving.local import LocalVllmServer
+    from live_adapters import make_adapter
+
+    def complete(url: str, model: str, m: list[dict[str, str]]) -> tuple[float, int]:
+        started = time.monotonic()
+        response = httpx.post(f"{url}/chat/completions", timeout=300, json={
+            "model": model, "messages": m, "max_tokens": max_tokens, "temperature": 0.0})
+        response.raise_for_status()
+        return time.monotonic() - started, int(response.json()["usage"]["completion_tokens"])
+
+    with tempfile.TemporaryDirectory(prefix="bench-lora-engine-") as tmp:
+        adapter = make_adapter(model_dir, Path(tmp) / "adapter", seed=0, zero_b=True)
+        with (LocalVllmServer(model_dir, "tiny-chat", dtype="float32") as plain,
+              LocalVllmServer(model_dir, "tiny-chat", adapters={"ft": str(adapter)}, dtype="float32") as lora):
+            plain.wait_ready()
+            lora.wait_ready()
+            arms = {"base_without_lora": (plain.url, "tiny-chat"), "base_with_lora": (lora.url, "tiny-chat"),
+                    "adapter": (lora.url, "ft")}
+            for url, model in arms.values():
+                complete(url, model, messages[0])  # warm-up (the first LoRA request loads the adapter)
+            timings: dict[str, list[tuple[float, int]]] = {arm: [] for arm in arms}
+            order = list(arms)
+            for i, m in enumerate(messages):
+                for arm in order[::-1] if i % 2 else order:
+                    timings[arm].append(complete(*arms[arm], m))
+    p50 = {arm: statistics.median(s for s, _ in t) for arm, t in timings.items()}
+    return {
+        **{arm: {"p50_latency_seconds": round(p50[arm], 4),
+                 "mean_completion_tokens": round(statistics.mean(n for _, n in t), 2)} for arm, t in timings.items()},
+        "base_with_over_without_lora_p50": round(p50["base_with_lora"] / p50["base_without_lora"], 2),
+        "adapter_over_base_without_lora_p50": round(p50["adapter"] / p50["base_without_lora"], 2),
+        "adapter_over_base_with_lora_p50": round(p50["adapter"] / p50["base_with_lora"], 2),
+        "paired_median_ratios": {  # per prompt, the arms' requests of one round: less swayed by the load drifting
+            f"{a}_over_{b}": round(statistics.median(x / y for (x, _), (y, _) in zip(timings[a], timings[b])), 2)
+            for a, b in (("base_with_lora", "base_without_lora"), ("adapter", "base_without_lora"),
+                         ("adapter", "base_with_lora"))},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
-    parser.add_argument("--adapter-vs-merged", action="store_true")
-    parser.add_argument("--startup", action="store_true")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--adapter-vs-merged", action="store_true")
+    modes.add_argument("--lora-engine", action="store_true")
+    modes.add_argument("--startup", action="store_true")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     from finetune_trainer.tiny_model import build_tiny_model
@@ -298,6 +353,11 @@ def main() -> None:
         print(json.dumps({"benchmark": "adapter_vs_merged", "model": str(model_dir), "prompts": len(messages),
                           "max_tokens": args.max_tokens, "concurrency": args.concurrency,
                           **bench_adapter_vs_merged(model_dir, messages, args.max_tokens, args.concurrency)}, indent=2))
+        return
+    if args.lora_engine:
+        print(json.dumps({"benchmark": "lora_engine", "model": str(model_dir), "prompts": len(messages),
+                          "max_tokens": args.max_tokens,
+                          **bench_lora_engine(model_dir, messages, args.max_tokens)}, indent=2))
         return
     result = {
         "benchmark": "serving",

@@ -700,6 +700,21 @@ class TrackingSpec(ApiModel):
 
 
 # --------------------------------------------------------------------------------------- serving
+class ShadowGradingSpec(ApiModel):
+    """Graders over a shadow sample: when the analysis starts, a Job sends the first held-out prompts (the
+    job's evaluation set) to each arm through the arm's own Service and grades both arms' answers with
+    graders of `evaluation.graders`. A shadow sample, not users' traffic: the operator's own requests
+    with known prompts (vLLM keeps no log of the answers it served), counted in the arms' `/metrics`
+    like any request."""
+
+    graders: list[Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]] = Field(min_length=1, max_length=8)
+    """Names of graders in `evaluation.graders`, each scored on both arms' answers."""
+    items: int = Field(default=32, ge=1, le=1000)
+    """Held-out prompts sent to each arm (the first ones, as the evaluation reads them)."""
+    max_score_drop: float = Field(default=0.05, ge=0, le=1)
+    """Roll back when a grader's mean score on the tuned arm is below the base arm's by more than this."""
+
+
 class CanarySpec(ApiModel):
     """Progressive delivery with a verdict: send a share of the stable Service's requests to the tuned
     model and the rest to its base, compare the two arms on the signals vLLM exports on `/metrics`
@@ -719,6 +734,9 @@ class CanarySpec(ApiModel):
     """Allowed HTTP 5xx rate of the tuned arm above the base arm's (0.01: one percentage point)."""
     max_latency_ratio: float = Field(default=1.2, ge=1, le=100)
     """Allowed ratio of the tuned arm's end-to-end latency p50 and p95 to the base arm's."""
+    shadow_grading: ShadowGradingSpec | None = None
+    """Also grade both arms on a shadow sample of held-out prompts, and roll back when the tuned arm's
+    grade drops below the base's by more than `maxScoreDrop` (judged as soon as the grades are in)."""
 
     model_config = {
         "json_schema_extra": {
@@ -852,7 +870,8 @@ class DeadlinesSpec(ApiModel):
     uploading_seconds: int | None = Field(default=None, ge=1, le=604800)
     """Uploading: the upload Job (the final artifacts to an `s3://` output) must finish within this."""
     deploying_seconds: int | None = Field(default=None, ge=1, le=86400)
-    """Deploying: a vLLM replica must be ready and answer the smoke request within this."""
+    """Deploying: a vLLM replica must be ready and answer the smoke request within this. `ftctl run` and
+    `ftctl serve` hold their local server to it too (600 s when unset)."""
 
 
 METHOD = opt("self.method.type", "sft")
@@ -938,6 +957,13 @@ class FineTuneJobSpec(ApiModel):
                     f"{ADAPTER} != 'qlora' || {opt('self.resources.deepspeed.zeroStage', 0)} != 3",
                     "qlora does not shard with ZeRO-3: use zeroStage 0 or 2",
                     ".resources.deepspeed.zeroStage",
+                ),
+                cel(
+                    "!has(self.serving) || !has(self.serving.canary) || !has(self.serving.canary.shadowGrading)"
+                    " || self.serving.canary.shadowGrading.graders.all(n, has(self.evaluation)"
+                    " && has(self.evaluation.graders) && self.evaluation.graders.exists(g, g.name == n))",
+                    "every serving.canary.shadowGrading.graders entry must name a grader in evaluation.graders",
+                    ".serving.canary.shadowGrading.graders",
                 ),
                 cel(
                     f"!{SERVING} || !has(self.serving.canary) || {opt('self.evaluation.compareToBase', True)}",

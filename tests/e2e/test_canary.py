@@ -16,20 +16,28 @@ the trainer's merge), with the same thresholds and the same requests; what diffe
 - `runaway`: an adapter whose B is random too, a fine-tune that lost the base's stop behaviour: it
   rambles on to 35-64 tokens where the base stops after two or three, so each answer takes many times
   longer end to end (vLLM's `vllm:e2e_request_latency_seconds`) → rolled back on latency, `Rejected`.
-`maxLatencyRatio` is 3: far below the runaway's gap (about 10), far above the noise between two equal
-servers on a loaded machine.
+`maxLatencyRatio` is 5: half the runaway's smallest gap seen (10.8 at p50), and above the noise between two
+equal servers on a loaded machine (at 3, one run of `steady` at load 20 was rolled back on p95, whose estimate
+over 30 requests rests on the slowest two).
 vLLM's default latency buckets start at 0.3 s, coarser than these answers, so both jobs set
 `--custom-histogram-buckets` (a vLLM 0.32 flag, through `spec.serving.args`) to 10 % steps: the
 analysis reads the same histogram, only finer.
 
-The test asserts the verdicts (whose numbers are the operator's, from vLLM's histograms), the routing
-that follows, and the counts the operator read against the requests the test sent.
+`steady` also grades both arms on a shadow sample (`shadowGrading`): the operator's shadow Job, the real
+trainer run by the pod runner, sends the first held-out prompts of the quickstart's eval set to each
+arm's own Service and scores the answers with a `text_similarity` grader (fuzzy ratio to the reference:
+above 0 for any answer with a character in common); the same answers give the same grade on both arms,
+and the promotion states both.
+
+The test asserts the verdicts (whose numbers are the operator's, from vLLM's histograms and the shadow
+Job's summary), the routing that follows, and the counts the operator read against the requests sent.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import time
 from collections import Counter
@@ -45,7 +53,7 @@ from finetune_trainer.tiny_model import build_tiny_model
 from finetune_trainer.train.merge import merge_adapter
 from tests.api.test_operator import events_of, ftj
 from tests.harness.cluster import CACHE_DIR
-from tests.harness.demo import host_mount_root
+from tests.harness.demo import QUICKSTART_DATA, host_mount_root
 from tests.harness.operator import SERVING_API_KEY, Operator, PodDriver, get, setup_namespace, status, wait_for
 from tests.harness.podrunner import NODE_SELECTOR, TOLERATIONS
 from tests.harness.summaries import PREPARED, TRAINED
@@ -55,9 +63,11 @@ pytestmark = pytest.mark.e2e
 
 LATENCY_BUCKETS = [round(0.005 * 1.1**k, 4) for k in range(90)]
 """5 ms to 24 s in 10 % steps (vLLM's defaults: 0.3, 0.5, 0.8, … s)."""
-CANARY = {"weight": 50, "durationSeconds": 10, "minRequests": 20, "timeoutSeconds": 400, "maxLatencyRatio": 3}
+CANARY = {"weight": 50, "durationSeconds": 10, "minRequests": 30, "timeoutSeconds": 400, "maxLatencyRatio": 5}
 ADAPTERS = {"steady": True, "runaway": False}
 """Job name → whether its merged adapter's B is zero (untrained) or random."""
+SHADOW_GRADING = {"graders": ["similar"], "items": 4, "maxScoreDrop": 0.05}
+"""`steady`'s shadow grading: 4 held-out prompts to each arm (each arm's window counts them too)."""
 MAX_TOKENS = 64
 PROMPTS = ("Hi, my invoice is wrong, please help.", "My password reset link does not work.", "Hello")
 SERVE_TIMEOUT = 600
@@ -78,6 +88,11 @@ def canary_job(name: str, namespace: str) -> dict:
                "args": ["--custom-histogram-buckets", json.dumps({"request_latency": LATENCY_BUCKETS})]}
     spec = {"model": {"uri": "pvc://models/tiny-chat", "name": "tiny-chat", "dtype": "float32"},
             "evaluation": {"enabled": False}, "serving": serving}
+    if name == "steady":
+        serving["canary"] = {**CANARY, "shadowGrading": SHADOW_GRADING}
+        spec["datasets"] = {"train": {"uri": "pvc://data/train.jsonl"}, "eval": {"uri": "pvc://data/eval.jsonl"}}
+        spec["evaluation"] = {"enabled": False, "graders": [{"name": "similar", "type": "text_similarity",
+                                                                  "similarity": "fuzzy_ratio"}]}
     return {**ftj(name, **spec), "metadata": {"name": name, "namespace": namespace}}
 
 
@@ -139,8 +154,9 @@ def test_a_runaway_canary_is_rolled_back_and_a_steady_one_promoted(cluster, loca
                                                                     operator_kubeconfig, tmp_path, tuned):
     setup_namespace(cluster, namespace)
     model, merged = tuned
-    mount_root = host_mount_root(cluster, namespace, tmp_path / "pvc", ("models", "finetune-artifacts"))
+    mount_root = host_mount_root(cluster, namespace, tmp_path / "pvc", ("models", "data", "finetune-artifacts"))
     shutil.copytree(model, mount_root / "models" / "tiny-chat")
+    shutil.copy(QUICKSTART_DATA / "eval.jsonl", mount_root / "data" / "eval.jsonl")
     settings = OperatorSettings(pvc_mount_root=str(mount_root))
     for name, model_dir in merged.items():
         shutil.copytree(model_dir, tuned_model_dir(FineTuneJob.model_validate(canary_job(name, namespace)), settings))
@@ -177,20 +193,27 @@ def test_a_runaway_canary_is_rolled_back_and_a_steady_one_promoted(cluster, loca
         rolled_back = status(cluster, namespace, "runaway")
         assert rolled_back["phase"] == "Rejected", (rolled_back, sent, operator.log_tail(40))
         promoted = canary_of(cluster, namespace, "steady")
-        assert promoted["state"] == "Promoted", (promoted, sent)
+        assert promoted["state"] == "Promoted", (promoted["verdict"], sent)
         # every request answered, but those that met an arm taken out after its verdict
         assert {code for counts in sent.values() for (_, code) in counts} <= {200, None}, sent
 
         assert rolled_back["reason"] == "CanaryRolledBack", rolled_back
         assert rolled_back["message"].startswith("canary rolled back on latencyP"), rolled_back["message"]
-        assert "on the tuned arm vs" in rolled_back["message"] and "maxLatencyRatio 3" in rolled_back["message"]
+        assert "on the tuned arm vs" in rolled_back["message"] and "maxLatencyRatio 5" in rolled_back["message"]
         assert promoted["verdict"].startswith("tuned arm as good as the base: HTTP 5xx 0.0% vs 0.0%"), promoted
+        # the shadow Job's grades: the untrained adapter answers as the base does, so both arms score the same
+        grades = re.search(r"; shadow grades \(4 prompt\(s\), tuned vs base\): similar ([0-9.]+) vs ([0-9.]+)$",
+                           promoted["verdict"])
+        assert grades and grades.group(1) == grades.group(2) and float(grades.group(1)) > 0, promoted["verdict"]
         assert status(cluster, namespace, "steady")["phase"] == "Serving"
 
-        # the operator's counts are the requests the clients sent in its window: enough, and never more
+        # the operator's counts are the requests sent in its window: the clients' and, for steady, the shadow
+        # Job's; enough, and never more
         for name, canary in (("runaway", rolled_back["serving"]["canary"]), ("steady", promoted)):
+            shadow = SHADOW_GRADING["items"] if name == "steady" else 0
             for arm in ("tuned", "base"):
-                assert CANARY["minRequests"] <= canary[f"{arm}Requests"] <= sent[name][(arm, 200)], (name, canary, sent)
+                assert CANARY["minRequests"] <= canary[f"{arm}Requests"] <= sent[name][(arm, 200)] + shadow, (
+                    name, canary, sent)
 
         # the verdicts route: everything to the base (rolled back) or to the tuned model (promoted)
         def routed(name: str, share: int, replicas: tuple[int, int]) -> bool:

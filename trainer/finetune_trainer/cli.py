@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-PHASES = ("fetch", "prepare", "train", "evaluate", "merge", "upload")
+PHASES = ("fetch", "prepare", "train", "evaluate", "merge", "upload", "shadow")
 
 
 def build_parser() -> argparse.ArgumentParser:

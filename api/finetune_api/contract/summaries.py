@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ..job import DataReport, GateResult, MetricResult
 from .artifacts import ArtifactRef
-from .termination import FiniteFloat, PhaseSummary
+from .termination import ContractModel, FiniteFloat, PhaseSummary
 
 
 class PrepareSummary(PhaseSummary):
@@ -57,6 +57,24 @@ class EvaluateSummary(PhaseSummary):
     evaluated_generation: int | None = None
     baseline: dict[str, float] = Field(default_factory=dict)
     """`evaluate --baseline`: the base model's scores, before training."""
+
+
+class GraderScores(ContractModel):
+    """One grader's mean score on each arm's answers to the same prompts."""
+
+    grader: str
+    tuned: float
+    base: float
+
+
+class ShadowSummary(PhaseSummary):
+    """A canary's shadow grading (`serving.canary.shadowGrading`): both arms answered the same held-out
+    prompts through their own Services; each grader's mean score per arm."""
+
+    phase: Literal["shadow"] = "shadow"
+    items: int = 0
+    """Prompts each arm answered."""
+    scores: list[GraderScores] = Field(default_factory=list)
 
 
 class MergeSummary(PhaseSummary):

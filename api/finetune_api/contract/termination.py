@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 from .exit_codes import INFRASTRUCTURE_ERROR, USER_ERROR
 
 MAX_BYTES = 4096
-PhaseName = Literal["fetch", "prepare", "train", "evaluate", "merge", "upload"]
+PhaseName = Literal["fetch", "prepare", "train", "evaluate", "merge", "upload", "shadow"]
 FailureReason = Literal["UserError", "InfrastructureError", "DiskFull"]
 FAILURE_EXIT_CODES: dict[FailureReason, int] = {
     "UserError": USER_ERROR,

@@ -133,6 +133,29 @@ def vllm_env(cpu: bool, kv_cache_gib: int = 1, tensor_parallel_size: int = 1) ->
     return env
 
 
+_NAMING_FLAGS = frozenset({"--model", "--served-model-name", "--lora-modules"})
+"""What a server serves, as opposed to how its engine runs (`same_engine` replaces these, keeps the rest)."""
+
+
+def same_engine(args: Sequence[str], model: str, served_names: Sequence[str]) -> list[str]:
+    """The flags of a server that runs the same engine as `args` (made by `vllm_args`) but serves `model`
+    as `served_names`, with no adapter named at start: every other flag stays, LoRA's (`--enable-lora`,
+    `--max-lora-rank`, `--max-loras`, …) included. A canary's base arm is its tuned arm's server this way,
+    so an adapter's arms pay the same per-request cost of a LoRA engine (DESIGN.md §5.4)."""
+    if "--model" not in args:
+        raise ValueError("same_engine: `args` name no --model (not made by vllm_args)")
+    if not served_names:
+        raise ValueError("same_engine: at least one served model name is needed")
+    kept: list[str] = []
+    skipping = False
+    for arg in args:
+        if arg.startswith("--"):
+            skipping = arg in _NAMING_FLAGS
+        if not skipping:
+            kept.append(arg)
+    return ["--model", model, "--served-model-name", *served_names, *kept]
+
+
 BASE_SUFFIX = "-base"
 
 
@@ -181,3 +204,10 @@ JUDGE_ENDPOINT_ENV = "FT_JUDGE_ENDPOINT"
 namespace's adapter pool serving the base; the operator sets it, the trainer reads it."""
 JUDGE_MODEL_ENV = "FT_JUDGE_MODEL"
 """The default judge's model name at `JUDGE_ENDPOINT_ENV`: the base's name in the pool (`pooled_base_name`)."""
+
+
+SHADOW_TUNED_URL_ENV = "FT_SHADOW_TUNED_URL"
+"""The shadow grading pod's tuned arm: its own Service's OpenAI base URL (`.../v1`); the operator sets it,
+the trainer reads it. The tuned model answers there as `<job>`."""
+SHADOW_BASE_URL_ENV = "FT_SHADOW_BASE_URL"
+"""The shadow grading pod's base arm (`.../v1`), where the base answers under `base_model_name`."""

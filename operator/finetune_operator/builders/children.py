@@ -14,6 +14,7 @@ from .config_map import build_config_map
 from .eval_job import build_eval_job
 from .prepare_job import build_prepare_job
 from .release_job import build_release_job
+from .shadow_job import build_shadow_job
 from .serving import PoolMember, build_serving_objects, pool_member, pool_of
 from .upload_job import build_upload_job
 from .training_job import build_training_job, build_training_service
@@ -41,6 +42,8 @@ def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, atte
         return [build_upload_job(job, settings)]
     if child == "release":
         return [build_release_job(job, settings)]
+    if child == "shadow":
+        return [build_shadow_job(job, settings)]
     if child == "serving":
         return build_serving_objects(job, settings, adapter_pool(job, peers, settings))
     raise ValueError(f"unknown child {child!r}")

@@ -45,6 +45,11 @@ def upload_job_name(job_name: str) -> str:
     return f"{job_name}-upload"
 
 
+def shadow_job_name(job_name: str) -> str:
+    """A canary's shadow grading Job."""
+    return f"{job_name}-shadow"
+
+
 def release_job_name(job_name: str) -> str:
     """The Job that drops the job's hold on the source cache."""
     return f"{job_name}-release"
@@ -56,7 +61,7 @@ def serve_name(job_name: str) -> str:
 
 
 def base_arm_name(job_name: str) -> str:
-    """Deployment (and, with Gateway API, Service) of the base model in a canary."""
+    """Deployment and Service of the base model in a canary."""
     return f"{job_name}-base"
 
 

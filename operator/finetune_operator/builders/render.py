@@ -12,6 +12,7 @@ from .prepare_job import build_prepare_job
 from .release_job import build_release_job, holds_cache
 from .resolve import uploads_output
 from .serving import build_serving_objects
+from .shadow_job import build_shadow_job
 from .training_job import build_training_job, build_training_service
 from .upload_job import build_upload_job
 
@@ -28,6 +29,8 @@ def render_job(job: FineTuneJob, settings: OperatorSettings) -> dict[str, list[d
         phases["upload"] = [build_upload_job(job, settings)]
     if job.spec.serving.enabled:
         phases["serve"] = build_serving_objects(job, settings)
+        if job.spec.serving.canary is not None and job.spec.serving.canary.shadow_grading is not None:
+            phases["serve"].append(build_shadow_job(job, settings))
     if holds_cache(job):
         phases["release"] = [build_release_job(job, settings)]
     return phases

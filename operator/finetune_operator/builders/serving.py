@@ -10,8 +10,9 @@ Topology:
   job's own Service `<job>-serve` selects the pool's pods. The pool has one non-controller
   ownerReference per adapter job, so the garbage collector removes it with the last of them.
 - canary: the tuned arm `<job>-serve` (merged model, or base + this adapter) and a base arm `<job>-base`
-  that answers to the base's name and to `<job>`, both labelled `finetune.dev/model-group: <job>`
-  behind the stable Service `<job>`; `canary_split` sets the replica ratio. With Gateway API an
+  (the tuned arm's engine flags, LoRA's included, serving the base) that answers to the base's name and to `<job>`, both labelled `finetune.dev/model-group: <job>`
+  behind the stable Service `<job>` (each arm has its own Service too: the shadow grading and the
+  HTTPRoute address one arm); `canary_split` sets the replica ratio. With Gateway API an
   HTTPRoute attached to that Service (GAMMA) splits requests by weight instead.
 """
 
@@ -52,7 +53,7 @@ from .kueue import DEPLOYMENT_INTEGRATION, kueue_labels
 from .names import base_arm_name, pool_name, serve_name, service_url, stable_service_name
 from .resolve import namespace, output_uri, source_cache_dir
 from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
-                                        default_max_model_len, vllm_args, vllm_env)
+                                        default_max_model_len, same_engine, vllm_args, vllm_env)
 from ..reconcile.pool import ADAPTERS_GATE, PoolAdapter
 
 from .vllm import cpu_kv_cache_gib, vllm_pod_resources
@@ -185,7 +186,7 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server) -> 
         "command": list(VLLM_COMMAND),
         "args": server.args,
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
-        "env": env_list(env) + _api_key_env(settings),
+        "env": env_list(env) + api_key_env(settings),
         "resources": with_scratch_storage(
             vllm_pod_resources(serving.gpus, server.gpu_resource_name or job.spec.resources.gpu_resource_name,
                                cpu, memory), settings),
@@ -212,7 +213,7 @@ def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server) -> 
     return spec
 
 
-def _api_key_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+def api_key_env(settings: OperatorSettings) -> list[dict[str, Any]]:
     """vLLM's bearer key from the namespace's Secret (an env var: it stays out of the pod's args)."""
     if not settings.serving_api_key:
         return []
@@ -282,11 +283,11 @@ def _tuned_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -
     return _Server(args, serving, _job_claims(job, settings, with_output=True), replicas)
 
 
-def _base_server(job: FineTuneJob, settings: OperatorSettings, replicas: int) -> _Server:
-    """The canary's base arm answers to the base's name (first: metrics) and to `<job>` (clients)."""
-    model = _model_source(job, settings)
-    flags = _common_flags(job, settings, job.spec.serving, serving_max_model_len(job))
-    args = vllm_args(model, [base_model_name(job.spec, job.metadata.name), job.metadata.name], **flags)
+def _base_server(job: FineTuneJob, settings: OperatorSettings, tuned: _Server, replicas: int) -> _Server:
+    """The canary's base arm: its tuned arm's engine (LoRA's flags too, in adapter mode: both arms pay
+    the same per-request cost) serving the base, under the base's name (first: metrics) and `<job>` (clients)."""
+    names = [base_model_name(job.spec, job.metadata.name), job.metadata.name]
+    args = same_engine(tuned.args, _model_source(job, settings), names)
     return _Server(args, job.spec.serving, _job_claims(job, settings, with_output=False), replicas)
 
 
@@ -367,17 +368,18 @@ def build_serving_objects(
         return [deployment, _service(object_meta(job, serve_name(name), "serve"), _selector(deployment))]
 
     route = canary_route(job, settings)
-    tuned = _arm_deployment(job, settings, serve_name(name), "tuned", _tuned_server(job, settings, route.tuned_replicas))
-    base = _arm_deployment(job, settings, base_arm_name(name), "base", _base_server(job, settings, route.base_replicas))
+    tuned_server = _tuned_server(job, settings, route.tuned_replicas)
+    tuned = _arm_deployment(job, settings, serve_name(name), "tuned", tuned_server)
+    base = _arm_deployment(job, settings, base_arm_name(name), "base", _base_server(job, settings, tuned_server, route.base_replicas))
     group = {LABEL_MODEL_GROUP: name}
     objects = [
         tuned,
         base,
         _service(object_meta(job, serve_name(name), "serve"), _selector(tuned)),
+        _service(object_meta(job, base_arm_name(name), "serve"), _selector(base)),
         _service(object_meta(job, stable_service_name(name), "serve", group), {**group, LABEL_PHASE: "serve"}),
     ]
     if settings.gateway_api:
-        objects.append(_service(object_meta(job, base_arm_name(name), "serve"), _selector(base)))
         objects.append(_http_route(job, route.weight))
     return objects
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Child = Literal["config", "prepare", "train-service", "train", "eval", "upload", "release", "serving"]
+Child = Literal["config", "prepare", "train-service", "train", "eval", "upload", "release", "serving", "shadow"]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ server already exports, names read from vLLM 0.32's source:
   each finished request; p50 and p95 are estimated from its buckets as Prometheus' `histogram_quantile`.
 Both are per process, so the arms are separate Deployments (a LoRA adapter's requests are labelled
 with the pool's base model, and cannot be told apart in a shared pool).
+With `shadowGrading`, the graders' mean scores of both arms on a shadow sample (`ShadowSummary`, from
+the canary's shadow Job) are a further signal, judged as soon as they are in.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from finetune_api.contract.summaries import ShadowSummary
 from finetune_api.job import CanarySpec
 
 REQUESTS_METRIC = "http_requests_total"
@@ -121,7 +124,8 @@ class Promote:
 @dataclass(frozen=True)
 class RollBack:
     signal: str
-    """`errorRate`, `latencyP50`, `latencyP95` or `traffic` (too few requests by the deadline)."""
+    """`errorRate`, `latencyP50`, `latencyP95`, `traffic` (too few requests by the deadline), `grader <name>`
+    or `shadowGrading` (no grades: the shadow Job failed, or had not reported by the deadline)."""
     message: str
 
 
@@ -146,10 +150,68 @@ def _secs(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}s"
 
 
-def judge(spec: CanarySpec, arms: Arms, elapsed_seconds: float) -> Verdict:
-    """The analysis' verdict at `elapsed_seconds` into its window. Judged once the window is complete
-    (`durationSeconds` passed and each arm answered `minRequests`), on every signal, error rate first;
-    an arm still short at `timeoutSeconds` rolls back (no evidence is not a pass, as in Flagger)."""
+@dataclass(frozen=True)
+class Shadow:
+    """The shadow grading as observed: its summary once the Job reported, or why it never will."""
+
+    summary: ShadowSummary | None = None
+    failure: str | None = None
+    """The shadow Job failed (its own error, or its exit codes)."""
+
+
+def grades_text(summary: ShadowSummary) -> str:
+    return ", ".join(f"{s.grader} {s.tuned:.3f} vs {s.base:.3f}" for s in summary.scores)
+
+
+def judge_grades(spec: CanarySpec, shadow: Shadow, elapsed_seconds: float) -> Verdict | None:
+    """The shadow grading's verdict: a roll back when a grader's tuned score is below the base's by more
+    than `maxScoreDrop`, or when no grades came (a failed Job; none by `timeoutSeconds`); Keep while they
+    are awaited; None when the grades pass (or none were asked for) and the metrics decide."""
+    grading = spec.shadow_grading
+    if grading is None:
+        return None
+    if shadow.failure is not None:
+        return RollBack("shadowGrading", f"the shadow grading failed: {shadow.failure}")
+    summary = shadow.summary
+    if summary is None:
+        if elapsed_seconds >= spec.timeout_seconds:
+            return RollBack("shadowGrading", f"no shadow grades within timeoutSeconds {spec.timeout_seconds}")
+        return Keep("analyzing: waiting for the shadow grading")
+    for score in summary.scores:
+        drop = score.base - score.tuned
+        if drop > grading.max_score_drop:
+            return RollBack(f"grader {score.grader}",
+                            f"grader {score.grader} on a shadow sample of {summary.items} held-out prompt(s): "
+                            f"{score.tuned:.3f} on the tuned arm vs {score.base:.3f} on the base: drop {drop:.3f} "
+                            f"is above maxScoreDrop {grading.max_score_drop:g}")
+    return None
+
+
+NOT_GRADED = Shadow()
+"""No shadow grades (none asked for, or none yet)."""
+
+
+def judge(spec: CanarySpec, arms: Arms, elapsed_seconds: float, shadow: Shadow = NOT_GRADED) -> Verdict:
+    """The analysis' verdict at `elapsed_seconds` into its window. Shadow grades (when asked for) are
+    judged as soon as they are in: a sample of known prompts is complete evidence by itself. The metrics
+    are judged once the window is complete (`durationSeconds` passed and each arm answered
+    `minRequests`), on every signal, error rate first; an arm still short at `timeoutSeconds` rolls back
+    (no evidence is not a pass, as in Flagger). Promoted only when the grades are in too."""
+    graded = judge_grades(spec, shadow, elapsed_seconds)
+    if isinstance(graded, RollBack):
+        return graded
+    verdict = judge_metrics(spec, arms, elapsed_seconds)
+    if not isinstance(verdict, Promote) or spec.shadow_grading is None:
+        return verdict
+    if isinstance(graded, Keep):
+        return Keep(f"{graded.message}; metrics: {verdict.message}")
+    summary = shadow.summary
+    assert summary is not None  # judge_grades passed them
+    return Promote(f"{verdict.message}; shadow grades ({summary.items} prompt(s), tuned vs base): {grades_text(summary)}")
+
+
+def judge_metrics(spec: CanarySpec, arms: Arms, elapsed_seconds: float) -> Verdict:
+    """The verdict of the arms' `/metrics` alone."""
     tuned, base = arms.tuned, arms.base
     counts = f"tuned {tuned.requests:.0f}, base {base.requests:.0f} request(s)"
     short = [name for name, arm in (("tuned", tuned), ("base", base)) if arm.requests < spec.min_requests]

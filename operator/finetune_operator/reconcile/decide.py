@@ -12,7 +12,7 @@ from typing import Any
 
 from finetune_api import FineTuneJob, TERMINAL_PHASES
 from finetune_api.contract.vllm import pooled_base_name
-from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, TrainSummary
+from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, ShadowSummary, TrainSummary
 from finetune_api.contract.upload import UPLOAD_RECORD, UploadSummary
 from finetune_api.common import Condition
 from finetune_api.job import (Artifacts, CanaryStatus, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus,
@@ -26,7 +26,7 @@ from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, trai
 from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
 from .actions import Action, Apply, Child, Create, Delete, DeleteServing, Emit, Observe, PatchStatus, Requeue
-from .canary import Arms, Keep, Promote, judge
+from .canary import NOT_GRADED, Arms, Keep, Promote, Shadow, judge
 from .failures import ReconcileFailure
 from .observed import JobState, JudgePool, ObservedChildren, format_time, parse_time
 from .status import changes, find_condition, model_patch, nested_model, revised, set_condition
@@ -892,13 +892,14 @@ def _analyze(plan: Plan, children: ObservedChildren, canary: CanaryStatus) -> No
     assert spec is not None
     started = parse_time(canary.started_at) or plan.now
     elapsed = (plan.now - started).total_seconds()
+    shadow = _shadow(plan, children)
     arms = children.canary
     if arms is None:
         arms = Arms()
         if elapsed < spec.timeout_seconds:
             plan.do(Requeue(CANARY_POLL_SECONDS))
             return
-    verdict = judge(spec, arms, elapsed)
+    verdict = judge(spec, arms, elapsed, shadow)
     unread = f"; /metrics not read from {', '.join(arms.unread)}" if arms.unread else ""
     counts = {"tuned_requests": round(arms.tuned.requests), "base_requests": round(arms.base.requests)}
     if isinstance(verdict, Keep):
@@ -917,6 +918,28 @@ def _analyze(plan: Plan, children: ObservedChildren, canary: CanaryStatus) -> No
         plan.update("serving", canary=revised(canary, state="RolledBack", verdict=message, **counts))
         plan.condition("Ready", False, "CanaryRolledBack", message)
         plan.transition("Rejected", "CanaryRolledBack", message, warning=True)
+
+
+def _shadow(plan: Plan, children: ObservedChildren) -> Shadow:
+    """The canary's shadow grading: its Job created with the analysis (one of an older generation deleted
+    first), and what it reported."""
+    spec = plan.job.spec.serving.canary
+    if spec is None or spec.shadow_grading is None:
+        return NOT_GRADED
+    job = children.jobs.get(names.shadow_job_name(plan.name))
+    if job is None:
+        plan.do(Create("shadow"))
+        return NOT_GRADED
+    if job.generation != plan.generation:
+        if not job.deleting:
+            plan.do(Delete("Job", job.name))
+        return NOT_GRADED
+    if job.outcome == "failed":
+        return Shadow(failure=job.failure_text())
+    summary = job.summary(ShadowSummary)
+    if job.outcome == "succeeded" and (summary is None or not summary.ok):
+        return Shadow(failure=(summary.message if summary else None) or "the shadow Job ended without a summary")
+    return Shadow(summary=summary if job.outcome == "succeeded" else None)
 
 
 def _route_canary(plan: Plan, settings: OperatorSettings, canary: CanaryStatus) -> None:

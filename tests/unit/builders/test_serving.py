@@ -10,6 +10,7 @@ from finetune_api import FineTuneJob
 from finetune_api.contract.sources import SOURCE_CACHE_DIR, cache_path
 from finetune_api.job import DataReport, FineTuneJobStatus
 from finetune_operator.builders import build_serving_objects, canary_split, pool_member, serving_endpoint
+from finetune_operator.builders.children import build_child
 from finetune_operator.reconcile.pool import ADAPTERS_GATE
 from finetune_operator.settings import AdapterPoolSettings, OperatorSettings
 
@@ -132,6 +133,56 @@ def test_canary_puts_both_arms_behind_one_stable_service() -> None:
     assert base_args[base_args.index("--served-model-name") + 1 : base_args.index("--port")] == ["base-7b", "faq"]
     assert not any(o["kind"] == "HTTPRoute" for o in objects)
     assert serving_endpoint(job) == "http://faq.team-a.svc:8000/v1"
+
+
+@pytest.mark.parametrize("mode", ["merged", "adapter"])
+def test_a_canarys_base_arm_runs_its_tuned_arms_engine_serving_the_base(mode: str) -> None:
+    """An adapter's tuned arm runs a LoRA engine; its base arm runs the same one (every flag but what is
+    served), so a latency ratio compares the adapter, not `--enable-lora` against none."""
+    job = make_job("faq", serving={"mode": mode, "replicas": 2, "canary": {"weight": 50},
+                                   "args": ["--custom-histogram-buckets", '{"request_latency": [0.1, 1]}']})
+    objects = build_serving_objects(job, OperatorSettings())
+    tuned, base = (_container(_by(objects, "Deployment", d))["args"] for d in ("faq-serve", "faq-base"))
+
+    def engine(args: list[str]) -> list[str]:
+        """Everything after what is served (`--model`, the served names; one adapter's `--lora-modules`)."""
+        rest = args[args.index("--port"):]
+        if "--lora-modules" in rest:
+            del rest[rest.index("--lora-modules"):rest.index("--lora-modules") + 2]
+        return rest
+
+    assert engine(base) == engine(tuned) and "--custom-histogram-buckets" in base
+    assert _flag(base, "--model") == "/mnt/pvc/models/base-7b"
+    assert base[base.index("--served-model-name") + 1 : base.index("--port")] == ["base-7b", "faq"]
+    assert "--lora-modules" not in base
+    if mode == "adapter":
+        assert {"--enable-lora", "--max-lora-rank", "--max-loras"} <= set(base)
+        assert (_flag(base, "--max-lora-rank"), _flag(base, "--max-loras")) == (_flag(tuned, "--max-lora-rank"), "1")
+    else:
+        assert "--enable-lora" not in base
+
+
+def test_the_shadow_grading_job_asks_each_arm_through_its_own_service_with_the_api_key() -> None:
+    grader = {"name": "judge", "type": "score_model", "rubric": "helpful?"}
+    job = make_job("faq", evaluation={"graders": [grader]},
+                   serving={"mode": "adapter", "canary": {"shadowGrading": {"graders": ["judge"]}}})
+    objects = build_serving_objects(job, OperatorSettings())
+    base = _by(objects, "Deployment", "faq-base")
+    assert _by(objects, "Service", "faq-base")["spec"]["selector"] == base["spec"]["selector"]["matchLabels"]
+
+    (shadow,) = build_child("shadow", job, OperatorSettings())
+    assert shadow["kind"] == "Job" and shadow["metadata"]["name"] == "faq-shadow"
+    container = shadow["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:4] == ["python", "-m", "finetune_trainer", "shadow"]
+    env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert env["FT_SHADOW_TUNED_URL"] == "http://faq-serve.team-a.svc:8000/v1"
+    assert env["FT_SHADOW_BASE_URL"] == "http://faq-base.team-a.svc:8000/v1"
+    key = {"name": "finetune-serving-api-key", "key": "api-key"}
+    assert env["VLLM_API_KEY"] == key and env["FT_GRADER_API_KEY_JUDGE"] == key
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    # the chart's serving NetworkPolicy admits the pods by these labels
+    pod_labels = shadow["spec"]["template"]["metadata"]["labels"]
+    assert (pod_labels["app.kubernetes.io/managed-by"], pod_labels["finetune.dev/phase"]) == ("finetune-operator", "shadow")
 
 
 def test_gateway_api_canary_uses_route_weights() -> None:

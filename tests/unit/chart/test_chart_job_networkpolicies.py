@@ -1,6 +1,7 @@
 """The chart's NetworkPolicies for job pods, read against the labels the operator's builders put on the
 pods (`render_job`): every job pod is under a default deny; evaluation pods (model under test, python
-graders) may send and receive nothing; training pods reach each other and DNS; prepare and training pods
+graders) receive nothing and reach only DNS and their namespace's serving endpoints (the default judge of a
+`score_model` grader is the namespace's adapter pool); training pods reach each other and DNS; prepare and training pods
 reach DNS and the admin's `sourceEgress`. The serving pods are not selected here."""
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def rules(policies: list[dict[str, Any]], direction: str) -> list[dict[str, Any]
     return [r for p in policies if direction.capitalize() in p["spec"]["policyTypes"] for r in p["spec"].get(direction, [])]
 
 
+SERVING = {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "finetune-operator",
+                                                  "finetune.dev/phase": "serve"}}}],
+           "ports": [{"port": "http", "protocol": "TCP"}]}
+"""Evaluation pods' way to a judge served in their namespace (the serving pods' policy admits them back)."""
+
+
 def test_each_phase_gets_exactly_its_traffic(tmp_path: Path) -> None:
     store = {"to": [{"ipBlock": {"cidr": "10.0.40.0/24"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
     objects = template("defaults", {"jobs": {"networkPolicy": {"sourceEgress": [store]}}}, tmp_path)
@@ -66,8 +73,9 @@ def test_each_phase_gets_exactly_its_traffic(tmp_path: Path) -> None:
                                                      "finetune.dev/phase": "train"}}}]
 
     evaluation = policies_for(objects, labels["eval"])
-    assert evaluation and not rules(evaluation, "egress") and not rules(evaluation, "ingress")
+    assert rules(evaluation, "egress") == [dns, SERVING] and not rules(evaluation, "ingress")
     assert {"Ingress", "Egress"} <= {t for p in evaluation for t in p["spec"]["policyTypes"]}
+    assert selects(SERVING["to"][0]["podSelector"], labels["serve"])
 
     prepare = policies_for(objects, labels["prepare"])
     assert rules(prepare, "egress") == [dns, store] and not rules(prepare, "ingress")
@@ -99,6 +107,6 @@ def test_eval_egress_opens_dns_and_the_named_destinations_to_evaluation_pods_onl
     dns = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
     evaluation = policies_for(objects, labels["eval"])
-    assert rules(evaluation, "egress") == [dns, mlflow] and not rules(evaluation, "ingress")
+    assert rules(evaluation, "egress") == [dns, SERVING, mlflow] and not rules(evaluation, "ingress")
     assert mlflow not in rules(policies_for(objects, labels["prepare"]), "egress")
     assert mlflow not in rules(policies_for(objects, labels["train"]), "egress")

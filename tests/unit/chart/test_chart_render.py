@@ -261,7 +261,7 @@ def test_job_namespaces_get_the_trainer_account_and_optionally_the_claim() -> No
     assert not by_kind(template("defaults"), "PersistentVolumeClaim")
 
 
-def test_serving_endpoints_admit_only_labelled_clients_and_the_operator() -> None:
+def test_serving_endpoints_admit_only_labelled_clients_shadow_graders_evaluations_and_the_operator() -> None:
     objects = template("kueue-namespaced")
     policies = [o for o in by_kind(objects, "NetworkPolicy") if o["metadata"]["name"].endswith("-serving")]
     assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a", "team-b"]
@@ -270,10 +270,16 @@ def test_serving_endpoints_admit_only_labelled_clients_and_the_operator() -> Non
                                                   "finetune.dev/phase": "serve"}
     peers = spec["ingress"][0]["from"]
     assert peers[0] == {"podSelector": {"matchLabels": {"finetune.dev/serving-client": "true"}}}
+    # a canary's shadow grading pods ask both arms (the labels the operator's shadow Job gives its pods)
+    assert peers[1] == {"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "finetune-operator",
+                                                        "finetune.dev/phase": "shadow"}}}
+    # evaluation pods whose score_model grader asks the namespace's adapter pool (the default judge)
+    assert peers[2] == {"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "finetune-operator",
+                                                        "finetune.dev/phase": "eval"}}}
     operator_labels = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert peers[1]["podSelector"]["matchLabels"] == operator_labels
-    assert peers[1]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
-    assert len(peers) == 2 and spec["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert peers[3]["podSelector"]["matchLabels"] == operator_labels
+    assert peers[3]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
+    assert len(peers) == 4 and spec["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
 
 
 def test_crds_ship_in_the_crds_directory() -> None:

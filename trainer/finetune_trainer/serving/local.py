@@ -31,6 +31,11 @@ from finetune_api.contract.launch import free_port
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 READY_TIMEOUT_SECONDS = 300.0
+LOCAL_DEPLOYING_SECONDS = 600
+"""`ftctl run` and `ftctl serve`: how long the local server may take to be ready and answer the first request
+when the manifest leaves `spec.deadlines.deployingSeconds` unset. Larger than a quiet CPU start (30-55 s)
+many times over, so a loaded laptop is not a failure; the cluster's default is the operator's setting."""
+DEPLOYING_FIELD = "spec.deadlines.deployingSeconds"
 EXIT_OK, EXIT_USER, EXIT_INFRA = 0, 1, 2
 
 
@@ -114,9 +119,9 @@ class LocalVllmServer:
             )
         return self
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> float:
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS, limit: str = "") -> float:
         """Block until `/health` answers 200; seconds waited. ServerFailed (the reason read from the
-        log) if the server exits or the time runs out."""
+        log) if the server exits or the time runs out; `limit` names the setting the timeout came from."""
         self.start()
         assert self.process is not None
         started = time.monotonic()
@@ -133,7 +138,7 @@ class LocalVllmServer:
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.5)
-        raise ServerFailed(f"vLLM not ready after {timeout:.0f} s", self.log_path)
+        raise ServerFailed(f"vLLM not ready after {timeout:.0f} s{f' ({limit})' if limit else ''}", self.log_path)
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM the server's process group, SIGKILL it after `grace` seconds."""
@@ -176,6 +181,11 @@ def chat(url: str, model: str, messages: list[dict[str, str]], max_tokens: int =
 
 
 # ------------------------------------------------------------------------ artifacts → server
+def deploying_seconds(config: ResolvedConfig) -> int:
+    """The local serve phase's deadline: the manifest's, else `LOCAL_DEPLOYING_SECONDS`."""
+    return config.spec.deadlines.deploying_seconds or LOCAL_DEPLOYING_SECONDS
+
+
 def vllm_log(layout: ArtifactLayout) -> Path:
     """The local server's log in a run's artifacts (`ftctl run` and `ftctl serve` append to it)."""
     return layout.root / "logs" / "vllm.log"
@@ -231,7 +241,7 @@ def serve_artifacts(artifacts_dir: str | Path, port: int | None = None, block: b
     try:
         with server:
             print(f"starting vLLM (log: {server.log_path}) …", flush=True)
-            seconds = server.wait_ready()
+            seconds = server.wait_ready(deploying_seconds(config), DEPLOYING_FIELD)
             print(f"serving {', '.join(server.models())} at {server.url} (ready in {seconds:.0f} s)", flush=True)
             if not block:
                 return EXIT_OK
@@ -269,14 +279,20 @@ def serve_local_run(
     With `on_answer`, it is called with the same three values while the server still runs, and the
     server then keeps serving until a stop signal (`ftctl run --keep-serving`)."""
     started = time.monotonic()
+    deadline = deploying_seconds(config)
     try:
         server = server_for_run(config, layout, log_path=vllm_log(layout))
     except ValueError as exc:
         raise RuntimeError(str(exc)) from exc
     with server:
-        server.wait_ready()
+        server.wait_ready(deadline, DEPLOYING_FIELD)
+        left = max(1.0, deadline - (time.monotonic() - started))
         try:
-            answer = chat(server.url, config.served_model_name, messages, max_tokens=max_tokens)
+            answer = chat(server.url, config.served_model_name, messages, max_tokens=max_tokens, timeout=left)
+        except httpx.TimeoutException:
+            raise RuntimeError(
+                f"no answer from {server.url} within {deadline} s of starting vLLM ({DEPLOYING_FIELD})"
+            ) from None
         except httpx.HTTPError as exc:
             raise RuntimeError(f"chat request to {server.url} failed: {exc}") from exc
         seconds = time.monotonic() - started

@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from finetune_api.job import CanarySpec
+from finetune_api.contract.summaries import GraderScores, ShadowSummary
+from finetune_api.job import CanarySpec, ShadowGradingSpec
 from finetune_operator.builders import build_serving_objects
 from finetune_operator.builders.canary import canary_route
-from finetune_operator.reconcile import Apply, Emit, Requeue, decide, writes
-from finetune_operator.reconcile.canary import ArmMetrics, Arms, Keep, Promote, RollBack, judge, parse_metrics, window
+from finetune_operator.reconcile import Apply, Create, Delete, Emit, Requeue, decide, writes
+from finetune_operator.reconcile.canary import (ArmMetrics, Arms, Keep, Promote, RollBack, Shadow, judge, parse_metrics,
+                                                window)
 from finetune_operator.reconcile.observed import ServingState
 from finetune_operator.settings import OperatorSettings
 
-from .conftest import NOW, apply_patch, children, make_job, status_patch
+from .conftest import NOW, apply_patch, children, ended, job, make_job, status_patch
 
 pytestmark = pytest.mark.unit
 
@@ -119,6 +121,86 @@ def test_slower_tuned_arm_rolls_back_on_latency():
     verdict = judge(SPEC, Arms(tuned=arm(60, 0, 2.2), base=arm(600, 0, 0.4)), 300)
     assert isinstance(verdict, RollBack) and verdict.signal == "latencyP50"
     assert "end-to-end latency p50" in verdict.message and "above maxLatencyRatio 1.5" in verdict.message
+
+
+# -- shadow grading -----------------------------------------------------------------------------------
+
+GRADED = SPEC.model_copy(update={"shadow_grading": ShadowGradingSpec(graders=["exact", "judge"], items=32,
+                                                                    max_score_drop=0.05)})
+AS_GOOD = (Arms(tuned=arm(60), base=arm(600)), 300)
+"""Arms whose metrics promote, at the end of the duration."""
+
+
+def graded(*scores: tuple[str, float, float]) -> Shadow:
+    return Shadow(summary=ShadowSummary(items=32, scores=[GraderScores(grader=g, tuned=t, base=b) for g, t, b in scores]))
+
+
+def test_a_grader_whose_tuned_score_drops_rolls_back_naming_the_grader_and_both_scores():
+    verdict = judge(GRADED, *AS_GOOD, graded(("exact", 0.61, 0.63), ("judge", 0.40, 0.70)))
+    assert isinstance(verdict, RollBack) and verdict.signal == "grader judge"
+    assert verdict.message == ("grader judge on a shadow sample of 32 held-out prompt(s): 0.400 on the tuned arm vs "
+                               "0.700 on the base: drop 0.300 is above maxScoreDrop 0.05")
+
+
+def test_grades_are_judged_as_soon_as_they_are_in_even_before_the_window_completes():
+    verdict = judge(GRADED, Arms(tuned=arm(3), base=arm(20)), 20, graded(("exact", 0.1, 0.9)))
+    assert isinstance(verdict, RollBack) and verdict.signal == "grader exact"
+
+
+def test_grades_within_the_margin_promote_with_the_scores_in_the_verdict():
+    verdict = judge(GRADED, *AS_GOOD, graded(("exact", 0.60, 0.63), ("judge", 0.75, 0.70)))
+    assert isinstance(verdict, Promote)
+    assert verdict.message.endswith("shadow grades (32 prompt(s), tuned vs base): exact 0.600 vs 0.630, "
+                                    "judge 0.750 vs 0.700")
+
+
+def test_metrics_that_promote_wait_for_the_grades_and_their_absence_at_the_deadline_rolls_back():
+    waiting = judge(GRADED, *AS_GOOD, Shadow())
+    assert isinstance(waiting, Keep) and waiting.message.startswith("analyzing: waiting for the shadow grading; metrics: ")
+    late = judge(GRADED, AS_GOOD[0], 900, Shadow())
+    assert isinstance(late, RollBack) and late.signal == "shadowGrading"
+    assert late.message == "no shadow grades within timeoutSeconds 900"
+    failed = judge(GRADED, *AS_GOOD, Shadow(failure="http://demo-base.team.svc:8000/v1: HTTP 503"))
+    assert isinstance(failed, RollBack) and failed.message == "the shadow grading failed: http://demo-base.team.svc:8000/v1: HTTP 503"
+
+
+def test_metrics_still_roll_back_a_canary_whose_grades_pass():
+    verdict = judge(GRADED, Arms(tuned=arm(54, 6), base=arm(600)), 300, graded(("exact", 0.9, 0.6)))
+    assert isinstance(verdict, RollBack) and verdict.signal == "errorRate"
+
+
+SHADOW_GRADING = {"graders": ["exact"], "items": 8, "maxScoreDrop": 0.1}
+
+
+def test_the_analysis_creates_the_shadow_job_and_rejects_on_its_grades():
+    settings = OperatorSettings()
+    start = decide(canary_job("Analyzing", shadowGrading=SHADOW_GRADING), children(canary=AS_GOOD[0]), NOW, settings)
+    assert Create("shadow") in start
+    assert status_patch(start)["serving"]["canary"]["verdict"].startswith("analyzing: waiting for the shadow grading")
+
+    summary = ShadowSummary(items=8, scores=[GraderScores(grader="exact", tuned=0.25, base=0.75)])
+    shadow = job("demo-shadow", "succeeded", (ended(0, summary.encode()),), generation=1)
+    actions = decide(canary_job("Analyzing", shadowGrading=SHADOW_GRADING), children(shadow, canary=AS_GOOD[0]),
+                     NOW, settings)
+    assert not any(isinstance(a, Create) for a in actions)
+    patch = status_patch(actions)
+    assert (patch["phase"], patch["reason"]) == ("Rejected", "CanaryRolledBack")
+    assert patch["message"] == ("canary rolled back on grader exact: grader exact on a shadow sample of 8 held-out "
+                                "prompt(s): 0.250 on the tuned arm vs 0.750 on the base: drop 0.500 is above "
+                                "maxScoreDrop 0.1")
+
+
+def test_a_failed_shadow_job_rolls_back_with_its_error_and_an_older_generations_is_replaced():
+    settings = OperatorSettings()
+    failure = ShadowSummary.failure("InfrastructureError", "http://demo-serve.team.svc:8000/v1: connection refused")
+    broken = job("demo-shadow", "failed", (ended(2, failure.encode()),), generation=1)
+    patch = status_patch(decide(canary_job("Analyzing", shadowGrading=SHADOW_GRADING), children(broken, canary=Arms()), NOW, settings))
+    assert patch["message"] == ("canary rolled back on shadowGrading: the shadow grading failed: "
+                                "http://demo-serve.team.svc:8000/v1: connection refused")
+
+    stale = job("demo-shadow", "succeeded", generation=0)
+    actions = decide(canary_job("Analyzing", shadowGrading=SHADOW_GRADING), children(stale), NOW, settings)
+    assert Delete("Job", "demo-shadow") in actions and not any(isinstance(a, Create) for a in actions)
 
 
 # -- routing ------------------------------------------------------------------------------------------

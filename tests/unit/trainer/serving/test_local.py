@@ -12,7 +12,14 @@ import pytest
 
 from finetune_api import FineTuneJob
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig, ResolvedPaths
-from finetune_trainer.serving.local import adapter_rank, chat, load_run, serve_artifacts, server_for_run
+from finetune_trainer.serving.local import (
+    adapter_rank,
+    chat,
+    load_run,
+    serve_artifacts,
+    serve_local_run,
+    server_for_run,
+)
 
 pytestmark = [pytest.mark.unit]
 
@@ -24,7 +31,7 @@ LEARNED = HELD_OUT["messages"][-1]["content"]
 MAX_TOKENS = 8
 
 
-def _config(model_dir: str, output: str) -> ResolvedConfig:
+def _config(model_dir: str, output: str, deadlines: dict[str, int] | None = None) -> ResolvedConfig:
     job = FineTuneJob.model_validate(
         {
             "metadata": {"name": JOB},
@@ -33,6 +40,7 @@ def _config(model_dir: str, output: str) -> ResolvedConfig:
                 "datasets": {"train": {"uri": "train.jsonl"}, "maxLength": 128},
                 "adapter": {"type": "lora", "r": 16},
                 "serving": {"mode": "adapter", "gpus": 0, "maxModelLen": 256},
+                "deadlines": deadlines or {},
             },
         }
     )
@@ -139,6 +147,20 @@ def test_nothing_to_serve_is_a_clear_error(tmp_path: Path) -> None:
     config, layout = load_run(tmp_path)
     with pytest.raises(ValueError, match="no merged/, adapter/ or model/"):
         server_for_run(config, layout)
+
+
+def test_the_serve_phase_keeps_the_manifests_deploying_deadline(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`ftctl run`'s serve phase waits as long as `spec.deadlines.deployingSeconds` says (a real vLLM
+    cannot import in 1 s), then fails naming that field, and leaves no server behind."""
+    import shutil
+
+    config = _config(str(tiny_model_dir), str(tmp_path), deadlines={"deployingSeconds": 1})
+    layout = _write_run(tmp_path, config)
+    shutil.copytree(tiny_model_dir, layout.merged)
+    config, layout = load_run(tmp_path)
+    with pytest.raises(RuntimeError, match=r"vLLM not ready after 1 s \(spec\.deadlines\.deployingSeconds\)"):
+        serve_local_run(config, layout, QUESTION)
+    assert (tmp_path / "logs" / "vllm.log").read_text().startswith("$ ")
 
 
 def test_adapter_rank_reads_peft_config(tmp_path: Path) -> None:
