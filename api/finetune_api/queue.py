@@ -89,6 +89,24 @@ class ResourceUsage(StatusModel):
     nominal: str
 
 
+class PoolAdmission(StatusModel):
+    """One adapter pool's admission (embedded mode, the operator's `jobs.adapterPool.queue` names this
+    queue): a pool is one consumer, charged once for its replicas, never per adapter job it serves. The
+    queue's status is its record (a pool has no object of ours to hold it before its Deployment exists),
+    so usage rebuilt after a restart includes it."""
+
+    namespace: str
+    name: str
+    """The pool (`vllm-<base>-<digest>`), as its Deployment is named."""
+    admitted: bool = False
+    admitted_at: str | None = None
+    flavor: str | None = None
+    resources: dict[str, str] = Field(default_factory=dict)
+    """Quota held while admitted: the pool's replicas × each replica's requests."""
+    position: int | None = None
+    message: str = ""
+
+
 class FineTuneQueueStatus(StatusModel):
     """Observed state of the queue, written by the operator."""
 
@@ -97,6 +115,8 @@ class FineTuneQueueStatus(StatusModel):
     pending: int = 0
     usage_summary: str = ""
     """Short text for `kubectl get ftq` (e.g. `nvidia.com/gpu 8/16`)."""
+    pools: list[PoolAdmission] = Field(default_factory=list)
+    """Adapter pools this queue admits or that wait in it (DESIGN.md §6); counted in `usage` and `admitted`."""
     conditions: list[Condition] = Field(default_factory=list)
 
 

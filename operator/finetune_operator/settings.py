@@ -46,9 +46,10 @@ class AdapterPoolSettings(BaseModel):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     queue: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
-    """Kueue mode with the `deployment` integration: the LocalQueue (in each pool's namespace) that admits
-    the pool's replicas, charged once for the pool, never per adapter job. Unset: pools are not queued
-    (capacity the admin reserves for them)."""
+    """The queue that admits each pool's replicas, charged once for the pool, never per adapter job it
+    serves: embedded mode, the FineTuneQueue (the pool's Deployment is created once admitted; its adapter
+    jobs wait in Deploying meanwhile); Kueue mode with the `deployment` integration, the LocalQueue in each
+    pool's namespace. Unset, or a pool without GPUs: pools are not queued (capacity the admin reserves)."""
 
 
 class NamespaceCaps(BaseModel):

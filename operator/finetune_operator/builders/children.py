@@ -49,22 +49,29 @@ def build_child(child: Child, job: FineTuneJob, settings: OperatorSettings, atte
     raise ValueError(f"unknown child {child!r}")
 
 
+def served_by_pool(body: Mapping[str, Any]) -> tuple[FineTuneJob, str] | None:
+    """(the job, its pool's name) when `body` is a deploying or serving adapter job that a pool serves;
+    None otherwise. Only candidates are parsed (this runs every few seconds over every job)."""
+    meta = body.get("metadata") or {}
+    if (body.get("status") or {}).get("phase") not in POOLED_PHASES or meta.get("deletionTimestamp"):
+        return None
+    try:
+        job = FineTuneJob.model_validate(dict(body))
+    except ValueError:
+        return None
+    pool = pool_of(job)
+    return (job, pool) if pool is not None else None
+
+
 def pooled_jobs(namespace: str, pool: str, bodies: Iterable[Mapping[str, Any]]) -> list[FineTuneJob]:
-    """The deploying or serving adapter jobs of `namespace` that `pool` serves. Only those candidates
-    are parsed (this runs every few seconds)."""
+    """The deploying or serving adapter jobs of `namespace` that `pool` serves."""
     jobs = []
     for body in bodies:
-        meta = body.get("metadata") or {}
-        if meta.get("namespace") != namespace or (body.get("status") or {}).get("phase") not in POOLED_PHASES:
+        if (body.get("metadata") or {}).get("namespace") != namespace:
             continue
-        if meta.get("deletionTimestamp"):
-            continue
-        try:
-            job = FineTuneJob.model_validate(dict(body))
-        except ValueError:
-            continue
-        if pool_of(job) == pool:
-            jobs.append(job)
+        found = served_by_pool(body)
+        if found is not None and found[1] == pool:
+            jobs.append(found[0])
     return jobs
 
 

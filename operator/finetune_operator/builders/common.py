@@ -166,6 +166,27 @@ def parse_quantity(value: str) -> Decimal:
     return parse(value)
 
 
+_SUFFIX_FACTORS = {
+    **{s: Decimal(1024) ** (6 - i) for i, s in enumerate(("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"))},
+    **{s: Decimal(1000) ** (6 - i) for i, s in enumerate(("E", "P", "T", "G", "M", "k"))},
+}
+_SUFFIXED_FROM = Decimal(2**20)
+"""Smaller whole numbers (GPU and cpu counts) are written plain."""
+
+
+def format_quantity(value: Decimal | int) -> str:
+    """A short exact Kubernetes quantity: `8`, `500m`, `64Gi`, `60G` (the inverse of `parse_quantity`)."""
+    from kubernetes.utils.quantity import format_quantity as _format_with_suffix
+
+    value = Decimal(value)
+    if value != value.to_integral_value():
+        return _format_with_suffix(value, "m")
+    written = [str(int(value))]
+    if value >= _SUFFIXED_FROM:
+        written += [_format_with_suffix(value, s) for s, f in _SUFFIX_FACTORS.items() if value % f == 0]
+    return min(written, key=len)
+
+
 def gib(value: str) -> float:
     return float(parse_quantity(value) / (1 << 30))
 

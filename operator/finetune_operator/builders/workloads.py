@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Literal
 
 from finetune_api.job import FineTuneJobSpec, ResourcesSpec
+from ..settings import AdapterPoolSettings, OperatorSettings
 from .canary import canary_split
 from .common import parse_quantity
 from .eval_job import eval_resources
@@ -53,6 +54,30 @@ def workload_requests(spec: FineTuneJobSpec, workload: Workload) -> dict[str, De
         replicas = serving.replicas
     per_replica = _as_numbers(vllm_pod_resources(serving.gpus, spec.resources.gpu_resource_name, serving.cpu, serving.memory))
     return {name: value * replicas for name, value in per_replica.items()} if replicas else {}
+
+
+def pool_requests(pool: AdapterPoolSettings) -> dict[str, Decimal]:
+    """Requests of one adapter pool, all of it at once: its replicas × each replica's requests, as the
+    pool Deployment's pod template states them (the admin's size, whatever the adapters it serves)."""
+    per_replica = _as_numbers(vllm_pod_resources(pool.gpus, pool.gpu_resource_name, pool.cpu, pool.memory))
+    return {name: value * pool.replicas for name, value in per_replica.items()} if pool.replicas else {}
+
+
+def queued_pool(settings: OperatorSettings) -> str | None:
+    """The FineTuneQueue that admits the adapter pools in embedded mode (`adapter_pool.queue`), when the
+    pools request accelerators; None: pools start at once, uncharged (CPU pools, or no queue named)."""
+    pool = settings.adapter_pool
+    if settings.queue_mode != "embedded" or pool.queue is None:
+        return None
+    return pool.queue if pool_requests(pool).get(pool.gpu_resource_name, Decimal(0)) > 0 else None
+
+
+def grows(spec: FineTuneJobSpec, held: dict[str, str]) -> dict[str, Decimal]:
+    """What the serving's requests exceed its held admission by (`held`: status.queue.resources): a
+    `spec.serving` change that asks more replicas asks the queue for the difference."""
+    have = {name: parse_quantity(value) for name, value in held.items()}
+    wanted = workload_requests(spec, "Serving")
+    return {name: value - have.get(name, Decimal(0)) for name, value in wanted.items() if value > have.get(name, Decimal(0))}
 
 
 def queued_workload(spec: FineTuneJobSpec, workload: Workload) -> bool:

@@ -9,7 +9,7 @@ import kopf
 from finetune_api import GROUP, VERSION
 
 from ..builders.common import LABEL_JOB
-from ..queue.views import job_snapshot
+from ..queue.views import PoolKey, job_snapshot, pool_demand
 from ..reconcile import JobState, PodState, WorkloadState, job_state, pod_state, workload_state
 from ..runtime import indexes as ids
 from ..runtime.controller import parent_of, training_job_of
@@ -40,12 +40,20 @@ def queues(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
 
 
 @kopf.index(GROUP, VERSION, "finetunejobs", id=ids.QUEUED_JOBS)
-def queued_jobs(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-    """FineTuneJobs that wait in a queue or hold its quota, by queue name. A job that stops matching
-    returns `{}`, never None: Kopf keeps an object's previous entry when its index function returns None,
-    so a job that ended its training would go on holding the quota as its last snapshot says."""
+def queued_jobs(body: kopf.Body, **_: Any) -> dict[str | PoolKey, Any]:
+    """What the embedded queue reads of a FineTuneJob: by queue name, its snapshot when it waits in that
+    queue or holds its quota; by (namespace, pool), its creation time when it is an adapter its pool
+    serves now (the pools the queue charges). A job that stops matching returns `{}`, never None: Kopf
+    keeps an object's previous entry when its index function returns None, so a job that ended its
+    training would go on holding the quota as its last snapshot says."""
+    entries: dict[str | PoolKey, Any] = {}
     found = job_snapshot(body)
-    return {found[0]: found[1]} if found else {}
+    if found:
+        entries[found[0]] = found[1]
+    wanted = pool_demand(body)
+    if wanted:
+        entries[wanted[0]] = wanted[1]
+    return entries
 
 
 @kopf.index("", "v1", "namespaces", id=ids.NAMESPACES)

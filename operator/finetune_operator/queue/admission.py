@@ -9,7 +9,11 @@ Rules:
 - Candidates are workloads that wait: training in phase `Queued` (validation has passed), and an
   evaluation (`Evaluating`) or serving (`Deploying`) that asked for admission because it requests
   accelerators. A workload is admitted whole (every node's or replica's GPUs, cpu and memory at once)
-  into the first flavor with room for all of it; a job holds at most one admission at a time.
+  into the first flavor with room for all of it; a job holds at most one admission at a time. A serving
+  admission that deploys again after a `spec.serving` change is resized in place: asking more, it keeps
+  what it holds and waits in line for the difference in its flavor (never preempting); asking less, it
+  keeps only its new requests.
+- Adapter pools are consumers too (`views.pool_views`): serving workloads keyed `pool/<ns>/<name>`.
 - Order: priority (higher first), then age (older first), then name.
 - Resources that no flavor of the queue lists are not limited by it; a job that needs a listed resource is
   admitted only into a flavor that lists it.
@@ -119,11 +123,17 @@ def _held(job: JobView, message: str, eviction: bool | None = None) -> JobDecisi
         job.queue,
         True,
         flavor=job.flavor,
-        resources=dict(job.holding),
+        resources=dict(job.kept),
         message=message,
         eviction_requested=job.eviction_requested if eviction is None else eviction,
         workload=job.workload,
     )
+
+
+def _grown(job: JobView) -> Amounts:
+    """What a job holds once its growth is admitted: the larger of what it held and what it requests."""
+    held = job.holding
+    return {name: max(held.get(name, 0), job.requests.get(name, 0)) for name in {*held, *job.requests}}
 
 
 Vector = list[int]
@@ -169,9 +179,10 @@ class _QueueCycle:
         return [amounts.get(name, 0) for name in self.resources]
 
     def request(self, job: JobView) -> Vector:
+        """What the job asks now: its whole request, or what a held serving admission lacks (`growth`)."""
         need = self.need.get(job.key)
         if need is None:
-            need = self.need[job.key] = self.vector(job.requests)
+            need = self.need[job.key] = self.vector(job.growth or job.requests)
         return need
 
     def priority(self, job: JobView) -> int:
@@ -186,7 +197,7 @@ class _QueueCycle:
                 self.holders[job.flavor or ""].append(job)
                 if job.flavor and job.flavor in self.used:
                     # Quota in use is what the holders' status says they hold (a restart rebuilds it).
-                    held = self.vector(job.holding)
+                    held = self.vector(job.kept)
                     _plus(self.used[job.flavor], held)
                     if job.eviction_requested:
                         _plus(self.releasing[job.flavor], held)
@@ -201,10 +212,12 @@ class _QueueCycle:
         self.committed = {name: list(self.used[name]) for name in self.names}
         admissible = []
         for job in self.jobs:
-            if not job.waiting:
+            if not (job.waiting or job.growth):
                 continue
             reason = self.inadmissible(job)
-            if reason:
+            if reason and job.growth:
+                decisions[job.key] = _held(job, reason)
+            elif reason:
                 decisions[job.key] = JobDecision(job.key, job.queue, False, message=reason, workload=job.workload)
             else:
                 admissible.append(job)
@@ -216,17 +229,20 @@ class _QueueCycle:
             if blocked_by is not None:
                 waiting.append((job, f"StrictFIFO: waiting behind {blocked_by.key}"))
                 continue
-            flavor = self.first_fit(self.request(job))
+            flavor = self.first_fit(self.request(job), job.flavor if job.growth else None)
             if flavor is not None:
                 _plus(self.used[flavor], self.request(job))
                 _plus(self.committed[flavor], self.request(job))
                 decisions[job.key] = JobDecision(
-                    job.key, job.queue, True, flavor=flavor, resources=dict(job.requests),
-                    message=f"admitted to flavor {flavor}", newly_admitted=True, workload=job.workload,
+                    job.key, job.queue, True, flavor=flavor, resources=_grown(job),
+                    message=f"admitted to flavor {flavor}", newly_admitted=not job.growth, workload=job.workload,
                 )
                 continue
-            victims = self.preempt(job, decisions) if self.queue.preempt_lower_priority else None
-            if victims is None:
+            preempting = self.queue.preempt_lower_priority and not job.growth  # a held admission grows in place
+            victims = self.preempt(job, decisions) if preempting else None
+            if victims is None and job.growth:
+                waiting.append((job, f"waiting for quota to grow by {describe(job.growth)} (holding {describe(job.holding)})"))
+            elif victims is None:
                 waiting.append((job, f"waiting for quota: needs {describe(job.requests)}"))
             elif victims:
                 waiting.append((job, f"preempting {', '.join(v.key for v in victims)} to make room"))
@@ -237,9 +253,13 @@ class _QueueCycle:
         estimates = self.wait_estimates([job for job, _ in waiting])
         name = self.queue.name
         for position, ((job, why), wait) in enumerate(zip(waiting, estimates), start=1):
+            message = f"position {position} in FineTuneQueue {name}: {why}"
+            if job.growth:  # it keeps what it holds while it waits for more
+                decisions[job.key] = replace(_held(job, message), position=position, wait_estimate_seconds=wait)
+                continue
             decisions[job.key] = JobDecision(
                 job.key, job.queue, False, position=position, wait_estimate_seconds=wait,
-                message=f"position {position} in FineTuneQueue {name}: {why}", workload=job.workload,
+                message=message, workload=job.workload,
             )
         result.queues[name] = QueueSummary(
             name=name,
@@ -257,13 +277,18 @@ class _QueueCycle:
         if job.priority_class is not None and job.priority_class not in self.queue.priorities:
             known = ", ".join(sorted(self.queue.priorities)) or "none"
             return f"spec.queue.priorityClass: {job.priority_class} is not a priority class of FineTuneQueue {name} (known: {known})"
+        if job.growth:
+            if not _fits(self.vector(job.requests), self.zero, self.cap.get(job.flavor or "", self.zero)):
+                return f"needs {describe(job.requests)}: more than flavor {job.flavor} of FineTuneQueue {name} provides"
+            return None
         if not any(_fits(self.request(job), self.zero, self.cap[f]) for f in self.names):
             return f"needs {describe(job.requests)}: more than any flavor of FineTuneQueue {name} provides"
         return None
 
-    def first_fit(self, need: Vector) -> str | None:
+    def first_fit(self, need: Vector, only: str | None = None) -> str | None:
+        """The first flavor (or only flavor `only`) with room for `need` beside what is committed."""
         for name in self.names:
-            if _fits(need, self.committed[name], self.cap[name]):
+            if (only is None or name == only) and _fits(need, self.committed[name], self.cap[name]):
                 return name
         return None
 

@@ -3,14 +3,15 @@ FineTuneQueue's status. Pure: a cycle's decisions in, models out (the runtime du
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from finetune_api.job import QueueStatus
-from finetune_api.queue import FineTuneQueueStatus, ResourceUsage
+from finetune_api.queue import FineTuneQueueStatus, PoolAdmission, ResourceUsage
 
-from .admission import JobDecision, QueueSummary, describe
+from .admission import CycleResult, JobDecision, QueueSummary, describe
 from .requests import format_quantity, from_milli
+from .views import PoolKey, pool_consumer_key
 
 MESSAGE_LIMIT = 512
 
@@ -32,8 +33,27 @@ def job_queue_status(decision: JobDecision, current: Mapping[str, Any], now: str
     )
 
 
-def queue_status(summary: QueueSummary) -> FineTuneQueueStatus:
-    """The FineTuneQueue's status: usage per flavor and resource, counts, and the `kubectl get` summary."""
+def pool_admissions(result: CycleResult, pools: Iterable[PoolKey], recorded: Iterable[PoolAdmission],
+                    now: str) -> list[PoolAdmission]:
+    """The queue's `status.pools` after a cycle: one record per wanted pool (`pools`), as the cycle
+    decided; `admittedAt` keeps the first admission's time. A pool no longer wanted has no record."""
+    previous = {(a.namespace, a.name): a for a in recorded}
+    out = []
+    for key in sorted(pools):
+        decision = result.jobs.get(pool_consumer_key(key))
+        if decision is None:
+            continue
+        before = previous.get(key)
+        status = job_queue_status(decision, {"admittedAt": before.admitted_at} if before else {}, now)
+        out.append(PoolAdmission(namespace=key[0], name=key[1], admitted=status.admitted, admitted_at=status.admitted_at,
+                                 flavor=status.flavor, resources=status.resources, position=status.position,
+                                 message=status.message))
+    return out
+
+
+def queue_status(summary: QueueSummary, pools: Iterable[PoolAdmission] = ()) -> FineTuneQueueStatus:
+    """The FineTuneQueue's status: usage per flavor and resource (the adapter pools' included), counts, the
+    `kubectl get` summary, and the pools' admissions."""
     usage = [
         ResourceUsage(
             flavor=flavor,
@@ -52,7 +72,8 @@ def queue_status(summary: QueueSummary) -> FineTuneQueueStatus:
     text = ", ".join(
         f"{describe({r: u})}/{format_quantity(from_milli(c))}" for r, (u, c) in sorted(totals.items())
     )
-    return FineTuneQueueStatus(usage=usage, admitted=summary.admitted, pending=summary.pending, usage_summary=text)
+    return FineTuneQueueStatus(usage=usage, admitted=summary.admitted, pending=summary.pending, usage_summary=text,
+                               pools=list(pools))
 
 
 def idle_queue_status(warning: str) -> FineTuneQueueStatus:

@@ -6,13 +6,14 @@ Quantities are held as integer thousandths (`to_milli`) so that quota arithmetic
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from finetune_api.common import LabelSelector
 from finetune_api.job import FineTuneJobSpec, QueueRef, ResourcesSpec
-from finetune_api.queue import Flavor, FineTuneQueueSpec
+from finetune_api.queue import Flavor, FineTuneQueueSpec, PoolAdmission
+from ..builders.children import served_by_pool
 from ..reconcile.observed import parse_time
 from .requests import Workload, job_requests, to_milli, workload_requests
 
@@ -99,6 +100,23 @@ class JobView:
         return not self.admitted and self.phase == WAITING_PHASE[self.workload]
 
     @property
+    def growth(self) -> Amounts:
+        """What a held serving admission lacks of the serving's requests, while it deploys again after a
+        `spec.serving` change that asks more (more replicas): asked on top of what it holds, in its flavor."""
+        if self.workload != "Serving" or self.phase != WAITING_PHASE["Serving"] or not self.holds_quota:
+            return {}
+        held = self.holding
+        return {name: value - held.get(name, 0) for name, value in self.requests.items() if value > held.get(name, 0)}
+
+    @property
+    def kept(self) -> Amounts:
+        """What a holder keeps this cycle: a serving that deploys again after a change asking less keeps
+        only its new requests (the rest goes back to the queue); anything else keeps what it holds."""
+        if self.growth or self.workload != "Serving" or self.phase != WAITING_PHASE["Serving"] or not self.holds_quota:
+            return self.holding
+        return dict(self.requests)
+
+    @property
     def holding(self) -> Amounts:
         """What the job holds: the admitted amounts, or its requests when the status has none."""
         return self.held or self.requests
@@ -177,6 +195,60 @@ def job_snapshot(obj: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
 _TRAINING_SPEC = ("queue", "resources")
 _WORKLOAD_SPEC = ("model", "datasets", "queue", "resources", "adapter", "serving")
 """What `workload_requests` reads of evaluation and serving, plus what a spec cannot validate without."""
+
+
+PoolKey = tuple[str, str]
+"""(namespace, pool name)"""
+
+
+def pool_demand(obj: Mapping[str, Any]) -> tuple[PoolKey, float] | None:
+    """(its pool, the job's creation time) when a FineTuneJob (dict) is an adapter that its pool serves
+    now (Deploying or Serving): a pool is wanted while it has one such job, and is as old as its oldest."""
+    found = served_by_pool(obj)
+    if found is None:
+        return None
+    meta = obj["metadata"]
+    return (meta["namespace"], found[1]), _timestamp(meta.get("creationTimestamp"))
+
+
+def pool_consumer_key(pool: PoolKey) -> str:
+    """A pool's key in the cycle: `pool/<namespace>/<name>`, never a job's `<namespace>/<name>`."""
+    return f"pool/{pool[0]}/{pool[1]}"
+
+
+def pool_views(queue: str, demands: Mapping[PoolKey, float], recorded: Iterable[PoolAdmission],
+               requests: Amounts) -> list[JobView]:
+    """The wanted adapter pools as consumers of `queue`'s cycle, each charged `requests` once (DESIGN.md
+    §6). A pool is a serving workload that is never evicted, at the queue's default priority, ordered by
+    its oldest adapter job's age; it holds what its record in the queue's status says (rebuilt after a
+    restart) and waits while it has none. A recorded pool no longer wanted is left out: released."""
+    admissions = {(a.namespace, a.name): a for a in recorded}
+    views = []
+    for key, created in sorted(demands.items()):
+        record = admissions.get(key)
+        admitted = record is not None and record.admitted
+        views.append(JobView(
+            key=pool_consumer_key(key),
+            namespace=key[0],
+            queue=queue,
+            requests=dict(requests),
+            created=created,
+            phase="Serving" if admitted else "Deploying",
+            admitted=admitted,
+            flavor=record.flavor if record is not None and admitted else None,
+            held={name: to_milli(value) for name, value in record.resources.items()} if record and admitted else {},
+            admitted_at=(record.admitted_at or "") if record is not None else "",
+            workload="Serving",
+        ))
+    return views
+
+
+def released_pools(recorded: Iterable[PoolAdmission], wanted: Iterable[PoolKey]) -> list[PoolKey]:
+    """Pools admitted before and no longer wanted (their last adapter left): their Deployments go to 0
+    replicas, so a pool that holds no quota holds no GPUs either; the next adapter scales it up again
+    once the queue admits it."""
+    keep = set(wanted)
+    return sorted((a.namespace, a.name) for a in recorded if a.admitted and (a.namespace, a.name) not in keep)
 
 
 def admitted_flavor(queue: Mapping[str, Any] | None, flavor: str | None) -> Flavor | None:

@@ -15,13 +15,15 @@ from finetune_api.contract.vllm import pooled_base_name
 from finetune_api.contract.summaries import EvaluateSummary, MergeSummary, PrepareSummary, ShadowSummary, TrainSummary
 from finetune_api.contract.upload import UPLOAD_RECORD, UploadSummary
 from finetune_api.common import Condition
+from finetune_api.queue import PoolAdmission
 from finetune_api.job import (Artifacts, CanaryStatus, DataReport, EvaluationStatus, FineTuneJobStatus, Progress, ServingStatus,
                               UploadedArtifacts)
 from ..builders import names
 from ..builders.canary import canary_route
 from ..builders.eval_job import pool_judged_graders
 from ..builders.resolve import output_uri, uploads_output
-from ..builders.workloads import Workload, queued_workload
+from ..builders.common import format_quantity
+from ..builders.workloads import Workload, grows, queued_workload
 from ..deadlines import deadline_remaining_seconds, phase_deadline_seconds, training_deadline_seconds
 from ..progress import progress_status, progress_summary
 from ..settings import OperatorSettings
@@ -134,7 +136,7 @@ def decide(job: FineTuneJob, children: ObservedChildren, now: dt.datetime, setti
     deadline = phase_deadline_seconds(job, phase, settings)
     remaining = deadline_remaining_seconds(job, now, settings)
     if deadline is not None and remaining is not None and remaining < 0:
-        _deadline_exceeded(plan, children, deadline)
+        _deadline_exceeded(plan, children, deadline, settings)
         return plan.result()
     step = _PHASES.get(phase, _pending)
     step(plan, children, settings)
@@ -185,14 +187,19 @@ _PHASE_JOB = {"Validating": names.prepare_job_name, "Evaluating": names.eval_job
 _PHASE_CONDITION = {"Validating": "Validated", "Evaluating": "Evaluated", "Uploading": "Uploaded", "Deploying": "Ready"}
 
 
-def _deadline_exceeded(plan: Plan, children: ObservedChildren, deadline: int) -> None:
+def _deadline_exceeded(plan: Plan, children: ObservedChildren, deadline: int, settings: OperatorSettings) -> None:
     """The phase ran out of time: `Failed`, naming the phase and what it waited for; the phase's Job
     (if any) is deleted so its pods stop holding the cluster."""
     phase = plan.status.phase
     waiting = _PHASE_WORKLOAD.get(phase)
     queue = plan.status.queue
+    pool = _pool_waiting(children)
     if waiting is not None and queue is not None and queue.workload == waiting and not queue.admitted:
         waited = f"never admitted: {queue.message or f'waiting in FineTuneQueue {queue.name}'}"
+    elif phase == "Deploying" and pool is not None:
+        waited = f"adapter pool {pool.name} never admitted: {pool.message}"
+    elif phase == "Deploying" and (more := _serving_growth(plan, settings)):
+        waited = f"the serving's {more} more never admitted: {queue.message if queue else ''}"
     elif phase == "Deploying":
         waited = _serving_waited_for(children)
     else:
@@ -238,23 +245,41 @@ def _spec_changed(plan: Plan, children: ObservedChildren, settings: OperatorSett
             child = children.jobs.get(stale)
             if child is not None and not child.deleting:
                 plan.do(Delete("Job", child.name))
+        message = f"spec.evaluation changed in generation {gen}: evaluating again"
+        if _holds_serving(plan):
+            message += "; the endpoint stops until the new evaluation passes (its replicas held quota)"
+            _stop_serving(plan, "Evaluating", "stopped while the model is evaluated again")
         _ask_admission(plan, settings, "Evaluation")
-        plan.condition("Evaluated", False, "SpecChanged", f"spec.evaluation changed in generation {gen}: evaluating again")
+        plan.condition("Evaluated", False, "SpecChanged", message)
         plan.condition("Deployed", False, "SpecChanged", "waiting for the new evaluation")
-        plan.transition("Evaluating", "SpecChanged", f"spec.evaluation changed in generation {gen}: evaluating again")
+        plan.transition("Evaluating", "SpecChanged", message)
         return True
     if phase in ("Deploying", "Serving", "Succeeded") and serving_changed:
         if spec.serving.enabled:
-            _start_deploying(plan, settings, f"spec.serving changed in generation {gen}: deploying again", "SpecChanged")
+            _start_deploying(plan, children, settings, f"spec.serving changed in generation {gen}: deploying again",
+                             "SpecChanged")
         else:
-            plan.do(DeleteServing())
-            plan.condition("Deployed", False, "ServingDisabled", "spec.serving.enabled is false")
-            plan.condition("Ready", False, "ServingDisabled", "spec.serving.enabled is false")
-            plan.set(serving=None)
+            _stop_serving(plan, "ServingDisabled", "spec.serving.enabled is false")
             plan.transition("Succeeded", "ServingDisabled", f"serving disabled in generation {gen}; endpoint removed")
         return True
     plan.set(observed_generation=gen)
     return False
+
+
+def _holds_serving(plan: Plan) -> bool:
+    """The job's serving replicas hold an admission of the embedded queue (they request accelerators)."""
+    queue = plan.status.queue
+    return queue is not None and queue.workload == "Serving" and queue.admitted
+
+
+def _stop_serving(plan: Plan, reason: str, message: str) -> None:
+    """Remove the job's serving objects (an adapter in a shared pool is unloaded once the job leaves
+    Deploying/Serving; the pool stays) and the quota its replicas held."""
+    plan.do(DeleteServing())
+    _release(plan, "Serving")
+    plan.condition("Deployed", False, reason, message)
+    plan.condition("Ready", False, reason, message)
+    plan.set(serving=None)
 
 
 # -- phases -----------------------------------------------------------------------------------------
@@ -485,7 +510,7 @@ def _trained(plan: Plan, children: ObservedChildren, train: JobState, gpu_second
     elif uploads_output(plan.job):
         _start_uploading(plan, "trained; evaluation disabled: uploading")
     elif spec.serving.enabled:
-        _start_deploying(plan, settings, "trained; evaluation disabled: deploying", "Deploying")
+        _start_deploying(plan, children, settings, "trained; evaluation disabled: deploying", "Deploying")
     else:
         plan.transition("Succeeded", "Trained", "trained (no evaluation, serving disabled)")
 
@@ -710,8 +735,8 @@ def _evaluating(plan: Plan, children: ObservedChildren, settings: OperatorSettin
     if uploads_output(plan.job):
         _start_uploading(plan, f"gates passed ({result.score}); uploading" if result.score else "gates passed; uploading")
     elif plan.job.spec.serving.enabled:
-        _start_deploying(plan, settings, f"gates passed ({result.score}); deploying" if result.score else "gates passed; deploying",
-                         "Deploying")
+        _start_deploying(plan, children, settings,
+                         f"gates passed ({result.score}); deploying" if result.score else "gates passed; deploying", "Deploying")
     else:
         plan.transition("Succeeded", "GatesPassed", "gates passed; serving disabled")
 
@@ -753,17 +778,31 @@ def _uploading(plan: Plan, children: ObservedChildren, settings: OperatorSetting
     done = f"{summary.count} object(s) uploaded to {uri}"
     plan.condition("Uploaded", True, "Uploaded", done)
     if plan.job.spec.serving.enabled:
-        _start_deploying(plan, settings, f"{done}; deploying", "Deploying")
+        _start_deploying(plan, children, settings, f"{done}; deploying", "Deploying")
     else:
         plan.transition("Succeeded", "Uploaded", f"{done}; serving disabled")
 
 
-def _start_deploying(plan: Plan, settings: OperatorSettings, message: str, reason: str) -> None:
+def _start_deploying(plan: Plan, children: ObservedChildren, settings: OperatorSettings, message: str, reason: str) -> None:
     if _ask_admission(plan, settings, "Serving"):
         plan.condition("Deployed", False, reason, "waiting for quota")
         plan.condition("Ready", False, reason, "waiting for quota")
         plan.transition("Deploying", "WaitingForQuota", f"{message}: waiting in FineTuneQueue {plan.job.spec.queue.name} "
                                                          "for the serving replicas' accelerators")
+        return
+    more = _serving_growth(plan, settings)
+    if more:  # the current replicas keep serving on what the job holds until the queue admits the rest
+        plan.condition("Deployed", False, reason, "waiting for quota")
+        plan.transition("Deploying", "WaitingForQuota", f"{message}: waiting in FineTuneQueue {plan.job.spec.queue.name} "
+                                                         f"for {more} more; the current replicas keep serving")
+        return
+    pool = _pool_waiting(children)
+    if pool is not None:  # the job's Deploying phase is what makes its pool ask the queue
+        plan.condition("Deployed", False, reason, "waiting for the adapter pool's quota")
+        plan.condition("Ready", False, reason, "waiting for the adapter pool's quota")
+        plan.transition("Deploying", "WaitingForQuota",
+                        f"{message}: adapter pool {pool.name} waiting for quota: {pool.message}"[:1024])
+        plan.do(Requeue(DEPLOY_POLL_SECONDS))
         return
     plan.do(Apply("serving"), Requeue(DEPLOY_POLL_SECONDS))
     plan.condition("Deployed", False, reason, "serving objects applied; waiting for a ready replica")
@@ -810,6 +849,35 @@ def _waits_for_admission(plan: Plan, settings: OperatorSettings, workload: Workl
     return True
 
 
+def _serving_growth(plan: Plan, settings: OperatorSettings) -> str:
+    """What the job's serving asks beyond the serving admission it holds ("" when nothing, or when it
+    holds none): after a `spec.serving` change that asks more replicas."""
+    queue = plan.status.queue
+    if not _admits_through_queue(plan, settings, "Serving") or queue is None or queue.workload != "Serving" \
+            or not queue.admitted or not queue.resources:  # no amounts recorded: it holds what it requests
+        return ""
+    more = grows(plan.job.spec, queue.resources)
+    return ", ".join(f"{name} {format_quantity(value)}" for name, value in sorted(more.items()))
+
+
+def _pool_waiting(children: ObservedChildren) -> PoolAdmission | None:
+    """The job's adapter pool when the embedded queue charges it and has not admitted it (None: admitted,
+    not charged, or no pool). Its Deployment is created only once it is admitted."""
+    pool = children.pool
+    return pool if pool is not None and not pool.admitted else None
+
+
+def _waits_for_pool(plan: Plan, children: ObservedChildren) -> bool:
+    """Deploying: True while the job's adapter pool waits for quota (the pool's position and message shown
+    in status; looked at again every poll, since the pool's admission is written to the queue, not the job)."""
+    pool = _pool_waiting(children)
+    if pool is None:
+        return False
+    plan.note(f"adapter pool {pool.name} waiting for quota: {pool.message}"[:1024], reason="WaitingForQuota")
+    plan.do(Requeue(DEPLOY_POLL_SECONDS))
+    return True
+
+
 def _release(plan: Plan, workload: Workload) -> None:
     """The workload ended: its quota goes back to the queue (the cycle would see it too, one write later)."""
     queue = plan.status.queue
@@ -818,7 +886,15 @@ def _release(plan: Plan, workload: Workload) -> None:
 
 
 def _deploying(plan: Plan, children: ObservedChildren, settings: OperatorSettings) -> None:
-    if _waits_for_admission(plan, settings, "Serving"):
+    if _waits_for_admission(plan, settings, "Serving") or _waits_for_pool(plan, children):
+        return
+    if _serving_growth(plan, settings):
+        queue = plan.status.queue
+        plan.note(f"serving waiting for quota to grow: {queue.message if queue else ''}"[:1024], reason="WaitingForQuota")
+        return
+    if plan.status.reason == "WaitingForQuota":  # admitted (or grown) since: what waited is applied now
+        plan.do(Apply("serving"), Requeue(DEPLOY_POLL_SECONDS))
+        plan.note("serving objects applied; waiting for a ready replica", reason="Deploying")
         return
     serving = children.serving
     if serving is None:

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 from finetune_api.contract.exit_codes import FailureClass, failure_class
 from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.termination import PhaseSummary
-from finetune_api.queue import Flavor
+from finetune_api.queue import Flavor, PoolAdmission
 from ..builders.names import service_url
 from ..builders.training_job import training_failure_kind
 from .canary import Arms
@@ -185,6 +185,9 @@ class ObservedChildren:
     """Both arms' counts in the canary's analysis window (read while its analysis runs)."""
     judge_pool: JudgePool | None = None
     """Read while a job with pool-judged graders validates, trains or evaluates."""
+    pool: PoolAdmission | None = None
+    """The admission of the adapter pool that serves the job, when the embedded queue charges pools
+    (`adapter_pool.queue`); None when it does not, or the job is not served by a pool. Read from Training on."""
 
 
 # -- from API objects -----------------------------------------------------------------------------

@@ -68,6 +68,7 @@ class Actuator:
             elif isinstance(action, Delete):
                 await self.executor.call(self.k8s.delete, action.kind, ns, action.name, action.propagation,
                                          action.grace_period_seconds)
+                self.expectations.deleted((action.kind, ns, action.name, job.metadata.uid or ""))
             elif isinstance(action, DeleteServing):
                 await self._delete_serving(job)
             elif isinstance(action, SetFinalizer):

@@ -30,6 +30,11 @@ class CreateExpectations:
         """Created moments ago: its watch event may still be on the way."""
         return self.clock() - self._created.get(ident, -1e9) < CREATE_EXPECTATION_SECONDS
 
+    def deleted(self, ident: Ident) -> None:
+        """Deleted by this process: a create of the same object that follows (a re-evaluation's new
+        evaluation Job, moments after the first) must not be skipped as already on its way."""
+        self._created.pop(ident, None)
+
     def created(self, ident: Ident) -> None:
         now = self.clock()
         self._created[ident] = now

@@ -38,7 +38,8 @@ class Indexes:
     queues: Index = field(default_factory=dict)
     """FineTuneQueue name → the queue object (metadata, spec, status)."""
     queued_jobs: Index = field(default_factory=dict)
-    """FineTuneQueue name → snapshots of the jobs waiting in it or holding its quota (`queue.views.job_snapshot`)."""
+    """FineTuneQueue name → snapshots of the jobs waiting in it or holding its quota (`queue.views.job_snapshot`);
+    (namespace, adapter pool) → creation times of the adapter jobs the pool serves now (`queue.views.pool_demand`)."""
     namespaces: Index = field(default_factory=dict)
     """Namespace name → its labels."""
     workloads: Index = field(default_factory=dict)
@@ -71,6 +72,11 @@ class Indexes:
     def workload(self, namespace: str, train_job: str) -> WorkloadState | None:
         workload: WorkloadState | None = _first(self.workloads, (namespace, train_job))
         return workload
+
+    def wanted_pools(self) -> dict[tuple[str, str], float]:
+        """Every adapter pool that serves a job now, with its oldest job's creation time."""
+        oldest = {key: min(times, default=None) for key, times in list(self.queued_jobs.items()) if isinstance(key, tuple)}
+        return {key: created for key, created in oldest.items() if created is not None}
 
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         return {ns: next(iter(values), {}) for ns, values in list(self.namespaces.items())}

@@ -13,13 +13,14 @@ from finetune_api import TERMINAL_PHASES, FineTuneJob
 from finetune_api.contract.progress import ProgressEvent
 from finetune_api.contract.summaries import PrepareSummary
 from finetune_api.contract.vllm import VLLM_PORT, pooled_base_name
-from finetune_api.queue import Flavor
+from finetune_api.queue import Flavor, PoolAdmission
 
 from .. import builders
 from ..builders import names
 from ..builders.common import CONFIG_FILE
 from ..builders.eval_job import pool_judged_graders
 from ..builders.serving import pool_member
+from ..builders.workloads import queued_pool
 from ..k8s import K8s
 from ..progress import TAIL_LINES, latest_progress
 from ..queue.views import admitted_flavor
@@ -93,6 +94,8 @@ class Observer:
             observed = dataclasses.replace(observed, namespace_usage=self._namespace_usage(ns, name))
         if phase in JUDGED_PHASES and job.spec.evaluation.enabled and pool_judged_graders(job):
             observed = dataclasses.replace(observed, judge_pool=await self._judge_pool(job, jobs))
+        if phase == "Training" or phase in AFTER_TRAINING:  # every phase that may start deploying
+            observed = dataclasses.replace(observed, pool=self._pool_admission(job))
         if phase == "Deploying":
             observed = dataclasses.replace(observed, serving=await self._serving(job))
         if phase == "Serving" and _canary_analyzing(job):
@@ -101,6 +104,20 @@ class Observer:
         if status and (status.observed_generation or 0) < generation and phase in AFTER_TRAINING:
             observed = dataclasses.replace(observed, config_spec=await self._config_spec(ns, name))
         return observed
+
+    def _pool_admission(self, job: FineTuneJob) -> PoolAdmission | None:
+        """The admission of the job's adapter pool, from the status of the queue that charges pools."""
+        queue_name, pool = queued_pool(self.settings), pool_key(job)
+        if queue_name is None or pool is None:
+            return None
+        queue = self.indexes.queue(queue_name)
+        if queue is None:
+            return PoolAdmission(namespace=pool[0], name=pool[1], message=(
+                f"FineTuneQueue {queue_name} (the operator's jobs.adapterPool.queue) does not exist"))
+        for record in (queue.get("status") or {}).get("pools") or []:
+            if (record.get("namespace"), record.get("name")) == pool:
+                return PoolAdmission.model_validate(record)
+        return PoolAdmission(namespace=pool[0], name=pool[1], message=f"waiting for FineTuneQueue {queue_name}'s next cycle")
 
     async def _progress(self, job: FineTuneJob, train: JobState | None) -> ProgressEvent | None:
         """The rank-0 trainer's latest progress line, read at most every progress interval."""
@@ -163,6 +180,8 @@ class Observer:
             if current is None:
                 return ServingState(message="missing")
             want = (current.get("spec") or {}).get("replicas", 1)
+            if want == 0 and pool_key(job) is not None and queued_pool(self.settings):
+                return ServingState(message="missing")  # a released pool, scaled to 0: the job applies it again
             ready = (current.get("status") or {}).get("readyReplicas") or 0
             if ready < min(want, 1) or (want and ready == 0):
                 waiting.append(f"{obj['metadata']['name']} {ready}/{want} ready")

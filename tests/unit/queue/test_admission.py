@@ -320,3 +320,32 @@ def test_a_waiting_evaluation_is_ordered_with_training_by_priority_then_age() ->
     assert result.jobs["ns/later"].position == 1
     cpu_only = job("cpu-eval", 0, 1, "Evaluating")  # never asked: its status.queue is still training's, released
     assert "ns/cpu-eval" not in admission_cycle([one_flavor(8)], [cpu_only]).jobs
+
+
+def test_serving_that_asks_more_replicas_grows_its_admission_in_place() -> None:
+    """A `spec.serving` change asking 4 GPUs where 2 are held: the job keeps its 2 (the current replicas
+    keep serving) and waits in line for 2 more in its own flavor; never evicts anyone for them."""
+    queue = one_flavor(4, preempt_lower_priority=True)
+    grower = job("srv", 4, 0, "Deploying", admitted=True, flavor="a100", held={GPU: 2000}, workload="Serving",
+                 priority_class="high")
+    other = job("other", 1, 1, "Training", admitted=True, flavor="a100", held={GPU: 1000}, priority_class="low")
+    result = admission_cycle([queue], [grower, other])
+    waiting = result.jobs["ns/srv"]
+    assert waiting.admitted and waiting.resources == {GPU: 2000} and waiting.position == 1
+    assert waiting.message == ("position 1 in FineTuneQueue q: waiting for quota to grow by nvidia.com/gpu 2 "
+                               "(holding nvidia.com/gpu 2)")
+    assert result.evictions == [] and result.queues["q"].usage["a100"][GPU] == 3000
+    grown = admission_cycle([queue], [grower]).jobs["ns/srv"]
+    assert grown.admitted and grown.resources == {GPU: 4000} and not grown.newly_admitted  # admittedAt kept
+    assert not apply_decisions([grower], admission_cycle([queue], [grower]))[0].growth  # once grown, nothing more asked
+    too_big = replace(grower, requests={GPU: 6000})
+    kept = admission_cycle([queue], [too_big]).jobs["ns/srv"]
+    assert kept.admitted and kept.resources == {GPU: 2000} and "more than flavor a100" in kept.message
+    serving = replace(grower, phase="Serving")  # growth is asked only by a deploy, never by a running endpoint
+    assert admission_cycle([queue], [serving]).jobs["ns/srv"].resources == {GPU: 2000}
+
+
+def test_serving_that_asks_fewer_replicas_gives_the_rest_back_as_it_deploys_again() -> None:
+    shrinking = job("srv", 2, 0, "Deploying", admitted=True, flavor="a100", held={GPU: 4000}, workload="Serving")
+    result = admission_cycle([one_flavor(4)], [shrinking, job("next", 2, 1)])
+    assert result.jobs["ns/srv"].resources == {GPU: 2000} and result.admissions == ["ns/next"]

@@ -8,7 +8,8 @@ import pytest
 
 from finetune_api.contract.artifacts import ArtifactRef
 from finetune_api.contract.summaries import EvaluateSummary, TrainSummary
-from finetune_operator.reconcile import Apply, Create, PatchStatus, ServingState, decide
+from finetune_api.queue import PoolAdmission
+from finetune_operator.reconcile import Apply, Create, DeleteServing, PatchStatus, Requeue, ServingState, decide
 from finetune_operator.settings import OperatorSettings
 
 from .conftest import NOW, children, ended, job, make_job, status_patch
@@ -106,3 +107,84 @@ def test_a_re_evaluation_asks_for_the_evaluations_admission(settings):
     patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
     assert patch["phase"] == "Evaluating" and patch["queue"]["workload"] == "Evaluation"
     assert creates(actions) == [Apply("config")]
+
+
+def test_a_re_evaluation_stops_the_replicas_that_held_serving_quota(settings):
+    """Kept serving, the old replicas would run uncharged, or hold quota the evaluation may be waiting for."""
+    old = {"evaluation": {}, "serving": MERGED}
+    held = make_job(at("Serving", {"workload": "Serving", "admitted": True, "flavor": "a100"},
+                       serving={"endpoint": "http://demo-serve:8000/v1"}),
+                    generation=2, serving=MERGED, evaluation={"maxNewTokens": 8})
+    actions = decide(held, children(config_spec=old), NOW, settings)
+    assert DeleteServing() in actions
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert patch["serving"] is None and "the endpoint stops until the new evaluation passes" in patch["message"]
+    ready = next(c for c in patch["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+    cpu = {"mode": "merged", "gpus": 0}  # never charged: it keeps serving, as before
+    kept = make_job(at("Serving"), generation=2, serving=cpu, evaluation={"maxNewTokens": 8})
+    assert DeleteServing() not in decide(kept, children(config_spec={"evaluation": {}, "serving": cpu}), NOW, settings)
+
+
+POOLED = {"mode": "adapter"}
+WAITING_POOL = PoolAdmission(namespace="team", name="vllm-tiny", position=1,
+                             message="position 1 in FineTuneQueue pools: waiting for quota: needs nvidia.com/gpu 2")
+
+
+def test_an_adapter_deploys_only_once_its_pool_is_admitted(settings):
+    done = job("demo-eval", "succeeded", (ended(0, PASSED),))
+    actions = decide(make_job(at("Evaluating"), serving=POOLED), children(done, pool=WAITING_POOL), NOW, settings)
+    assert creates(actions) == []  # no pool Deployment before its quota
+    patch = status_patch(actions)
+    assert patch["phase"] == "Deploying" and patch["reason"] == "WaitingForQuota"
+    assert "adapter pool vllm-tiny waiting for quota: position 1 in FineTuneQueue pools" in patch["message"]
+    missing = ServingState(message="missing")
+    deploying = make_job(at("Deploying", message="gates passed"), serving=POOLED)
+    actions = decide(deploying, children(serving=missing, pool=WAITING_POOL), NOW, settings)
+    assert creates(actions) == [] and any(isinstance(a, Requeue) for a in actions)
+    assert status_patch(actions)["message"].startswith("adapter pool vllm-tiny waiting for quota: position 1")
+    admitted = WAITING_POOL.model_copy(update={"admitted": True, "position": None, "message": "admitted to flavor a100"})
+    assert Apply("serving") in decide(deploying, children(serving=missing, pool=admitted), NOW, settings)
+    actions = decide(make_job(at("Evaluating"), serving=POOLED), children(done, pool=admitted), NOW, settings)
+    assert Apply("serving") in actions  # a pool already admitted for another adapter: at once
+
+
+def test_an_adapter_whose_pool_is_never_admitted_fails_at_the_deploying_deadline(settings):
+    late = make_job(at("Deploying"), serving=POOLED, deadlines={"deployingSeconds": 60})
+    patch = status_patch(decide(late, children(serving=ServingState(message="missing"), pool=WAITING_POOL), NOW, settings))
+    assert patch["phase"] == "Failed" and patch["reason"] == "DeployingDeadlineExceeded"
+    assert "adapter pool vllm-tiny never admitted: position 1 in FineTuneQueue pools" in patch["message"]
+
+
+def test_more_replicas_wait_for_the_difference_while_the_current_ones_keep_serving(settings):
+    """MERGED asks 2 replicas × 2 GPUs; the job holds 2 (one replica, before the change)."""
+    held = {"workload": "Serving", "admitted": True, "flavor": "a100", "resources": {"nvidia.com/gpu": "2", "cpu": "8",
+                                                                                    "memory": "64Gi"}}
+    j = make_job(at("Serving", held), generation=2, serving=MERGED)
+    old = {"evaluation": j.spec.evaluation.to_api(), "serving": {**MERGED, "replicas": 1}}
+    actions = decide(j, children(config_spec=old), NOW, settings)
+    assert creates(actions) == [Apply("config")] and DeleteServing() not in actions
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert patch["phase"] == "Deploying" and patch["reason"] == "WaitingForQuota"
+    assert "for cpu 8, memory 64Gi, nvidia.com/gpu 2 more; the current replicas keep serving" in patch["message"]
+    assert "queue" not in patch  # the admission is kept: the queue grows it in place
+    growing = {**held, "position": 1, "message": "position 1 in FineTuneQueue default: waiting for quota to grow by …"}
+    running = ServingState(ready=True, smoke_ok=True, endpoint="http://demo-serve:8000/v1")
+    waiting = make_job(at("Deploying", growing, reason="WaitingForQuota"), serving=MERGED)
+    actions = decide(waiting, children(serving=running), NOW, settings)
+    assert creates(actions) == [] and status_patch(actions)["message"].startswith("serving waiting for quota to grow")
+    grown = {**held, "resources": {"nvidia.com/gpu": "4", "cpu": "16", "memory": "128Gi"}}
+    actions = decide(make_job(at("Deploying", grown, reason="WaitingForQuota"), serving=MERGED), children(serving=running),
+                     NOW, settings)
+    assert creates(actions) == [Apply("serving")] and status_patch(actions)["reason"] == "Deploying"
+    fewer = make_job(at("Serving", grown), generation=2, serving={**MERGED, "replicas": 1})
+    before = {"evaluation": fewer.spec.evaluation.to_api(), "serving": MERGED}
+    assert Apply("serving") in decide(fewer, children(config_spec=before), NOW, settings)
+
+
+def test_more_replicas_never_admitted_fail_at_the_deploying_deadline_naming_the_queue(settings):
+    growing = {"workload": "Serving", "admitted": True, "flavor": "a100", "resources": {"nvidia.com/gpu": "2"},
+               "message": "needs nvidia.com/gpu 8: more than flavor a100 of FineTuneQueue default provides"}
+    late = make_job(at("Deploying", growing, reason="WaitingForQuota"), serving=MERGED, deadlines={"deployingSeconds": 60})
+    patch = status_patch(decide(late, children(serving=ServingState(ready=True, smoke_ok=True)), NOW, settings))
+    assert patch["phase"] == "Failed" and "more never admitted: needs nvidia.com/gpu 8: more than flavor a100" in patch["message"]

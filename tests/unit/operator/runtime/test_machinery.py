@@ -75,6 +75,29 @@ def test_a_fresh_creation_is_not_repeated_until_the_expectation_lapses():
     assert not expectations.pending(("Job", "team", "demo-prepare", "u-2")), "a re-created job is another owner"
     now[0] += CREATE_EXPECTATION_SECONDS
     assert not expectations.pending(ident)
+    expectations.created(ident)
+    expectations.deleted(ident)  # a re-evaluation deletes the evaluation Job and creates it again at once
+    assert not expectations.pending(ident)
+
+
+def test_the_queue_index_lists_the_pools_that_serve_a_job_now_with_their_oldest_job():
+    from finetune_operator.handlers.indexes import queued_jobs
+
+    def adapter(name: str, created: str, phase: str) -> dict:
+        return {"metadata": {"name": name, "namespace": "team", "creationTimestamp": created},
+                "spec": {"model": {"uri": "pvc://models/tiny"}, "datasets": {"train": {"uri": "pvc://data/t.jsonl"}},
+                         "serving": {"mode": "adapter"}},
+                "status": {"phase": phase}}
+
+    entries = [queued_jobs(body=adapter("a", "2030-01-01T10:00:00Z", "Serving")),
+               queued_jobs(body=adapter("b", "2030-01-01T09:00:00Z", "Deploying")),
+               queued_jobs(body=adapter("c", "2030-01-01T08:00:00Z", "Evaluating"))]
+    assert entries[2] == {}
+    index: dict = {}
+    for entry in entries:
+        for key, value in entry.items():
+            index.setdefault(key, []).append(value)
+    assert Indexes(queued_jobs=index).wanted_pools() == {("team", "vllm-tiny"): 1893488400.0}  # b, at 09:00
 
 
 def test_the_queue_reads_its_own_write_until_the_index_moves_on():
