@@ -116,19 +116,20 @@ def vllm_args(
     return args + list(extra)
 
 
-def vllm_env(cpu: bool, kv_cache_gib: int = 1, tensor_parallel_size: int = 1) -> dict[str, str]:
+def vllm_env(
+    cpu: bool, kv_cache_gib: int = 1, tensor_parallel_size: int = 1, worker_in_engine: bool = False
+) -> dict[str, str]:
     """The environment of one vLLM server beside its flags, for the cluster and the local server alike.
 
-    On CPU with one worker, the worker runs inside the engine-core process: vLLM's CPU default spawns a
-    third process for it, which imports torch and vLLM once more (about 8 of the 25 CPU seconds of a
-    start, measured by `bench/serving_bench.py --startup`) and reserves a core for the engine loop,
-    half of a 2-core node. What that layout buys, OpenMP threads pinned per worker, matters for large
-    models on many cores; `spec.serving.args: [--distributed-executor-backend, mp]` brings it back.
-    GPUs and tensor parallelism keep vLLM's defaults (on GPUs one worker already runs in-process)."""
+    `worker_in_engine` (CPU, one worker): the worker runs inside the engine-core process instead of a
+    third process of its own, which imports torch and vLLM once more (about 8 of the 28 CPU seconds of
+    a start, `bench/serving_bench.py --startup`) and reserves a core for the engine loop, half of a
+    2-core machine. The local server (`ftctl run`, `ftctl serve`) asks for it; the operator's pods keep
+    vLLM's layout (DESIGN.md §9 Serving says why). GPUs and tensor parallelism never get it."""
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
     if cpu:
         env[KV_CACHE_ENV] = str(kv_cache_gib)
-        if tensor_parallel_size == 1:
+        if worker_in_engine and tensor_parallel_size == 1:
             env[ONE_PROCESS_ENGINE_ENV] = "0"
     return env
 

@@ -65,12 +65,12 @@ def test_the_endpoint_takes_its_api_key_from_the_namespaces_secret_never_from_ar
     assert all(e["name"] != "VLLM_API_KEY" for e in _container(open_deployment)["env"])
 
 
-def test_cpu_runtime_sets_the_kv_cache_eager_mode_and_one_engine_process() -> None:
+def test_cpu_runtime_sets_the_kv_cache_and_eager_mode_and_keeps_vllms_process_layout() -> None:
     job = make_job("faq", serving={"mode": "merged", "gpus": 0, "memory": "16Gi"})
     container = _container(build_serving_objects(job, OperatorSettings(cpu_runtime=True))[0])
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "4" and "--enforce-eager" in container["args"]
-    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env
 
 
 def test_adapter_pool_is_the_admins_definition_and_is_owned_by_each_job() -> None:

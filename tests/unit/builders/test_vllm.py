@@ -73,11 +73,12 @@ def test_cpu_flags_and_dtype() -> None:
 
 
 
-def test_on_cpu_one_worker_runs_inside_the_engine_process_and_gpus_keep_vllms_layout() -> None:
-    assert vllm_env(cpu=True, kv_cache_gib=2) == {
+def test_on_cpu_one_worker_runs_inside_the_engine_process_when_asked_and_gpus_keep_vllms_layout() -> None:
+    assert vllm_env(cpu=True, kv_cache_gib=2, worker_in_engine=True) == {
         "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
         "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     }
-    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in vllm_env(cpu=True, tensor_parallel_size=2)
-    gpu = vllm_env(cpu=False, tensor_parallel_size=1)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in vllm_env(cpu=True)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in vllm_env(cpu=True, tensor_parallel_size=2, worker_in_engine=True)
+    gpu = vllm_env(cpu=False, worker_in_engine=True)
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in gpu and "VLLM_CPU_KVCACHE_SPACE" not in gpu

@@ -100,7 +100,7 @@ class LocalVllmServer:
                 lora_capacity=lora_capacity,
             ),
         ]
-        self.env = {**os.environ, **vllm_env(cpu=True, kv_cache_gib=1), **(env or {})}
+        self.env = {**os.environ, **vllm_env(cpu=True, kv_cache_gib=1, worker_in_engine=True), **(env or {})}
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="vllm-")) / "vllm.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log_start = 0
