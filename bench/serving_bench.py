@@ -22,8 +22,8 @@ JSON object.
 
 `--startup`: what one vLLM CPU server costs from start to its first answer, as `LocalVllmServer` launches
 it (`ftctl run`, the tests), in two configurations side by side — vLLM's multiprocess CPU layout (API
-server, engine core, and a separate worker process) and the contract's CPU default (the worker inside the
-engine core: `VLLM_ENABLE_V1_MULTIPROCESSING=0`) — each on the tiny model alone and with a LoRA adapter,
+server, engine core, and a separate worker process) and the local server's (the worker inside the
+engine core: `VLLM_ENABLE_V1_MULTIPROCESSING=0`, `vllm_env(worker_in_engine=True)`) — each on the tiny model alone and with a LoRA adapter,
 alternating `--rounds` times. CPU seconds are summed over every process of the server (sampled from
 /proc until `/health` answers, per process) and, for the whole start → one chat → stop, from the
 rusage of the reaped process tree (this bench makes itself a child subreaper so no orphan escapes the
@@ -167,7 +167,7 @@ STARTUP_CONFIGS: dict[str, dict[str, str]] = {
     "worker_process": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"},
     "contract_default": {},
 }
-"""`worker_process` forces vLLM's own CPU default back on; `contract_default` runs what the contract sets."""
+"""`worker_process` forces vLLM's own CPU layout back on; `contract_default` runs what `LocalVllmServer` sets."""
 PR_SET_CHILD_SUBREAPER = 36
 
 
