@@ -5,6 +5,8 @@
 #   -> MLflow (the tests' tracking server and client) in $VENV-mlflow.
 # Everything is constrained by requirements/constraints.txt (the full resolved set), so a fresh machine
 # gets exactly what the tests ran with. Idempotent: re-running with unchanged inputs does nothing.
+# pip keeps no cache (--no-cache-dir): its cache would hold a second copy of every wheel, torch's several
+# GB among them, for an install that runs once. A first install checks the disk first (scripts/setup-disk.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -16,8 +18,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "install: $VENV is up to date"
   exit 0
 fi
+# shellcheck source=setup-disk.sh
+. scripts/setup-disk.sh
+[ -f "$stamp" ] || need_disk install "$VENV" "$SETUP_DISK_GB_VENV" "$VENV and $VENV-mlflow"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check --no-cache-dir -q)
 "${pip[@]}" install pip==25.3
 echo "install: torch (about 75 s, 5 GB)"
 "${pip[@]}" install torch==2.13.0 -c requirements/constraints.txt
@@ -30,7 +35,7 @@ echo "install: deepspeed (sdist, ops built on first use)"
 DS_BUILD_OPS=0 "${pip[@]}" install --no-build-isolation deepspeed==0.19.8 -c requirements/constraints.txt
 echo "install: MLflow for the tests' tracking server, in its own virtualenv ($VENV-mlflow: its pins conflict with the trainer's)"
 [ -x "$VENV-mlflow/bin/python" ] || "$PY" -m venv "$VENV-mlflow"
-"$VENV-mlflow/bin/python" -m pip --disable-pip-version-check -q install pip==25.3
-"$VENV-mlflow/bin/python" -m pip --disable-pip-version-check -q install -r requirements/mlflow.txt
+"$VENV-mlflow/bin/python" -m pip --disable-pip-version-check --no-cache-dir -q install pip==25.3
+"$VENV-mlflow/bin/python" -m pip --disable-pip-version-check --no-cache-dir -q install -r requirements/mlflow.txt
 echo "$want" > "$stamp"
 echo "install: done ($VENV)"
