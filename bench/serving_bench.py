@@ -20,22 +20,36 @@ round: the base without LoRA, the base on the LoRA server (no adapter in the req
 the adapter (the tuned arm; it answers as the base does). p50 of each, and the ratios. Each prints one
 JSON object.
 
-    python bench/serving_bench.py [--prompts 32] [--max-tokens 16] [--concurrency 8] [--adapter-vs-merged | --lora-engine]
+`--startup`: what one vLLM CPU server costs from start to its first answer, as `LocalVllmServer` launches
+it (`ftctl run`, the tests), in two configurations side by side — vLLM's multiprocess CPU layout (API
+server, engine core, and a separate worker process) and the local server's (the worker inside the
+engine core: `VLLM_ENABLE_V1_MULTIPROCESSING=0`, `vllm_env(worker_in_engine=True)`) — each on the tiny model alone and with a LoRA adapter,
+alternating `--rounds` times. CPU seconds are summed over every process of the server (sampled from
+/proc until `/health` answers, per process) and, for the whole start → one chat → stop, from the
+rusage of the reaped process tree (this bench makes itself a child subreaper so no orphan escapes the
+count).
 
-Figures: DESIGN.md §5 (adapter or merged), §5.4 (LoRA engine).
+    python bench/serving_bench.py [--prompts 32] [--max-tokens 16] [--concurrency 8] [--adapter-vs-merged | --lora-engine]
+    python bench/serving_bench.py --startup [--rounds 2]
+
+Figures: DESIGN.md §5 (adapter or merged), §5.4 (LoRA engine), §9 Serving (start-up).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
+import resource
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / ".cache" / "models" / "tiny-chat"
+MODEL_DIR = Path(os.environ.get("FT_CACHE_DIR") or ROOT / ".cache") / "models" / "tiny-chat"
 
 
 def prompts(n: int) -> list[list[dict[str, str]]]:
@@ -149,6 +163,127 @@ def bench_adapter_vs_merged(model_dir: Path, messages: list[list[dict[str, str]]
     }
 
 
+STARTUP_CONFIGS: dict[str, dict[str, str]] = {
+    "worker_process": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"},
+    "contract_default": {},
+}
+"""`worker_process` forces vLLM's own CPU layout back on; `contract_default` runs what `LocalVllmServer` sets."""
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def process_tree_cpu(root: int, seen: dict[int, tuple[str, float]]) -> None:
+    """Record the CPU seconds (user + system) of `root` and its live descendants into `seen`, by pid
+    (with the process's name: vLLM titles its processes `VLLM::EngineCore`, `VLLM::Worker_…`)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        pid, ppid = int(entry), int(fields[1])
+        children.setdefault(ppid, []).append(pid)
+        stats[pid] = (cmd if cmd.startswith("VLLM::") else raw[raw.index("(") + 1:raw.rindex(")")],
+                      (int(fields[11]) + int(fields[12])) / tick)
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            seen[pid] = stats[pid]
+        todo += children.get(pid, [])
+
+
+def reap_orphans() -> None:
+    """Wait for every descendant that was re-parented to this process, so its rusage is counted."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_startup(model_dir: Path, adapter: Path | None, env: dict[str, str]) -> dict[str, Any]:
+    """Start one server, wait for `/health`, ask one chat question, stop it; its seconds and CPU seconds."""
+    from finetune_trainer.serving.local import LocalVllmServer, chat
+
+    reap_orphans()
+    before = children_cpu()
+    adapters = {"ft": str(adapter)} if adapter else None
+    server = LocalVllmServer(model_dir, "tiny-chat", adapters=adapters, dtype="float32", env=env)
+    seen: dict[int, tuple[str, float]] = {}
+    ready = threading.Event()
+    with server:
+        assert server.process is not None
+        pid = server.process.pid
+
+        def sample() -> None:
+            while not ready.wait(0.1):
+                process_tree_cpu(pid, seen)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        ready_seconds = server.wait_ready()
+        process_tree_cpu(pid, seen)
+        ready.set()
+        sampler.join()
+        at_ready = dict(seen)
+        answer = chat(server.url, "ft" if adapter else "tiny-chat", [{"role": "user", "content": "Hi"}], max_tokens=4)
+    reap_orphans()
+    per_process: dict[str, float] = {}
+    for name, cpu in at_ready.values():
+        role = name.split("_")[0] if name.startswith("VLLM::") else "APIServer" if name.startswith("python") else name
+        per_process[role] = round(per_process.get(role, 0.0) + cpu, 1)
+    return {
+        "ready_seconds": round(ready_seconds, 1),
+        "processes": len(at_ready),
+        "cpu_seconds_to_ready": round(sum(cpu for _, cpu in at_ready.values()), 1),
+        "cpu_seconds_to_ready_by_process": per_process,
+        "cpu_seconds_start_chat_stop": round(children_cpu() - before, 1),
+        "answer": answer,
+    }
+
+
+def bench_startup(model_dir: Path, rounds: int) -> dict[str, Any]:
+    import statistics
+    import tempfile
+
+    from live_adapters import make_adapter
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        adapter = make_adapter(model_dir, Path(tmp) / "adapter", seed=0)
+        for _ in range(rounds):
+            for kind, lora in (("model", None), ("adapter", adapter)):
+                for config, env in STARTUP_CONFIGS.items():
+                    runs.setdefault(f"{kind}/{config}", []).append(one_startup(model_dir, lora, env))
+    summary = {
+        key: {
+            "cpu_seconds_to_ready": round(statistics.mean(r["cpu_seconds_to_ready"] for r in rs), 1),
+            "cpu_seconds_start_chat_stop": round(statistics.mean(r["cpu_seconds_start_chat_stop"] for r in rs), 1),
+            "ready_seconds": round(statistics.mean(r["ready_seconds"] for r in rs), 1),
+        }
+        for key, rs in runs.items()
+    }
+    return {"load_average_before": [round(x, 1) for x in load_before],
+            "load_average_after": [round(x, 1) for x in os.getloadavg()], "summary": summary, "runs": runs}
+
+
 def bench_lora_engine(model_dir: Path, messages: list[list[dict[str, str]]], max_tokens: int) -> dict[str, Any]:
     import statistics
     import tempfile
@@ -203,10 +338,16 @@ def main() -> None:
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--adapter-vs-merged", action="store_true")
     modes.add_argument("--lora-engine", action="store_true")
+    modes.add_argument("--startup", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     from finetune_trainer.tiny_model import build_tiny_model
 
     model_dir = build_tiny_model(args.model)
+    if args.startup:
+        print(json.dumps({"benchmark": "vllm_startup", "model": str(model_dir), "rounds": args.rounds,
+                          **bench_startup(model_dir, args.rounds)}, indent=2))
+        return
     messages = prompts(args.prompts)
     if args.adapter_vs_merged:
         print(json.dumps({"benchmark": "adapter_vs_merged", "model": str(model_dir), "prompts": len(messages),

@@ -26,6 +26,11 @@ API_KEY_ENV = "VLLM_API_KEY"
 API_KEY_SECRET = "finetune-serving-api-key"
 """The Secret, in each job namespace, whose `API_KEY_SECRET_KEY` entry is the serving endpoints' API key."""
 API_KEY_SECRET_KEY = "api-key"
+KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+"""GiB of KV cache on vLLM's CPU backend; unset, vLLM sizes it from the node's RAM."""
+ONE_PROCESS_ENGINE_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+"""`0` on CPU with one worker: vLLM's CPU platform keeps the worker inside the engine-core process (the
+`uni` executor) instead of spawning one more process for it (`platforms/cpu.py`)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,24 @@ def vllm_args(
                  "--max-loras", str(lora_capacity.max_loras),
                  "--max-cpu-loras", str(max(lora_capacity.max_cpu_loras, lora_capacity.max_loras))]
     return args + list(extra)
+
+
+def vllm_env(
+    cpu: bool, kv_cache_gib: int = 1, tensor_parallel_size: int = 1, worker_in_engine: bool = False
+) -> dict[str, str]:
+    """The environment of one vLLM server beside its flags, for the cluster and the local server alike.
+
+    `worker_in_engine` (CPU, one worker): the worker runs inside the engine-core process instead of a
+    third process of its own, which imports torch and vLLM once more (about 8 of the 28 CPU seconds of
+    a start, `bench/serving_bench.py --startup`) and reserves a core for the engine loop, half of a
+    2-core machine. The local server (`ftctl run`, `ftctl serve`) asks for it; the operator's pods keep
+    vLLM's layout (DESIGN.md §9 Serving says why). GPUs and tensor parallelism never get it."""
+    env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+    if cpu:
+        env[KV_CACHE_ENV] = str(kv_cache_gib)
+        if worker_in_engine and tensor_parallel_size == 1:
+            env[ONE_PROCESS_ENGINE_ENV] = "0"
+    return env
 
 
 _NAMING_FLAGS = frozenset({"--model", "--served-model-name", "--lora-modules"})

@@ -53,7 +53,7 @@ from .kueue import DEPLOYMENT_INTEGRATION, kueue_labels
 from .names import base_arm_name, pool_name, serve_name, service_url, stable_service_name
 from .resolve import namespace, output_uri, source_cache_dir
 from finetune_api.contract.vllm import (API_KEY_ENV, API_KEY_SECRET, API_KEY_SECRET_KEY, RUNTIME_LORA_ENV, VLLM_COMMAND, VLLM_PORT, LoraCapacity, LoraModule, base_model_name, pooled_base_name,
-                                        default_max_model_len, same_engine, vllm_args)
+                                        default_max_model_len, same_engine, vllm_args, vllm_env)
 from ..reconcile.pool import ADAPTERS_GATE, PoolAdapter
 
 from .vllm import cpu_kv_cache_gib, vllm_pod_resources
@@ -175,9 +175,8 @@ def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
 def _pod_spec(job: FineTuneJob, settings: OperatorSettings, server: _Server) -> dict[str, Any]:
     serving = server.serving
     cpu, memory = serving.cpu, serving.memory
-    env = {**scratch_env(), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", **server.env}
-    if settings.cpu_runtime:
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(gib(memory or "8Gi")))
+    engine_env = vllm_env(settings.cpu_runtime, cpu_kv_cache_gib(gib(memory or "8Gi")), max(serving.gpus, 1))
+    env = {**scratch_env(), **engine_env, **server.env}
     claim_vols, claim_mounts = claim_volumes(server.claims, settings.pvc_mount_root)
     scratch_vols, scratch_mounts = scratch_volumes(f"{2 * max(serving.gpus, 1)}Gi", settings.scratch_size)
     container = {

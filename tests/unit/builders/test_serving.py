@@ -46,6 +46,7 @@ def test_merged_deployment_serves_versioned_names_with_probes() -> None:
     assert container["resources"]["limits"] == {"memory": "32Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "50Gi"}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HF_HUB_OFFLINE"] == "1" and "VLLM_CPU_KVCACHE_SPACE" not in env
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env, "GPU serving keeps vLLM's process layout"
     assert deployment["spec"]["replicas"] == 2
     service = _by(objects, "Service", "faq-serve")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
@@ -64,11 +65,12 @@ def test_the_endpoint_takes_its_api_key_from_the_namespaces_secret_never_from_ar
     assert all(e["name"] != "VLLM_API_KEY" for e in _container(open_deployment)["env"])
 
 
-def test_cpu_runtime_sets_the_kv_cache_and_eager_mode() -> None:
+def test_cpu_runtime_sets_the_kv_cache_and_eager_mode_and_keeps_vllms_process_layout() -> None:
     job = make_job("faq", serving={"mode": "merged", "gpus": 0, "memory": "16Gi"})
     container = _container(build_serving_objects(job, OperatorSettings(cpu_runtime=True))[0])
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "4" and "--enforce-eager" in container["args"]
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env
 
 
 def test_adapter_pool_is_the_admins_definition_and_is_owned_by_each_job() -> None:

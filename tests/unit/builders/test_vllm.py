@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_api.contract.vllm import LORA_RANKS, LoraModule, max_lora_rank, vllm_args
+from finetune_api.contract.vllm import LORA_RANKS, LoraModule, max_lora_rank, vllm_args, vllm_env
 
 pytestmark = pytest.mark.unit
 
@@ -71,3 +71,14 @@ def test_cpu_flags_and_dtype() -> None:
     assert _flag(gpu, "--dtype") == "bfloat16" and _flag(gpu, "--tensor-parallel-size") == "2" and "--enforce-eager" not in gpu
 
 
+
+
+def test_on_cpu_one_worker_runs_inside_the_engine_process_when_asked_and_gpus_keep_vllms_layout() -> None:
+    assert vllm_env(cpu=True, kv_cache_gib=2, worker_in_engine=True) == {
+        "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    }
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in vllm_env(cpu=True)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in vllm_env(cpu=True, tensor_parallel_size=2, worker_in_engine=True)
+    gpu = vllm_env(cpu=False, worker_in_engine=True)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in gpu and "VLLM_CPU_KVCACHE_SPACE" not in gpu

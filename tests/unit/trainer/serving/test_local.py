@@ -13,6 +13,7 @@ import pytest
 from finetune_api import FineTuneJob
 from finetune_api.resolved import ArtifactLayout, ResolvedConfig, ResolvedPaths
 from finetune_trainer.serving.local import (
+    LocalVllmServer,
     adapter_rank,
     chat,
     load_run,
@@ -168,3 +169,8 @@ def test_adapter_rank_reads_peft_config(tmp_path: Path) -> None:
     assert adapter_rank(tmp_path) == 48
     with pytest.raises(ValueError, match="not a LoRA adapter"):
         adapter_rank(tmp_path / "missing")
+
+
+def test_the_local_server_runs_its_worker_in_the_engine_process(tmp_path: Path) -> None:
+    server = LocalVllmServer(tmp_path, "tiny", port=8000, log_path=tmp_path / "vllm.log")
+    assert server.env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and server.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
