@@ -86,11 +86,14 @@ def vllm_args(
     lora_rank: int | None = None,
     lora_capacity: LoraCapacity | None = None,
     tensor_parallel_size: int = 1,
+    drain_seconds: int = 0,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """Flags for one vLLM server. With `lora_modules` (adapters fixed at start), `lora_rank` is the
     largest adapter rank (rounded up to vLLM's allowed set) and `--max-loras` holds them all, up to 16
-    at once. With `lora_capacity` (a pool that loads adapters at run time) LoRA is on and sized by it."""
+    at once. With `lora_capacity` (a pool that loads adapters at run time) LoRA is on and sized by it.
+    `drain_seconds`: on SIGTERM, finish the requests in flight for up to this long (vLLM's default, 0,
+    aborts them: a scale-in or a roll-out fails its clients' requests)."""
     if not served_names:
         raise ValueError("vllm_args: at least one served model name is needed")
     args = ["--model", model, "--served-model-name", *served_names, "--port", str(port)]
@@ -103,6 +106,8 @@ def vllm_args(
         args += ["--tensor-parallel-size", str(tensor_parallel_size)]
     if cpu:
         args.append("--enforce-eager")
+    if drain_seconds:
+        args += ["--shutdown-timeout", str(drain_seconds)]
     if lora_modules:
         count = len(lora_modules)
         args += ["--enable-lora", "--lora-modules", *(m.to_json() for m in lora_modules)]

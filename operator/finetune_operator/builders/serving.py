@@ -63,6 +63,9 @@ STARTUP_BUDGET_SECONDS = 1800
 PRE_STOP_SLEEP_SECONDS = 15
 """Lets Service endpoints drop the pod before vLLM stops taking requests."""
 TERMINATION_GRACE_SECONDS = 60
+DRAIN_SECONDS = TERMINATION_GRACE_SECONDS - PRE_STOP_SLEEP_SECONDS - 15
+"""vLLM's `--shutdown-timeout`: requests in flight at SIGTERM finish (within the grace left after the
+pre-stop sleep, with a margin before SIGKILL) instead of failing with a 500."""
 
 
 # ----------------------------------------------------------------------------- model references
@@ -266,6 +269,7 @@ def _common_flags(job: FineTuneJob, settings: OperatorSettings, serving: Serving
         "max_model_len": max_model_len,
         "cpu": settings.cpu_runtime,
         "tensor_parallel_size": max(serving.gpus, 1),
+        "drain_seconds": DRAIN_SECONDS,
         "extra": serving.args,
     }
 
@@ -313,7 +317,7 @@ def _pool_server(job: FineTuneJob, settings: OperatorSettings, claims: list[str]
     model = _pooled_model_source(job, settings)
     capacity = LoraCapacity(max_loras=pool.max_loras, max_cpu_loras=pool.max_cpu_loras, max_lora_rank=pool.max_lora_rank)
     args = vllm_args(model, [base], dtype=job.spec.model.dtype, max_model_len=pool.max_model_len, cpu=settings.cpu_runtime,
-                     tensor_parallel_size=max(pool.gpus, 1), lora_capacity=capacity)
+                     tensor_parallel_size=max(pool.gpus, 1), lora_capacity=capacity, drain_seconds=DRAIN_SECONDS)
     serving = ServingSpec(replicas=pool.replicas, gpus=pool.gpus, image=pool.image, cpu=pool.cpu, memory=pool.memory)
     return _Server(args, serving, claims, pool.replicas, env=dict(RUNTIME_LORA_ENV),
                    gpu_resource_name=pool.gpu_resource_name, placement=(pool.node_selector or None, list(pool.tolerations)),

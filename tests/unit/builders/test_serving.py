@@ -120,6 +120,19 @@ def test_canary_split(replicas: int, weight: int, split: tuple[int, int]) -> Non
     assert canary_split(replicas, weight) == split
 
 
+@pytest.mark.parametrize("serving", [{"mode": "merged"}, {"mode": "adapter", "canary": {"weight": 50}}, {"mode": "adapter"}])
+def test_every_vllm_pod_finishes_its_requests_in_flight_before_the_grace_ends(serving: dict[str, object]) -> None:
+    """vLLM's default aborts the requests in flight at SIGTERM (a scale-in, a roll-out, a canary's verdict
+    fail clients with a 500); every server drains them, within what is left of the pod's grace."""
+    job = make_job("faq", serving=serving)
+    for deployment in (o for o in build_serving_objects(job, OperatorSettings()) if o["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        container = _container(deployment)
+        drain = int(_flag(container["args"], "--shutdown-timeout"))
+        pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert drain > 0 and pre_stop + drain < pod["terminationGracePeriodSeconds"], deployment["metadata"]["name"]
+
+
 def test_canary_puts_both_arms_behind_one_stable_service() -> None:
     job = make_job("faq", serving={"mode": "merged", "replicas": 10, "canary": {"weight": 10}})
     objects = build_serving_objects(job, OperatorSettings())
