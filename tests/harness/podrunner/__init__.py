@@ -6,8 +6,8 @@ list, never a shell) as a process group with the runner's Python environment fir
 repo's `.venv`: `python` in a container command is the venv's python). It writes the pod status
 back like a kubelet: Pending -> Running -> Succeeded/Failed, containerStatuses (running /
 terminated with exitCode, reason and the termination message), podIP (the pod's own address), Ready from the
-readinessProbe (httpGet / tcpSocket / exec), restarts per restartPolicy, and on deletion sends
-SIGTERM to the process group and SIGKILL after terminationGracePeriodSeconds.
+readinessProbe (httpGet / tcpSocket / exec), restarts per restartPolicy, and on deletion runs
+its containers' `preStop` sleep, then sends SIGTERM to each container's process (a runtime's PID 1) and SIGKILL to its group after terminationGracePeriodSeconds.
 
 Scheduling: the node is tainted `finetune.dev/local-runner=true:NoSchedule` and labelled
 `finetune.dev/local-runner=true`; a pod runs here only with NODE_SELECTOR and TOLERATIONS below.

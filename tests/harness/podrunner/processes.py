@@ -1,5 +1,6 @@
 """Container processes: each container's command+args (an exec list, never a shell) runs as its own
-process group with stdout and stderr in its log; stopping is SIGTERM, then SIGKILL after the grace."""
+process group with stdout and stderr in its log; stopping is SIGTERM to the container's own process (as a
+container runtime signals PID 1 only), then SIGKILL to the whole group after the grace."""
 
 from __future__ import annotations
 
@@ -89,9 +90,16 @@ def record_exit(c: Container, rc: int, where: str) -> None:
 
 
 def send_signal(c: Container, sig: int) -> None:
+    """SIGKILL ends the container's whole process group (the runtime kills its cgroup); any other signal
+    goes to the container's own process only, as a runtime sends it to PID 1: its children hear of it
+    from that process (vLLM's API server drains through its engine; torchrun forwards to its workers),
+    and a child signalled directly would die under its parent mid-drain."""
     if c.proc is not None and c.proc.poll() is None:
         try:
-            os.killpg(c.proc.pid, sig)
+            if sig == signal.SIGKILL:
+                os.killpg(c.proc.pid, sig)
+            else:
+                os.kill(c.proc.pid, sig)
         except ProcessLookupError:
             pass
 

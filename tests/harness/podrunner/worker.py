@@ -185,6 +185,7 @@ class PodWorker(threading.Thread):
             self._kill_all(min(self._grace(), self.runner.stop_grace))
             return
         grace = 0.0 if self.gone.is_set() else (self.delete_requested or 0.0)
+        grace -= self._pre_stop(grace)
         self._kill_all(grace)
         if self.gone.is_set():
             return
@@ -194,6 +195,18 @@ class PodWorker(threading.Thread):
         self._update_ready()
         self._send_status(force=True)
         self._delete_pod_object()
+
+    def _pre_stop(self, grace: float) -> float:
+        """The running containers' `lifecycle.preStop.sleep` before their SIGTERM, as the kubelet runs it, within
+        the grace (other handlers are not run here); seconds slept. Meanwhile the containers keep serving
+        (a vLLM server answers requests sent before its endpoint was dropped); a forced deletion cuts it short."""
+        seconds = max((float(((c.spec.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0))
+                       for c in self.containers if c.running), default=0.0)
+        end = time.monotonic() + min(seconds, grace)
+        started = time.monotonic()
+        while time.monotonic() < end and not self.gone.is_set() and not self.runner.stopping.is_set():
+            time.sleep(0.1)
+        return time.monotonic() - started
 
     def _delete_pod_object(self) -> None:
         self.runner.delete_pod(self.ns, self.pod_name, self.uid)
