@@ -274,8 +274,11 @@ def with_pods(state: JobState, pods: tuple[PodState, ...]) -> JobState:
     """`state` with its pods. A Job that has ended while none of its pods is seen ended is still running
     here: Jobs and pods come on separate watch streams, so the Job controller's verdict can arrive before
     the pod whose end it counted, and that pod's termination message is the phase's summary (read too
-    early, "ended without a summary"). The pod's event reconciles again; a pod that is gone holds nothing."""
-    if state.outcome != "running" and pods and all(p.exit_code is None for p in pods):
+    early, "ended without a summary"). A pod has ended when its phase says so (a failed init container
+    leaves the main one without an exit code) or a container has an exit code. The pod's event reconciles
+    again; a pod that is gone holds nothing."""
+    if state.outcome != "running" and pods and not any(p.phase in ("Succeeded", "Failed") or p.exit_code is not None
+                                                       for p in pods):
         return replace(state, pods=pods, outcome="running")
     return replace(state, pods=pods)
 

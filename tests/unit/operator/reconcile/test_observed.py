@@ -114,3 +114,9 @@ def test_a_job_ended_before_its_pods_are_seen_ended_is_still_running():
     seen = with_pods(job_state(body), (ended,))
     assert seen.outcome == "succeeded" and seen.summary(EvaluateSummary) is not None
     assert with_pods(job_state(body), ()).outcome == "succeeded"  # its pods are gone: nothing to wait for
+    # an init container that failed (the fetch step) ends its pod without a main container's exit code
+    init_failed = pod_state({"metadata": {"name": "demo-prepare-x"}, "status": {"phase": "Failed", "initContainerStatuses": [
+        {"name": "fetch", "state": {"terminated": {"exitCode": 1, "message": "no such file"}}}]}})
+    assert init_failed.exit_code is None
+    failed = with_pods(job_state(failed_job("Container fetch failed with exit code 1 matching FailJob rule at index 0")), (init_failed,))
+    assert failed.outcome == "failed"
