@@ -42,28 +42,23 @@ else:
     if own_network:  # the same port as pod 0's server, on this pod's own address
         held = socket.create_server((me["own_ip"], port))
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            me["peer_ip"] = socket.gethostbyname(peer)
-            with socket.create_connection((peer, port), timeout=5) as c:
-                c.sendall(b"ping from " + socket.gethostname().encode())
-                me["reply"] = c.recv(100).decode()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+
+    def exchange(host, line, port, timeout):  # retried until the name and its route exist
+        while True:
+            try:
+                with socket.create_connection((host, port), timeout=timeout) as c:
+                    c.sendall(line)
+                    return c.recv(100).decode()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    me["reply"] = exchange(peer, b"ping from " + socket.gethostname().encode(), port, 5)
+    me["peer_ip"] = socket.gethostbyname(peer)
     me["service_ip"] = socket.gethostbyname(os.environ["CLUSTERIP_SERVICE"])
-    while own_network:  # the proxy routes the ClusterIP once pod 0's endpoint is ready
-        try:
-            with socket.create_connection((os.environ["CLUSTERIP_SERVICE"], 80), timeout=2) as c:
-                c.sendall(b"ping via the service")
-                me["service_reply"] = c.recv(100).decode()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    if own_network:  # the proxy routes the ClusterIP once pod 0's endpoint is ready
+        me["service_reply"] = exchange(os.environ["CLUSTERIP_SERVICE"], b"ping via the service", 80, 2)
 print("IDENTITY " + json.dumps(me), flush=True)
 """
 
